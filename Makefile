@@ -9,7 +9,7 @@ PROFILE ?=
 .PHONY: install reproduce test profile paper-tools gemma-model benchmarks clean-venv
 
 $(VENV)/.installed: pyproject.toml requirements-nodeps.txt
-	$(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[pipeline,dev]'
@@ -24,10 +24,10 @@ profile: install
 
 reproduce: profile
 	@if [ "$$($(VENV)/bin/silentzone profile --show)" = "gemma" ]; then $(MAKE) gemma-model; fi
-	$(VENV)/bin/dvc repro
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc repro
 
 test: install
-	$(PY) -m pytest -q
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q
 
 benchmarks: install
 	$(PY) benchmarks/run_all.py
