@@ -1,0 +1,111 @@
+"""One function per figure. Each draws with seaborn/matplotlib, saves <name>.png and the exact data
+behind it as <name>.csv (so every figure can be re-plotted or checked without the notebook)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from . import io  # noqa: E402
+
+sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+PAPER_COLOR = "#c0392b"
+
+
+def save(fig, data: pd.DataFrame, figures_dir, name: str) -> Path:
+    """<figures_dir>/<name>.png (deterministic metadata) and <name>.csv beside it."""
+    figures_dir = Path(figures_dir)
+    png = figures_dir / f"{name}.png"
+    with io.atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight", metadata={"Software": None})
+    io.write_csv(figures_dir / f"{name}.csv", data, float_format="%.9g")
+    plt.close(fig)
+    return png
+
+
+def fidelity_vs_score(cohort: pd.DataFrame, x: str, silent_members: list[str], figures_dir, name="kld_vs_composite",
+                      x_label="mean KLD to the reference (nats/token, log scale)", y="composite"):
+    data = cohort[["quant", x, y, "bpw"]].copy()
+    data["zone"] = ["reference" if q == "reference" else ("silent" if q in set(silent_members) else "outside") for q in data["quant"]]
+    plot = data[data["quant"] != "reference"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    sns.scatterplot(data=plot, x=x, y=y, hue="zone", style="zone", hue_order=["silent", "outside"],
+                    style_order=["silent", "outside"], s=60, ax=ax)
+    ref = data[data["quant"] == "reference"]
+    if len(ref):
+        ax.axhline(float(ref[y].iloc[0]), color="black", lw=1, ls="--", label="reference score")
+    if (plot[x] > 0).all():
+        ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("benchmark composite (share of items correct)")
+    ax.legend(loc="best", fontsize=8)
+    return save(fig, data, figures_dir, name)
+
+
+def zone_sweep(sweep: pd.DataFrame, figures_dir, x: str, name: str, x_label: str, paper_value: float | None = None):
+    """ρ (with CI band) as the silent zone grows; `sweep` has columns x, n, rho, ci_low, ci_high."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.plot(sweep[x], sweep["rho"], marker="o", color="C0", label="Spearman ρ in the zone")
+    ax.fill_between(sweep[x], sweep["ci_low"], sweep["ci_high"], color="C0", alpha=0.2, label="95% bootstrap CI")
+    ax.axhline(0, color="black", lw=0.8)
+    if paper_value is not None:
+        ax.axhline(paper_value, color=PAPER_COLOR, ls=":", label=f"paper, silent zone (ρ = {paper_value:+.2f})")
+    for xv, n in zip(sweep[x], sweep["n"]):
+        ax.annotate(f"n={n}", (xv, 1.02), xycoords=("data", "axes fraction"), ha="center", fontsize=7)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("Spearman ρ (KLD vs composite)")
+    ax.set_ylim(-1.05, 1.05)
+    ax.legend(loc="lower right", fontsize=8)
+    return save(fig, sweep, figures_dir, name)
+
+
+def prompt_kld_by_outcome(items: pd.DataFrame, figures_dir, name="prompt_kld_failed_vs_passed"):
+    data = items.loc[items["model"] != "reference", ["model", "task", "item_id", "correct", "prompt_kld"]].copy()
+    data["outcome"] = data["correct"].map({True: "passed", False: "failed"})
+    fig, ax = plt.subplots(figsize=(7.0, max(3.0, 0.28 * data["model"].nunique() + 1.5)))
+    plot = data[data["prompt_kld"] > 0]
+    sns.boxplot(data=plot, y="model", x="prompt_kld", hue="outcome", hue_order=["passed", "failed"],
+                log_scale=True, fliersize=1, ax=ax)
+    ax.set_xlabel("per-prompt mean KLD to the reference (nats/token, log scale)")
+    ax.set_ylabel("quant")
+    return save(fig, data, figures_dir, name)
+
+
+def ratio_intervals(table: pd.DataFrame, figures_dir, name: str, value: str, low: str, high: str, label: str,
+                    chance: float | None = None, paper_range: tuple[float, float] | None = None, by: str = "model"):
+    """A dot with its CI per row (GM ratios per model, routing accuracy per pair)."""
+    data = table.sort_values(value).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(6.4, max(2.5, 0.3 * len(data) + 1.2)))
+    ax.errorbar(data[value], range(len(data)), xerr=[data[value] - data[low], data[high] - data[value]],
+                fmt="o", color="C0", ecolor="C0", capsize=2)
+    ax.set_yticks(range(len(data)), data[by])
+    if chance is not None:
+        ax.axvline(chance, color="black", lw=0.8, ls="--", label=f"chance / no signal ({chance:g})")
+    if paper_range is not None:
+        ax.axvspan(*paper_range, color=PAPER_COLOR, alpha=0.15, label=f"paper range [{paper_range[0]:g}, {paper_range[1]:g}]")
+    ax.set_xlabel(label)
+    ax.legend(loc="best", fontsize=8)
+    return save(fig, data, figures_dir, name)
+
+
+def volume_direction(flips: pd.DataFrame, x: str, figures_dir, name="kld_vs_volume_direction", x_label="mean KLD (nats/token)"):
+    """Left: KLD vs flip volume (share of items flipped); right: KLD vs direction f."""
+    data = flips.copy()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.0))
+    sns.scatterplot(data=data, x=x, y="volume_share", hue="task", ax=axes[0], s=30)
+    sns.scatterplot(data=data, x=x, y="direction", hue="task", ax=axes[1], s=30, legend=False)
+    for ax in axes:
+        if (data[x] > 0).all():
+            ax.set_xscale("log")
+        ax.set_xlabel(x_label)
+    axes[0].set_ylabel("flip volume (L + D) / N")
+    axes[1].set_ylabel("direction f = L / (L + D)")
+    axes[1].axhline(0.5, color="black", lw=0.8, ls="--")
+    axes[0].legend(fontsize=7, loc="best")
+    return save(fig, data, figures_dir, name)
