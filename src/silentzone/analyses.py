@@ -1,0 +1,182 @@
+"""Item-level analyses: flips against the reference (volume and direction), their correlation
+with the fidelity variants, per-prompt failure prediction and KLD routing between models.
+
+Inputs are the item table (model, task, item_id, correct, prompt_kld, ...; the reference's model
+name is "reference") and the cohort table; outputs are tidy DataFrames, one row per result.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest, rankdata
+
+from . import stats
+from .errors import SilentzoneError
+
+REFERENCE = stats.REFERENCE
+FLIP_COLUMNS = ["model", "task", "n_items", "leapfrogs", "drops", "volume", "volume_rate", "direction", "score_q", "score_ref", "delta"]
+
+
+def _outcomes(items: pd.DataFrame) -> pd.DataFrame:
+    """Wide table (task, item_id) x model of bool outcomes; every model must have every item."""
+    stats._require_columns(items, ["model", "task", "item_id", "correct"], "item table")
+    dupes = items.duplicated(["model", "task", "item_id"])
+    if dupes.any():
+        first = items[dupes].iloc[0]
+        raise SilentzoneError(f"item table: duplicate row for {first['model']} {first['task']}/{first['item_id']}; keep one outcome per item")
+    wide = items.pivot(index=["task", "item_id"], columns="model", values="correct")
+    gaps = wide.isna()
+    if gaps.any().any():
+        model = gaps.any().idxmax()
+        task, item = gaps.index[gaps[model].to_numpy().argmax()]
+        raise SilentzoneError(f"item table: model {model!r} has no outcome for {task}/{item}; every model needs every item")
+    return wide.astype(bool)
+
+
+def flips(items: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Leapfrogs L (q right, R wrong), drops D (R right, q wrong) per quant and task.
+
+    volume = L + D, volume_rate = volume / n_items, direction f = L / volume (NaN when volume = 0:
+    no flips, no direction). Per task the identity delta = score_q − score_R = (L − D)/N =
+    volume·(2f − 1)/N holds exactly. Rows with task "composite" pool the tasks: volume_rate =
+    Σ volume / Σ N, direction = Σ L / Σ volume, score_q / score_ref / delta = mean over tasks (the
+    composite's definition; equal to (ΣL − ΣD)/ΣN only when tasks have equal N).
+    """
+    wide = _outcomes(items)
+    if reference not in wide:
+        raise SilentzoneError(f"item table: no rows for model {reference!r}; flips are counted against the reference")
+    ref = wide[reference]
+    rows = []
+    for model in sorted(m for m in wide.columns if m != reference):
+        q = wide[model]
+        per_task = pd.DataFrame({
+            "n_items": q.groupby(level="task").size(),
+            "leapfrogs": (q & ~ref).groupby(level="task").sum(),
+            "drops": (~q & ref).groupby(level="task").sum(),
+            "score_q": q.groupby(level="task").mean(),
+            "score_ref": ref.groupby(level="task").mean(),
+        }).reset_index()
+        composite = {"task": "composite", **per_task[["n_items", "leapfrogs", "drops"]].sum().to_dict(),
+                     "score_q": per_task["score_q"].mean(), "score_ref": per_task["score_ref"].mean()}
+        block = pd.concat([per_task, pd.DataFrame([composite])], ignore_index=True)
+        block.insert(0, "model", model)
+        rows.append(block)
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=FLIP_COLUMNS)
+    out[["n_items", "leapfrogs", "drops"]] = out[["n_items", "leapfrogs", "drops"]].astype(np.int64)
+    out["volume"] = out["leapfrogs"] + out["drops"]
+    out["volume_rate"] = out["volume"] / out["n_items"]
+    out["direction"] = (out["leapfrogs"] / out["volume"].where(out["volume"] > 0)).astype(float)
+    is_task = out["task"] != "composite"
+    out["delta"] = np.where(is_task, (out["leapfrogs"] - out["drops"]) / out["n_items"], out["score_q"] - out["score_ref"])
+    return out[FLIP_COLUMNS]
+
+
+def flip_correlations(cohort: pd.DataFrame, flip_table: pd.DataFrame, variants: list[str], settings: dict,
+                      zones: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """Spearman of each variant with flip volume (volume_rate) and direction, per task and
+    composite, in each zone. Quants whose direction is NaN (no flips) drop out of that pair.
+    Returns stats.correlation_table's columns with target = "volume:<task>" / "direction:<task>"."""
+    wide = flip_table.pivot(index="model", columns="task", values=["volume_rate", "direction"])
+    tasks = [t for t in flip_table["task"].unique() if t != "composite"] + ["composite"]
+    targets = [f"{'volume' if m == 'volume_rate' else m}:{t}" for m in ("volume_rate", "direction") for t in tasks]
+    wide.columns = [f"{'volume' if m == 'volume_rate' else m}:{t}" for m, t in wide.columns]
+    table = cohort[["quant", *variants]].merge(wide, left_on="quant", right_index=True, how="inner")
+    if zones is None:
+        zones = {"full": stats.non_reference(cohort)}
+    return stats.correlation_table(table, variants, targets, settings, zones)
+
+
+def auroc(failed, passed) -> float:
+    """P(KLD of a failed prompt > KLD of a passed one), ties counted half: U_failed / (n_f · n_p)."""
+    failed, passed = np.asarray(failed, float), np.asarray(passed, float)
+    ranks = rankdata(np.concatenate([failed, passed]))
+    u_failed = ranks[: len(failed)].sum() - len(failed) * (len(failed) + 1) / 2
+    return float(u_failed / (len(failed) * len(passed)))
+
+
+def _gm_ratio_bootstrap(log_failed: np.ndarray, log_passed: np.ndarray, n_bootstrap: int, rng) -> np.ndarray:
+    """Bootstrap of exp(mean log KLD failed − mean log KLD passed), resampling each group's items
+    (failed, then passed) with replacement, so both group sizes stay fixed."""
+    f = log_failed[rng.integers(0, len(log_failed), (n_bootstrap, len(log_failed)))].mean(axis=1)
+    p = log_passed[rng.integers(0, len(log_passed), (n_bootstrap, len(log_passed)))].mean(axis=1)
+    return np.exp(f - p)
+
+
+def _quant_klds(items: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """The non-reference rows, after checking every prompt_kld is a number ≥ 0."""
+    stats._require_columns(items, ["model", "task", "item_id", "correct", "prompt_kld"], "item table")
+    quants = items[items["model"] != reference]
+    bad = quants[quants["prompt_kld"].isna() | (quants["prompt_kld"] < 0)]
+    if len(bad):
+        row = bad.iloc[0]
+        raise SilentzoneError(f"item table: prompt_kld of {row['model']} {row['task']}/{row['item_id']} is {row['prompt_kld']}; rerun its bench stage")
+    return quants
+
+
+def failure_prediction(items: pd.DataFrame, settings: dict, reference: str = REFERENCE) -> pd.DataFrame:
+    """Does per-prompt KLD predict which prompts a quant fails? Per model and task, and per model
+    over all tasks (task "all"): geometric mean of prompt_kld over failed / over passed items
+    (gm_ratio, > 1 = failures sit where the quant is further from the reference) with a percentile
+    bootstrap CI over items, and AUROC of prompt_kld as a failure score. Refused (with a reason)
+    when a group is empty or a KLD is 0 (its log is undefined)."""
+    quants = _quant_klds(items, reference)
+    rng = np.random.default_rng(settings["seed"])
+    alpha = (1 - settings["ci"]) / 2
+    rows = []
+    for model in sorted(quants["model"].unique()):
+        of_model = quants[quants["model"] == model]
+        groups = [(t, g) for t, g in of_model.groupby("task", sort=True)] + [("all", of_model)]
+        for task, g in groups:
+            kld, correct = g["prompt_kld"].to_numpy(float), g["correct"].to_numpy(bool)
+            row = {"model": model, "task": task, "n_failed": int((~correct).sum()), "n_passed": int(correct.sum()),
+                   "gm_failed": None, "gm_passed": None, "gm_ratio": None, "ci_low": None, "ci_high": None, "auroc": None, "refused": None}
+            if row["n_failed"] == 0 or row["n_passed"] == 0:
+                row["refused"] = f"no {'failed' if row['n_failed'] == 0 else 'passed'} items"
+            elif (kld == 0).any():
+                row["refused"] = f"{int((kld == 0).sum())} prompts with KLD exactly 0 (geometric mean undefined)"
+            else:
+                logs = np.log(kld)
+                lf, lp = logs[~correct], logs[correct]
+                boot = _gm_ratio_bootstrap(lf, lp, settings["n_bootstrap"], rng)
+                low, high = np.quantile(boot, [alpha, 1 - alpha])
+                row.update(gm_failed=float(np.exp(lf.mean())), gm_passed=float(np.exp(lp.mean())), gm_ratio=float(np.exp(lf.mean() - lp.mean())),
+                           ci_low=float(low), ci_high=float(high), auroc=auroc(kld[~correct], kld[correct]))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def routing(items: pd.DataFrame, settings: dict, reference: str = REFERENCE) -> pd.DataFrame:
+    """KLD as a router between two quants: on disagreement prompts (exactly one of the pair passes)
+    pick the model with the lower prompt_kld; accuracy = share of picks that passed (chance 50%).
+    One row per pair (model_a < model_b) and task, plus task "all". Prompts where both KLDs are
+    equal are not routed (n_ties). CI: Clopper–Pearson exact binomial; p_binom: two-sided
+    binomial test of accuracy = 0.5. The reference (no prompt_kld) is not routed."""
+    quants = _quant_klds(items, reference)
+    models = sorted(quants["model"].unique())
+    if len(models) < 2:
+        raise SilentzoneError(f"item table: routing needs at least two quants with prompt_kld, found {len(models)}")
+    correct = _outcomes(quants)
+    kld = quants.pivot(index=["task", "item_id"], columns="model", values="prompt_kld")
+    rows = []
+    for a, b in itertools.combinations(models, 2):
+        disagree = correct[a] != correct[b]
+        for task in [*sorted(correct.index.get_level_values("task").unique()), "all"]:
+            mask = disagree if task == "all" else disagree & (correct.index.get_level_values("task") == task)
+            ka, kb = kld.loc[mask, a].to_numpy(float), kld.loc[mask, b].to_numpy(float)
+            pick_a = ka < kb
+            routed = ka != kb
+            good = np.where(pick_a, correct.loc[mask, a], correct.loc[mask, b])[routed]
+            row = {"model_a": a, "model_b": b, "task": task, "n_disagree": int(mask.sum()), "n_ties": int((~routed).sum()),
+                   "n_routed": int(routed.sum()), "n_correct": int(good.sum()), "accuracy": None, "ci_low": None, "ci_high": None,
+                   "p_binom": None, "refused": None}
+            if row["n_routed"] == 0:
+                row["refused"] = "no disagreement prompts with distinct KLD"
+            else:
+                test = binomtest(row["n_correct"], row["n_routed"], 0.5)
+                ci = test.proportion_ci(settings["ci"], method="exact")
+                row.update(accuracy=row["n_correct"] / row["n_routed"], ci_low=float(ci.low), ci_high=float(ci.high), p_binom=float(test.pvalue))
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,335 @@
+"""Spearman ρ with a permutation p-value and a percentile bootstrap CI, Holm's correction, and the
+silent zone (which quants count as near-baseline).
+
+Everything is vectorised over resamples: the permutation null and the bootstrap distribution of
+10,000 resamples each cost a few matrix operations, never 10,000 scipy calls. Ranks are average
+ranks (ties). Doubled average ranks are integers, so the permutation statistic is an exact integer
+and ties in the null distribution compare exactly. The random draws follow scipy's own order
+(`rng.permuted` for pairings, `rng.integers` for bootstrap indices), so the tests reproduce
+scipy.stats.permutation_test / bootstrap bit for bit from the same seed.
+
+A correlation that cannot be computed (fewer than `stats.min_n` quants, a constant column) is a
+*refused* record: rho, p and CI are None and `refused` says why — never a silent NaN.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from . import config
+from .errors import SilentzoneError
+
+REFERENCE = "reference"
+MIN_N = 4
+RESULT_KEYS = ("n", "rho", "p_perm", "ci_low", "ci_high", "n_degenerate", "refused")
+
+
+def settings(params: dict) -> dict:
+    """The statistics settings of a run, read once from params."""
+    return {
+        "seed": config.get(params, "seed", int),
+        "n_resamples": config.get(params, "stats.n_resamples", int),
+        "n_bootstrap": config.get(params, "stats.n_bootstrap", int),
+        "ci": config.get(params, "stats.ci", float),
+        "min_n": config.get(params, "stats.min_n", int, MIN_N),
+    }
+
+
+# ---------------------------------------------------------------- Spearman and its resampling
+
+
+def _doubled_centered_ranks(values: np.ndarray) -> np.ndarray:
+    """2·rank − (n + 1): integers (average ranks are multiples of 1/2) that sum to 0."""
+    return np.rint(2 * rankdata(values)).astype(np.int64) - (len(values) + 1)
+
+
+def _check_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise SilentzoneError(f"spearman: x and y must be 1-D of equal length, got {x.shape} and {y.shape}")
+    if np.isnan(x).any() or np.isnan(y).any():
+        raise SilentzoneError("spearman: missing values (NaN); drop those quants first")
+    return x, y
+
+
+def refusal(x, y, min_n: int = MIN_N, names: tuple[str, str] = ("x", "y")) -> str | None:
+    """Why ρ of (x, y) cannot be computed, or None when it can."""
+    x, y = _check_pair(x, y)
+    if len(x) < min_n:
+        return f"fewer than {min_n} quants (n = {len(x)})"
+    for name, v in zip(names, (x, y)):
+        if np.all(v == v[0]):
+            return f"constant {name}: all {len(v)} values equal {v[0]:.6g}"
+    return None
+
+
+def spearman(x, y) -> float:
+    """Spearman ρ with average ranks (= scipy.stats.spearmanr's statistic)."""
+    x, y = _check_pair(x, y)
+    why = refusal(x, y, min_n=2)
+    if why:
+        raise SilentzoneError(f"spearman: undefined, {why}")
+    cx, cy = _doubled_centered_ranks(x), _doubled_centered_ranks(y)
+    return float(cx @ cy / math.sqrt(float(cx @ cx) * float(cy @ cy)))
+
+
+def permutation_pvalue(x, y, n_resamples: int, rng: np.random.Generator) -> float:
+    """Two-sided permutation p of Spearman ρ over pairings, scipy's convention:
+    p = min(1, 2·min(P(T ≤ t), P(T ≥ t))). When n! ≤ n_resamples every pairing is enumerated
+    (exact p, no draws); otherwise n_resamples random pairings with the +1 correction."""
+    x, y = _check_pair(x, y)
+    cx, cy = _doubled_centered_ranks(x), _doubled_centered_ranks(y)
+    n = len(x)
+    observed = cx @ cy  # ρ is this integer over a constant, so compare integers
+    if math.factorial(n) <= n_resamples:
+        perms = np.array(list(itertools.permutations(range(n))), dtype=np.int64)
+        adjustment = 0
+    else:
+        perms = rng.permuted(np.tile(np.arange(n), (n_resamples, 1)), axis=-1)
+        adjustment = 1
+    null = cx[perms] @ cy
+    total = len(perms) + adjustment
+    less = (np.count_nonzero(null <= observed) + adjustment) / total
+    greater = (np.count_nonzero(null >= observed) + adjustment) / total
+    return float(min(1.0, 2 * min(less, greater)))
+
+
+def _resample_doubled_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Doubled average rank of each original unit inside each resample, where weights[b, i] is how
+    often unit i was drawn in resample b. Ranks come from tie groups of the sorted values, so no
+    per-resample sort is needed."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    new_group = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
+    group_of_sorted = np.cumsum(new_group) - 1
+    group_weight = np.add.reduceat(weights[:, order], np.flatnonzero(new_group), axis=1)
+    below = np.cumsum(group_weight, axis=1) - group_weight
+    doubled = 2 * below + group_weight + 1  # below + (ties + 1)/2, doubled
+    out = np.empty_like(weights)
+    out[:, order] = doubled[:, group_of_sorted]
+    return out
+
+
+def bootstrap_distribution(x, y, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
+    """ρ of n_bootstrap resamples of quants (pairs kept together); NaN where a resample makes x or
+    y constant (ρ undefined there)."""
+    x, y = _check_pair(x, y)
+    n = len(x)
+    idx = rng.integers(0, n, (n_bootstrap, n))
+    weights = np.bincount((idx + n * np.arange(n_bootstrap)[:, None]).ravel(), minlength=n_bootstrap * n)
+    weights = weights.reshape(n_bootstrap, n).astype(np.int64)
+    a, b = _resample_doubled_ranks(x, weights), _resample_doubled_ranks(y, weights)
+    # Weighted sums of integers: exact in float64 for any cohort size seen in practice.
+    sa, sb = (weights * a).sum(1), (weights * b).sum(1)
+    sxx = n * (weights * a * a).sum(1) - sa * sa
+    syy = n * (weights * b * b).sum(1) - sb * sb
+    sxy = n * (weights * a * b).sum(1) - sa * sb
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = sxy / np.sqrt(sxx.astype(float) * syy.astype(float))
+    rho[(sxx == 0) | (syy == 0)] = np.nan
+    return rho
+
+
+def bootstrap_ci(x, y, n_bootstrap: int, rng: np.random.Generator, ci: float = 0.95) -> tuple[float, float, int]:
+    """Percentile bootstrap CI of ρ over quants: (low, high, resamples dropped as degenerate).
+    Degenerate resamples (constant x or y) have no ρ and are left out of the percentiles."""
+    dist = bootstrap_distribution(x, y, n_bootstrap, rng)
+    valid = dist[~np.isnan(dist)]
+    if len(valid) == 0:
+        raise SilentzoneError("bootstrap: every resample was degenerate (constant x or y)")
+    alpha = (1 - ci) / 2
+    low, high = np.quantile(valid, [alpha, 1 - alpha])
+    return float(low), float(high), int(len(dist) - len(valid))
+
+
+def correlate(x, y, rng: np.random.Generator, n_resamples: int, n_bootstrap: int, ci: float = 0.95,
+              min_n: int = MIN_N, names: tuple[str, str] = ("x", "y")) -> dict:
+    """ρ, permutation p and bootstrap CI of one pair of columns, or a refused record.
+    Returns {n, rho, p_perm, ci_low, ci_high, n_degenerate, refused}."""
+    x, y = _check_pair(x, y)
+    why = refusal(x, y, min_n, names)
+    if why:
+        return {"n": len(x), "rho": None, "p_perm": None, "ci_low": None, "ci_high": None, "n_degenerate": None, "refused": why}
+    p = permutation_pvalue(x, y, n_resamples, rng)
+    low, high, degenerate = bootstrap_ci(x, y, n_bootstrap, rng, ci)
+    return {"n": len(x), "rho": spearman(x, y), "p_perm": p, "ci_low": low, "ci_high": high, "n_degenerate": degenerate, "refused": None}
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values; NaN (refused) entries stay NaN and do not count."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+# ---------------------------------------------------------------- tables of correlations
+
+
+def non_reference(cohort: pd.DataFrame) -> list[str]:
+    if "is_reference" in cohort:
+        return cohort.loc[~cohort["is_reference"].astype(bool), "quant"].tolist()
+    return cohort.loc[cohort["quant"] != REFERENCE, "quant"].tolist()
+
+
+def score_columns(cohort: pd.DataFrame) -> list[str]:
+    """score_<task> columns, then composite."""
+    return [c for c in cohort.columns if c.startswith("score_")] + (["composite"] if "composite" in cohort else [])
+
+
+def _require_columns(table: pd.DataFrame, columns, what: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise SilentzoneError(f"{what}: no column {', '.join(map(repr, missing))}; available: {', '.join(map(str, table.columns))}")
+
+
+def correlation_table(table: pd.DataFrame, variants: list[str], targets: list[str], settings_: dict,
+                      zones: dict[str, list[str]] | None = None, name_col: str = "quant") -> pd.DataFrame:
+    """Spearman of every variant with every target, in every zone, from one seeded generator.
+
+    table: one row per quant (name in `name_col`) with the variant and target columns.
+    zones: zone name -> quant names (default {"full": every non-reference quant}). Quants with a
+    missing value in a pair are left out of that pair (n says how many remain).
+    Returns one row per (zone, target, variant): n, rho, p_perm, p_holm (Holm across the variants
+    of that zone and target), ci_low, ci_high, n_degenerate, refused.
+    """
+    _require_columns(table, [name_col, *variants, *targets], "correlation table")
+    if zones is None:
+        zones = {"full": non_reference(table) if name_col == "quant" else table[name_col].tolist()}
+    rng = np.random.default_rng(settings_["seed"])
+    rows = []
+    for zone, members in zones.items():
+        sub = table[table[name_col].isin(members)]
+        for target in targets:
+            block = []
+            for variant in variants:
+                pair = sub[[variant, target]].apply(pd.to_numeric, errors="coerce").dropna()
+                res = correlate(pair[variant].to_numpy(), pair[target].to_numpy(), rng, settings_["n_resamples"],
+                                settings_["n_bootstrap"], settings_["ci"], settings_["min_n"], (variant, target))
+                block.append({"zone": zone, "target": target, "variant": variant, **res})
+            adjusted = holm([np.nan if r["p_perm"] is None else r["p_perm"] for r in block])
+            for r, p in zip(block, adjusted):
+                r["p_holm"] = None if np.isnan(p) else float(p)
+            rows.extend(block)
+    columns = ["zone", "target", "variant", "n", "rho", "p_perm", "p_holm", "ci_low", "ci_high", "n_degenerate", "refused"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# ---------------------------------------------------------------- the silent zone
+
+
+def _reference_row(cohort: pd.DataFrame) -> pd.Series:
+    refs = cohort[cohort["is_reference"].astype(bool)] if "is_reference" in cohort else cohort[cohort["quant"] == REFERENCE]
+    if len(refs) != 1:
+        raise SilentzoneError(f"cohort table: expected exactly one reference row (is_reference), found {len(refs)}")
+    return refs.iloc[0]
+
+
+def paired_score_deltas(items: pd.DataFrame, n_bootstrap: int, rng: np.random.Generator, ci: float = 0.95,
+                        reference: str = REFERENCE) -> pd.DataFrame:
+    """Composite score_q − score_R per quant with a paired percentile bootstrap CI over items.
+
+    Composite = mean over tasks of per-task accuracy. Each resample draws items with replacement
+    within each task (tasks in sorted order) and keeps every item paired with the reference's
+    outcome on it. Returns quant, delta, ci_low, ci_high.
+    """
+    _require_columns(items, ["model", "task", "item_id", "correct"], "item table")
+    outcomes = items.pivot_table(index=["task", "item_id"], columns="model", values="correct", aggfunc="first")
+    if reference not in outcomes:
+        raise SilentzoneError(f"item table: no rows for model {reference!r}; the paired bootstrap needs the reference's outcomes")
+    tasks = sorted(outcomes.index.get_level_values("task").unique())
+    alpha = (1 - ci) / 2
+    rows = []
+    for quant in sorted(m for m in outcomes.columns if m != reference):
+        pair = outcomes[[quant, reference]]
+        gaps = pair[pair.isna().any(axis=1)]
+        if len(gaps):
+            task, item = gaps.index[0]
+            raise SilentzoneError(f"item table: {task}/{item} lacks an outcome for {quant if pd.isna(gaps.iloc[0][quant]) else reference!r}; every model needs every item")
+        deltas, boot = [], []
+        for task in tasks:
+            d = (pair.loc[task, quant].astype(int) - pair.loc[task, reference].astype(int)).to_numpy()
+            deltas.append(d.mean())
+            boot.append(d[rng.integers(0, len(d), (n_bootstrap, len(d)))].mean(axis=1))
+        boot = np.mean(boot, axis=0)
+        low, high = np.quantile(boot, [alpha, 1 - alpha])
+        rows.append({"quant": quant, "delta": float(np.mean(deltas)), "ci_low": float(low), "ci_high": float(high)})
+    return pd.DataFrame(rows, columns=["quant", "delta", "ci_low", "ci_high"])
+
+
+def silent_zone(cohort: pd.DataFrame, params: dict, items: pd.DataFrame | None = None, criterion: str | None = None,
+                margin: float | None = None, k: int | None = None, score: str = "composite") -> pd.DataFrame:
+    """Which quants are in the silent zone, by one criterion (default `silent_zone.criterion`):
+
+    paired_bootstrap: the 95% paired-bootstrap CI over items of score_q − score_R contains 0 (needs items);
+    margin:           |score_q − score_R| ≤ margin (scores in the cohort's own units);
+    lowest_k:         the k quants with the lowest primary variant (`stats.primary_variant`;
+                      ties broken by quant name).
+    Returns one row per non-reference quant: quant, delta, ci_low, ci_high (paired_bootstrap only),
+    primary, in_zone; `.attrs["criterion"]` names the rule.
+    """
+    criterion = criterion or config.get(params, "silent_zone.criterion", str)
+    primary = config.get(params, "stats.primary_variant", str)
+    _require_columns(cohort, ["quant", score, primary], "cohort table")
+    quants = cohort[cohort["quant"].isin(non_reference(cohort))]
+    ref_score = float(_reference_row(cohort)[score])
+    out = pd.DataFrame({"quant": quants["quant"].to_numpy(), "delta": quants[score].to_numpy(dtype=float) - ref_score,
+                        "ci_low": np.nan, "ci_high": np.nan, "primary": quants[primary].to_numpy(dtype=float)})
+    if criterion == "paired_bootstrap":
+        if items is None:
+            raise SilentzoneError("silent_zone.criterion = paired_bootstrap needs the item table; pass items or choose margin / lowest_k")
+        s = settings(params)
+        ci = 1 - config.get(params, "silent_zone.alpha", float)
+        boot = paired_score_deltas(items, s["n_bootstrap"], np.random.default_rng(s["seed"]), ci)
+        out = out.drop(columns=["delta", "ci_low", "ci_high"]).merge(boot, on="quant", how="left", validate="one_to_one")
+        missing = out.loc[out["delta"].isna(), "quant"].tolist()
+        if missing:
+            raise SilentzoneError(f"item table: no outcomes for {', '.join(missing)}; run their bench stages")
+        out["in_zone"] = (out["ci_low"] <= 0) & (out["ci_high"] >= 0)
+    elif criterion == "margin":
+        margin = config.get(params, "silent_zone.margin", float) if margin is None else float(margin)
+        out["in_zone"] = out["delta"].abs() <= margin
+    elif criterion == "lowest_k":
+        k = config.get(params, "silent_zone.k", int) if k is None else int(k)
+        ranked = out.sort_values(["primary", "quant"], kind="stable", na_position="last")
+        out["in_zone"] = out["quant"].isin(ranked["quant"].head(k))
+    else:
+        raise SilentzoneError(f"{params.get('_source', 'params.yaml')}: silent_zone.criterion must be paired_bootstrap, margin or lowest_k, got {criterion!r}")
+    out.attrs["criterion"] = criterion
+    return out[["quant", "delta", "ci_low", "ci_high", "primary", "in_zone"]]
+
+
+def members(zone: pd.DataFrame) -> list[str]:
+    return zone.loc[zone["in_zone"], "quant"].tolist()
+
+
+def zone_sweep(cohort: pd.DataFrame, params: dict, variant: str | None = None, score: str = "composite",
+               margins: list[float] | None = None, ks: list[int] | None = None) -> pd.DataFrame:
+    """How ρ(variant, score) changes with the zone: one row per margin and per k.
+    Returns criterion, threshold, n, members (comma-joined), rho, p_perm, ci_low, ci_high, refused."""
+    variant = variant or config.get(params, "stats.primary_variant", str)
+    margins = config.get(params, "silent_zone.sweep_margins", list, [0.005, 0.01, 0.02, 0.05]) if margins is None else margins
+    n = len(non_reference(cohort))
+    ks = list(range(MIN_N, n + 1)) if ks is None else ks
+    s = settings(params)
+    rng = np.random.default_rng(s["seed"])
+    rows = []
+    for criterion, thresholds in (("margin", margins), ("lowest_k", ks)):
+        for t in thresholds:
+            zone = silent_zone(cohort, params, criterion=criterion, margin=t, k=t, score=score)
+            inside = cohort[cohort["quant"].isin(members(zone))][[variant, score]].astype(float).dropna()
+            res = correlate(inside[variant].to_numpy(), inside[score].to_numpy(), rng, s["n_resamples"], s["n_bootstrap"],
+                            s["ci"], s["min_n"], (variant, score))
+            rows.append({"criterion": criterion, "threshold": t, "members": ",".join(members(zone)), **res})
+    return pd.DataFrame(rows, columns=["criterion", "threshold", "n", "members", "rho", "p_perm", "ci_low", "ci_high", "n_degenerate", "refused"])
