@@ -1,0 +1,155 @@
+"""The code sandbox contains what a generated program might do, and the runner goes on after each.
+
+Each hostile program is run through `run_program` and must come back as a recorded failure; the
+checks that matter also look from the outside (the process is gone, the file was not written)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from silentzone.bench import sandbox
+from silentzone.bench.sandbox import Limits, run_program
+
+pytestmark = pytest.mark.skipif(sandbox.capabilities() != "strict", reason="strict sandbox needs root (namespaces, uid drop)")
+
+FAST = Limits(timeout_s=5.0)
+
+
+def test_passing_and_failing_programs():
+    assert run_program("assert 1 + 1 == 2\nprint('ok')", FAST).status == "passed"
+    failed = run_program("assert 1 + 1 == 3", FAST)
+    assert failed.status == "failed" and "AssertionError" in failed.stderr
+
+
+def test_infinite_loop_times_out_and_is_killed():
+    start = time.monotonic()
+    result = run_program("while True:\n    pass\n", Limits(timeout_s=1.5))
+    assert result.status == "timeout"
+    assert time.monotonic() - start < 10
+
+
+def test_sleeping_grandchild_that_left_the_group_is_killed(tmp_path):
+    # A daemonised child (setsid) escapes process-group kill; the per-uid kill must still get it.
+    prog = textwrap.dedent(
+        """
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            print(os.getpid(), flush=True)
+            time.sleep(60)
+        time.sleep(0.5)
+        """
+    )
+    result = run_program(prog, FAST)
+    pid = int(result.stdout.split()[0])
+    time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+FORK_COUNT = textwrap.dedent(
+    """
+    import os, time
+    made = 0
+    for _ in range(60):
+        try:
+            pid = os.fork()
+        except OSError:
+            break
+        if pid == 0:
+            time.sleep(3)
+            os._exit(0)
+        made += 1
+    print(made)
+    """
+)
+
+
+def test_process_cap_holds_and_would_not_without_the_uid_drop():
+    capped = run_program(FORK_COUNT, Limits(timeout_s=10, max_processes=16))
+    assert capped.status == "passed"
+    assert int(capped.stdout) < 16
+    # The same harmless stand-in as root (RLIMIT_NPROC not enforced) makes all 60 children.
+    uncapped = run_program(FORK_COUNT, Limits(timeout_s=10, max_processes=16), contain_processes=False)
+    assert int(uncapped.stdout) == 60
+
+
+def test_real_fork_bomb_is_contained():
+    result = run_program("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n", Limits(timeout_s=2))
+    assert result.status in {"timeout", "failed"}
+    uid = sandbox.sandbox_uid()
+    time.sleep(0.2)
+    left = subprocess.run(["pgrep", "-u", str(uid)], capture_output=True, text=True).stdout.split()
+    assert left == []
+
+
+def test_huge_allocation_fails_cleanly():
+    result = run_program("x = bytearray(10 * 1024**3)\n", FAST)
+    assert result.status == "failed" and "MemoryError" in result.stderr
+
+
+def test_socket_to_localhost_is_unreachable():
+    # A listener on the host's loopback: the sandbox must not reach it (fresh network namespace).
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    try:
+        prog = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\nprint('connected')\n"
+        result = run_program(prog, FAST)
+    finally:
+        server.close()
+    assert result.status == "failed"
+    assert "connected" not in result.stdout
+    assert "unreachable" in result.stderr.lower() or "OSError" in result.stderr
+
+
+@pytest.fixture
+def open_dir():
+    """A world-writable directory outside /tmp: ownership alone would not protect it, only the
+    read-only mount namespace does (a path under the repo, removed afterwards)."""
+    import shutil
+
+    path = Path(__file__).resolve().parents[1] / ".pytest_cache" / f"sandbox-victim-{os.getpid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_writes_outside_own_directory_are_refused(tmp_path, open_dir):
+    os.chmod(tmp_path, 0o777)
+    targets = [Path(__file__).resolve().parents[1] / "sandbox_was_here.txt", open_dir / "x.txt", tmp_path / "x.txt", Path("/tmp/sandbox_was_here.txt")]
+    for path in targets:
+        result = run_program(f"open({str(path)!r}, 'w').write('x')\n", FAST)
+        assert result.status == "failed", path
+        assert not path.exists(), path
+    own = run_program("open('mine.txt', 'w').write('x')\nprint(open('mine.txt').read())\n", FAST)
+    assert own.status == "passed" and own.stdout.strip() == "x"
+
+
+def test_rm_rf_home_style_attempt_is_harmless(open_dir):
+    # Stand-in for os.system('rm -rf ~'): a world-writable victim tree the sandbox can see.
+    victim = open_dir / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep")
+    os.chmod(victim, 0o777)
+    os.chmod(victim / "keep.txt", 0o666)
+    prog = f"import os\nassert os.path.exists({str(victim)!r})\nprint('seen', flush=True)\nos.system('rm -rf {victim} ~/*')\nassert not os.path.exists({str(victim)!r})\n"
+    result = run_program(prog, FAST)
+    assert result.status == "failed" and "seen" in result.stdout
+    assert (victim / "keep.txt").read_text() == "keep"
+
+
+def test_non_utf8_output_and_runner_goes_on():
+    result = run_program("import sys\nsys.stdout.buffer.write(b'\\xff\\xfe bad')\nraise SystemExit(3)\n", FAST)
+    assert result.status == "failed" and result.returncode == 3
+    assert "bad" in result.stdout
+    assert run_program("pass", FAST).status == "passed"
