@@ -1,0 +1,203 @@
+"""A cohort measured elsewhere -> data/processed/{cohort,items}.parquet, from a small manifest.
+
+The manifest (YAML, paths relative to it) names every file and the quant it belongs to:
+
+    reference: BF16                  # this cohort's reference; written as `reference`
+    fidelity:                        # quant -> llama.cpp `--kl-divergence` log
+      Q8_0: logs/kld-Q8_0.log
+    bench:                           # model -> lm-eval samples files or folders, LiveCodeBench *_eval_all.json
+      BF16: [lm_eval/BF16]
+      Q8_0: [lm_eval/Q8_0, lcb/Q8_0_eval_all.json]
+    bpw: {BF16: 16.0, Q8_0: 8.5}     # optional; NaN where absent
+    lm_eval: {metrics: {arc_easy: acc}, filters: {gsm8k: strict-match}}   # optional
+    livecodebench: {release: release_v5, start_date: 2024-08-01, end_date: 2025-02-01}
+
+Everything is read and checked before anything is written: the same quants in `fidelity` and
+`bench`, file names that agree with the quant they are filed under, the same tasks and items for
+every model. The variants llama.cpp prints become cohort columns; the rest stay NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import yaml
+
+from .. import io
+from ..errors import SilentzoneError
+from . import cohort_csv, livecodebench, llamacpp_log, lm_eval
+
+KEYS = {"reference", "fidelity", "bench", "bpw", "lm_eval", "livecodebench"}
+REFERENCE = "reference"
+
+
+def fidelity_variants(stats: dict) -> dict:
+    """The cohort variants a llama.cpp log determines (all oriented larger = further)."""
+    return {
+        "kld_mean": stats["kld_mean"], "kld_median": stats["kld_median"], "kld_p90": stats.get("kld_p90", math.nan),
+        "kld_p99": stats["kld_p99"], "kld_p99_9": stats["kld_p99_9"], "ppl_ratio": stats["ppl_ratio"],
+        "abs_dln_ppl": abs(stats["ln_ppl_ratio"]), "top1_disagree": 1.0 - stats["same_top_p"], "rms_dp": stats["rms_dp"],
+    }
+
+
+class Manifest:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SilentzoneError(f"{self.path}: manifest not found")
+        text = self.path.read_text(encoding="utf-8")
+        try:
+            self.node = yaml.compose(text)
+            self.data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise SilentzoneError(f"{self.path}:{mark.line + 1 if mark else 1}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(self.data, dict):
+            raise SilentzoneError(f"{self.path}:1: expected a mapping with reference, fidelity and bench")
+        for key in self.data:
+            if key not in KEYS:
+                self.fail(f"unknown key {key!r}; allowed: {', '.join(sorted(KEYS))}", key)
+        for key in ("reference", "fidelity", "bench"):
+            if key not in self.data:
+                raise SilentzoneError(f"{self.path}:1: missing `{key}`; see docs/ingest.md for the manifest format")
+        self.reference = str(self.data["reference"])
+        self.fidelity = {str(k): v for k, v in (self.data["fidelity"] or {}).items()}
+        self.bench = {str(k): v if isinstance(v, list) else [v] for k, v in (self.data["bench"] or {}).items()}
+
+    def line(self, *keys) -> int:
+        """Line of a (nested) key in the manifest, for error messages."""
+        node, line = self.node, 1
+        for key in keys:
+            if not isinstance(node, yaml.MappingNode):
+                break
+            for k, v in node.value:
+                if k.value == str(key):
+                    node, line = v, k.start_mark.line + 1
+                    break
+            else:
+                break
+        return line
+
+    def fail(self, message: str, *keys):
+        raise SilentzoneError(f"{self.path}:{self.line(*keys)}: {message}")
+
+    def file(self, relative, *keys) -> Path:
+        path = (self.path.parent / str(relative)).resolve()
+        if not path.exists():
+            self.fail(f"{relative} not found (paths are relative to the manifest)", *keys)
+        return path
+
+    def check_names(self) -> None:
+        if self.reference not in self.bench:
+            self.fail(f"reference {self.reference!r} has no entry under `bench`", "reference")
+        quants = set(self.bench) - {self.reference}
+        only_fid = sorted(set(self.fidelity) - quants - {self.reference})
+        only_bench = sorted(quants - set(self.fidelity))
+        if only_fid or only_bench:
+            parts = [f"{', '.join(only_fid)} only under fidelity" if only_fid else "", f"{', '.join(only_bench)} only under bench" if only_bench else ""]
+            self.fail(f"quant names differ between fidelity and bench sources ({'; '.join(p for p in parts if p)}); use one name per quant", "fidelity")
+
+
+def _names_match(manifest_name: str, file_name: str) -> bool:
+    """A file filed under a quant must carry that name as a token (Q4_K_M in SmolLM2.Q4_K_M.gguf)."""
+    stem = Path(file_name).name.removesuffix(".gguf")
+    return re.search(rf"(?<![A-Za-z0-9]){re.escape(manifest_name)}(?![A-Za-z0-9_])", stem, re.IGNORECASE) is not None
+
+
+def read_fidelity(m: Manifest) -> dict[str, dict]:
+    rows = {}
+    for quant, rel in m.fidelity.items():
+        stats = llamacpp_log.parse_log(m.file(rel, "fidelity", quant), name=quant)
+        if stats["model_file"] and not _names_match(quant, stats["model_file"]):
+            m.fail(f"{rel} measured {stats['model_file']}, but is filed under quant {quant!r}; fix the manifest", "fidelity", quant)
+        rows[quant] = stats
+    return rows
+
+
+def read_bench(m: Manifest):
+    import pandas as pd
+
+    opts = m.data.get("lm_eval") or {}
+    lcb = m.data.get("livecodebench") or {}
+    frames = []
+    for model, entries in m.bench.items():
+        out_name = REFERENCE if model == m.reference else model
+        paths = [m.file(e, "bench", model) for e in entries]
+        lcb_files = [p for p in paths if p.is_file() and p.name.endswith(".json") and not p.name.startswith("results_")]
+        lm_paths = [p for p in paths if p not in lcb_files]
+        if lm_paths:
+            for name, results in lm_eval.results_quant_names(lm_paths).items():
+                if not _names_match(model, name) and not _names_match(name, model):
+                    m.fail(f"{results} is a run of {name!r}, but is filed under {model!r}; fix the manifest", "bench", model)
+            frames.append(lm_eval.read_model(lm_paths, out_name, opts.get("metrics"), opts.get("filters")))
+        for path in lcb_files:
+            if "release" not in lcb:
+                m.fail("LiveCodeBench files need `livecodebench: {release: …}` (and optionally start_date/end_date)", "bench", model)
+            frames.append(livecodebench.read_eval_all(path, out_name, str(lcb["release"]), _date(lcb.get("start_date")), _date(lcb.get("end_date"))))
+    items = pd.concat(frames, ignore_index=True)
+    _check_alignment(m, items)
+    return items.sort_values(["model", "task", "item_id"], kind="stable").reset_index(drop=True)
+
+
+def _date(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _check_alignment(m: Manifest, items) -> None:
+    """Every model must have the reference's tasks, and per task the reference's items."""
+    ref = items[items["model"] == REFERENCE]
+    ref_tasks = set(ref["task"])
+    ref_items = {t: set(g["item_id"]) for t, g in ref.groupby("task")}
+    for model, group in items.groupby("model", sort=True):
+        tasks = set(group["task"])
+        entry = m.reference if model == REFERENCE else model
+        if tasks != ref_tasks:
+            extra, missing = sorted(tasks - ref_tasks), sorted(ref_tasks - tasks)
+            odd = group[group["task"].isin(extra)]["source"].iloc[0] if extra else None
+            m.fail(
+                f"model {entry!r} has a different task set than its siblings"
+                + (f": {odd} adds task {extra[0]!r}" if extra else "")
+                + (f"; lacks {', '.join(missing)}" if missing else ""),
+                "bench", entry,
+            )
+        for task, g in group.groupby("task"):
+            if set(g["item_id"]) != ref_items[task]:
+                diff = sorted(set(g["item_id"]) ^ ref_items[task])
+                m.fail(f"{g['source'].iloc[0]} ({entry!r}, task {task}) has different items than the reference's (e.g. item {diff[0]}); score the same items", "bench", entry)
+
+
+def build(manifest_path: str | Path):
+    """(cohort, items) DataFrames in the project's schema; nothing is written."""
+    import pandas as pd
+
+    m = Manifest(manifest_path)
+    m.check_names()
+    fidelity = read_fidelity(m)
+    items = read_bench(m)
+    bpw = {str(k): float(v) for k, v in (m.data.get("bpw") or {}).items()}
+    unknown = sorted(set(bpw) - set(m.bench))
+    if unknown:
+        m.fail(f"bpw given for {', '.join(unknown)}, which is not under bench", "bpw")
+    rows = []
+    for model in [m.reference, *(q for q in m.bench if q != m.reference)]:
+        is_ref = model == m.reference
+        if model in fidelity:
+            variants = fidelity_variants(fidelity[model])
+        else:  # the reference against itself, as `silentzone collect` writes it
+            variants = {k: cohort_csv.IDENTITY[k] for k in cohort_csv.VARIANTS}
+        rows.append({"quant": REFERENCE if is_ref else model, "is_reference": is_ref, "bpw": bpw.get(model, math.nan), **variants})
+    cohort = pd.DataFrame(rows)
+    per_task = items.groupby(["model", "task"])["correct"].mean().unstack("task")
+    tasks = sorted(per_task.columns)
+    per_task.columns = [f"score_{t}" for t in per_task.columns]
+    cohort = cohort.merge(per_task, left_on="quant", right_index=True, how="left", validate="one_to_one")
+    return cohort_csv.finish_cohort(cohort, tasks), items
+
+
+def write(cohort, items, out_dir: str | Path) -> None:
+    out_dir = Path(out_dir)
+    io.write_parquet(out_dir / "cohort.parquet", cohort)
+    io.write_csv(out_dir / "cohort.csv", cohort, float_format="%.9g")
+    io.write_parquet(out_dir / "items.parquet", items)
