@@ -1,0 +1,222 @@
+"""silentzone.stats against independent implementations: scipy.stats.spearmanr / permutation_test /
+bootstrap, pingouin.corr / multicomp, exact enumeration of all n! pairings, hand-worked cases."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pingouin
+import pytest
+import scipy.stats as ss
+
+from silentzone import stats
+from silentzone.errors import SilentzoneError
+
+
+def _pairs():
+    """Random and adversarial (x, y): continuous, heavy ties, n = 4..30, anti-correlated."""
+    rng = np.random.default_rng(0)
+    out = []
+    for n in (4, 5, 6, 7, 9, 13, 30):
+        x = rng.normal(size=n)
+        out.append((x, x + rng.normal(size=n)))
+        out.append((np.round(rng.normal(size=n)), np.round(-x + rng.normal(size=n), 0)))  # ties in both
+    out.append((np.array([1.0, 1.0, 2.0, 2.0]), np.array([3.0, 1.0, 3.0, 1.0])))  # ρ = 0 exactly, n = 4
+    out.append((np.array([82.5, 83.0, 83.0, 82.25, 82.5, 83.5]), np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])))
+    return out
+
+
+def _spearman_rows(a, b, axis=-1):
+    """Row-wise Spearman (scipy rankdata + pearsonr) for scipy's vectorised resampling calls; NaN
+    for a constant row."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a, b = np.broadcast_arrays(np.atleast_2d(a), np.atleast_2d(b))
+        return ss.pearsonr(ss.rankdata(a, axis=-1), ss.rankdata(b, axis=-1), axis=-1).statistic
+
+
+@pytest.mark.parametrize("x,y", _pairs())
+def test_spearman_matches_scipy_and_pingouin(x, y):
+    rho = stats.spearman(x, y)
+    assert rho == pytest.approx(ss.spearmanr(x, y).statistic, abs=1e-12)
+    assert rho == pytest.approx(pingouin.corr(x, y, method="spearman")["r"].iloc[0], abs=1e-12)
+
+
+def _exact_p(x, y):
+    """Independent golden value: spearmanr over all n! pairings, two-sided = 2·min(one-sided)."""
+    observed = ss.spearmanr(x, y).statistic
+    pairings = np.asarray(x)[np.array(list(itertools.permutations(range(len(x)))))]
+    null = _spearman_rows(pairings, y)
+    tol = 1e-12
+    less, greater = np.mean(null <= observed + tol), np.mean(null >= observed - tol)
+    return min(1.0, 2 * min(less, greater))
+
+
+@pytest.mark.parametrize("x,y", [p for p in _pairs() if len(p[0]) <= 6])
+def test_permutation_p_exact_for_small_n(x, y):
+    # n! <= n_resamples: every pairing enumerated, so the p-value is exact and draws nothing
+    rng = np.random.default_rng(1)
+    state = rng.bit_generator.state
+    assert stats.permutation_pvalue(x, y, 10_000, rng) == pytest.approx(_exact_p(x, y), abs=1e-12)
+    assert rng.bit_generator.state == state
+
+
+def test_permutation_p_hand_worked():
+    # perfect order, n = 4: only the identity pairing reaches ρ = 1 (and only its reverse ρ = -1)
+    assert stats.permutation_pvalue([1, 2, 3, 4], [10, 20, 30, 40], 10_000, np.random.default_rng(0)) == pytest.approx(2 / 24)
+    # n = 5, ρ = 1: 2/120
+    assert stats.permutation_pvalue([5, 1, 3, 2, 4], [50, 10, 30, 20, 40], 10_000, np.random.default_rng(0)) == pytest.approx(2 / 120)
+
+
+@pytest.mark.parametrize("x,y", [p for p in _pairs() if len(p[0]) >= 7])
+def test_permutation_p_matches_scipy_permutation_test(x, y):
+    # same seed, same draws (rng.permuted over pairings): scipy's p exactly, exact enumeration for n = 7
+    res = ss.permutation_test((x,), lambda a, axis=-1: _spearman_rows(a, y) if np.ndim(a) > 1 else _spearman_rows(a, y)[0],
+                              permutation_type="pairings", n_resamples=1000, vectorized=True, rng=np.random.default_rng(11))
+    assert stats.permutation_pvalue(x, y, 1000, np.random.default_rng(11)) == pytest.approx(res.pvalue, abs=1e-12)
+
+
+@pytest.mark.parametrize("x,y", _pairs())
+def test_bootstrap_matches_scipy_bootstrap(x, y):
+    res = ss.bootstrap((x, y), _spearman_rows, paired=True, vectorized=True, n_resamples=400, method="percentile",
+                       rng=np.random.default_rng(5))
+    ref = res.bootstrap_distribution
+    mine = stats.bootstrap_distribution(x, y, 400, np.random.default_rng(5))
+    np.testing.assert_array_equal(np.isnan(mine), np.isnan(ref))  # degenerate resamples: constant x or y
+    np.testing.assert_allclose(mine[~np.isnan(mine)], ref[~np.isnan(ref)], atol=1e-12)
+    low, high, degenerate = stats.bootstrap_ci(x, y, 400, np.random.default_rng(5), 0.95)
+    assert degenerate == int(np.isnan(ref).sum())
+    expected = np.quantile(ref[~np.isnan(ref)], [0.025, 0.975])
+    assert (low, high) == pytest.approx(tuple(expected), abs=1e-12)
+    if degenerate == 0:
+        assert (low, high) == pytest.approx((res.confidence_interval.low, res.confidence_interval.high), abs=1e-12)
+
+
+def test_correlate_refuses_small_and_constant():
+    rng = np.random.default_rng(0)
+    small = stats.correlate([1, 2, 3], [3, 2, 1], rng, 100, 100)
+    assert small["rho"] is None and small["p_perm"] is None and "fewer than 4" in small["refused"]
+    flat = stats.correlate([1, 2, 3, 4], [82.5] * 4, rng, 100, 100, names=("kld_mean", "composite"))
+    assert flat["rho"] is None and "constant composite" in flat["refused"] and "82.5" in flat["refused"]
+    ok = stats.correlate([1, 2, 3, 4, 5], [2, 1, 4, 3, 5], rng, 100, 100)
+    assert ok["refused"] is None and ok["rho"] == pytest.approx(0.8) and ok["ci_low"] <= ok["rho"] <= ok["ci_high"]
+    with pytest.raises(SilentzoneError, match="constant"):
+        stats.spearman([1, 2, 3], [1, 1, 1])
+    with pytest.raises(SilentzoneError, match="NaN"):
+        stats.spearman([1, 2, np.nan, 4], [1, 2, 3, 4])
+
+
+def test_holm_matches_pingouin():
+    rng = np.random.default_rng(3)
+    for m in (1, 2, 5, 14):
+        p = rng.uniform(0, 0.2, m)
+        p[rng.integers(0, m)] = p[0]  # a tie
+        assert np.allclose(stats.holm(p), pingouin.multicomp(p, method="holm")[1])
+    p = np.array([0.01, np.nan, 0.04, 0.03])  # refused entries neither count nor get a value
+    out = stats.holm(p)
+    assert np.isnan(out[1]) and np.allclose(out[[0, 2, 3]], pingouin.multicomp(p[[0, 2, 3]], method="holm")[1])
+    assert np.allclose(stats.holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])  # hand-worked
+
+
+def _cohort(n=10, seed=0):
+    rng = np.random.default_rng(seed)
+    kld = np.sort(rng.uniform(0.001, 0.2, n))
+    rows = {"quant": ["reference"] + [f"q{i:02d}" for i in range(n)], "is_reference": [True] + [False] * n,
+            "kld_mean": [0.0, *kld], "top1_disagree": [0.0, *(kld * 0.3 + rng.uniform(0, 0.01, n))],
+            "score_a": [0.6, *(0.6 - kld + rng.normal(0, 0.01, n))], "score_b": [0.5, *(0.5 - 0.5 * kld + rng.normal(0, 0.02, n))]}
+    cohort = pd.DataFrame(rows)
+    cohort["composite"] = cohort[["score_a", "score_b"]].mean(axis=1)
+    return cohort
+
+
+def test_correlation_table(tiny_params):
+    cohort = _cohort()
+    s = stats.settings(tiny_params)
+    zones = {"full": stats.non_reference(cohort), "silent": ["q00", "q01", "q02"]}
+    table = stats.correlation_table(cohort, ["kld_mean", "top1_disagree"], stats.score_columns(cohort), s, zones)
+    assert len(table) == 2 * 3 * 2 and list(table["target"].unique()) == ["score_a", "score_b", "composite"]
+    full = table[table["zone"] == "full"]
+    quants = cohort[~cohort["is_reference"]]
+    for _, r in full.iterrows():
+        assert r["n"] == 10 and r["rho"] == pytest.approx(ss.spearmanr(quants[r["variant"]], quants[r["target"]]).statistic)
+    block = full[full["target"] == "composite"]
+    assert np.allclose(block["p_holm"], stats.holm(block["p_perm"]))
+    silent = table[table["zone"] == "silent"]
+    assert silent["rho"].isna().all() and silent["refused"].str.contains("fewer than 4").all()
+    again = stats.correlation_table(cohort, ["kld_mean", "top1_disagree"], stats.score_columns(cohort), s, zones)
+    pd.testing.assert_frame_equal(table, again)  # one seeded generator: same inputs, same numbers
+    with pytest.raises(SilentzoneError, match="no column 'kld_p99'"):
+        stats.correlation_table(cohort, ["kld_p99"], ["composite"], s)
+
+
+def test_silent_zone_margin_and_lowest_k(tiny_params):
+    cohort = _cohort()
+    delta = cohort["composite"].iloc[1:] - cohort["composite"].iloc[0]
+    zone = stats.silent_zone(cohort, tiny_params, criterion="margin", margin=0.02)
+    assert stats.members(zone) == cohort["quant"].iloc[1:][delta.abs() <= 0.02].tolist()
+    zone = stats.silent_zone(cohort, tiny_params, criterion="lowest_k", k=4)
+    assert stats.members(zone) == ["q00", "q01", "q02", "q03"]  # kld_mean sorted ascending by construction
+    with pytest.raises(SilentzoneError, match="needs the item table"):
+        stats.silent_zone(cohort, tiny_params, criterion="paired_bootstrap")
+    with pytest.raises(SilentzoneError, match="must be paired_bootstrap, margin or lowest_k"):
+        stats.silent_zone(cohort, tiny_params, criterion="nearest")
+
+
+def _items(seed=0, models=("reference", "qa", "qb"), tasks={"arc": 40, "mmlu": 25}):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for task, n in tasks.items():
+        base = rng.random(n) < 0.6
+        for m in models:
+            flip = rng.random(n) < (0 if m == "reference" else 0.2)
+            rows += [{"model": m, "task": task, "item_id": f"{task}-{i}", "correct": bool(c)} for i, c in enumerate(base ^ flip)]
+    return pd.DataFrame(rows)
+
+
+def test_paired_bootstrap_matches_scipy():
+    items = _items(models=("reference", "qa"))
+    deltas = []
+    for task in ("arc", "mmlu"):  # sorted task order, as the library resamples them
+        t = items[items["task"] == task].pivot(index="item_id", columns="model", values="correct").astype(int)
+        deltas.append((t["qa"] - t["reference"]).to_numpy())
+    res = ss.bootstrap(tuple(deltas), lambda *d, axis=-1: np.mean([di.mean(axis=axis) for di in d], axis=0), paired=False,
+                       vectorized=True, n_resamples=1000, method="percentile", rng=np.random.default_rng(2))
+    out = stats.paired_score_deltas(items, 1000, np.random.default_rng(2), 0.95)
+    row = out.iloc[0]
+    assert row["quant"] == "qa" and row["delta"] == pytest.approx(np.mean([d.mean() for d in deltas]))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((res.confidence_interval.low, res.confidence_interval.high), abs=1e-12)
+
+
+def test_silent_zone_paired_bootstrap(tiny_params):
+    items = _items()
+    scores = items.groupby(["model", "task"])["correct"].mean().unstack()
+    cohort = pd.DataFrame({"quant": scores.index, "is_reference": scores.index == "reference", "kld_mean": [0.1, 0.2, 0.0],
+                           "composite": scores.mean(axis=1).to_numpy()})
+    zone = stats.silent_zone(cohort, tiny_params, items=items, criterion="paired_bootstrap")
+    assert zone["delta"].to_numpy() == pytest.approx(cohort["composite"].iloc[:2].to_numpy() - cohort["composite"].iloc[2])
+    assert (zone["in_zone"] == ((zone["ci_low"] <= 0) & (zone["ci_high"] >= 0))).all()
+    broken = items.drop(index=items[(items["model"] == "qb")].index[:1])
+    with pytest.raises(SilentzoneError, match="lacks an outcome for 'qb'|lacks an outcome for qb"):
+        stats.silent_zone(cohort, tiny_params, items=broken, criterion="paired_bootstrap")
+
+
+def test_zone_sweep(tiny_params):
+    cohort = _cohort(n=8)
+    sweep = stats.zone_sweep(cohort, tiny_params, margins=[0.0, 1.0], ks=[3, 8])
+    assert list(sweep["criterion"]) == ["margin", "margin", "lowest_k", "lowest_k"]
+    assert sweep["refused"].iloc[0] is not None and sweep["refused"].iloc[2] is not None  # empty zone, k = 3
+    quants = cohort[~cohort["is_reference"]]
+    everyone = ss.spearmanr(quants["kld_mean"], quants["composite"]).statistic
+    assert sweep["rho"].iloc[1] == pytest.approx(everyone) and sweep["rho"].iloc[3] == pytest.approx(everyone)
+    assert sweep["members"].iloc[3] == ",".join(quants["quant"])
+
+
+def test_statistics_modules_do_not_import_torch():
+    code = "import sys, silentzone.stats, silentzone.analyses, silentzone.cohort_cmd; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
