@@ -38,7 +38,9 @@ def numbers_namespace(notebook_stem: str) -> str:
 
 def format_value(value):
     """Numbers as the manuscript prints them: 3 significant decimals, p-values never as 0."""
-    if isinstance(value, bool) or value is None:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
         return value
     if isinstance(value, int):
         return value
