@@ -31,7 +31,8 @@ TENSOR_CLASSES = ("embedding", "attn_q", "attn_k", "attn_v", "attn_o", "ffn_gate
 LAYER_CLASSES = TENSOR_CLASSES[1:-1]
 RECIPE_KEYS = ("default", *TENSOR_CLASSES, "layers")
 REFERENCE = "reference"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+# No dots: a quant name is a DVC params path segment (`cohort.<name>`) and a file name.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+\-]*$")
 
 _LAYER_SUFFIXES = {
     "self_attn.q_proj.weight": "attn_q",
@@ -114,7 +115,7 @@ def validate_cohort(params: dict) -> dict:
     out = {}
     for name, recipe in cohort.items():
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            raise SilentzoneError(f"{source}: cohort name {name!r} must be letters, digits and _ . + - (it names output files)")
+            raise SilentzoneError(f"{source}: cohort name {name!r} must be letters, digits, _ + - only (no dots: it is a DVC params key and a file name), e.g. q8_0+ffn_down-q4_0")
         if name == REFERENCE:
             raise SilentzoneError(f"{source}: cohort name {REFERENCE!r} is reserved for the unquantized reference; rename it")
         out[name] = validate_recipe(recipe, f"{source}: cohort.{name}")
