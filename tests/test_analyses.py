@@ -1,0 +1,163 @@
+"""silentzone.analyses: the flip identity on random item tables, AUROC against Mann–Whitney U,
+geometric-mean ratios and their CI against scipy, routing against hand-worked cases and the
+Clopper–Pearson formula."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats as ss
+
+from silentzone import analyses, stats
+from silentzone.errors import SilentzoneError
+
+
+def _items(seed=0, n_quants=4, tasks={"arc": 30, "gsm": 17, "mmlu": 23}):
+    """Random item table; q0 copies the reference (volume 0), the others flip some items."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for task, n in tasks.items():
+        ref = rng.random(n) < 0.55
+        kld_scale = rng.lognormal(size=n)
+        for m in ["reference", *[f"q{i}" for i in range(n_quants)]]:
+            flip = np.zeros(n, bool) if m in ("reference", "q0") else rng.random(n) < 0.1 * int(m[1:])
+            correct = ref ^ flip
+            kld = np.full(n, np.nan) if m == "reference" else kld_scale * rng.lognormal(0, 0.3, n) * (1 + flip)
+            rows += [{"model": m, "task": task, "item_id": f"{task}/{i:03d}", "correct": bool(c), "prompt_kld": k,
+                      "n_prompt_tokens": 10} for i, (c, k) in enumerate(zip(correct, kld))]
+    return pd.DataFrame(rows)
+
+
+def test_flips_hand_worked():
+    ref, q = [1, 1, 0, 0, 1], [1, 0, 1, 0, 0]
+    items = pd.DataFrame({"model": ["reference"] * 5 + ["q"] * 5, "task": "t", "item_id": [*range(5), *range(5)],
+                          "correct": np.array(ref + q, bool)})
+    row = analyses.flips(items).iloc[0]
+    assert (row["leapfrogs"], row["drops"], row["volume"], row["n_items"]) == (1, 2, 3, 5)
+    assert row["direction"] == pytest.approx(1 / 3) and row["delta"] == pytest.approx(-0.2)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_flip_identity_exact_for_every_quant(seed):
+    items = _items(seed)
+    table = analyses.flips(items)
+    per_task = table[table["task"] != "composite"]
+    # independent counts: crosstab of (q, R) outcomes, exact rational arithmetic
+    wide = items.pivot(index=["task", "item_id"], columns="model", values="correct")
+    for _, r in per_task.iterrows():
+        t = wide.loc[r["task"]]
+        cross = pd.crosstab(t[r["model"]], t["reference"]).reindex(index=[False, True], columns=[False, True], fill_value=0)
+        assert (r["leapfrogs"], r["drops"]) == (cross.loc[True, False], cross.loc[False, True])
+        n = len(t)
+        delta = Fraction(int(t[r["model"]].sum()), n) - Fraction(int(t["reference"].sum()), n)
+        assert delta == Fraction(int(r["leapfrogs"] - r["drops"]), n)  # (L − D)/N, exactly
+        if r["volume"] == 0:
+            assert np.isnan(r["direction"]) and delta == 0
+        else:
+            f = Fraction(int(r["leapfrogs"]), int(r["volume"]))
+            assert delta == r["volume"] * (2 * f - 1) / n  # volume·(2f − 1)/N, exactly
+            assert r["direction"] == pytest.approx(float(f), abs=1e-15)
+        assert r["delta"] == pytest.approx(float(delta), abs=1e-15)
+        assert r["score_q"] - r["score_ref"] == pytest.approx(float(delta), abs=1e-15)
+    assert (per_task.loc[per_task["model"] == "q0", "volume"] == 0).all()
+
+
+def test_flips_composite_rows():
+    table = analyses.flips(_items(1))
+    for model, g in table.groupby("model"):
+        tasks, comp = g[g["task"] != "composite"], g[g["task"] == "composite"].iloc[0]
+        assert comp["volume_rate"] == pytest.approx(tasks["volume"].sum() / tasks["n_items"].sum())
+        assert comp["delta"] == pytest.approx(tasks["delta"].mean())  # composite = mean over tasks
+        if comp["volume"]:
+            assert comp["direction"] == pytest.approx(tasks["leapfrogs"].sum() / tasks["volume"].sum())
+
+
+def test_flips_bad_tables():
+    items = _items()
+    with pytest.raises(SilentzoneError, match="has no outcome for"):
+        analyses.flips(items.drop(index=items.index[-1]))
+    with pytest.raises(SilentzoneError, match="duplicate row"):
+        analyses.flips(pd.concat([items, items.iloc[[5]]]))
+    with pytest.raises(SilentzoneError, match="no rows for model 'reference'"):
+        analyses.flips(items[items["model"] != "reference"])
+
+
+def test_flip_correlations_match_scipy(tiny_params):
+    items = _items(2, n_quants=6)
+    table = analyses.flips(items)
+    comp = table[table["task"] == "composite"].set_index("model")
+    cohort = pd.DataFrame({"quant": ["reference", *comp.index], "is_reference": [True] + [False] * len(comp),
+                           "kld_mean": [0.0, *(comp["volume_rate"] + np.linspace(0, 0.05, len(comp)))]})
+    out = analyses.flip_correlations(cohort, table, ["kld_mean"], stats.settings(tiny_params))
+    row = out[out["target"] == "volume:composite"].iloc[0]
+    assert row["rho"] == pytest.approx(ss.spearmanr(cohort["kld_mean"].iloc[1:], comp["volume_rate"]).statistic)
+    row = out[out["target"] == "direction:composite"].iloc[0]  # q0 has no flips: left out of direction
+    assert row["n"] == len(comp) - 1
+    d = comp["direction"].dropna()
+    assert row["rho"] == pytest.approx(ss.spearmanr(cohort.set_index("quant").loc[d.index, "kld_mean"], d).statistic)
+
+
+def test_auroc_matches_mann_whitney():
+    rng = np.random.default_rng(4)
+    for failed, passed in [(rng.lognormal(0.2, 1, 17), rng.lognormal(0, 1, 40)),
+                           (np.round(rng.lognormal(size=9), 1), np.round(rng.lognormal(size=12), 1))]:  # ties
+        u = ss.mannwhitneyu(failed, passed).statistic
+        assert analyses.auroc(failed, passed) == pytest.approx(u / (len(failed) * len(passed)))
+        pairs = (failed[:, None] > passed[None, :]).mean() + 0.5 * (failed[:, None] == passed[None, :]).mean()
+        assert analyses.auroc(failed, passed) == pytest.approx(pairs)
+    assert analyses.auroc([3, 4], [1, 2]) == 1.0 and analyses.auroc([1], [1]) == 0.5
+
+
+def test_failure_prediction(tiny_params):
+    items = _items(3)
+    s = stats.settings(tiny_params)
+    out = analyses.failure_prediction(items, s)
+    assert set(out["task"]) == {"arc", "gsm", "mmlu", "all"}
+    q = items[(items["model"] == "q1") & (items["task"] == "arc")]
+    row = out[(out["model"] == "q1") & (out["task"] == "arc")].iloc[0]
+    failed, passed = q.loc[~q["correct"], "prompt_kld"], q.loc[q["correct"], "prompt_kld"]
+    assert row["gm_ratio"] == pytest.approx(ss.gmean(failed) / ss.gmean(passed))
+    assert row["auroc"] == pytest.approx(ss.mannwhitneyu(failed, passed).statistic / (len(failed) * len(passed)))
+    # the first bootstrap drawn from the seed is (q0, arc): compare it with scipy's two-sample bootstrap
+    first = out.iloc[0]
+    q0 = items[(items["model"] == first["model"]) & (items["task"] == first["task"])]
+    res = ss.bootstrap((np.log(q0.loc[~q0["correct"], "prompt_kld"]), np.log(q0.loc[q0["correct"], "prompt_kld"])),
+                       lambda f, p, axis=-1: np.exp(f.mean(axis=axis) - p.mean(axis=axis)), n_resamples=s["n_bootstrap"],
+                       method="percentile", vectorized=True, rng=np.random.default_rng(s["seed"]))
+    assert (first["ci_low"], first["ci_high"]) == pytest.approx((res.confidence_interval.low, res.confidence_interval.high), abs=1e-12)
+    all_passed = items.assign(correct=True)
+    assert analyses.failure_prediction(all_passed, s)["refused"].eq("no failed items").all()
+    broken = items.copy()
+    broken.loc[broken.index[-1], "prompt_kld"] = np.nan
+    with pytest.raises(SilentzoneError, match="prompt_kld of q3"):
+        analyses.failure_prediction(broken, s)
+
+
+def test_routing_hand_worked(tiny_params):
+    # items 0-3 disagree; lower KLD picks: a (passed), b (passed), a (failed), tie (not routed); item 4 agrees
+    items = pd.DataFrame({"model": ["a"] * 5 + ["b"] * 5, "task": "t", "item_id": [*range(5), *range(5)],
+                          "correct": [True, False, False, True, True, False, True, True, False, True],
+                          "prompt_kld": [0.1, 0.9, 0.2, 0.5, 0.3, 0.4, 0.3, 0.8, 0.5, 0.1]})
+    out = analyses.routing(items, stats.settings(tiny_params))
+    row = out[out["task"] == "t"].iloc[0]
+    assert (row["n_disagree"], row["n_ties"], row["n_routed"], row["n_correct"]) == (4, 1, 3, 2)
+    assert row["accuracy"] == pytest.approx(2 / 3)
+    # Clopper–Pearson from beta quantiles, binomial p from the symmetric tails
+    assert row["ci_low"] == pytest.approx(ss.beta.ppf(0.025, 2, 2)) and row["ci_high"] == pytest.approx(ss.beta.ppf(0.975, 3, 1))
+    assert row["p_binom"] == pytest.approx(min(1.0, 2 * ss.binom.cdf(1, 3, 0.5)))
+
+
+def test_routing_random(tiny_params):
+    items = _items(5)
+    out = analyses.routing(items, stats.settings(tiny_params))
+    assert len(out) == 6 * 4  # 4 quants -> 6 pairs; 3 tasks + all
+    row = out[(out["model_a"] == "q2") & (out["model_b"] == "q3") & (out["task"] == "all")].iloc[0]
+    wide = items[items["model"] != "reference"].pivot(index=["task", "item_id"], columns="model", values=["correct", "prompt_kld"])
+    dis = wide[wide[("correct", "q2")] != wide[("correct", "q3")]]
+    picks = np.where(dis[("prompt_kld", "q2")] < dis[("prompt_kld", "q3")], dis[("correct", "q2")], dis[("correct", "q3")])
+    assert row["n_disagree"] == len(dis) and row["accuracy"] == pytest.approx(picks.mean()) and row["accuracy"] != 0.5
+    with pytest.raises(SilentzoneError, match="at least two quants"):
+        analyses.routing(items[items["model"].isin(["reference", "q1"])], stats.settings(tiny_params))
