@@ -111,8 +111,8 @@ def _derive(frame, path: Path) -> None:
             frame["ppl_ratio"] = frame["ppl"] / ref_ppl
         if "abs_dln_ppl" not in frame:
             frame["abs_dln_ppl"] = np.abs(np.log(frame["ppl"] / ref_ppl))
-        frame.drop(columns="ppl", inplace=True)
+        del frame["ppl"]
     if "same_top_p" in frame:
         if "top1_disagree" not in frame:
             frame["top1_disagree"] = 1.0 - frame["same_top_p"]
-        frame.drop(columns="same_top_p", inplace=True)
+        del frame["same_top_p"]

@@ -97,7 +97,8 @@ class Manifest:
         only_bench = sorted(quants - set(self.fidelity))
         if only_fid or only_bench:
             parts = [f"{', '.join(only_fid)} only under fidelity" if only_fid else "", f"{', '.join(only_bench)} only under bench" if only_bench else ""]
-            self.fail(f"quant names differ between fidelity and bench sources ({'; '.join(p for p in parts if p)}); use one name per quant", "fidelity")
+            self.fail(f"quant names differ between fidelity and bench sources ({'; '.join(p for p in parts if p)}); use one name per quant",
+                      *(("fidelity", only_fid[0]) if only_fid else ("bench", only_bench[0])))
 
 
 def _names_match(manifest_name: str, file_name: str) -> bool:
