@@ -96,7 +96,7 @@ def silent_members(quants: pd.DataFrame, reference: pd.Series | None, primary: s
 
 def _result(row: pd.Series) -> dict:
     keys = ["n", "rho", "p_perm", "ci_low", "ci_high", "p_holm", "refused"]
-    return {k: (None if k != "refused" and pd.isna(row[k]) else row[k]) for k in keys}
+    return {k: (None if pd.isna(row[k]) else row[k]) for k in keys}  # pandas stores a missing refusal as NaN
 
 
 def analyze(path: Path, fidelities: list[str], scores: list[str], name_col: str | None = None, reference_row: str | None = None,
