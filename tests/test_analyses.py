@@ -145,9 +145,9 @@ def test_routing_hand_worked(tiny_params):
     row = out[out["task"] == "t"].iloc[0]
     assert (row["n_disagree"], row["n_ties"], row["n_routed"], row["n_correct"]) == (4, 1, 3, 2)
     assert row["accuracy"] == pytest.approx(2 / 3)
-    # Clopper–Pearson from beta quantiles, binomial p from the symmetric tails
-    assert row["ci_low"] == pytest.approx(ss.beta.ppf(0.025, 2, 2)) and row["ci_high"] == pytest.approx(ss.beta.ppf(0.975, 3, 1))
-    assert row["p_binom"] == pytest.approx(min(1.0, 2 * ss.binom.cdf(1, 3, 0.5)))
+    test = ss.binomtest(2, 3, 0.5)  # scipy's exact binomial test and Clopper–Pearson interval
+    ci = test.proportion_ci(0.95, method="exact")
+    assert (row["ci_low"], row["ci_high"], row["p_binom"]) == pytest.approx((ci.low, ci.high, test.pvalue))
 
 
 def test_routing_random(tiny_params):
@@ -159,5 +159,21 @@ def test_routing_random(tiny_params):
     dis = wide[wide[("correct", "q2")] != wide[("correct", "q3")]]
     picks = np.where(dis[("prompt_kld", "q2")] < dis[("prompt_kld", "q3")], dis[("correct", "q2")], dis[("correct", "q3")])
     assert row["n_disagree"] == len(dis) and row["accuracy"] == pytest.approx(picks.mean()) and row["accuracy"] != 0.5
+    for _, r in out.iterrows():  # every row, including k = 0 or k = n, against scipy.stats.binomtest
+        test = ss.binomtest(int(r["n_correct"]), int(r["n_routed"]), 0.5)
+        ci = test.proportion_ci(0.95, method="exact")
+        assert (r["ci_low"], r["ci_high"], r["p_binom"]) == pytest.approx((ci.low, ci.high, test.pvalue), abs=1e-12)
     with pytest.raises(SilentzoneError, match="at least two quants"):
         analyses.routing(items[items["model"].isin(["reference", "q1"])], stats.settings(tiny_params))
+
+
+def test_routing_edges(tiny_params):
+    # every routed pick passes (k = n) in task "t"; task "u" has no disagreement at all (refused)
+    items = pd.DataFrame({"model": ["a"] * 4 + ["b"] * 4, "task": ["t", "t", "t", "u"] * 2, "item_id": [0, 1, 2, 3] * 2,
+                          "correct": [True, True, False, True, False, False, True, True],
+                          "prompt_kld": [0.1, 0.1, 0.9, 0.2, 0.5, 0.5, 0.2, 0.3]})
+    out = analyses.routing(items, stats.settings(tiny_params)).set_index("task")
+    test = ss.binomtest(3, 3, 0.5)
+    assert out.loc["t", "accuracy"] == 1.0 and out.loc["t", "ci_high"] == 1.0
+    assert (out.loc["t", "ci_low"], out.loc["t", "p_binom"]) == pytest.approx((test.proportion_ci(0.95, method="exact").low, test.pvalue))
+    assert out.loc["u", "n_disagree"] == 0 and np.isnan(out.loc["u", "accuracy"]) and "no disagreement" in out.loc["u", "refused"]

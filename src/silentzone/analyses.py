@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest, rankdata
+from scipy.stats import beta, binom, rankdata
 
 from . import stats
 from .errors import SilentzoneError
@@ -158,25 +158,30 @@ def routing(items: pd.DataFrame, settings: dict, reference: str = REFERENCE) -> 
     models = sorted(quants["model"].unique())
     if len(models) < 2:
         raise SilentzoneError(f"item table: routing needs at least two quants with prompt_kld, found {len(models)}")
-    correct = _outcomes(quants)
-    kld = quants.pivot(index=["task", "item_id"], columns="model", values="prompt_kld")
+    correct = _outcomes(quants)[models].to_numpy()
+    kld = quants.pivot(index=["task", "item_id"], columns="model", values="prompt_kld")[models].to_numpy(float)
+    task_of_item = _outcomes(quants).index.get_level_values("task")
+    tasks = sorted(task_of_item.unique())
+    groups = [(t, np.asarray(task_of_item == t)) for t in tasks] + [("all", np.ones(len(task_of_item), bool))]
     rows = []
-    for a, b in itertools.combinations(models, 2):
-        disagree = correct[a] != correct[b]
-        for task in [*sorted(correct.index.get_level_values("task").unique()), "all"]:
-            mask = disagree if task == "all" else disagree & (correct.index.get_level_values("task") == task)
-            ka, kb = kld.loc[mask, a].to_numpy(float), kld.loc[mask, b].to_numpy(float)
-            pick_a = ka < kb
-            routed = ka != kb
-            good = np.where(pick_a, correct.loc[mask, a], correct.loc[mask, b])[routed]
-            row = {"model_a": a, "model_b": b, "task": task, "n_disagree": int(mask.sum()), "n_ties": int((~routed).sum()),
-                   "n_routed": int(routed.sum()), "n_correct": int(good.sum()), "accuracy": None, "ci_low": None, "ci_high": None,
-                   "p_binom": None, "refused": None}
-            if row["n_routed"] == 0:
-                row["refused"] = "no disagreement prompts with distinct KLD"
-            else:
-                test = binomtest(row["n_correct"], row["n_routed"], 0.5)
-                ci = test.proportion_ci(settings["ci"], method="exact")
-                row.update(accuracy=row["n_correct"] / row["n_routed"], ci_low=float(ci.low), ci_high=float(ci.high), p_binom=float(test.pvalue))
-            rows.append(row)
-    return pd.DataFrame(rows)
+    for i, j in itertools.combinations(range(len(models)), 2):
+        disagree = correct[:, i] != correct[:, j]
+        routed = disagree & (kld[:, i] != kld[:, j])
+        good = routed & np.where(kld[:, i] < kld[:, j], correct[:, i], correct[:, j])
+        for task, in_task in groups:
+            rows.append({"model_a": models[i], "model_b": models[j], "task": task, "n_disagree": int((disagree & in_task).sum()),
+                         "n_ties": int((disagree & ~routed & in_task).sum()), "n_routed": int((routed & in_task).sum()),
+                         "n_correct": int((good & in_task).sum())})
+    out = pd.DataFrame(rows)
+    k, n = out["n_correct"].to_numpy(), out["n_routed"].to_numpy()
+    alpha = (1 - settings["ci"]) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["accuracy"] = np.where(n > 0, k / np.maximum(n, 1), np.nan)
+        # Clopper–Pearson bounds and the two-sided binomial p at 0.5 (symmetric), vectorised over rows
+        out["ci_low"] = np.where(k > 0, beta.ppf(alpha, k, n - k + 1), 0.0)
+        out["ci_high"] = np.where(k < n, beta.ppf(1 - alpha, k + 1, n - k), 1.0)
+        out["p_binom"] = np.minimum(1.0, 2 * binom.cdf(np.minimum(k, n - k), n, 0.5))
+    empty = n == 0
+    out.loc[empty, ["accuracy", "ci_low", "ci_high", "p_binom"]] = np.nan
+    out["refused"] = np.where(empty, "no disagreement prompts with distinct KLD", None)
+    return out

@@ -100,18 +100,19 @@ def permutation_pvalue(x, y, n_resamples: int, rng: np.random.Generator) -> floa
 
 
 def _resample_doubled_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Doubled average rank of each original unit inside each resample, where weights[b, i] is how
-    often unit i was drawn in resample b. Ranks come from tie groups of the sorted values, so no
-    per-resample sort is needed."""
+    """Doubled average rank of each original unit inside each resample, where weights[i, b] is how
+    often unit i was drawn in resample b (units × resamples, so gathers copy whole rows). Ranks
+    come from tie groups of the sorted values, so no per-resample sort is needed."""
     order = np.argsort(values, kind="stable")
     sorted_values = values[order]
     new_group = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
-    group_of_sorted = np.cumsum(new_group) - 1
-    group_weight = np.add.reduceat(weights[:, order], np.flatnonzero(new_group), axis=1)
-    below = np.cumsum(group_weight, axis=1) - group_weight
+    group_weight = weights[order]
+    if not new_group.all():
+        group_weight = np.add.reduceat(group_weight, np.flatnonzero(new_group), axis=0)
+    below = np.cumsum(group_weight, axis=0) - group_weight
     doubled = 2 * below + group_weight + 1  # below + (ties + 1)/2, doubled
     out = np.empty_like(weights)
-    out[:, order] = doubled[:, group_of_sorted]
+    out[order] = doubled[np.cumsum(new_group) - 1]
     return out
 
 
@@ -122,13 +123,14 @@ def bootstrap_distribution(x, y, n_bootstrap: int, rng: np.random.Generator) -> 
     n = len(x)
     idx = rng.integers(0, n, (n_bootstrap, n))
     weights = np.bincount((idx + n * np.arange(n_bootstrap)[:, None]).ravel(), minlength=n_bootstrap * n)
-    weights = weights.reshape(n_bootstrap, n).astype(np.int64)
+    weights = np.ascontiguousarray(weights.reshape(n_bootstrap, n).T)
     a, b = _resample_doubled_ranks(x, weights), _resample_doubled_ranks(y, weights)
-    # Weighted sums of integers: exact in float64 for any cohort size seen in practice.
-    sa, sb = (weights * a).sum(1), (weights * b).sum(1)
-    sxx = n * (weights * a * a).sum(1) - sa * sa
-    syy = n * (weights * b * b).sum(1) - sb * sb
-    sxy = n * (weights * a * b).sum(1) - sa * sb
+    # Weighted sums of integers: exact in int64 (and in float64 below 2^53) for any real cohort.
+    wa, wb = weights * a, weights * b
+    sa, sb = wa.sum(0), wb.sum(0)
+    sxx = n * (wa * a).sum(0) - sa * sa
+    syy = n * (wb * b).sum(0) - sb * sb
+    sxy = n * (wa * b).sum(0) - sa * sb
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = sxy / np.sqrt(sxx.astype(float) * syy.astype(float))
     rho[(sxx == 0) | (syy == 0)] = np.nan
