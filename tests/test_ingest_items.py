@@ -124,3 +124,13 @@ def test_bad_livecodebench_files(tmp_path, edit, message):
     with pytest.raises(SilentzoneError, match=message) as err:
         read_eval_all(path, "Q8_0", "release_v4")
     assert str(err.value).startswith(f"{path}:")
+
+
+def test_ingest_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, silentzone.ingest.cli, silentzone.ingest.manifest, silentzone.ingest.llamacpp_kld; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -131,3 +131,16 @@ def test_our_tokenizer_gives_llama_cpps_tokens(smollm2_cache_dir):
     ids = tokenizer((LLAMACPP_FIXTURES / "corpus.txt").read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
     stored = read_kld(MINI / "mini-ref-c128.kld.xz").tokens
     assert ids[: len(stored)] == stored.tolist()
+
+
+def test_cli_kld_pair(tmp_path, capsys):
+    from silentzone.cli import main
+
+    out = tmp_path / "tokens.csv"
+    assert main(["ingest", "kld", str(MINI / "mini-ref-c128.kld.xz"), str(MINI / "mini-Q4_K_M-c128.kld.xz"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "n_ctx=128 n_vocab=49152 n_chunk=2 scored=63/chunk records=126 bytes=12388356" in printed
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert len(table) == 126 and table["same_top"].sum() == 108
