@@ -220,3 +220,15 @@ def test_zone_sweep(tiny_params):
 def test_statistics_modules_do_not_import_torch():
     code = "import sys, silentzone.stats, silentzone.analyses, silentzone.cohort_cmd; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_variant_correlations(tiny_params):
+    cohort = _cohort(n=8)
+    tiny_params["silent_zone"]["criterion"] = "lowest_k"
+    tiny_params["silent_zone"]["k"] = 5
+    table, zone = stats.variant_correlations(cohort, tiny_params)
+    assert set(table["variant"]) == {"kld_mean", "top1_disagree"}  # the registry's variants present in the cohort
+    assert stats.members(zone) == ["q00", "q01", "q02", "q03", "q04"]
+    silent = table[(table["zone"] == "silent") & (table["variant"] == "kld_mean") & (table["target"] == "composite")].iloc[0]
+    inside = cohort[cohort["quant"].isin(stats.members(zone))]
+    assert silent["n"] == 5 and silent["rho"] == pytest.approx(ss.spearmanr(inside["kld_mean"], inside["composite"]).statistic)

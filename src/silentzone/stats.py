@@ -196,7 +196,7 @@ def _require_columns(table: pd.DataFrame, columns, what: str) -> None:
         raise SilentzoneError(f"{what}: no column {', '.join(map(repr, missing))}; available: {', '.join(map(str, table.columns))}")
 
 
-def correlation_table(table: pd.DataFrame, variants: list[str], targets: list[str], settings_: dict,
+def correlation_table(table: pd.DataFrame, variants: list[str], targets: list[str], settings: dict,
                       zones: dict[str, list[str]] | None = None, name_col: str = "quant") -> pd.DataFrame:
     """Spearman of every variant with every target, in every zone, from one seeded generator.
 
@@ -209,7 +209,7 @@ def correlation_table(table: pd.DataFrame, variants: list[str], targets: list[st
     _require_columns(table, [name_col, *variants, *targets], "correlation table")
     if zones is None:
         zones = {"full": non_reference(table) if name_col == "quant" else table[name_col].tolist()}
-    rng = np.random.default_rng(settings_["seed"])
+    rng = np.random.default_rng(settings["seed"])
     rows = []
     for zone, members in zones.items():
         sub = table[table[name_col].isin(members)]
@@ -217,8 +217,8 @@ def correlation_table(table: pd.DataFrame, variants: list[str], targets: list[st
             block = []
             for variant in variants:
                 pair = sub[[variant, target]].apply(pd.to_numeric, errors="coerce").dropna()
-                res = correlate(pair[variant].to_numpy(), pair[target].to_numpy(), rng, settings_["n_resamples"],
-                                settings_["n_bootstrap"], settings_["ci"], settings_["min_n"], (variant, target))
+                res = correlate(pair[variant].to_numpy(), pair[target].to_numpy(), rng, settings["n_resamples"],
+                                settings["n_bootstrap"], settings["ci"], settings["min_n"], (variant, target))
                 block.append({"zone": zone, "target": target, "variant": variant, **res})
             adjusted = holm([np.nan if r["p_perm"] is None else r["p_perm"] for r in block])
             for r, p in zip(block, adjusted):
@@ -314,6 +314,17 @@ def silent_zone(cohort: pd.DataFrame, params: dict, items: pd.DataFrame | None =
 
 def members(zone: pd.DataFrame) -> list[str]:
     return zone.loc[zone["in_zone"], "quant"].tolist()
+
+
+def variant_correlations(cohort: pd.DataFrame, params: dict, items: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The study's main table in one call: every registered variant against every score column,
+    full cohort and silent zone (by `silent_zone.criterion`). Returns (correlation table, zone)."""
+    variants = [v for v in config.get(params, "variants", dict) if v in cohort.columns]
+    if not variants:
+        raise SilentzoneError(f"cohort table: none of the variants in {params.get('_source', 'params.yaml')} `variants:` is a column; rerun collect")
+    zone = silent_zone(cohort, params, items=items)
+    zones = {"full": non_reference(cohort), "silent": members(zone)}
+    return correlation_table(cohort, variants, score_columns(cohort), settings(params), zones), zone
 
 
 def zone_sweep(cohort: pd.DataFrame, params: dict, variant: str | None = None, score: str = "composite",
