@@ -160,6 +160,8 @@ def test_silent_zone_margin_and_lowest_k(tiny_params):
     delta = cohort["composite"].iloc[1:] - cohort["composite"].iloc[0]
     zone = stats.silent_zone(cohort, tiny_params, criterion="margin", margin=0.02)
     assert stats.members(zone) == cohort["quant"].iloc[1:][delta.abs() <= 0.02].tolist()
+    exact = stats.silent_zone(cohort, tiny_params, criterion="margin", margin=abs(delta.iloc[3]))  # boundary is inside
+    assert "q03" in stats.members(exact)
     zone = stats.silent_zone(cohort, tiny_params, criterion="lowest_k", k=4)
     assert stats.members(zone) == ["q00", "q01", "q02", "q03"]  # kld_mean sorted ascending by construction
     with pytest.raises(SilentzoneError, match="needs the item table"):
@@ -201,6 +203,8 @@ def test_silent_zone_paired_bootstrap(tiny_params):
     zone = stats.silent_zone(cohort, tiny_params, items=items, criterion="paired_bootstrap")
     assert zone["delta"].to_numpy() == pytest.approx(cohort["composite"].iloc[:2].to_numpy() - cohort["composite"].iloc[2])
     assert (zone["in_zone"] == ((zone["ci_low"] <= 0) & (zone["ci_high"] >= 0))).all()
+    with pytest.raises(SilentzoneError, match="duplicate row for qa"):
+        stats.paired_score_deltas(pd.concat([items, items[items["model"] == "qa"].iloc[[0]]]), 10, np.random.default_rng(0))
     broken = items.drop(index=items[(items["model"] == "qb")].index[:1])
     with pytest.raises(SilentzoneError, match="lacks an outcome for 'qb'|lacks an outcome for qb"):
         stats.silent_zone(cohort, tiny_params, items=broken, criterion="paired_bootstrap")

@@ -147,6 +147,8 @@ def report(doc: dict) -> str:
 def run(args):
     if args.resamples < 1:
         raise SilentzoneError(f"--resamples must be at least 1, got {args.resamples}")
+    if not 0 < args.ci < 1:
+        raise SilentzoneError(f"--ci must lie between 0 and 1 (e.g. 0.95), got {args.ci}")
     scores = [c.strip() for group in args.score for c in group.split(",") if c.strip()]
     start = time.perf_counter()
     doc, tidy = analyze(Path(args.csv), args.fidelity, scores, args.name_col, args.reference_row, args.silent_margin,

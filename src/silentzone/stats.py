@@ -247,6 +247,10 @@ def paired_score_deltas(items: pd.DataFrame, n_bootstrap: int, rng: np.random.Ge
     outcome on it. Returns quant, delta, ci_low, ci_high.
     """
     _require_columns(items, ["model", "task", "item_id", "correct"], "item table")
+    dupes = items.duplicated(["model", "task", "item_id"])
+    if dupes.any():
+        first = items[dupes].iloc[0]
+        raise SilentzoneError(f"item table: duplicate row for {first['model']} {first['task']}/{first['item_id']}; keep one outcome per item")
     outcomes = items.pivot_table(index=["task", "item_id"], columns="model", values="correct", aggfunc="first")
     if reference not in outcomes:
         raise SilentzoneError(f"item table: no rows for model {reference!r}; the paired bootstrap needs the reference's outcomes")
@@ -301,7 +305,7 @@ def silent_zone(cohort: pd.DataFrame, params: dict, items: pd.DataFrame | None =
         out["in_zone"] = (out["ci_low"] <= 0) & (out["ci_high"] >= 0)
     elif criterion == "margin":
         margin = config.get(params, "silent_zone.margin", float) if margin is None else float(margin)
-        out["in_zone"] = out["delta"].abs() <= margin
+        out["in_zone"] = out["delta"].abs() <= margin + 1e-9 * max(1.0, abs(margin))  # a delta equal to the margin must not miss by rounding
     elif criterion == "lowest_k":
         k = config.get(params, "silent_zone.k", int) if k is None else int(k)
         ranked = out.sort_values(["primary", "quant"], kind="stable", na_position="last")
