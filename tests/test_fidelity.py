@@ -50,28 +50,31 @@ def random_logits(rows=6, vocab=9, seed=0, spread=3.0):
     return rng.normal(size=(rows, vocab)) * spread, rng.normal(size=(rows, vocab)) * spread
 
 
-def test_token_metrics_match_scipy():
+@pytest.mark.parametrize("work_dtype, atol", [("float64", 1e-12), ("float32", 1e-6)])
+def test_token_metrics_match_scipy(work_dtype, atol):
     zR, zq = random_logits()
     zq = zR + 0.7 * zq  # related, as a quant is
+    zR, zq = zR.astype(np.float32).astype(np.float64), zq.astype(np.float32).astype(np.float64)  # fp32 logits, as models give
     y = np.array([0, 3, 8, 2, 2, 5])
-    m = fidelity.token_metrics(zR, zq, y, topk=3, floor=FLOOR)
+    m = fidelity.token_metrics(zR, zq, y, topk=3, floor=FLOOR, work_dtype=work_dtype)
     pR, pq = softmax(zR, axis=-1), softmax(zq, axis=-1)
-    np.testing.assert_allclose(m["kld"], entropy(pR, pq, axis=-1), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(m["kld"], rel_entr(pR, pq).sum(-1), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(m["rkld"], entropy(pq, pR, axis=-1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(m["kld"], entropy(pR, pq, axis=-1), rtol=0, atol=atol)
+    np.testing.assert_allclose(m["kld"], rel_entr(pR, pq).sum(-1), rtol=0, atol=atol)
+    np.testing.assert_allclose(m["rkld"], entropy(pq, pR, axis=-1), rtol=0, atol=atol)
     rows = np.arange(6)
-    np.testing.assert_allclose(m["nll_q"], -log_softmax(zq, axis=-1)[rows, y], atol=1e-12)
-    np.testing.assert_allclose(m["nll_R"], -log_softmax(zR, axis=-1)[rows, y], atol=1e-12)
+    np.testing.assert_allclose(m["nll_q"], -log_softmax(zq, axis=-1)[rows, y], atol=atol)
+    np.testing.assert_allclose(m["nll_R"], -log_softmax(zR, axis=-1)[rows, y], atol=atol)
     g = pR.argmax(-1)
-    np.testing.assert_allclose(m["nll_q_greedy"], -np.log(pq[rows, g]), atol=1e-12)
-    np.testing.assert_allclose(m["dp"], pq[rows, y] - pR[rows, y], atol=1e-12)
+    np.testing.assert_allclose(m["nll_q_greedy"], -np.log(pq[rows, g]), atol=atol)
+    np.testing.assert_allclose(m["dp"], pq[rows, y] - pR[rows, y], atol=atol)
     np.testing.assert_array_equal(m["top1"], pR.argmax(-1) == pq.argmax(-1))
     assert (m["kld"] > 0).all() and (m["rkld"] > 0).all()
 
 
-def test_identical_logits_give_zero():
+@pytest.mark.parametrize("work_dtype", ["float32", "float64"])
+def test_identical_logits_give_zero(work_dtype):
     zR, _ = random_logits(seed=4)
-    m = fidelity.token_metrics(zR, zR.copy(), np.zeros(6, int), topk=4, floor=FLOOR)
+    m = fidelity.token_metrics(zR, zR.copy(), np.zeros(6, int), topk=4, floor=FLOOR, work_dtype=work_dtype)
     assert np.all(m["kld"] == 0) and np.all(m["rkld"] == 0) and np.all(m["kld_topk"] == 0) and np.all(m["dp"] == 0)
     assert m["top1"].all()
     np.testing.assert_array_equal(m["nll_q"], m["nll_R"])
@@ -83,21 +86,35 @@ def test_kld_topk_hand_worked():
     pq = np.array([0.4, 0.1, 0.3, 0.2])
     # Reference top-2 = {0, 1}; quant's own top-2 = {0, 2}: token 1 is outside it, so it gets the floor.
     expected = 0.5 * (math.log(0.5) - math.log(0.4)) + 0.3 * (math.log(0.3) - FLOOR)
-    m = fidelity.token_metrics(np.log(pR)[None], np.log(pq)[None], np.array([0]), topk=2, floor=FLOOR)
+    m = fidelity.token_metrics(np.log(pR)[None], np.log(pq)[None], np.array([0]), topk=2, floor=FLOOR, work_dtype="float64")
     assert m["kld_topk"][0] == pytest.approx(expected, abs=1e-12)
     # k = 3: reference top-3 = {0, 1, 2}, quant's top-3 = {0, 2, 3}: token 1 still gets the floor.
     expected3 = expected + 0.15 * (math.log(0.15) - math.log(0.3))
-    m3 = fidelity.token_metrics(np.log(pR)[None], np.log(pq)[None], np.array([0]), topk=3, floor=FLOOR)
+    m3 = fidelity.token_metrics(np.log(pR)[None], np.log(pq)[None], np.array([0]), topk=3, floor=FLOOR, work_dtype="float64")
     assert m3["kld_topk"][0] == pytest.approx(expected3, abs=1e-12)
 
 
 def test_kld_topk_approaches_kld_as_k_grows():
     zR, zq = random_logits(rows=20, vocab=200, seed=7, spread=2.0)
     zq = zR + 0.3 * zq
-    kld = fidelity.token_metrics(zR, zq, np.zeros(20, int), topk=1, floor=FLOOR)["kld"]
-    gaps = [np.abs(fidelity.token_metrics(zR, zq, np.zeros(20, int), topk=k, floor=FLOOR)["kld_topk"] - kld).mean() for k in (5, 50, 150, 200)]
+    kld = fidelity.token_metrics(zR, zq, np.zeros(20, int), topk=1, floor=FLOOR, work_dtype="float64")["kld"]
+    gaps = [np.abs(fidelity.token_metrics(zR, zq, np.zeros(20, int), topk=k, floor=FLOOR, work_dtype="float64")["kld_topk"] - kld).mean()
+            for k in (5, 50, 150, 200)]
     assert gaps[-1] < 1e-12  # k = vocabulary: exactly kld
     assert gaps[0] > gaps[1] > gaps[2] > gaps[3]
+
+
+def test_float32_work_agrees_with_float64_on_a_large_vocabulary():
+    gen = np.random.default_rng(3)
+    zR = (gen.standard_normal((16, 49152)) * 3).astype(np.float32)
+    zq = zR + (gen.standard_normal((16, 49152)) * 0.05).astype(np.float32)
+    y = gen.integers(0, 49152, 16)
+    fast = fidelity.token_metrics(zR, zq, y, 20, FLOOR, "float32")
+    exact = fidelity.token_metrics(zR, zq, y, 20, FLOOR, "float64")
+    for name in ("kld", "rkld", "kld_topk", "nll_q", "nll_R", "nll_q_greedy", "dp"):
+        np.testing.assert_allclose(fast[name], exact[name], rtol=0, atol=1e-6, err_msg=name)
+    np.testing.assert_array_equal(fast["top1"], exact["top1"])
+    assert exact["kld"].min() > 1e-4
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -122,7 +139,7 @@ def test_stored_kld_equals_in_memory_kld(setup, tmp_path):
         got = table[(table.corpus == meta["corpus"]) & (table.ctx == meta["ctx"])].sort_values(["window", "pos"])
         want = in_memory_kld(model, quant, ref.tokens, ref.first, meta["ctx"])
         assert len(got) == len(want) == meta["n_windows"] * (meta["ctx"] - 1 - ref.first)
-        assert np.abs(got["kld"].to_numpy() - want).max() < 1e-6
+        assert np.abs(got["kld"].to_numpy() - want).max() < 1e-6  # default work_dtype float32
         assert got["kld"].mean() > 1e-3  # the perturbation is visible
         np.testing.assert_array_equal(got["token"].to_numpy(), ref.tokens[:, ref.first + 1 :].reshape(-1))
 
