@@ -20,22 +20,6 @@ REFERENCE = stats.REFERENCE
 FLIP_COLUMNS = ["model", "task", "n_items", "leapfrogs", "drops", "volume", "volume_rate", "direction", "score_q", "score_ref", "delta"]
 
 
-def _outcomes(items: pd.DataFrame) -> pd.DataFrame:
-    """Wide table (task, item_id) x model of bool outcomes; every model must have every item."""
-    stats._require_columns(items, ["model", "task", "item_id", "correct"], "item table")
-    dupes = items.duplicated(["model", "task", "item_id"])
-    if dupes.any():
-        first = items[dupes].iloc[0]
-        raise SilentzoneError(f"item table: duplicate row for {first['model']} {first['task']}/{first['item_id']}; keep one outcome per item")
-    wide = items.pivot(index=["task", "item_id"], columns="model", values="correct")
-    gaps = wide.isna()
-    if gaps.any().any():
-        model = gaps.any().idxmax()
-        task, item = gaps.index[gaps[model].to_numpy().argmax()]
-        raise SilentzoneError(f"item table: model {model!r} has no outcome for {task}/{item}; every model needs every item")
-    return wide.astype(bool)
-
-
 def flips(items: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
     """Leapfrogs L (q right, R wrong), drops D (R right, q wrong) per quant and task.
 
@@ -45,7 +29,7 @@ def flips(items: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
     Σ volume / Σ N, direction = Σ L / Σ volume, score_q / score_ref / delta = mean over tasks (the
     composite's definition; equal to (ΣL − ΣD)/ΣN only when tasks have equal N).
     """
-    wide = _outcomes(items)
+    wide = stats.outcome_table(items)
     if reference not in wide:
         raise SilentzoneError(f"item table: no rows for model {reference!r}; flips are counted against the reference")
     ref = wide[reference]
@@ -158,9 +142,10 @@ def routing(items: pd.DataFrame, settings: dict, reference: str = REFERENCE) -> 
     models = sorted(quants["model"].unique())
     if len(models) < 2:
         raise SilentzoneError(f"item table: routing needs at least two quants with prompt_kld, found {len(models)}")
-    correct = _outcomes(quants)[models].to_numpy()
-    kld = quants.pivot(index=["task", "item_id"], columns="model", values="prompt_kld")[models].to_numpy(float)
-    task_of_item = _outcomes(quants).index.get_level_values("task")
+    outcomes = stats.outcome_table(quants)
+    correct = outcomes[models].to_numpy()
+    kld = quants.pivot(index=["task", "item_id"], columns="model", values="prompt_kld").loc[outcomes.index, models].to_numpy(float)
+    task_of_item = outcomes.index.get_level_values("task")
     tasks = sorted(task_of_item.unique())
     groups = [(t, np.asarray(task_of_item == t)) for t in tasks] + [("all", np.ones(len(task_of_item), bool))]
     rows = []

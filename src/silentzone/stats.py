@@ -238,6 +238,23 @@ def _reference_row(cohort: pd.DataFrame) -> pd.Series:
     return refs.iloc[0]
 
 
+def outcome_table(items: pd.DataFrame) -> pd.DataFrame:
+    """Wide table (task, item_id) × model of bool outcomes; one-line errors for a duplicate row or
+    a model without an outcome for some item (every model must answer every item)."""
+    _require_columns(items, ["model", "task", "item_id", "correct"], "item table")
+    dupes = items.duplicated(["model", "task", "item_id"])
+    if dupes.any():
+        first = items[dupes].iloc[0]
+        raise SilentzoneError(f"item table: duplicate row for {first['model']} {first['task']}/{first['item_id']}; keep one outcome per item")
+    wide = items.pivot(index=["task", "item_id"], columns="model", values="correct")
+    gaps = wide.isna()
+    if gaps.any().any():
+        model = gaps.any().idxmax()
+        task, item = gaps.index[gaps[model].to_numpy().argmax()]
+        raise SilentzoneError(f"item table: model {model!r} has no outcome for {task}/{item}; every model needs every item")
+    return wide.astype(bool)
+
+
 def paired_score_deltas(items: pd.DataFrame, n_bootstrap: int, rng: np.random.Generator, ci: float = 0.95,
                         reference: str = REFERENCE) -> pd.DataFrame:
     """Composite score_q − score_R per quant with a paired percentile bootstrap CI over items.
@@ -246,26 +263,16 @@ def paired_score_deltas(items: pd.DataFrame, n_bootstrap: int, rng: np.random.Ge
     within each task (tasks in sorted order) and keeps every item paired with the reference's
     outcome on it. Returns quant, delta, ci_low, ci_high.
     """
-    _require_columns(items, ["model", "task", "item_id", "correct"], "item table")
-    dupes = items.duplicated(["model", "task", "item_id"])
-    if dupes.any():
-        first = items[dupes].iloc[0]
-        raise SilentzoneError(f"item table: duplicate row for {first['model']} {first['task']}/{first['item_id']}; keep one outcome per item")
-    outcomes = items.pivot_table(index=["task", "item_id"], columns="model", values="correct", aggfunc="first")
+    outcomes = outcome_table(items).astype(int)
     if reference not in outcomes:
         raise SilentzoneError(f"item table: no rows for model {reference!r}; the paired bootstrap needs the reference's outcomes")
     tasks = sorted(outcomes.index.get_level_values("task").unique())
     alpha = (1 - ci) / 2
     rows = []
     for quant in sorted(m for m in outcomes.columns if m != reference):
-        pair = outcomes[[quant, reference]]
-        gaps = pair[pair.isna().any(axis=1)]
-        if len(gaps):
-            task, item = gaps.index[0]
-            raise SilentzoneError(f"item table: {task}/{item} lacks an outcome for {quant if pd.isna(gaps.iloc[0][quant]) else reference!r}; every model needs every item")
         deltas, boot = [], []
         for task in tasks:
-            d = (pair.loc[task, quant].astype(int) - pair.loc[task, reference].astype(int)).to_numpy()
+            d = (outcomes.loc[task, quant] - outcomes.loc[task, reference]).to_numpy()
             deltas.append(d.mean())
             boot.append(d[rng.integers(0, len(d), (n_bootstrap, len(d)))].mean(axis=1))
         boot = np.mean(boot, axis=0)
