@@ -34,7 +34,7 @@ def bench_params(windows: int, threads: int) -> dict:
     params["_source"] = "params.yaml"
     params["threads"] = threads
     params["corpora"] = {"wiki": params["corpora"]["wiki"]}
-    params["fidelity"] = {**params["fidelity"], "corpora": ["wiki"], "n_windows": windows, "ctx_alt": 512}
+    params["fidelity"] = {**params["fidelity"], "corpora": ["wiki"], "n_windows": windows, "ctx_alt": 512}  # = ctx: no second store
     return params
 
 

@@ -42,7 +42,8 @@ def store_specs(params: dict) -> list[tuple[str, int]]:
     ctx_alt = config.get(params, "fidelity.ctx_alt", int)
     if ctx_alt < 2 or ctx % ctx_alt:
         raise SilentzoneError(f"params.yaml: `fidelity.ctx_alt` = {ctx_alt} must divide `fidelity.ctx` = {ctx} so both cover the same tokens")
-    return [(name, ctx) for name in names] + [(primary, ctx_alt)]
+    specs = [(name, ctx) for name in names]
+    return specs if ctx_alt == ctx else specs + [(primary, ctx_alt)]
 
 
 def tokenize(tokenizer, text: str) -> list[int]:
