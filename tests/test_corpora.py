@@ -75,3 +75,17 @@ def test_tampered_or_missing_corpus_is_detected(tiny_params, tmp_path):
         corpora.load_text("wiki", tmp_path)
     with pytest.raises(SilentzoneError, match=r"no corpus 'poetry'"):
         corpora.load_text("poetry", tmp_path)
+
+
+def test_prepare_command_writes_corpora_and_items(tiny_params, workdir, capsys):
+    import yaml
+
+    from silentzone import cli
+
+    clean = {k: v for k, v in tiny_params.items() if not k.startswith("_")}
+    (workdir / "params.yaml").write_text(yaml.safe_dump(clean))
+    assert cli.main(["prepare"]) == 0
+    manifest = json.loads((workdir / "data/prepared/corpora.json").read_text())
+    assert set(manifest) == {"wiki", "fiction", "code"}
+    assert (workdir / "data/prepared/corpora/wiki.txt").stat().st_size == manifest["wiki"]["n_bytes"]
+    assert "wiki.txt: 20 documents" in capsys.readouterr().out

