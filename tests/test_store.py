@@ -133,3 +133,27 @@ def test_smollm2_reference_matches_llamacpp_perplexity(smollm2_cache_dir, tmp_pa
     assert len(nll[0]) == 255 and ref.manifest["add_bos"] is False
     assert np.exp(nll[0].mean()) == pytest.approx(48.4068, rel=0.015)
     assert np.exp(np.concatenate(nll).mean()) == pytest.approx(28.6835, rel=0.015)
+
+
+def test_reference_and_fidelity_commands_end_to_end(tiny_params, workdir, capsys):
+    import json
+
+    import pandas as pd
+    import yaml
+
+    from silentzone import cli
+
+    clean = {k: v for k, v in tiny_params.items() if not k.startswith("_")}
+    (workdir / "params.yaml").write_text(yaml.safe_dump(clean))
+    assert cli.main(["prepare"]) == 0
+    assert cli.main(["reference"]) == 0
+    assert "wiki_c32: 4 windows x 32 tokens, positions 16..30 scored" in capsys.readouterr().out
+    assert cli.main(["fidelity", "reference"]) == 0
+    table = pd.read_parquet(workdir / "data/fidelity/reference.parquet")
+    assert len(table) == 3 * 2 * 31 + 4 * 15 and table["kld"].abs().max() < 1e-9
+    assert json.loads((workdir / "data/fidelity/reference.report.json").read_text())["bpw"] == 32.0
+    capsys.readouterr()
+    (workdir / "data/reference/fidelity/head/weight.npy").write_bytes(b"damaged")
+    assert cli.main(["fidelity", "reference"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "head/weight.npy: reference store file corrupted" in err and "rerun `silentzone reference`" in err
