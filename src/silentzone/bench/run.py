@@ -119,7 +119,11 @@ def _check_tokens(task: str, item_id: str, ref_tokens: list[int], tokens: list[i
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    return typed(pd.DataFrame(rows, columns=COLUMNS))
+
+
+def typed(df: pd.DataFrame) -> pd.DataFrame:
+    """Column types of the item table (chosen/chosen_norm nullable: code rows have none)."""
     return df.astype({"model": str, "task": str, "item_id": str, "correct": bool, "chosen": "Int64", "chosen_norm": "Int64",
                       "prompt_kld": "float64", "n_prompt_tokens": "int64"})
 
@@ -170,7 +174,7 @@ def run_bench(params: dict, name: str, prepared_dir=None, reference_dir=None, ou
             io.write_parquet(part, frame)
             io.write_json(stamp, {"fingerprint": fp, "n_items": len(frame)})
         frames.append(io.read_parquet(part, f"bench part {task} of {name!r}"))
-    table = pd.concat(frames, ignore_index=True)
+    table = typed(pd.concat(frames, ignore_index=True))
     io.write_parquet(out_dir / f"{name}.parquet", table)
     return table
 

@@ -1,0 +1,86 @@
+"""Cloze scoring and per-prompt KLD against independent computations on the tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import log_softmax, rel_entr
+
+from silentzone import models
+from silentzone.bench import mc, prompt_kld
+
+
+@pytest.fixture(scope="module")
+def tiny(request):
+    from silentzone import config
+    from tests.conftest import REPO
+
+    params = config.build_profile("tiny", REPO / "profiles")
+    model, tokenizer = models.load_reference(params)
+    return model, tokenizer
+
+
+ARC = {"task": "arc_easy", "item_id": "t1", "kind": "mc", "contexts": ["Question: What is hot?\nAnswer:"] * 3,
+       "continuations": [" the sun", " ice", " a very cold glacier"], "label": 0}
+WINO = {"task": "winogrande", "item_id": "t2", "kind": "mc", "contexts": ["Anna helped Beth so Anna", "Anna helped Beth so Beth"],
+        "continuations": [" was thanked."] * 2, "label": 1}
+
+
+def full_sequence_logprob(model, tokenizer, context: str, continuation: str) -> float:
+    """Textbook: one forward of context + continuation, sum the continuation tokens' log-probs."""
+    ctx = tokenizer(context).input_ids
+    cont = tokenizer(continuation, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        logits = model(torch.tensor([ctx + cont])).logits[0].double().numpy()
+    logp = log_softmax(logits, axis=-1)
+    return float(sum(logp[len(ctx) - 1 + j, t] for j, t in enumerate(cont)))
+
+
+@pytest.mark.parametrize("item", [ARC, WINO], ids=["shared-context", "own-context"])
+def test_choice_logprobs_match_full_forward(tiny, item):
+    model, tokenizer = tiny
+    scored = mc.score_item(model, tokenizer, item, None)
+    expected = [full_sequence_logprob(model, tokenizer, c, k) for c, k in zip(item["contexts"], item["continuations"])]
+    np.testing.assert_allclose(scored.logprobs, expected, rtol=0, atol=2e-3)
+    assert scored.chosen == int(np.argmax(expected))
+    per_char = [lp / len(k) for lp, k in zip(expected, item["continuations"])]
+    assert scored.chosen_norm == int(np.argmax(per_char))
+    for tokens, path in zip(scored.tokens, scored.paths):
+        assert path.shape[0] == len(tokens) - 1
+
+
+def test_mean_kld_matches_scipy_and_is_zero_against_itself(tiny, tmp_path):
+    model, tokenizer = tiny
+    prompt_kld.write_head(model, tokenizer, tmp_path)
+    head = prompt_kld.ReferenceHead(tmp_path)
+    scored = mc.score_item(model, tokenizer, ARC, None)
+    hidden = scored.paths[0].float().numpy()
+    with torch.inference_mode():
+        own = mc.lm_logits(model, scored.paths[0], None)
+    assert prompt_kld.mean_kld(head, hidden, own) == pytest.approx(0.0, abs=1e-9)
+    other = own + torch.linspace(-2, 2, own.shape[-1])  # a different distribution at every position
+    ref_logp = log_softmax(own.double().numpy(), axis=-1)
+    q_logp = log_softmax(other.double().numpy(), axis=-1)
+    expected = rel_entr(np.exp(ref_logp), np.exp(q_logp)).sum(-1).mean()
+    assert expected > 1e-3
+    assert prompt_kld.mean_kld(head, hidden, other) == pytest.approx(expected, rel=1e-6)
+
+
+def test_task_store_round_trip(tiny, tmp_path):
+    model, tokenizer = tiny
+    scored = mc.score_item(model, tokenizer, ARC, None)
+    entry = {"item_id": "t1", "chosen": 2, "tokens": scored.tokens[2], "hidden": scored.paths[2].float().numpy()}
+    short = {"item_id": "t0", "chosen": 1, "tokens": [5, 6, 7], "hidden": np.ones((2, model.config.hidden_size), np.float32)}
+    prompt_kld.write_task("arc_easy", [short, entry], "fp", tmp_path)
+    store = prompt_kld.TaskStore("arc_easy", tmp_path)
+    chosen, tokens, hidden = store.get("t1")
+    assert chosen == 2 and tokens == scored.tokens[2]
+    np.testing.assert_array_equal(hidden, entry["hidden"])
+    assert store.get("t0")[1] == [5, 6, 7]
+    assert prompt_kld.task_fingerprint("arc_easy", tmp_path) == "fp"
+    (tmp_path / "bench" / "arc_easy" / "hidden.npy").write_bytes(b"damaged")
+    from silentzone.errors import SilentzoneError
+
+    with pytest.raises(SilentzoneError, match="corrupted"):
+        prompt_kld.TaskStore("arc_easy", tmp_path)
