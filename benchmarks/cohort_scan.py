@@ -9,7 +9,8 @@ cohort in profiles/*.yaml; the pipeline's `fidelity` stage is the real measureme
     .venv/bin/python benchmarks/cohort_scan.py --profile default --windows 4
     .venv/bin/python benchmarks/cohort_scan.py --only q8_0 q4_0     # a subset
 
-Writes benchmarks/out/cohort_scan-<profile>.csv. Timings are wall-clock on whatever else runs.
+Writes benchmarks/out/cohort_scan-<profile>.csv after every quant and resumes from it: quants already
+scanned with the same windows are skipped (--force rescans). Timings are wall-clock on whatever else runs.
 """
 
 from __future__ import annotations
@@ -79,12 +80,30 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=4)
     parser.add_argument("--ctx", type=int, default=512)
     parser.add_argument("--only", nargs="*", help="quant names to scan (default: the whole cohort)")
+    parser.add_argument("--force", action="store_true", help="rescan quants already in the CSV")
     args = parser.parse_args()
 
     params = config.build_profile(args.profile)
     params["_source"] = f"profiles/{args.profile}.yaml"
     cohort = validate_cohort(params)
     names = args.only or list(cohort)
+    out = OUT / f"cohort_scan-{args.profile}.csv"
+    rows = _previous(out, args) if not args.force else []
+    names = [n for n in names if n not in {r["quant"] for r in rows}]
+    if names:
+        _scan(params, cohort, names, args, rows, out)
+
+    table = pd.DataFrame(rows)
+    table = table[table["quant"].isin(cohort)].sort_values("kld_mean", kind="stable")
+    io.write_csv(out, table.round(6))
+    n_silent = int((table["kld_mean"] < 0.05).sum())
+    print(f"\n{len(table)} quants; mean KLD {table['kld_mean'].min():.5f} .. {table['kld_mean'].max():.4f}; "
+          f"{n_silent} under 0.05; wrote {out}")
+    print(table.drop(columns=["n_fallbacks", "windows", "ctx"]).to_markdown(index=False, floatfmt=".4f"))
+
+
+def _scan(params, cohort, names, args, rows, out) -> None:
+    """Score each quant in `names` against the reference; append to `rows`, rewriting `out` each time."""
     torch.set_num_threads(2)
     model, tokenizer = models.load_reference(params)
     original = {k: v.clone() for k, v in model.state_dict().items()}
@@ -96,7 +115,6 @@ def main() -> None:
     print(f"{params['model']['name']}: {args.windows} windows x {args.ctx} tokens, {targets.numel()} scored; "
           f"reference forward {forward_s:.1f} s")
 
-    rows = []
     for name in names:
         model.load_state_dict(original)
         t0 = time.perf_counter()
@@ -104,17 +122,20 @@ def main() -> None:
         quantize_s = time.perf_counter() - t0
         stats = compare(ref_lp, scored_logprobs(model, tokens), targets)
         rows.append({"quant": name, "bpw": report["bpw"], **stats, "n_fallbacks": len(report["fallbacks"]),
-                     "quantize_s": quantize_s})
+                     "quantize_s": quantize_s, "windows": args.windows, "ctx": args.ctx})
+        io.write_csv(out, pd.DataFrame(rows).round(6))
         print(f"{name:40s} bpw {report['bpw']:6.3f}  kld {stats['kld_mean']:.5f}  top1 {stats['top1']:.4f}  "
               f"quantize {quantize_s:5.1f} s", flush=True)
 
-    table = pd.DataFrame(rows).sort_values("kld_mean", kind="stable")
-    out = OUT / f"cohort_scan-{args.profile}.csv"
-    io.write_csv(out, table.round(6))
-    n_silent = int((table["kld_mean"] < 0.05).sum())
-    print(f"\n{len(table)} quants; mean KLD {table['kld_mean'].min():.5f} .. {table['kld_mean'].max():.4f}; "
-          f"{n_silent} under 0.05; wrote {out}")
-    print(table.drop(columns=["n_fallbacks"]).to_markdown(index=False, floatfmt=".4f"))
+
+def _previous(path: Path, args) -> list[dict]:
+    """Rows of an earlier scan with the same windows, for resuming."""
+    if not path.exists():
+        return []
+    table = pd.read_csv(path)
+    if "windows" not in table:
+        return []
+    return table[(table["windows"] == args.windows) & (table["ctx"] == args.ctx)].to_dict("records")
 
 
 if __name__ == "__main__":
