@@ -84,3 +84,18 @@ def test_task_store_round_trip(tiny, tmp_path):
 
     with pytest.raises(SilentzoneError, match="corrupted"):
         prompt_kld.TaskStore("arc_easy", tmp_path)
+
+
+@pytest.mark.model
+def test_smollm2_arc_easy_first_100_accuracy(smollm2_cache_dir):
+    """Cloze, raw summed log-prob, 0-shot: SmolLM2-135M-Instruct lands near 0.48 on the first 100
+    ARC-Easy validation items (per-char normalisation is recorded, not used for `correct`)."""
+    from silentzone import config
+    from silentzone.bench import items
+    from tests.conftest import REPO
+
+    params = config.build_profile("default", REPO / "profiles")
+    model, tokenizer = models.load_reference(params, cache_dir=smollm2_cache_dir)
+    arc = items.load_task("arc_easy")[:100]
+    correct = [mc.score_item(model, tokenizer, it, None).chosen == it["label"] for it in arc]
+    assert 0.40 <= np.mean(correct) <= 0.56
