@@ -119,7 +119,7 @@ def test_smollm2_reference_matches_llamacpp_perplexity(smollm2_cache_dir, tmp_pa
 
     params = config.build_profile("default", REPO / "profiles")
     params["_source"] = "params.yaml"
-    params["fidelity"] = {**params["fidelity"], "n_windows": 2, "corpora": ["wiki"]}
+    params["fidelity"] = {**params["fidelity"], "n_windows": 2, "corpora": ["wiki"], "ctx_alt": 512}  # ctx_alt = ctx: one store
     params["corpora"] = {"wiki": params["corpora"]["wiki"]}
     model, tokenizer = models.load_reference(params, cache_dir=smollm2_cache_dir)
     corpora.prepare(params, tmp_path / "prepared")
