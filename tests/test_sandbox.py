@@ -153,3 +153,15 @@ def test_non_utf8_output_and_runner_goes_on():
     assert result.status == "failed" and result.returncode == 3
     assert "bad" in result.stdout
     assert run_program("pass", FAST).status == "passed"
+
+
+
+def test_a_broken_sandbox_setup_raises_instead_of_recording_a_failure(tmp_path):
+    # If the launcher cannot confine the program, no verdict may be recorded (it would read as
+    # "failed"): an invalid uid makes the setup fail inside the child, before the program runs.
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "program.py").write_text("print('ran')")
+    config = {"mode": "strict", "uid": -5, "python": "/usr/bin/python3", "limits": FAST.__dict__}
+    with pytest.raises(sandbox.SandboxError, match="setup failed"):
+        sandbox._launch(tmp_path, work, config, FAST)

@@ -91,8 +91,12 @@ def code_rows(name: str, task: str, task_items: list[dict], model, tokenizer, ca
     max_new = config.get(params, "bench.max_new_tokens", int)
     gens = code.generate(model, tokenizer, task_items, max_new, config.get(params, "bench.gen_batch", int, default=8), bar)
     rows, entries = [], []
+    allow_weak = config.get(params, "bench.allow_weak_sandbox", bool, default=False)
     for item, gen in zip(task_items, gens):
-        status = code.run_tests(item, gen, limits(params))
+        try:
+            status = code.run_tests(item, gen, limits(params), allow_weak)
+        except sandbox.SandboxError as exc:
+            raise SilentzoneError(f"task {task!r}: {exc}") from None
         if ref_store is None:
             seq = gen.prompt_ids + gen.new_ids
             with torch.inference_mode():
@@ -132,6 +136,9 @@ def run_task(params, name, task, model, tokenizer, head, prepared_dir, reference
     from ..reference import softcap_of
 
     kind = registry.get_task(task, params).kind
+    if kind == "code" and sandbox.capabilities() != "strict" and not config.get(params, "bench.allow_weak_sandbox", bool, default=False):
+        raise SilentzoneError(f"task {task!r}: running generated code needs the strict sandbox (root: namespaces + uid drop); run as root, "
+                              "or set bench.allow_weak_sandbox: true (rlimits and a blocked socket module only), or drop the code tasks")
     task_items = items.read_prepared(task, prepared_dir)
     ref_store = None if name == REFERENCE else prompt_kld.TaskStore(task, reference_dir)
     with tqdm(total=len(task_items), desc=f"bench {name} {task}", unit="item") as bar:

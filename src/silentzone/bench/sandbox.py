@@ -51,6 +51,14 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+SETUP_FAILED = "silentzone sandbox setup failed"
+SETUP_EXIT = 197
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not be set up (never a verdict on the program)."""
+
+
 UID_BASE = 200_000  # far above ordinary accounts; never shared with a real user or daemon
 OUTPUT_CAP = 1 << 20  # bytes of stdout/stderr a program may write (RLIMIT_FSIZE on its output files)
 
@@ -115,7 +123,7 @@ def run_program(source: str, limits: Limits = Limits(), allow_weak: bool = False
     limit is what stops a fork-happy program (never use it for model output)."""
     mode = capabilities()
     if mode == "weak" and not allow_weak:
-        raise RuntimeError("code sandbox needs root for its namespaces and uid drop; run as root or pass allow_weak=True")
+        raise SandboxError("the code sandbox needs root for its namespaces and uid drop; run as root or set bench.allow_weak_sandbox: true")
     uid = sandbox_uid() if mode == "strict" and contain_processes else os.getuid()
     if mode == "strict":
         _become_subreaper()
@@ -151,7 +159,10 @@ def _launch(host: Path, work: Path, config: dict, limits: Limits) -> Result:
             _reap_orphans(config["uid"])
     seconds = time.monotonic() - start
     read = lambda name: (host / name).read_bytes()[-OUTPUT_CAP:].decode("utf-8", errors="replace")
-    return Result(status, proc.returncode, read("stdout"), read("stderr"), seconds)
+    result = Result(status, proc.returncode, read("stdout"), read("stderr"), seconds)
+    if result.returncode == SETUP_EXIT and result.stderr.startswith(SETUP_FAILED):
+        raise SandboxError(result.stderr.strip().splitlines()[0])
+    return result
 
 
 def _become_subreaper() -> None:
@@ -251,6 +262,16 @@ def _set_limits(limits: dict, nproc: int | None) -> None:
 
 
 def _launch_main(config: dict) -> None:
+    try:
+        _setup(config)
+    except Exception as exc:  # report, never run the program unconfined
+        sys.stderr.write(f"{SETUP_FAILED}: {type(exc).__name__}: {exc}\n")
+        sys.stderr.flush()
+        os._exit(SETUP_EXIT)
+    os.execv(config["python"], [config["python"], "-I", "program.py"])
+
+
+def _setup(config: dict) -> None:
     uid = config["uid"]
     if config["mode"] == "strict":
         _isolate()
@@ -264,7 +285,6 @@ def _launch_main(config: dict) -> None:
         os.setuid(uid)
     os.environ.clear()
     os.environ.update({"PATH": "/usr/bin:/bin", "HOME": os.getcwd(), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"})
-    os.execv(config["python"], [config["python"], "-I", "program.py"])
 
 
 def _user_processes() -> int:
