@@ -18,7 +18,8 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The temp name keeps the real suffix: some writers (papermill, savefig) dispatch on it.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -36,6 +37,26 @@ def write_text(path, text: str) -> None:
 def write_json(path, obj) -> None:
     """Sorted keys and a trailing newline: identical objects give identical bytes."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=_jsonable) + "\n")
+
+
+def write_numbers(path, numbers: dict) -> None:
+    """A notebook's headline numbers: NaN and missing values become null ("n/a" in the paper)."""
+    write_json(path, _nan_to_none(numbers))
+
+
+def _nan_to_none(x):
+    import math
+
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_nan_to_none(v) for v in x]
+    try:
+        if x is not None and not isinstance(x, (str, bool)) and math.isnan(x):
+            return None
+    except TypeError:
+        pass
+    return x
 
 
 def _jsonable(x):

@@ -62,7 +62,7 @@ def run(args):
             ) from None
     numbers = Path(parameters["numbers_path"])
     if not numbers.exists():
-        raise SilentzoneError(f"{source}: ran but wrote no {numbers}; its last cell must call write_numbers")
+        raise SilentzoneError(f"{source}: ran but wrote no {numbers}; its last cell must call silentzone.io.write_numbers")
     json.loads(numbers.read_text())  # valid JSON or a clear failure here rather than in the paper
     print(f"{out}: executed; numbers in {numbers}")
     return 0
