@@ -31,7 +31,7 @@ def test_stop_at_first_closing_fence_or_eos():
 
 
 def test_extract_code_prefixes_the_prefill():
-    item = {"prefill": "def f(x):\n", "tests": ""}
+    item = {"prefill": "def f(x):\n", "prefix": "", "tests": ""}
     assert code.extract_code(item, generated("    return x\n```")) == "def f(x):\n    return x\n"
     assert code.extract_code(item, generated("    return x\n")) is None  # never closed
 
@@ -40,7 +40,7 @@ def test_prompt_ends_inside_an_open_python_block():
     item = items.load_task("humaneval")[0]
     text = TOKENIZER.decode(code.prompt_ids(TOKENIZER, item))
     assert text.startswith("<|im_start|>user\nComplete the following Python function.")
-    assert text.endswith("<|im_start|>assistant\n```python\n" + item["prefill"])
+    assert text.endswith("<|im_start|>assistant\n```python\n")
 
 
 @strict
@@ -52,10 +52,13 @@ def test_canonical_humaneval_solution_passes_and_a_wrong_one_fails():
     problem = json.loads(gzip.open(path, "rt").readline())
     item = items.load_task("humaneval")[0]
     limits = sandbox.Limits(timeout_s=10)
-    assert code.run_tests(item, generated(problem["canonical_solution"] + "```"), limits) == "passed"
-    assert code.run_tests(item, generated("    return False\n```"), limits) == "failed"
-    assert code.run_tests(item, generated("    while True:\n        pass\n```"), sandbox.Limits(timeout_s=1.5)) == "timeout"
-    assert code.run_tests(item, generated("    return False\n"), limits) == "unclosed"
+    # The model writes the whole function without imports: the problem text (prefix) supplies them.
+    signature = "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+    assert code.run_tests(item, generated(signature + problem["canonical_solution"] + "```"), limits) == "passed"
+    assert code.run_tests(item, generated(signature + "    return False\n```"), limits) == "failed"
+    assert code.run_tests(item, generated("print('no function')\n```"), limits) == "failed"  # the stub returns None
+    assert code.run_tests(item, generated(signature + "    while True:\n        pass\n```"), sandbox.Limits(timeout_s=1.5)) == "timeout"
+    assert code.run_tests(item, generated(signature + "    return False\n"), limits) == "unclosed"
 
 
 @strict
@@ -72,7 +75,7 @@ def test_mbpp_reference_code_passes_its_tests():
 
 @strict
 def test_non_utf8_generation_is_recorded_not_fatal():
-    item = {"prefill": "", "tests": "assert f() == 1\n"}
+    item = {"prefill": "", "prefix": "", "tests": "assert f() == 1\n"}
     lone = next(i for i in range(256) if TOKENIZER.decode([i]) == "\ufffd")  # a lone continuation byte
     new = ids("def f():\n    return '") + [lone] + ids("'\n```")
     keep, closed = code.stop_index(TOKENIZER, new, EOS)

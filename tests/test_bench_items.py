@@ -37,7 +37,7 @@ def test_winogrande_choices_have_their_own_context():
 def test_code_items_carry_runnable_tests():
     he = items.load_task("humaneval")[0]
     assert he["item_id"] == "HumanEval/0" and he["tests"].endswith("check(has_close_elements)\n")
-    assert he["prefill"].startswith("from typing import List") and he["prefill"] in he["prompt"]
+    assert he["prefix"].startswith("from typing import List") and he["prefix"] in he["prompt"] and he["prefill"] == ""
     mbpp = items.load_task("mbpp")[0]
     assert mbpp["item_id"] == "11" and 'assert remove_Occ("hello","l") == "heo"' in mbpp["tests"]
 

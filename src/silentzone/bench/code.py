@@ -1,8 +1,9 @@
 """Code tasks: greedy generation from a chat prompt, first ```python block, run against the tests.
 
-The assistant turn is prefilled with "```python\n" plus the item's `prefill` (HumanEval: the
-function's signature and docstring), so the model writes code straight away and the code block is
-opened by us; the block ends at the first closing ``` the model writes. Generation stops per
+The assistant turn is prefilled with "```python\n" plus the item's `prefill` (empty for HumanEval
+and MBPP), so the model writes code straight away and the code block is opened by us; the block
+ends at the first closing ``` the model writes. The program run is the item's `prefix` (HumanEval:
+the problem text, for its imports and helpers), the code block, then the tests. Generation stops per
 sequence on that fence or on EOS (a cheap StoppingCriteria on the tail of the new tokens; the
 `stop_strings` of transformers costs ~2 s per call), in left-padded batches sorted by prompt length.
 
@@ -112,4 +113,4 @@ def run_tests(item: dict, gen: Generated, limits: sandbox.Limits, allow_weak: bo
     code = extract_code(item, gen)
     if code is None:
         return "unclosed"
-    return sandbox.run_program(code + "\n\n" + item["tests"], limits, allow_weak=allow_weak).status
+    return sandbox.run_program(item["prefix"] + "\n" + code + "\n\n" + item["tests"], limits, allow_weak=allow_weak).status

