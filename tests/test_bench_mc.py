@@ -95,7 +95,8 @@ def test_smollm2_arc_easy_first_100_accuracy(smollm2_cache_dir):
     from tests.conftest import REPO
 
     params = config.build_profile("default", REPO / "profiles")
+    params["threads"] = 1  # accuracy, not speed: one thread stays fast on a busy shared machine
     model, tokenizer = models.load_reference(params, cache_dir=smollm2_cache_dir)
     arc = items.load_task("arc_easy")[:100]
     correct = [mc.score_item(model, tokenizer, it, None).chosen == it["label"] for it in arc]
-    assert 0.40 <= np.mean(correct) <= 0.56
+    assert 0.43 <= np.mean(correct) <= 0.53  # measured: 0.48 (acc_norm 0.35)
