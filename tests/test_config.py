@@ -37,3 +37,10 @@ def test_unknown_profile_is_one_clear_line(workdir, capsys):
     assert cli.main(["profile", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "profile 'nope' not found" in err and "tiny" in err
+
+
+def test_committed_params_yaml_is_its_profile_regenerated():
+    """params.yaml is generated; a profile edit without `silentzone profile NAME` leaves it stale."""
+    committed = config.load(config.PARAMS_FILE)
+    fresh = config.build_profile(committed["profile"])
+    assert {k: v for k, v in committed.items() if k != "_source"} == fresh, "run `silentzone profile quick` and commit params.yaml"
