@@ -113,7 +113,7 @@ def sandbox_python(uid: int) -> str:
         if probe.returncode == 0:
             _PYTHON[uid] = exe
             return exe
-    raise RuntimeError(f"no Python interpreter is executable by sandbox uid {uid}; tried {candidates}")
+    raise SandboxError(f"no Python interpreter is executable by sandbox uid {uid}; tried {candidates}")
 
 
 def run_program(source: str, limits: Limits = Limits(), allow_weak: bool = False, contain_processes: bool = True) -> Result:
