@@ -212,7 +212,7 @@ def test_q4_1_requantization_is_lossless_on_the_q4_1_reference(smollm2_cache_dir
     params = config.build_profile("default", REPO / "profiles")
     model, _, report = load_quant(params, "reference", cache_dir=smollm2_cache_dir)
     before = _snapshot(model)
-    report = apply_recipe(model, params["cohort"]["q4_1"])
+    report = apply_recipe(model, {"default": "Q4_1", "embedding": "Q8_0"})  # left out of the cohort for this reason
     assert report["bpw"] == pytest.approx(5.0 + 3.5 * 49152 * 576 / report["n_weights"])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     apply_recipe(model, {"layers": {"0": {"ffn_down": "Q8_0"}}})
