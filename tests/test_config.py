@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from silentzone import cli, config
@@ -41,6 +43,7 @@ def test_unknown_profile_is_one_clear_line(workdir, capsys):
 
 def test_committed_params_yaml_is_its_profile_regenerated():
     """params.yaml is generated; a profile edit without `silentzone profile NAME` leaves it stale."""
-    committed = config.load(config.PARAMS_FILE)
-    fresh = config.build_profile(committed["profile"])
+    repo = Path(__file__).resolve().parents[1]
+    committed = config.load(repo / "params.yaml")
+    fresh = config.build_profile(committed["profile"], repo / "profiles")
     assert {k: v for k, v in committed.items() if k != "_source"} == fresh, "run `silentzone profile quick` and commit params.yaml"
