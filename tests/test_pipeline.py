@@ -97,3 +97,26 @@ def test_paper_stage_without_quarto_fails_with_one_line(tiny_run):
     proc = subprocess.run([str(BIN / "silentzone"), "paper", "render"], cwd=tiny_run, capture_output=True, text=True)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "quarto" in proc.stderr and "quarto.org" in proc.stderr
+
+
+def test_an_ingested_paper_scale_cohort_runs_through_notebooks_01_to_05(tmp_path):
+    """llama.cpp logs + lm-eval/LiveCodeBench samples (tests/fixtures/ingest/paper_scale) → the same
+    notebooks, unchanged. Such cohorts carry no per-prompt KLD: 03 and 04 then report n/a."""
+    for name in ["notebooks", "paper"]:
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("_output", "_variables.yml", "figures", "tables"))
+    (tmp_path / "profiles").symlink_to(REPO / "profiles")
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+
+    def silentzone(*args):
+        proc = subprocess.run([str(BIN / "silentzone"), *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    silentzone("profile", "default")
+    silentzone("ingest", "cohort", str(REPO / "tests/fixtures/ingest/paper_scale/manifest.yaml"), "--out", "data/processed")
+    for nb in ["01-fidelity-vs-score", "02-silent-zone-sweep", "03-failure-prediction", "04-routing", "05-volume-direction"]:
+        silentzone("analyze", nb)
+        assert json.loads((tmp_path / "results" / "numbers" / f"{nb}.json").read_text())
+    volume = json.loads((tmp_path / "results" / "numbers" / "05-volume-direction.json").read_text())
+    assert volume["identity_max_abs_error"] == 0
+    routing = json.loads((tmp_path / "results" / "numbers" / "04-routing.json").read_text())
+    assert routing["prompt_kld_available"] is False and routing["n_pairs"] == 0
