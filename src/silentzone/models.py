@@ -103,9 +103,6 @@ def _cache_valid(cache: Path, gguf_path: Path) -> bool:
 
 def _build_cache(gguf_path: Path, cache: Path) -> None:
     """Dequantize a GGUF to fp32 and save it as a plain HF directory (written atomically)."""
-    import shutil
-    import tempfile
-
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -121,19 +118,11 @@ def _build_cache(gguf_path: Path, cache: Path) -> None:
     model.quantization_method = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
-    try:
+    with io.atomic_dir(cache) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         meta = {"gguf": str(gguf_path), "gguf_sha256": io.sha256_file(gguf_path), "dtype": "float32"}
         (tmp / CACHE_MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if cache.exists():
-            shutil.rmtree(cache)
-        tmp.rename(cache)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def build_tiny(params: dict):

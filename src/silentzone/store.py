@@ -17,10 +17,7 @@ name and renamed into place only when complete.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,20 +41,7 @@ def head_dir(root: str | Path | None = None) -> Path:
     return root_dir(root) / "head"
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | Path):
-    """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+atomic_dir = io.atomic_dir  # kept here too: bench.prompt_kld writes its task stores with it
 
 
 def _save(folder: Path, name: str, array: np.ndarray) -> None:
