@@ -40,3 +40,18 @@ def smollm2_cache_dir(tmp_path_factory):
     if (local / "smollm2-135m-instruct" / "silentzone_cache.json").exists():
         return local
     return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory):
+    """Tiny params, reference model and tokenizer, and a prepared + referenced data folder, built once
+    for every test that only reads them: (params, model, tokenizer, root, store folders)."""
+    from silentzone import config, corpora, models, reference
+
+    params = config.build_profile("tiny", REPO / "profiles")
+    params["_source"] = "params.yaml"
+    root = tmp_path_factory.mktemp("tiny-reference")
+    model, tokenizer = models.load_reference(params)
+    corpora.prepare(params, root / "prepared")
+    folders = reference.build(params, model, tokenizer, root / "reference", root / "prepared")
+    return params, model, tokenizer, root, folders

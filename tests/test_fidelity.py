@@ -13,7 +13,7 @@ import torch
 from scipy.special import log_softmax, rel_entr, softmax
 from scipy.stats import entropy
 
-from silentzone import cli, config, corpora, fidelity, models, reference
+from silentzone import cli, config, fidelity, models
 from silentzone.errors import SilentzoneError
 
 FLOOR = math.log(1e-12)
@@ -31,15 +31,9 @@ def perturbed(model, scale=0.05, seed=1):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """Tiny params, reference model, and a prepared + referenced data folder."""
-    params = config.build_profile("tiny", REPO / "profiles")
-    params["_source"] = "params.yaml"
-    root = tmp_path_factory.mktemp("fid")
-    model, tokenizer = models.load_reference(params)
-    corpora.prepare(params, root / "prepared")
-    reference.build(params, model, tokenizer, root / "reference", root / "prepared")
-    return params, model, tokenizer, root
+def setup(tiny_reference):
+    """Tiny params, reference model, and a prepared + referenced data folder (shared, read-only)."""
+    return tiny_reference[:4]
 
 
 # ---------------------------------------------------------------------------- token metrics

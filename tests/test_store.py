@@ -15,14 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    params = config.build_profile("tiny", REPO / "profiles")
-    params["_source"] = "params.yaml"
-    root = tmp_path_factory.mktemp("store")
-    model, tokenizer = models.load_reference(params)
-    corpora.prepare(params, root / "prepared")
-    folders = reference.build(params, model, tokenizer, root / "reference", root / "prepared")
-    return params, model, tokenizer, root, folders
+def built(tiny_reference):
+    return tiny_reference
 
 
 def test_llamacpp_scored_positions():
