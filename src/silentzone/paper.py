@@ -89,7 +89,9 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
     results = Path(config.PATHS["results"])
     variables = build_variables(results, paper_dir)
     variables["run"] = {"profile": params.get("profile"), "model": config.get(params, "model.name", str),
-                        "n_quants": len(params.get("cohort") or {})}
+                        "n_quants": len(params.get("cohort") or {}),
+                        "n_tasks": len((params.get("bench") or {}).get("tasks") or {}),
+                        "n_items": sum(int(n) for n in ((params.get("bench") or {}).get("tasks") or {}).values())}
     io.write_text(paper_dir / "_variables.yml", yaml.safe_dump(variables, sort_keys=True, allow_unicode=True))
     for kind in ("figures", "tables"):
         target = paper_dir / kind
