@@ -41,9 +41,6 @@ def head_dir(root: str | Path | None = None) -> Path:
     return root_dir(root) / "head"
 
 
-atomic_dir = io.atomic_dir  # kept here too: bench.prompt_kld writes its task stores with it
-
-
 def _save(folder: Path, name: str, array: np.ndarray) -> None:
     target = folder / name
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +75,7 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict:
 
 
 def write_head(folder: str | Path, weight: np.ndarray, bias: np.ndarray | None, meta: dict) -> None:
-    with atomic_dir(folder) as tmp:
+    with io.atomic_dir(folder) as tmp:
         _save(tmp, "weight.npy", np.ascontiguousarray(weight, dtype=np.float32))
         if bias is not None:
             _save(tmp, "bias.npy", np.ascontiguousarray(bias, dtype=np.float32))
@@ -97,7 +94,7 @@ class StoreWriter:
     """Streams one corpus x ctx store window by window into a temporary folder; `close()` seals it."""
 
     def __init__(self, folder: str | Path, tokens: np.ndarray, meta: dict):
-        self._ctx = atomic_dir(folder)
+        self._ctx = io.atomic_dir(folder)
         self.tmp = self._ctx.__enter__()
         self.tokens = np.ascontiguousarray(tokens, dtype=np.int32)
         self.meta = meta

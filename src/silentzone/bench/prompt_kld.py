@@ -67,7 +67,7 @@ def write_task(task: str, entries: list[dict], fingerprint: str, reference_dir: 
     lengths = [len(e["tokens"]) for e in entries]
     if any(h["hidden"].shape[0] != n - 1 for h, n in zip(entries, lengths)):
         raise RuntimeError("reference bench store: hidden rows must be len(tokens) - 1 per item")
-    with store.atomic_dir(root(reference_dir) / task) as tmp:
+    with io.atomic_dir(root(reference_dir) / task) as tmp:
         _save(tmp / "tokens.npy", np.concatenate([np.asarray(e["tokens"], dtype=np.int32) for e in entries]))
         _save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
         _save(tmp / "hidden.npy", np.concatenate([np.asarray(e["hidden"], dtype=np.float32) for e in entries]))
