@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import re
 
-from .. import config
+from ..schema import REFERENCE
 from ..errors import SilentzoneError
 from . import formats
 
 TENSOR_CLASSES = ("embedding", "attn_q", "attn_k", "attn_v", "attn_o", "ffn_gate", "ffn_up", "ffn_down", "output")
 LAYER_CLASSES = TENSOR_CLASSES[1:-1]
 RECIPE_KEYS = ("default", *TENSOR_CLASSES, "layers")
-REFERENCE = "reference"
 # No dots: a quant name is a DVC params path segment (`cohort.<name>`) and a file name.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+\-]*$")
 
@@ -108,10 +107,8 @@ def _layer_key(key, where: str) -> int:
         raise SilentzoneError(f"{where}: layer key {key!r} is not an integer (negative counts from the last layer)") from None
 
 
-def validate_cohort(params: dict) -> dict:
+def validate_cohort(cohort: dict, source: str) -> dict:
     """{quant name: normal-form recipe} for params `cohort`; raises one SilentzoneError on the first problem."""
-    source = params.get("_source", "params.yaml")
-    cohort = config.get(params, "cohort", dict)
     out = {}
     for name, recipe in cohort.items():
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
