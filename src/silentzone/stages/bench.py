@@ -1,0 +1,206 @@
+"""bench MODEL: per-item benchmark outcomes and per-prompt KLD of the reference or one quant →
+data/bench/<MODEL>.parquet (one row per item; columns in silentzone.schema.ITEM_COLUMNS).
+
+`bench reference` runs first: it also stores, per task, each item's sequence (prompt + the
+reference's answer) and the reference's final hidden states over it (data/reference/bench/, in the
+one reference-store format of silentzone.refstore); a quant's per-prompt KLD is the mean token KLD
+(silentzone.metrics) against the reference over that same sequence. Each task is written as a part
+(atomically) under data/bench/.parts/<MODEL>/, so an interrupted run resumes at the first unfinished task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .. import io, metrics, refstore
+from ..bench import code, mc, registry, sandbox
+from ..data import items as bench_items
+from ..errors import SilentzoneError
+from ..layout import Layout
+from ..model import head as lm
+from ..schema import ITEM_COLUMNS, REFERENCE, typed_items
+
+
+def limits(params) -> sandbox.Limits:
+    return sandbox.Limits(timeout_s=params.bench.timeout_s, memory_mb=params.bench.memory_mb)
+
+
+def fingerprint(params, name: str, task: str, layout: Layout, with_reference: bool) -> str:
+    """Everything a task's part depends on: its prepared items, the bench/model params, and for a
+    quant the reference segment it was compared with."""
+    h = hashlib.sha256()
+    h.update(layout.bench_items(task).read_bytes())
+    keys = {k: getattr(params, k).model_dump() if hasattr(getattr(params, k), "model_dump") else getattr(params, k)
+            for k in ("seed", "model", "threads", "bench")}
+    keys["cohort_entry"] = params.cohort.get(name)
+    h.update(json.dumps([name, task, keys], sort_keys=True, default=str).encode())
+    if with_reference:
+        h.update(str(refstore.bench_fingerprint(layout.reference, task)).encode())
+    return h.hexdigest()
+
+
+class Context:
+    """What scoring one task needs: the model under test and, for a quant, the reference to compare with."""
+
+    def __init__(self, name: str, model, tokenizer, head_R=None, segment: refstore.Segment | None = None):
+        self.name, self.model, self.tokenizer = name, model, tokenizer
+        self.cap = lm.softcap_of(model)
+        self.head_R, self.segment = head_R, segment
+
+    @property
+    def is_reference(self) -> bool:
+        return self.head_R is None
+
+    def reference_path(self, task: str, item_id: str) -> tuple[int, np.ndarray, np.ndarray]:
+        """(the reference's chosen choice, its token ids, its hidden states) for one item."""
+        i = self.segment.lookup(item_id)
+        return int(self.segment.manifest["chosen"][i]), self.segment.tokens(i), self.segment.hidden(i)
+
+    def prompt_kld(self, hidden_R: np.ndarray, hidden_q) -> float:
+        import torch
+
+        with torch.inference_mode():
+            return metrics.prompt_kld(self.head_R, hidden_R, lm.lm_logits(self.model, hidden_q, self.cap))
+
+
+def _check_tokens(task: str, item_id: str, ref_tokens, tokens) -> None:
+    if list(ref_tokens) != list(tokens):
+        raise SilentzoneError(f"task {task!r} item {item_id!r}: tokens differ from the reference bench store (another tokenizer or changed items); "
+                              "rerun `silentzone bench reference`")
+
+
+def _row(ctx: Context, task: str, item: dict, correct: bool, kld: float, n_tokens: int, **fields) -> dict:
+    base = {"model": ctx.name, "task": task, "item_id": item["item_id"], "correct": bool(correct), "chosen": None, "chosen_norm": None,
+            "choice_logprobs": None, "generation": None, "test_status": None, "prompt_kld": kld, "n_prompt_tokens": n_tokens}
+    return {**base, **fields}
+
+
+def mc_rows(ctx: Context, task: str, task_items: list[dict], writer, bar) -> list[dict]:
+    rows = []
+    for item in task_items:
+        scored = mc.score_item(ctx.model, ctx.tokenizer, item, ctx.cap)
+        kld, path_choice = float("nan"), scored.chosen
+        if ctx.is_reference:
+            writer.add(item["item_id"], scored.tokens[path_choice], 0, scored.paths[path_choice].float().cpu().numpy(), path_choice)
+        else:
+            path_choice, ref_tokens, hidden_R = ctx.reference_path(task, item["item_id"])
+            _check_tokens(task, item["item_id"], ref_tokens, scored.tokens[path_choice])
+            kld = ctx.prompt_kld(hidden_R, scored.paths[path_choice])
+        rows.append(_row(ctx, task, item, scored.chosen == item["label"], kld, len(scored.tokens[path_choice]) - 1, chosen=scored.chosen,
+                         chosen_norm=scored.chosen_norm, choice_logprobs=scored.logprobs))
+        bar.update(1)
+    return rows
+
+
+def code_rows(ctx: Context, task: str, task_items: list[dict], params, writer, bar) -> list[dict]:
+    import torch
+
+    gens = code.generate(ctx.model, ctx.tokenizer, task_items, params.bench.max_new_tokens, params.bench.gen_batch, bar)
+    rows = []
+    for item, gen in zip(task_items, gens):
+        try:
+            status = code.run_tests(item, gen, limits(params), params.bench.allow_weak_sandbox)
+        except sandbox.SandboxError as exc:
+            raise SilentzoneError(f"task {task!r}: {exc}") from None
+        if ctx.is_reference:
+            seq = gen.prompt_ids + gen.new_ids
+        else:
+            _, seq, hidden_R = ctx.reference_path(task, item["item_id"])
+            seq = seq.tolist()
+            _check_tokens(task, item["item_id"], seq[: len(gen.prompt_ids)], gen.prompt_ids)
+        with torch.inference_mode():
+            hidden = lm.final_hidden(ctx.model, torch.tensor([seq], device=ctx.model.device))[0, :-1]
+        if ctx.is_reference:
+            writer.add(item["item_id"], seq, 0, hidden.float().cpu().numpy(), -1)
+            kld = float("nan")
+        else:
+            kld = ctx.prompt_kld(hidden_R, hidden)
+        rows.append(_row(ctx, task, item, status == "passed", kld, len(seq) - 1, generation=gen.text, test_status=status))
+    return rows
+
+
+class _BenchSegment(refstore.SegmentWriter):
+    """The reference's sequences of one task, with the choice each one follows."""
+
+    def __init__(self, folder, meta):
+        super().__init__(folder, meta)
+        self.chosen: list[int] = []
+
+    def add(self, seq_id, tokens, first, hidden, chosen: int) -> None:  # noqa: D401
+        super().add(seq_id, tokens, first, hidden)
+        self.chosen.append(int(chosen))
+
+    def close(self):
+        self.meta = {**self.meta, "chosen": self.chosen}
+        return super().close()
+
+
+def run_task(params, layout: Layout, ctx: Context, task: str) -> pd.DataFrame:
+    kind = registry.get_task(task).kind
+    if kind == "code" and sandbox.capabilities() != "strict" and not params.bench.allow_weak_sandbox:
+        raise SilentzoneError(f"task {task!r}: running generated code needs the strict sandbox (root: namespaces + uid drop); run as root, "
+                              "or set bench.allow_weak_sandbox: true (rlimits and a blocked socket module only), or drop the code tasks")
+    task_items = bench_items.read_prepared(task, layout.prepared)
+    writer = None
+    if ctx.is_reference:
+        meta = {"task": task, "fingerprint": fingerprint(params, ctx.name, task, layout, False)}
+        writer = _BenchSegment(refstore.bench_dir(layout.reference, task), meta)
+    else:
+        ctx.segment = refstore.open_bench(layout.reference, task)
+    with tqdm(total=len(task_items), desc=f"bench {ctx.name} {task}", unit="item") as bar:
+        rows = (mc_rows(ctx, task, task_items, writer, bar) if kind == "mc"
+                else code_rows(ctx, task, task_items, params, writer, bar))
+    if writer is not None:
+        writer.close()
+    return typed_items(pd.DataFrame(rows, columns=ITEM_COLUMNS))
+
+
+def run(params, layout: Layout, name: str, load_model) -> pd.DataFrame:
+    """Benchmark one model over every task of `bench.tasks`; writes and returns its item table.
+    `load_model()` → (model, tokenizer) is called only when some task is not already done."""
+    tasks = params.task_names()
+    for task in tasks:
+        bench_items.read_prepared(task, layout.prepared)  # fail early, before loading a model
+    is_ref = name == REFERENCE
+    parts_dir = layout.bench_parts(name)
+    ctx, frames = None, []
+    for task in tasks:
+        fp = fingerprint(params, name, task, layout, not is_ref)
+        part, stamp = parts_dir / f"{task}.parquet", parts_dir / f"{task}.json"
+        done = part.exists() and stamp.exists() and _stamp(stamp) == fp
+        if done and is_ref:
+            done = refstore.bench_fingerprint(layout.reference, task) == fp
+        if not done:
+            if ctx is None:
+                model, tokenizer = load_model()
+                head_R = None
+                if not is_ref:
+                    head_R = refstore.read_head(layout.reference, str(model.device))
+                    head_R.check_vocab(name, model, tokenizer)
+                ctx = Context(name, model, tokenizer, head_R)
+            frame = run_task(params, layout, ctx, task)
+            io.write_parquet(part, frame)
+            io.write_json(stamp, {"fingerprint": fp, "n_items": len(frame)})
+        frames.append(io.read_parquet(part, f"bench part {task} of {name!r}"))
+    table = typed_items(pd.concat(frames, ignore_index=True))
+    io.write_parquet(layout.bench_table(name), table)
+    return table
+
+
+def _stamp(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("fingerprint")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+
+
+def summary(name: str, table: pd.DataFrame) -> str:
+    scores = table.groupby("task", sort=False)["correct"].mean()
+    kld = table["prompt_kld"].mean()
+    return f"bench {name}: " + ", ".join(f"{t} {v:.3f}" for t, v in scores.items()) + ("" if np.isnan(kld) else f"; mean prompt KLD {kld:.4g}")

@@ -1,0 +1,90 @@
+"""collect: one cohort table and one item table from the per-model outputs → data/processed/.
+
+cohort.parquet: one row per model (the reference included, is_reference=True): bpw, the
+measurement variants (read from each quant's fidelity report), score_<task> and the composite.
+items.parquet: every model's per-item outcomes (the source of truth for flips, the silent zone and
+per-prompt analyses). A CSV copy of the cohort table sits beside it for people and spreadsheets.
+
+Each report must have been made from the current params: its variants must be exactly the ones
+params name, and its recipe the one params give (otherwise rerun that quant's fidelity stage).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from .. import io, variants
+from ..errors import SilentzoneError
+from ..layout import Layout
+from ..schema import ITEM_KEYS, MODEL, REFERENCE, TOKEN_COLUMNS, scores, write_tables
+
+# float32 work leaves ~1e-7 of rounding per token (docs/fidelity.md); anything below this is damage
+KLD_TOLERANCE = 1e-5
+
+
+def read_report(params, layout: Layout, quant: str) -> dict:
+    path = layout.fidelity_report(quant)
+    rerun = f"rerun `silentzone fidelity {quant}`"
+    if not path.exists():
+        raise SilentzoneError(f"{path}: missing; {rerun}")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        found = dict(report["variants"])
+        bpw = float(report["bpw"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        raise SilentzoneError(f"{path}: damaged (not the JSON `silentzone fidelity` writes); {rerun}") from None
+    if report.get("recipe") != params.cohort.get(quant):
+        raise SilentzoneError(f"{path}: made for another recipe of {quant!r} than params `cohort.{quant}` (stale); {rerun}")
+    table = layout.fidelity_table(quant)
+    if table.exists() and report.get("table_sha256") != io.sha256_file(table):
+        raise SilentzoneError(f"{table}: its sha256 differs from the one in {path.name} (damaged or stale); {rerun}")
+    return {"bpw": bpw, "variants": found}
+
+
+def check_per_token(table: pd.DataFrame, path) -> None:
+    """Physical sanity: every value finite, KL divergences and NLLs ≥ 0 (float tolerance), |dp| ≤ 1.
+    (kld_topk is a truncated sum and may be negative.)"""
+    import numpy as np
+
+    if list(table.columns) != TOKEN_COLUMNS:
+        raise SilentzoneError(f"{path}: columns {list(table.columns)} are not a fidelity table's; rerun its fidelity stage")
+    for col in ("kld", "rkld", "kld_topk", "nll_q", "nll_R", "nll_q_greedy", "dp"):
+        values = table[col].to_numpy(np.float64)
+        low = {"dp": -1.0, "kld_topk": -np.inf}.get(col, -KLD_TOLERANCE)
+        bad = ~np.isfinite(values) | (values < low) | ((values > 1.0) if col == "dp" else False)
+        if bad.any():
+            i = int(bad.argmax())
+            raise SilentzoneError(f"{path}: `{col}` = {values[i]!r} at row {i} is impossible (damaged file); rerun its fidelity stage")
+
+
+def cohort_rows(params, layout: Layout) -> list[dict]:
+    rows = [{MODEL: REFERENCE, "is_reference": True, "bpw": 32.0, **variants.reference_values(params)}]
+    for quant in params.quant_names():
+        per_token = io.read_parquet(layout.fidelity_table(quant), f"fidelity table of quant {quant!r}")
+        report = read_report(params, layout, quant)
+        check_per_token(per_token, layout.fidelity_table(quant))
+        rows.append({MODEL: quant, "is_reference": False, "bpw": report["bpw"], **variants.compute(per_token, params)})
+    return rows
+
+
+def item_table(params, layout: Layout) -> pd.DataFrame:
+    frames = [io.read_parquet(layout.bench_table(m), f"bench table of {m!r}") for m in [REFERENCE, *params.quant_names()]]
+    items = pd.concat(frames, ignore_index=True)
+    dupes = items.duplicated(ITEM_KEYS)
+    if dupes.any():
+        first = items[dupes].iloc[0]
+        raise SilentzoneError(f"{layout.bench}: duplicate item {first['task']}/{first['item_id']} for model {first[MODEL]}; rerun its bench stage")
+    return items.sort_values(ITEM_KEYS, kind="stable").reset_index(drop=True)
+
+
+def run(params, layout: Layout) -> str:
+    cohort = pd.DataFrame(cohort_rows(params, layout))
+    items = item_table(params, layout)
+    cohort = cohort.merge(scores(items), on=MODEL, how="left", validate="one_to_one")
+    missing = cohort.loc[cohort["composite"].isna(), MODEL].tolist()
+    if missing:
+        raise SilentzoneError(f"{layout.bench}: no benchmark outcomes for {', '.join(missing)}; run their bench stages")
+    write_tables(layout.processed, cohort, items)
+    return f"{layout.processed}/cohort.parquet: {len(cohort)} models; items.parquet: {len(items)} rows"

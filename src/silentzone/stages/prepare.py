@@ -1,0 +1,22 @@
+"""prepare: the calibration corpora and the benchmark item subsets → data/prepared/.
+
+Everything is built in memory first and written only when all of it succeeded, so a bad corpus or
+task leaves no partial output behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data import corpora, items
+from ..layout import Layout
+
+
+def run(params, layout: Layout) -> list[str]:
+    """Write every corpus and task subset; returns one summary line per file written."""
+    texts, manifest = corpora.build_all(params)
+    subsets = items.draw_all(params)
+    corpora.write_all(texts, manifest, layout.prepared)
+    lines = [f"{layout.prepared / e['path']}: {e['n_docs']} documents, {e['n_bytes']} bytes, sha256 {e['sha256'][:12]}"
+             for e in manifest.values()]
+    return lines + [f"{path}: benchmark items" for path in items.write_all(subsets, Path(layout.prepared))]

@@ -1,0 +1,60 @@
+"""The measurement variants: one number per quant from its per-token fidelity table.
+
+A variant = metric × aggregation × corpus × ctx, named in params `variants:` (14 by default; see
+config.Variant for what a metric and an aggregation may be). Each is oriented so that larger =
+further from the reference. The fidelity stage, `collect` and ingest all evaluate variants here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .errors import SilentzoneError
+
+# percentiles interpolate linearly between order statistics, as llama.cpp's perplexity tool does
+AGGREGATIONS = {"mean": np.mean, "median": np.median, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
+# the value of each metric when a model is compared with itself; ppl_greedy has none
+IDENTITY = {"kld": 0.0, "rkld": 0.0, "kld_topk": 0.0, "ppl_ratio": 1.0, "abs_dln_ppl": 0.0, "top1_disagree": 0.0, "rms_dp": 0.0,
+            "ppl_greedy": math.nan}
+
+
+def aggregate(values: np.ndarray, agg: str) -> float:
+    how = AGGREGATIONS[agg]
+    return float(how(values)) if callable(how) else float(np.percentile(values, how, method="linear"))
+
+
+def metric_value(rows: pd.DataFrame, metric: str, agg: str | None) -> float:
+    if metric in ("kld", "kld_topk", "rkld"):
+        return aggregate(rows[metric].to_numpy(np.float64), agg or "mean")
+    dln = rows["nll_q"].mean() - rows["nll_R"].mean()  # ln PPL(q) − ln PPL(R)
+    value = {
+        "ppl_ratio": lambda: math.exp(dln),
+        "abs_dln_ppl": lambda: abs(dln),
+        "ppl_greedy": lambda: math.exp(rows["nll_q_greedy"].mean()),
+        "top1_disagree": lambda: 1.0 - rows["top1"].mean(),
+        "rms_dp": lambda: math.sqrt((rows["dp"].to_numpy(np.float64) ** 2).mean()),
+    }[metric]
+    return float(value())
+
+
+def compute(per_token: pd.DataFrame, params) -> dict[str, float]:
+    """Every variant of params `variants:` on one quant's per-token table."""
+    f = params.fidelity
+    out = {}
+    for name, spec in params.variants.items():
+        corpus = spec.corpus or f.primary_corpus
+        ctx = f.ctx_alt if spec.ctx == "alt" else (spec.ctx or f.ctx)
+        rows = per_token[(per_token["corpus"] == corpus) & (per_token["ctx"] == ctx)]
+        if rows.empty:
+            raise SilentzoneError(f"fidelity table: no tokens for variant {name!r} (corpus {corpus!r}, ctx {ctx}); "
+                                  "rerun `silentzone reference` and `silentzone fidelity` with that corpus/ctx")
+        out[name] = metric_value(rows, spec.metric, spec.agg)
+    return out
+
+
+def reference_values(params) -> dict[str, float]:
+    """The variants of the reference compared with itself."""
+    return {name: IDENTITY[spec.metric] for name, spec in params.variants.items()}
