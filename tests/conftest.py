@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-LLAMACPP_FIXTURES = SHARED / "data" / "llamacpp"
+FIXTURES = REPO / "tests" / "fixtures"
+LLAMACPP_FIXTURES = FIXTURES / "llamacpp"  # real llama.cpp runs; provenance in its PROVENANCE.md
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -19,9 +19,7 @@ def tiny_params():
     """Full tiny-profile parameters, built from profiles/ (no params.yaml needed)."""
     from silentzone import config
 
-    params = config.build_profile("tiny", REPO / "profiles")
-    params["_source"] = "params.yaml"
-    return params
+    return config.validate(config.build_profile("tiny", REPO / "profiles"), "params.yaml")
 
 
 @pytest.fixture
@@ -45,13 +43,15 @@ def smollm2_cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_reference(tmp_path_factory):
     """Tiny params, reference model and tokenizer, and a prepared + referenced data folder, built once
-    for every test that only reads them: (params, model, tokenizer, root, store folders)."""
-    from silentzone import config, corpora, models, reference
+    for every test that only reads them: (params, model, tokenizer, layout)."""
+    from silentzone import config
+    from silentzone.layout import Layout
+    from silentzone.model import load_reference
+    from silentzone.stages import prepare, reference
 
-    params = config.build_profile("tiny", REPO / "profiles")
-    params["_source"] = "params.yaml"
-    root = tmp_path_factory.mktemp("tiny-reference")
-    model, tokenizer = models.load_reference(params)
-    corpora.prepare(params, root / "prepared")
-    folders = reference.build(params, model, tokenizer, root / "reference", root / "prepared")
-    return params, model, tokenizer, root, folders
+    params = config.validate(config.build_profile("tiny", REPO / "profiles"), "params.yaml")
+    layout = Layout(tmp_path_factory.mktemp("tiny-reference"))
+    model, tokenizer = load_reference(params)
+    prepare.run(params, layout)
+    reference.run(params, layout, model, tokenizer)
+    return params, model, tokenizer, layout

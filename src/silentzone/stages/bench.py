@@ -36,8 +36,7 @@ def fingerprint(params, name: str, task: str, layout: Layout, with_reference: bo
     quant the reference segment it was compared with."""
     h = hashlib.sha256()
     h.update(layout.bench_items(task).read_bytes())
-    keys = {k: getattr(params, k).model_dump() if hasattr(getattr(params, k), "model_dump") else getattr(params, k)
-            for k in ("seed", "model", "threads", "bench")}
+    keys = {"seed": params.seed, "model": params.model.model_dump(), "threads": params.threads, "bench": params.bench.model_dump()}
     keys["cohort_entry"] = params.cohort.get(name)
     h.update(json.dumps([name, task, keys], sort_keys=True, default=str).encode())
     if with_reference:

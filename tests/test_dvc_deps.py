@@ -1,0 +1,129 @@
+"""dvc.yaml's dependencies are derived, not trusted: for every stage, the silentzone modules its
+command imports (transitively, function-level imports included; notebooks' imports for `analyze`)
+and the params sections its code reads (`params.<section>` anywhere in those modules) must be
+listed, or a change there would leave its outputs silently stale."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+PACKAGE = SRC / "silentzone"
+
+# The entry modules of each stage's command (the cli handler's imports).
+ENTRIES = {
+    "prepare": ["silentzone.stages.prepare"],
+    "reference": ["silentzone.stages.reference", "silentzone.model"],
+    "fidelity": ["silentzone.stages.fidelity", "silentzone.quant"],
+    "bench-reference": ["silentzone.stages.bench", "silentzone.quant"],
+    "bench": ["silentzone.stages.bench", "silentzone.quant"],
+    "collect": ["silentzone.stages.collect"],
+    "analyze": ["silentzone.stages.analyze"],
+    "paper-inputs": ["silentzone.paper"],
+}
+ALWAYS = ["silentzone.config", "silentzone.layout", "silentzone.errors"]  # what the cli's handlers import first
+CLI = "src/silentzone/cli.py"  # a dependency of every stage, but not traversed: it imports every stage lazily
+# Params methods and the sections they read (config.Params).
+# Sections a stage's code touches but that cannot change its outputs, with the reason.
+EXEMPT = {"bench-reference": {"cohort": "the reference is no cohort member: its fingerprint reads cohort.get('reference'), always None"}}
+METHODS = {"quant_names": {"cohort"}, "task_names": {"bench"}, "store_specs": {"fidelity"}, "stats_settings": {"seed", "stats"}}
+
+
+def module_path(name: str) -> Path:
+    rel = Path(*name.split("."))
+    as_pkg = SRC / rel / "__init__.py"
+    return as_pkg if as_pkg.exists() else (SRC / rel).with_suffix(".py")
+
+
+def imports_of(name: str) -> set[str]:
+    path = module_path(name)
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("silentzone")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parent = ".".join(parts[: len(parts) - node.level + 1])
+                base = f"{parent}.{base}" if base else parent
+            if not base.startswith("silentzone"):
+                continue
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if module_path(candidate).exists() else base)
+    return {m for m in found if module_path(m).exists()}
+
+
+def closure(entries: list[str]) -> set[str]:
+    seen, todo = set(), list(entries)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(2, len(parts)) if module_path(".".join(parts[:i])).exists()]
+        todo += sorted(imports_of(name) - seen)
+    return seen
+
+
+def params_read(modules: set[str]) -> set[str]:
+    sections = set()
+    for name in modules:
+        for node in ast.walk(ast.parse(module_path(name).read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "params":
+                sections |= METHODS.get(node.attr, {node.attr} if not node.attr.startswith("_") and node.attr != "source" else set())
+    return sections
+
+
+def notebook_modules() -> list[str]:
+    names = set()
+    for nb in (REPO / "notebooks").glob("*.ipynb"):
+        for cell in json.loads(nb.read_text())["cells"]:
+            text = "".join(cell["source"]) if cell["cell_type"] == "code" else ""
+            names |= {f"silentzone.{m.strip()}" for group in re.findall(r"from silentzone import ([\w, ]+)", text) for m in group.split(",")}
+    return sorted(n for n in names if module_path(n).exists())
+
+
+def stage_spec(stage: str) -> dict:
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    return spec.get("do", spec)
+
+
+def covered(path: Path, deps: list[str]) -> bool:
+    rel = path.relative_to(REPO).as_posix()
+    return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+@pytest.mark.parametrize("stage", sorted(ENTRIES))
+def test_stage_lists_every_module_its_command_imports(stage):
+    entries = ENTRIES[stage] + ALWAYS + (notebook_modules() if stage == "analyze" else [])
+    deps = stage_spec(stage)["deps"]
+    needed = [module_path(m) for m in closure(entries)] + [REPO / CLI]
+    missing = sorted(p.relative_to(REPO).as_posix() for p in needed if not covered(p, deps))
+    assert not missing, f"dvc.yaml stage {stage!r} does not depend on {missing}"
+
+
+@pytest.mark.parametrize("stage", sorted(ENTRIES))
+def test_stage_lists_every_params_section_its_code_reads(stage):
+    entries = ENTRIES[stage] + (notebook_modules() if stage == "analyze" else [])
+    listed = {re.sub(r"\.\$\{key\}$", "", str(p)).split(".")[0] for p in stage_spec(stage).get("params", [])}
+    missing = sorted(params_read(closure(entries)) - listed - set(EXEMPT.get(stage, {})))
+    assert not missing, f"dvc.yaml stage {stage!r} reads params {missing} but does not list them"
+
+
+def test_the_derivation_sees_what_it_must():
+    """The scanner itself: the fidelity stage reaches the metrics and the quant formats, and reads fidelity."""
+    mods = closure(ENTRIES["fidelity"])
+    assert {"silentzone.metrics", "silentzone.quant.formats", "silentzone.refstore", "silentzone.model.head"} <= mods
+    assert {"fidelity", "cohort", "variants"} <= params_read(mods)
