@@ -170,3 +170,30 @@ def test_a_broken_sandbox_setup_raises_instead_of_recording_a_failure(tmp_path):
     config = {"mode": "strict", "uid": -5, "python": "/usr/bin/python3", "limits": FAST.__dict__}
     with pytest.raises(sandbox.SandboxError, match="setup failed"):
         sandbox._launch(tmp_path, work, config, FAST)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"timeout_s": -1}, "timeout_s"),
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"timeout_s": float("nan")}, "timeout_s"),
+        ({"memory_mb": 0}, "memory_mb"),
+        ({"memory_mb": -5}, "memory_mb"),
+        ({"memory_mb": 1.5}, "memory_mb"),
+        ({"max_processes": 0}, "max_processes"),
+        ({"max_open_files": 0}, "max_open_files"),
+    ],
+)
+def test_bad_limits_raise_naming_the_limit(kwargs, name):
+    # A non-positive limit would turn correct programs into recorded failures, so it is refused.
+    with pytest.raises(sandbox.SandboxError) as info:
+        Limits(**kwargs)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"sandbox limit {name} must be")
+    assert repr(next(iter(kwargs.values()))) in message
+
+
+def test_valid_limits_keep_the_bench_call_shape():
+    limits = Limits(timeout_s=10.0, memory_mb=1024)
+    assert (limits.timeout_s, limits.memory_mb, limits.max_processes, limits.max_open_files) == (10.0, 1024, 16, 64)

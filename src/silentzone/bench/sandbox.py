@@ -73,10 +73,28 @@ WEAK_PRELUDE = (
 
 @dataclass(frozen=True)
 class Limits:
+    """Per-program limits. A zero or negative one would make every correct program 'fail' (a
+    silent wrong number), so construction refuses it.
+
+    timeout_s: wall-clock seconds (CPU seconds are capped just above it).
+    memory_mb: address space of each process.
+    max_processes: processes of the sandbox uid at once.
+    max_open_files: file descriptors per process.
+    """
+
     timeout_s: float = 10.0
     memory_mb: int = 1024
     max_processes: int = 16
     max_open_files: int = 64
+
+    def __post_init__(self) -> None:
+        t = self.timeout_s
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
+            raise SandboxError(f"sandbox limit timeout_s must be a finite number of seconds > 0, got {t!r}; set bench.timeout_s to e.g. 10")
+        for name, fix in (("memory_mb", "set bench.memory_mb to e.g. 1024"), ("max_processes", "use e.g. 16"), ("max_open_files", "use e.g. 64")):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise SandboxError(f"sandbox limit {name} must be a whole number > 0, got {v!r}; {fix}")
 
 
 @dataclass(frozen=True)
