@@ -5,6 +5,7 @@ checks that matter also look from the outside (the process is gone, the file was
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import subprocess
 import textwrap
@@ -170,3 +171,119 @@ def test_a_broken_sandbox_setup_raises_instead_of_recording_a_failure(tmp_path):
     config = {"mode": "strict", "uid": -5, "python": "/usr/bin/python3", "limits": FAST.__dict__}
     with pytest.raises(sandbox.SandboxError, match="setup failed"):
         sandbox._launch(tmp_path, work, config, FAST)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"timeout_s": -1}, "timeout_s"),
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"timeout_s": float("nan")}, "timeout_s"),
+        ({"memory_mb": 0}, "memory_mb"),
+        ({"memory_mb": -5}, "memory_mb"),
+        ({"memory_mb": 1.5}, "memory_mb"),
+        ({"disk_mb": 0}, "disk_mb"),
+        ({"disk_mb": -64}, "disk_mb"),
+        ({"max_processes": 0}, "max_processes"),
+        ({"max_open_files": 0}, "max_open_files"),
+    ],
+)
+def test_bad_limits_raise_naming_the_limit(kwargs, name):
+    # A non-positive limit would turn correct programs into recorded failures, so it is refused.
+    with pytest.raises(sandbox.SandboxError) as info:
+        Limits(**kwargs)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"sandbox limit {name} must be")
+    assert repr(next(iter(kwargs.values()))) in message
+
+
+def test_valid_limits_keep_the_bench_call_shape():
+    limits = Limits(timeout_s=10.0, memory_mb=1024)
+    assert (limits.timeout_s, limits.memory_mb, limits.max_processes, limits.max_open_files, limits.disk_mb) == (10.0, 1024, 16, 64, 64)
+
+
+MB = 1 << 20
+
+# Writes `count` 1 MB files (or until refused), printing the running total after each one, so
+# the test learns how much really got stored even when the program dies of ENOSPC.
+WRITE_FILES = textwrap.dedent(
+    """
+    total = 0
+    for i in range({count}):
+        with open(f'f{{i}}', 'wb') as f:
+            f.write(b'x' * (1 << 20))
+        total += 1 << 20
+        print(total, flush=True)
+    """
+)
+
+
+@pytest.fixture
+def host_dirs(monkeypatch):
+    """The host temporary directories run_program makes, to look at them during and after a run."""
+    made = []
+    real = sandbox.tempfile.mkdtemp
+
+    def mkdtemp(*args, **kwargs):
+        made.append(Path(real(*args, **kwargs)))
+        return str(made[-1])
+
+    monkeypatch.setattr(sandbox.tempfile, "mkdtemp", mkdtemp)
+    return made
+
+
+def test_total_disk_cap_stops_a_program_writing_many_files(host_dirs):
+    # The incident: 3,000 files of 1 MB each, every one under the per-file cap. 40 MB against an
+    # 8 MB cap shows the same thing at test speed.
+    result = run_program(WRITE_FILES.format(count=40), Limits(timeout_s=5, disk_mb=8))
+    written = int(result.stdout.split()[-1])
+    assert result.status == "failed" and "No space left on device" in result.stderr
+    assert 6 * MB <= written <= 8 * MB + MB
+    assert len(host_dirs) == 1 and not host_dirs[0].exists()
+
+
+def test_files_under_the_disk_cap_pass_and_never_reach_the_host_disk(host_dirs, open_dir):
+    # The program holds still after writing (until the test says go) so the host side can be
+    # inspected while its files exist: they must be in its tmpfs, not in the host directory.
+    go = open_dir / "go"
+    prog = WRITE_FILES.format(count=3) + textwrap.dedent(
+        f"""
+        import os, tempfile, time
+        assert all(open(f'f{{i}}', 'rb').read() == b'x' * (1 << 20) for i in range(3))
+        st = os.statvfs('.')
+        print(os.getcwd(), tempfile.gettempdir(), os.environ['HOME'], st.f_blocks * st.f_frsize, 'written', flush=True)
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.01)
+        """
+    )
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(run_program, prog, Limits(timeout_s=5, disk_mb=8))
+        deadline = time.monotonic() + 4
+        while not (host_dirs and (host_dirs[0] / "stdout").exists() and "written" in (host_dirs[0] / "stdout").read_text()):
+            assert time.monotonic() < deadline and not future.done(), "the program never reported its files written"
+            time.sleep(0.01)
+        on_host = {p.relative_to(host_dirs[0]).as_posix(): p.stat().st_size for p in host_dirs[0].rglob("*") if p.is_file()}
+        go.touch()
+        result = future.result()
+    assert result.status == "passed"
+    assert result.stdout.split()[-6:] == [str(3 * MB), sandbox.WORK_DIR, sandbox.WORK_DIR, sandbox.WORK_DIR, str(8 * MB), "written"]
+    assert set(on_host) == {"work/program.py", "stdout", "stderr"} and on_host["work/program.py"] == len(prog.encode())
+    assert not host_dirs[0].exists()
+
+
+def test_default_disk_cap_and_its_file_count_cap():
+    sizes = run_program("import os\nst = os.statvfs('.')\nprint(st.f_blocks * st.f_frsize, st.f_files)\n", FAST)
+    assert sizes.status == "passed" and sizes.stdout.split() == [str(64 * MB), str(64 * sandbox.INODES_PER_MB)]
+    # Empty files cost no bytes but do cost kernel memory: their number is capped as well.
+    flood = run_program("import os\nn = 0\ntry:\n    while n < 10000:\n        open(f'e{n}', 'w').close()\n        n += 1\nfinally:\n    print(n)\n", Limits(timeout_s=5, disk_mb=1))
+    assert flood.status == "failed" and 0 < int(flood.stdout) < sandbox.INODES_PER_MB
+
+
+def test_weak_mode_caps_each_file_but_not_the_total(monkeypatch):
+    # What the weak-mode docs promise, and no more: a 2 MB file is refused, three 1 MB files pass
+    # with disk_mb=1, because without a mount namespace nothing caps the total.
+    monkeypatch.setattr(sandbox, "capabilities", lambda: "weak")
+    big = run_program("open('big', 'wb').write(b'x' * (2 << 20))\n", Limits(timeout_s=5, disk_mb=1), allow_weak=True)
+    assert big.status == "failed" and "File too large" in big.stderr
+    many = run_program(WRITE_FILES.format(count=3), Limits(timeout_s=5, disk_mb=1), allow_weak=True)
+    assert many.status == "passed" and int(many.stdout.split()[-1]) == 3 * MB

@@ -8,12 +8,18 @@ Each program runs in its own subprocess, in a fresh temporary directory, with:
   - no write access outside its directory: a private mount namespace with read-only, empty tmpfs
     over the world-writable directories (/tmp, /var/tmp, /dev/shm, /run/lock), and an unprivileged
     uid that owns nothing but the program's directory;
+  - a cap on total storage: the program's directory (its cwd, HOME and TMPDIR, its only writable
+    place) is a fresh tmpfs of `disk_mb` MB and `disk_mb * INODES_PER_MB` files, private to its
+    mount namespace, so nothing it writes ever reaches the host disk and all of it is freed when
+    its last process dies (its pages are RAM or swap, not counted in `memory_mb`);
   - a process cap that really holds: RLIMIT_NPROC is ignored for root, so the program runs as a
     dedicated unprivileged uid (unique per bench process) for which the kernel enforces it.
 
 The isolation needs root (the bench runs as root in our containers). Without root, `run_program`
 refuses unless `allow_weak=True`, which runs with rlimits only and a blocked `socket` module
-(see WEAK_PRELUDE); `capabilities()` says which mode is available.
+(see WEAK_PRELUDE); `capabilities()` says which mode is available. Weak mode has NO total disk
+cap (`disk_mb` is not enforced there): RLIMIT_FSIZE caps each file at OUTPUT_CAP, but the program
+may write any number of such files, in a host temporary directory or anywhere its user can write.
 
 This file is also the launcher: the parent (which has torch threads, where preexec_fn is unsafe)
 starts `python -I sandbox.py --launch CONFIG`, a fresh single-threaded process that sets up the
@@ -47,12 +53,15 @@ AT_RECURSIVE = 0x8000
 MOUNT_ATTR_RDONLY = 1
 _SUBREAPER = False
 MS_REMOUNT = 32
-MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 SETUP_FAILED = "silentzone sandbox setup failed"
 SETUP_EXIT = 197
+WORK_DIR = "/tmp/work"  # the program's directory inside its mount namespace
+# tmpfs inodes are kernel memory that the size cap does not count; 64 per MB (4096 at the
+# default 64 MB) is ample for a test program and keeps a flood of empty files bounded too.
+INODES_PER_MB = 64
 
 
 class SandboxError(RuntimeError):
@@ -73,10 +82,31 @@ WEAK_PRELUDE = (
 
 @dataclass(frozen=True)
 class Limits:
+    """Per-program limits. A zero or negative one would make every correct program 'fail' (a
+    silent wrong number), so construction refuses it.
+
+    timeout_s: wall-clock seconds (CPU seconds are capped just above it).
+    memory_mb: address space of each process.
+    disk_mb: total storage of all the program's files together (at most disk_mb * INODES_PER_MB
+        files and directories); strict mode only, weak mode caps each file, not the total.
+    max_processes: processes of the sandbox uid at once.
+    max_open_files: file descriptors per process.
+    """
+
     timeout_s: float = 10.0
     memory_mb: int = 1024
     max_processes: int = 16
     max_open_files: int = 64
+    disk_mb: int = 64
+
+    def __post_init__(self) -> None:
+        t = self.timeout_s
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
+            raise SandboxError(f"sandbox limit timeout_s must be a finite number of seconds > 0, got {t!r}; set bench.timeout_s to e.g. 10")
+        for name, fix in (("memory_mb", "set bench.memory_mb to e.g. 1024"), ("disk_mb", "use e.g. 64"), ("max_processes", "use e.g. 16"), ("max_open_files", "use e.g. 64")):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise SandboxError(f"sandbox limit {name} must be a whole number > 0, got {v!r}; {fix}")
 
 
 @dataclass(frozen=True)
@@ -119,6 +149,11 @@ def sandbox_python(uid: int) -> str:
 def run_program(source: str, limits: Limits = Limits(), allow_weak: bool = False, contain_processes: bool = True) -> Result:
     """Run `source` as program.py in a fresh directory; status passed iff it exits 0 in time.
 
+    Strict mode: the directory is a `limits.disk_mb` tmpfs, so all its writes together are capped
+    (a write past the cap fails with ENOSPC). Weak mode: it is a host temporary directory with
+    each file capped at OUTPUT_CAP and at most `max_open_files` open at once, but NO cap on the
+    total or on writes elsewhere the user may write; `disk_mb` does not apply.
+
     `contain_processes=False` skips the uid drop; it exists only so a test can show that the fork
     limit is what stops a fork-happy program (never use it for model output)."""
     mode = capabilities()
@@ -132,11 +167,9 @@ def run_program(source: str, limits: Limits = Limits(), allow_weak: bool = False
     work = host / "work"
     work.mkdir()
     try:
+        # Strict mode: the launcher (still root) copies program.py into the program's tmpfs; this
+        # host copy stays root-owned, so the program has nothing on the host disk it could grow.
         (work / "program.py").write_text((WEAK_PRELUDE if mode == "weak" else "") + source, encoding="utf-8", errors="surrogateescape")
-        if uid != os.getuid():
-            os.chown(work, uid, uid)
-            os.chown(work / "program.py", uid, uid)
-            os.chmod(host, 0o711)
         config = {"mode": mode, "uid": uid, "python": python, "limits": limits.__dict__}
         return _launch(host, work, config, limits)
     finally:
@@ -211,28 +244,31 @@ def _libc_call(name: str, *args) -> None:
         raise OSError(err, f"{name}: {os.strerror(err)}")
 
 
-def _isolate() -> None:
+def _isolate(uid: int, disk_mb: int) -> None:
     """New network + mount namespaces; the whole file system read-only except the program's own
-    directory (the current one), bound in at /tmp/work. World-writable directories are also hidden
-    under empty tmpfs, which alone suffices (with the uid drop) where mount_setattr is missing."""
+    directory, a fresh size-capped tmpfs at WORK_DIR holding a copy of program.py (read from the
+    current directory). World-writable directories are also hidden under empty tmpfs, which
+    alone suffices (with the uid drop) where mount_setattr is missing."""
+    program = Path("program.py").read_bytes()
     _libc_call("unshare", CLONE_NEWNET | CLONE_NEWNS)
     _libc_call("mount", None, b"/", None, MS_REC | MS_PRIVATE, None)
-    work = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
     for path in WRITABLE_DIRS:
         if os.path.isdir(path):
             _libc_call("mount", b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=16k,mode=0755")
-    os.mkdir("/tmp/work")
-    _libc_call("mount", f"/proc/self/fd/{work}".encode(), b"/tmp/work", None, MS_BIND, None)
-    os.close(work)
+    os.mkdir(WORK_DIR)
+    options = f"size={disk_mb}m,nr_inodes={disk_mb * INODES_PER_MB},mode=0700,uid={uid},gid={uid}"
+    _libc_call("mount", b"tmpfs", WORK_DIR.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options.encode())
     for path in WRITABLE_DIRS:
         if os.path.isdir(path):
             _libc_call("mount", None, path.encode(), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
     try:
         _mount_setattr(b"/", set_rdonly=True, recursive=True)
-        _mount_setattr(b"/tmp/work", set_rdonly=False, recursive=False)
+        _mount_setattr(WORK_DIR.encode(), set_rdonly=False, recursive=False)
     except OSError:
         pass  # kernel < 5.12: ownership (uid drop) + hidden /tmp still hold
-    os.chdir("/tmp/work")
+    os.chdir(WORK_DIR)
+    Path("program.py").write_bytes(program)
+    os.chown("program.py", uid, uid)
 
 
 class _MountAttr(ctypes.Structure):
@@ -274,7 +310,7 @@ def _launch_main(config: dict) -> None:
 def _setup(config: dict) -> None:
     uid = config["uid"]
     if config["mode"] == "strict":
-        _isolate()
+        _isolate(uid, config["limits"]["disk_mb"])
     dropping = uid != os.getuid()
     # Without a uid drop (weak mode as a normal user) the cap counts the user's other processes too.
     nproc = config["limits"]["max_processes"] if dropping else (None if os.getuid() == 0 else _user_processes() + config["limits"]["max_processes"])
@@ -284,7 +320,7 @@ def _setup(config: dict) -> None:
         os.setgid(uid)
         os.setuid(uid)
     os.environ.clear()
-    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": os.getcwd(), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"})
+    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": os.getcwd(), "TMPDIR": os.getcwd(), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"})
 
 
 def _user_processes() -> int:
