@@ -1,7 +1,7 @@
 """Scan a profile's quant cohort: mean KLD, top-1 agreement and bpw of every quant, fast.
 
 Loads the reference once, scores a few `ctx`-token windows of BoolQ passages (the wiki corpus, as
-llama.cpp's fixtures use: /work/shared/data/llamacpp/corpus.txt), then for each quant restores the
+llama.cpp's fixtures use: tests/fixtures/llamacpp/corpus.txt), then for each quant restores the
 reference weights, applies the recipe and compares full-vocabulary distributions on the second half
 of each window (positions ctx/2 .. ctx-2, as llama-perplexity --kl-divergence). Used to tune the
 cohort in profiles/*.yaml; the pipeline's `fidelity` stage is the real measurement.

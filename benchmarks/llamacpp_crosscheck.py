@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/llamacpp_crosscheck.py [--windows 20] [--out results/tables/llamacpp_crosscheck.csv]
 
-Inputs: the real llama.cpp fixtures in ../shared/data/llamacpp (README there). Their Q8_0, Q5_0 and
+Inputs: the real llama.cpp fixtures in tests/fixtures/llamacpp (README there). Their Q8_0, Q5_0 and
 Q4_0 GGUFs (token_embd kept at Q8_0) hold bit-identical weights to our cohort's q8_0, q5_0 and q4_0
 recipes (gguf-py formats, silentzone.quant) applied to the same Q4_1 reference; llama.cpp scored
 corpus.txt in 20 windows of 512 tokens, the second half of each (positions 256…510 predicting the
@@ -35,7 +35,7 @@ from silentzone.errors import SilentzoneError  # noqa: E402
 from silentzone.ingest.llamacpp_kld import read_kld  # noqa: E402
 from silentzone.ingest.llamacpp_log import parse_log  # noqa: E402
 
-FIXTURES = REPO.parent / "shared" / "data" / "llamacpp"
+FIXTURES = REPO / "tests" / "fixtures" / "llamacpp"
 QUANTS = {"q8_0": "kld-Q8_0.log", "q5_0": "kld-Q5_0.log", "q4_0": "kld-Q4_0.log"}  # our cohort name -> llama.cpp log
 CTX = 512
 

@@ -125,6 +125,7 @@ class Bench(Section):
     gen_batch: int = Field(ge=1, le=1024)
     timeout_s: float = Field(gt=0.0, le=3600.0)
     memory_mb: int = Field(ge=16, le=1 << 20)
+    disk_mb: int = Field(default=64, ge=1, le=1 << 16)  # sandbox: total bytes a program may write (strict mode)
     allow_weak_sandbox: bool = False
 
     @field_validator("tasks")

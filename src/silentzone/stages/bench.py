@@ -28,7 +28,8 @@ from ..schema import ITEM_COLUMNS, REFERENCE, typed_items
 
 
 def limits(params) -> sandbox.Limits:
-    return sandbox.Limits(timeout_s=params.bench.timeout_s, memory_mb=params.bench.memory_mb)
+    b = params.bench
+    return sandbox.Limits(timeout_s=b.timeout_s, memory_mb=b.memory_mb, disk_mb=b.disk_mb)
 
 
 def fingerprint(params, name: str, task: str, layout: Layout, with_reference: bool) -> str:
