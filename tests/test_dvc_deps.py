@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from silentzone import provenance
+
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 PACKAGE = SRC / "silentzone"
@@ -28,53 +30,17 @@ ENTRIES = {
     "analyze": ["silentzone.stages.analyze"],
     "paper-inputs": ["silentzone.paper"],
 }
-ALWAYS = ["silentzone.config", "silentzone.layout", "silentzone.errors"]  # what the cli's handlers import first
+ALWAYS = list(provenance.ALWAYS)  # what the cli's handlers import first
 CLI = "src/silentzone/cli.py"  # a dependency of every stage, but not traversed: it imports every stage lazily
 # Params methods and the sections they read (config.Params).
 # Sections a stage's code touches but that cannot change its outputs, with the reason.
 EXEMPT = {"bench-reference": {"cohort": "the reference is no cohort member: its fingerprint reads cohort.get('reference'), always None"}}
+# Params attributes that are no section: where params came from, and provenance's dump of the sections it names.
+NOT_SECTIONS = {"source", "model_dump"}
 METHODS = {"quant_names": {"cohort"}, "task_names": {"bench"}, "store_specs": {"fidelity"}, "stats_settings": {"seed", "stats"}}
 
 
-def module_path(name: str) -> Path:
-    rel = Path(*name.split("."))
-    as_pkg = SRC / rel / "__init__.py"
-    return as_pkg if as_pkg.exists() else (SRC / rel).with_suffix(".py")
-
-
-def imports_of(name: str) -> set[str]:
-    path = module_path(name)
-    tree = ast.parse(path.read_text())
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("silentzone")}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                parent = ".".join(parts[: len(parts) - node.level + 1])
-                base = f"{parent}.{base}" if base else parent
-            if not base.startswith("silentzone"):
-                continue
-            for alias in node.names:
-                candidate = f"{base}.{alias.name}"
-                found.add(candidate if module_path(candidate).exists() else base)
-    return {m for m in found if module_path(m).exists()}
-
-
-def closure(entries: list[str]) -> set[str]:
-    seen, todo = set(), list(entries)
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        parts = name.split(".")
-        todo += [".".join(parts[:i]) for i in range(2, len(parts)) if module_path(".".join(parts[:i])).exists()]
-        todo += sorted(imports_of(name) - seen)
-    return seen
+module_path, closure = provenance.module_path, provenance.closure
 
 
 def params_read(modules: set[str]) -> set[str]:
@@ -82,7 +48,7 @@ def params_read(modules: set[str]) -> set[str]:
     for name in modules:
         for node in ast.walk(ast.parse(module_path(name).read_text())):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "params":
-                sections |= METHODS.get(node.attr, {node.attr} if not node.attr.startswith("_") and node.attr != "source" else set())
+                sections |= METHODS.get(node.attr, {node.attr} if not node.attr.startswith("_") and node.attr not in NOT_SECTIONS else set())
     return sections
 
 
@@ -127,3 +93,12 @@ def test_the_derivation_sees_what_it_must():
     mods = closure(ENTRIES["fidelity"])
     assert {"silentzone.metrics", "silentzone.quant.formats", "silentzone.refstore", "silentzone.model.head"} <= mods
     assert {"fidelity", "cohort", "variants"} <= params_read(mods)
+
+
+@pytest.mark.parametrize("stage", sorted(provenance.STAGES))
+def test_stamps_and_dvc_name_the_same_params_and_entries(stage):
+    """Provenance stamps hash exactly the params DVC tracks, and the same entry modules the test derives from."""
+    entries, sections = provenance.STAGES[stage]
+    listed = [str(p).replace("${key}", "{name}") for p in stage_spec(stage).get("params", [])]
+    assert sorted(listed) == sorted(sections)
+    assert set(entries) <= set(ENTRIES[stage])

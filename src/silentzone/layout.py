@@ -57,6 +57,9 @@ class Layout:
     def bench_table(self, model: str) -> Path:
         return self.bench / f"{model}.parquet"
 
+    def bench_stamp(self, model: str) -> Path:
+        return self.bench / f"{model}.stamp.json"
+
     def bench_parts(self, model: str) -> Path:
         return self.bench / ".parts" / model
 
@@ -64,6 +67,10 @@ class Layout:
     @property
     def processed(self) -> Path:
         return self.root / "data/processed"
+
+    @property
+    def processed_stamp(self) -> Path:
+        return self.processed / "stamp.json"
 
     @property
     def external(self) -> Path:

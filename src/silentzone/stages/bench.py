@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .. import io, metrics, refstore
+from .. import io, metrics, provenance, refstore
 from ..bench import code, mc, registry, sandbox
 from ..data import items as bench_items
 from ..errors import SilentzoneError
@@ -182,6 +182,7 @@ def run(params, layout: Layout, name: str, load_model) -> pd.DataFrame:
                 head_R = None
                 if not is_ref:
                     head_R = refstore.read_head(layout.reference, str(model.device))
+                    provenance.verify_made_by(head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference")
                     head_R.check_vocab(name, model, tokenizer)
                 ctx = Context(name, model, tokenizer, head_R)
             frame = run_task(params, layout, ctx, task)
@@ -190,6 +191,8 @@ def run(params, layout: Layout, name: str, load_model) -> pd.DataFrame:
         frames.append(io.read_parquet(part, f"bench part {task} of {name!r}"))
     table = typed_items(pd.concat(frames, ignore_index=True))
     io.write_parquet(layout.bench_table(name), table)
+    stage = "bench-reference" if is_ref else "bench"
+    provenance.write_stamp(layout.bench_stamp(name), params, stage, [layout.bench_table(name)], None if is_ref else name)
     return table
 
 

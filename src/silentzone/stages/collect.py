@@ -15,7 +15,7 @@ import json
 
 import pandas as pd
 
-from .. import io, variants
+from .. import io, provenance, variants
 from ..errors import SilentzoneError
 from ..layout import Layout
 from ..schema import ITEM_KEYS, MODEL, REFERENCE, TOKEN_COLUMNS, scores, write_tables
@@ -35,11 +35,7 @@ def read_report(params, layout: Layout, quant: str) -> dict:
         bpw = float(report["bpw"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
         raise SilentzoneError(f"{path}: damaged (not the JSON `silentzone fidelity` writes); {rerun}") from None
-    if report.get("recipe") != params.cohort.get(quant):
-        raise SilentzoneError(f"{path}: made for another recipe of {quant!r} than params `cohort.{quant}` (stale); {rerun}")
-    table = layout.fidelity_table(quant)
-    if table.exists() and report.get("table_sha256") != io.sha256_file(table):
-        raise SilentzoneError(f"{table}: its sha256 differs from the one in {path.name} (damaged or stale); {rerun}")
+    provenance.verify(report.get("provenance", {"files": {}}), path, params, "fidelity", layout.fidelity, quant)
     return {"bpw": bpw, "variants": found}
 
 
@@ -70,7 +66,12 @@ def cohort_rows(params, layout: Layout) -> list[dict]:
 
 
 def item_table(params, layout: Layout) -> pd.DataFrame:
-    frames = [io.read_parquet(layout.bench_table(m), f"bench table of {m!r}") for m in [REFERENCE, *params.quant_names()]]
+    frames = []
+    for m in [REFERENCE, *params.quant_names()]:
+        stage, name = ("bench-reference", None) if m == REFERENCE else ("bench", m)
+        stamp_path = layout.bench_stamp(m)
+        provenance.verify(provenance.read_stamp(stamp_path, stage, name), stamp_path, params, stage, layout.bench, name)
+        frames.append(io.read_parquet(layout.bench_table(m), f"bench table of {m!r}"))
     items = pd.concat(frames, ignore_index=True)
     dupes = items.duplicated(ITEM_KEYS)
     if dupes.any():
@@ -87,4 +88,6 @@ def run(params, layout: Layout) -> str:
     if missing:
         raise SilentzoneError(f"{layout.bench}: no benchmark outcomes for {', '.join(missing)}; run their bench stages")
     write_tables(layout.processed, cohort, items)
+    provenance.write_stamp(layout.processed_stamp, params, "collect",
+                           [layout.processed / n for n in ("cohort.parquet", "cohort.csv", "items.parquet")])
     return f"{layout.processed}/cohort.parquet: {len(cohort)} models; items.parquet: {len(items)} rows"

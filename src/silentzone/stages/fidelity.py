@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from .. import io, metrics, refstore, variants
+from .. import io, metrics, provenance, refstore, variants
 from ..errors import SilentzoneError
 from ..layout import Layout
 from ..model import head as lm
@@ -86,6 +86,7 @@ def per_token_table(params, layout: Layout, quant: str, model, tokenizer) -> pd.
     from tqdm import tqdm
 
     head_R = refstore.read_head(layout.reference, str(model.device))
+    provenance.verify_made_by(head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference")
     head_R.check_vocab(quant, model, tokenizer)
     segments = [refstore.open_fidelity(layout.reference, corpus, ctx) for corpus, ctx in params.store_specs()]
     parts_dir = layout.fidelity_parts(quant)
@@ -115,8 +116,7 @@ def run(params, layout: Layout, quant: str, model, tokenizer, quant_report: dict
     io.write_parquet(layout.fidelity_table(quant), table)
     summary = {
         "quant": quant,
-        "recipe": params.cohort.get(quant),
-        "table_sha256": io.sha256_file(layout.fidelity_table(quant)),
+        "provenance": provenance.stamp(params, "fidelity", [layout.fidelity_table(quant)], quant),
         "bpw": float(quant_report["bpw"]),
         "quant_report": {k: v for k, v in quant_report.items() if isinstance(v, (str, int, float, bool, type(None), list, dict))},
         "n_tokens": {f"{c}_c{x}": int(n) for (c, x), n in counts.items()},

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from .. import refstore
+from .. import provenance, refstore
 from ..data import corpora
 from ..errors import SilentzoneError
 from ..layout import Layout
@@ -81,7 +81,8 @@ def write_segment(model, windows: np.ndarray, folder, meta: dict) -> None:
 def run(params, layout: Layout, model, tokenizer) -> list[str]:
     """Write the head and every corpus x ctx segment; returns one summary line per segment."""
     segments = plan(params, tokenizer, layout.prepared)
-    refstore.write_head(layout.reference, *lm.head_arrays(model, tokenizer, params.model.name))
+    weight, bias, meta = lm.head_arrays(model, tokenizer, params.model.name)
+    refstore.write_head(layout.reference, weight, bias, {**meta, "provenance": provenance.made_by(params, "reference")})
     lines = []
     for corpus, ctx, windows, meta in segments:
         folder = refstore.fidelity_dir(layout.reference, corpus, ctx)

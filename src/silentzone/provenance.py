@@ -1,0 +1,159 @@
+"""What made each stage output: the params it read, its code, and its own bytes.
+
+Every stage output carries a stamp: the stage, the command that regenerates it, the sha256 of the
+params sections the stage reads (STAGES below, the one list; dvc.yaml's `params:` must name the same,
+tests/test_dvc_deps.py checks it), the sha256 of the source of every silentzone module its command
+imports (derived from the code by `closure`, the same derivation the test holds dvc.yaml's `deps:`
+to), and the sha256 of each file it wrote. A stage that reads another stage's output checks that
+stamp first, so a stale or damaged input is one line naming the file and the command that remakes
+it — also when the stages are run by hand, outside DVC.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from . import io
+from .errors import SilentzoneError
+
+SRC = Path(__file__).resolve().parent.parent
+# What every command imports before its stage runs (the cli handler's first step: config.load).
+ALWAYS = ("silentzone.config", "silentzone.layout", "silentzone.errors")
+
+# stage -> (entry modules of its command, params sections it reads; "{name}" = the stage's item)
+STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "prepare": (("silentzone.stages.prepare",), ("seed", "corpora", "bench.tasks")),
+    "reference": (("silentzone.stages.reference", "silentzone.model"), ("seed", "model", "threads", "corpora", "fidelity")),
+    "fidelity": (("silentzone.stages.fidelity", "silentzone.quant"), ("seed", "model", "threads", "fidelity", "variants", "cohort.{name}")),
+    "bench-reference": (("silentzone.stages.bench", "silentzone.quant"), ("seed", "model", "threads", "bench")),
+    "bench": (("silentzone.stages.bench", "silentzone.quant"), ("seed", "model", "threads", "bench", "cohort.{name}")),
+    "collect": (("silentzone.stages.collect",), ("cohort", "variants", "fidelity")),
+}
+COMMANDS = {"prepare": "silentzone prepare", "reference": "silentzone reference", "fidelity": "silentzone fidelity {name}",
+            "bench-reference": "silentzone bench reference", "bench": "silentzone bench {name}", "collect": "silentzone collect"}
+
+
+# --------------------------------------------------------------------------- module closure
+
+
+def module_path(name: str) -> Path:
+    rel = Path(*name.split("."))
+    as_pkg = SRC / rel / "__init__.py"
+    return as_pkg if as_pkg.exists() else (SRC / rel).with_suffix(".py")
+
+
+def imports_of(name: str) -> set[str]:
+    """silentzone modules a module imports, function-level imports included."""
+    path = module_path(name)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("silentzone")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parent = ".".join(parts[: len(parts) - node.level + 1])
+                base = f"{parent}.{base}" if base else parent
+            if base.startswith("silentzone"):
+                for alias in node.names:
+                    candidate = f"{base}.{alias.name}"
+                    found.add(candidate if module_path(candidate).exists() else base)
+    return {m for m in found if module_path(m).exists()}
+
+
+def closure(entries) -> set[str]:
+    """Every silentzone module reachable from `entries` (packages' __init__ included)."""
+    seen, todo = set(), list(entries)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(2, len(parts)) if module_path(".".join(parts[:i])).exists()]
+        todo += sorted(imports_of(name) - seen)
+    return seen
+
+
+@lru_cache(maxsize=None)
+def code_sha256(stage: str) -> str:
+    entries, _ = STAGES[stage]
+    h = hashlib.sha256()
+    for name in sorted(closure((*entries, *ALWAYS))):
+        h.update(name.encode() + b"\0" + module_path(name).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------- params
+
+
+def params_sha256(params, stage: str, name: str | None = None) -> str:
+    raw = params.model_dump(by_alias=True)
+    picked = {}
+    for key in STAGES[stage][1]:
+        key = key.format(name=name)
+        node = raw
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        picked[key] = node
+    return hashlib.sha256(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def command(stage: str, name: str | None = None) -> str:
+    return COMMANDS[stage].format(name=name)
+
+
+# -------------------------------------------------------------------------------- stamps
+
+
+def stamp(params, stage: str, files: list[Path], name: str | None = None) -> dict:
+    """The stamp of outputs just written (their sha256 by file name)."""
+    return {"stage": stage, "command": command(stage, name), "params_sha256": params_sha256(params, stage, name),
+            "code_sha256": code_sha256(stage), "files": {Path(f).name: io.sha256_file(f) for f in files}}
+
+
+def write_stamp(path: Path, params, stage: str, files: list[Path], name: str | None = None) -> None:
+    io.write_json(path, stamp(params, stage, files, name))
+
+
+def read_stamp(path: Path, stage: str, name: str | None = None) -> dict:
+    rerun = f"rerun `{command(stage, name)}`"
+    if not Path(path).exists():
+        raise SilentzoneError(f"{path}: missing (its outputs have no provenance stamp); {rerun}")
+    try:
+        found = json.loads(Path(path).read_text(encoding="utf-8"))
+        dict(found["files"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        raise SilentzoneError(f"{path}: damaged provenance stamp; {rerun}") from None
+    return found
+
+
+def made_by(params, stage: str, name: str | None = None) -> dict:
+    """The params and code digests of a stage, for outputs that carry their own file checksums."""
+    return {"stage": stage, "params_sha256": params_sha256(params, stage, name), "code_sha256": code_sha256(stage)}
+
+
+def verify_made_by(meta: dict, where: Path, params, stage: str, name: str | None = None) -> None:
+    verify({**meta.get("provenance", {}), "files": {}}, where, params, stage, Path(where).parent, name)
+
+
+def verify(found: dict, where: Path, params, stage: str, folder: Path, name: str | None = None) -> None:
+    """One line when the outputs a stamp describes are damaged or were made by other params or code."""
+    rerun = f"rerun `{command(stage, name)}`"
+    for file, digest in found["files"].items():
+        path = Path(folder) / file
+        if not path.exists():
+            raise SilentzoneError(f"{path}: missing; {rerun}")
+        if io.sha256_file(path) != digest:
+            raise SilentzoneError(f"{path}: its sha256 differs from the one stamped in {where} (damaged or replaced); {rerun}")
+    if found.get("params_sha256") != params_sha256(params, stage, name):
+        keys = ", ".join(k.format(name=name) for k in STAGES[stage][1])
+        raise SilentzoneError(f"{where}: stale, made with other params ({keys}) than {params.source}; {rerun}")
+    if found.get("code_sha256") != code_sha256(stage):
+        raise SilentzoneError(f"{where}: stale, made by other silentzone code than this checkout's; {rerun}")
