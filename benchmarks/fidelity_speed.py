@@ -27,26 +27,30 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 
-def bench_params(windows: int, threads: int) -> dict:
+def bench_params(windows: int, threads: int):
     from silentzone import config
 
-    params = config.build_profile("default", REPO / "profiles")
-    params["_source"] = "params.yaml"
-    params["threads"] = threads
-    params["corpora"] = {"wiki": params["corpora"]["wiki"]}
-    params["fidelity"] = {**params["fidelity"], "corpora": ["wiki"], "n_windows": windows, "ctx_alt": 512}  # = ctx: no second store
-    return params
+    raw = config.build_profile("default", REPO / "profiles")
+    raw["threads"] = threads
+    raw["corpora"] = {"wiki": raw["corpora"]["wiki"]}
+    raw["fidelity"] = {**raw["fidelity"], "corpora": ["wiki"], "n_windows": windows, "ctx_alt": 512}  # = ctx: no second store
+    raw["variants"] = {"kld_mean": {"metric": "kld", "agg": "mean"}}
+    return config.validate(raw, "params.yaml (benchmark)")
 
 
-def build_store(params: dict, workdir: Path) -> None:
-    from silentzone import corpora, models, reference, store
+def build_store(params, workdir: Path) -> None:
+    from silentzone import refstore
+    from silentzone.layout import Layout
+    from silentzone.model import load_reference
+    from silentzone.stages import prepare, reference
 
-    folder = store.store_dir("wiki", 512, workdir / "reference")
-    if folder.exists() and store.read_manifest(folder, verify=False)["n_windows"] == params["fidelity"]["n_windows"]:
+    layout = Layout(workdir)
+    folder = refstore.fidelity_dir(layout.reference, "wiki", 512)
+    if folder.exists() and refstore.read_manifest(folder, "rebuild", verify=False)["n"] == params.fidelity.n_windows:
         return
-    model, tokenizer = models.load_reference(params, cache_dir=REPO / "data" / "models")
-    corpora.prepare(params, workdir / "prepared")
-    reference.build(params, model, tokenizer, workdir / "reference", workdir / "prepared")
+    model, tokenizer = load_reference(params, cache_dir=REPO / "data" / "models")
+    prepare.run(params, layout)
+    reference.run(params, layout, model, tokenizer)
 
 
 def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
@@ -65,24 +69,27 @@ def child(args) -> dict:
     """The fidelity stage's work on every window of the store, timed; runs in a fresh process."""
     import torch
 
-    from silentzone import fidelity, store
+    from silentzone import refstore
     from silentzone.quant import load_quant
+    from silentzone.stages import fidelity
 
     params = bench_params(args.windows, args.threads)
     torch.set_num_threads(args.threads)
     model, tokenizer, report = load_quant(params, args.quant, cache_dir=REPO / "data" / "models")
-    head = fidelity.ReferenceHead(args.workdir / "reference")
-    fidelity.check_vocab(args.quant, model, tokenizer, head)
-    ref = store.ReferenceStore(store.store_dir("wiki", 512, args.workdir / "reference"))
-    n = len(ref.tokens)
-    fidelity.window_batch_metrics(args.quant, model, head, ref, [0], 20, -27.63)  # warm-up
+    reference_root = args.workdir / "data" / "reference"
+    head = refstore.read_head(reference_root)
+    head.check_vocab(args.quant, model, tokenizer)
+    ref = refstore.open_fidelity(reference_root, "wiki", 512)
+    tokens_all = ref.windows()
+    n = len(ref)
+    fidelity.window_batch_metrics(args.quant, model, head, ref, [0], params)  # warm-up
     wall, cpu = time.perf_counter(), time.process_time()
-    frames = [fidelity.window_batch_metrics(args.quant, model, head, ref, [w], 20, -27.63) for w in range(n)]
+    frames = [fidelity.window_batch_metrics(args.quant, model, head, ref, [w], params) for w in range(n)]
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     with torch.inference_mode():
         f_wall, f_cpu = time.perf_counter(), time.process_time()
         for w in range(n):
-            model(torch.from_numpy(ref.tokens[w : w + 1]))
+            model(torch.from_numpy(tokens_all[w : w + 1]))
         f_wall, f_cpu = time.perf_counter() - f_wall, time.process_time() - f_cpu
     del frames
     tokens = n * 512

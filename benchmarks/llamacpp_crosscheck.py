@@ -76,9 +76,9 @@ def runtime_floor(ref_model, ids: list[int]) -> dict:
 def main(argv=None) -> int:
     import torch
 
-    from silentzone.fidelity import token_metrics
+    from silentzone.metrics import token_metrics
     from silentzone.quant import load_quant
-    from silentzone.reference import score_range, tokenize
+    from silentzone.stages.reference import score_range, tokenize
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--windows", type=int, default=20)
@@ -87,8 +87,8 @@ def main(argv=None) -> int:
     if not (FIXTURES / "corpus.txt").exists():
         raise SystemExit(f"llama.cpp fixtures not found at {FIXTURES}")
     torch.set_num_threads(2)
-    params = config.build_profile("default", REPO / "profiles")
-    topk, floor = config.get(params, "fidelity.topk", int), config.get(params, "fidelity.topk_floor", float)
+    params = config.validate(config.build_profile("default", REPO / "profiles"), "profiles/default.yaml")
+    topk, floor = params.fidelity.topk, params.fidelity.topk_floor
     t0 = time.time()
     ref_model, tokenizer, _ = load_quant(params, "reference", cache_dir=REPO / "data" / "models")
     ids = tokenize(tokenizer, (FIXTURES / "corpus.txt").read_text(encoding="utf-8"))
