@@ -22,10 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from silentzone import config, io  # noqa: E402
-from silentzone.data import items  # noqa: E402
 from silentzone.layout import Layout  # noqa: E402
 from silentzone.quant import load_quant  # noqa: E402
 from silentzone.stages import bench as run  # noqa: E402
+from silentzone.stages import prepare, reference  # noqa: E402
 
 
 def timed_bench(params, name: str, layout: Layout) -> list[dict]:
@@ -66,7 +66,11 @@ def main() -> None:
     import shutil
 
     shutil.rmtree(layout.bench, ignore_errors=True)  # always re-time: drop previous parts
-    items.write_all(items.draw_all(params), layout.prepared)
+    prepare.run(params, layout)
+    if not (layout.reference / "head").exists():  # quants' per-prompt KLD needs the reference's lm head
+        from silentzone.model import load_reference
+
+        reference.run(params, layout, *load_reference(params))
     quant = args.quant or next(iter(params.cohort), None)
     rows = timed_bench(params, "reference", layout)
     if quant:
