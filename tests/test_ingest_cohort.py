@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import LLAMACPP_FIXTURES, REPO, SHARED
+from conftest import LLAMACPP_FIXTURES, REPO
 
 from silentzone.cli import main
 from silentzone.errors import SilentzoneError
@@ -162,7 +162,7 @@ def test_manifest_errors(paper_copy, tmp_path, capsys):
     _fails(_edit_manifest(paper_copy, lambda t: t.replace("logs/kld-Q8_0.log", "logs/nope.log").replace("extra: 1\n", "")), "logs/nope.log not found (paths are relative to the manifest)", tmp_path, capsys)
 
 
-EXTERNAL = SHARED / "data" / "external"
+EXTERNAL = REPO / "data" / "external"  # the published cohorts the repository ships
 
 
 @pytest.mark.skipif(not (EXTERNAL / "qwen3.5-35b-a3b__apex-quant.csv").exists(), reason=f"published cohorts absent ({EXTERNAL})")
