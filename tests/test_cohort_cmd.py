@@ -86,6 +86,7 @@ def test_rerun_is_byte_identical(tmp_path):
     (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "4", "--reference-row", "F16"], CSV, "--reference-row 'F16' not found"),
     (["--fidelity", "kld", "--score", "mmlu", "--silent-margin", "1"], CSV.replace("BF16 (reference)", "BF16"), "--silent-margin needs a reference row"),
     (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "4"], CSV.replace("Q6_K,", "Q8_0,"), "toy.csv:6: quant 'Q8_0' appears twice"),
+    (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "0"], CSV, "--silent-k must be at least 1"),
     # no per-item outcomes: the default (paired-bootstrap) zone is impossible, and the command says so
     (["--fidelity", "kld", "--score", "mmlu"], CSV, "give --silent-margin X (in score units) or --silent-k K"),
 ])

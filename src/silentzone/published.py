@@ -131,6 +131,8 @@ def analyze(path: Path, fidelities: list[str], scores: list[str], name_col: str 
         raise SilentzoneError(f"{path}: {NO_RULE}")
     if margin is not None and k is not None:
         raise SilentzoneError(f"{path}: give one silent-zone rule, --silent-margin or --silent-k, not both")
+    if (k is not None and k < 1) or (margin is not None and margin < 0):
+        raise SilentzoneError(f"{path}: --silent-k must be at least 1 and --silent-margin at least 0, got {k if margin is None else margin}")
     table, name_col = read_table(path, [*fidelities, *scores], name_col)
     table[COMPOSITE] = composite(table[scores].add_prefix(SCORE_PREFIX))
     ref_name = find_reference(table, reference_row, path)
