@@ -41,10 +41,10 @@ def synthetic(n_quants: int, n_items: int, variants: list[str], seed: int = 0) -
     items = pd.concat(items, ignore_index=True)
     scores = items.groupby(["model", "task"])["correct"].mean().unstack("task").add_prefix("score_")
     scores["composite"] = scores.mean(axis=1)
-    cohort = pd.DataFrame({"quant": ["reference", *names], "is_reference": [True] + [False] * n_quants, "bpw": 0.0})
+    cohort = pd.DataFrame({"model": ["reference", *names], "is_reference": [True] + [False] * n_quants, "bpw": 0.0})
     for v in variants:
         cohort[v] = [0.0, *(distance * rng.lognormal(0, 0.3, n_quants))]
-    cohort = cohort.merge(scores, left_on="quant", right_index=True)
+    cohort = cohort.merge(scores, left_on="model", right_index=True)
     return cohort, items
 
 
@@ -57,12 +57,11 @@ def main():
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(args.threads))
 
-    from silentzone import analyses, config, io, stats
+    from silentzone import analyses, config, io, schema, stats, zone
 
-    params = config.build_profile("default", Path(__file__).resolve().parents[1] / "profiles")
-    params["_source"] = "profiles/default.yaml"
-    settings = stats.settings(params)
-    variants = list(config.get(params, "variants", dict))
+    params = config.validate(config.build_profile("default", Path(__file__).resolve().parents[1] / "profiles"), "profiles/default.yaml")
+    settings = params.stats_settings()
+    variants = list(params.variants)
     cohort, items = synthetic(args.quants, args.items, variants, settings["seed"])
     timings = {}
 
@@ -77,9 +76,9 @@ def main():
         print(f"{name:<34s} {timings[name]:8.2f} s wall {cpu[name]:8.2f} s CPU", flush=True)
         return out
 
-    zone = timed("silent zone (paired bootstrap)", lambda: stats.silent_zone(cohort, params, items=items))
-    zones = {"full": stats.non_reference(cohort), "silent": stats.members(zone)}
-    table = timed("correlations (14 x 6 x 2 zones)", lambda: stats.correlation_table(cohort, variants, stats.score_columns(cohort), settings, zones))
+    silent = timed("silent zone (paired bootstrap)", lambda: zone.silent_zone(cohort, params, items=items))
+    zones = {"full": schema.quant_names(cohort), "silent": zone.members(silent)}
+    table = timed("correlations (14 x 6 x 2 zones)", lambda: stats.correlation_table(cohort, variants, schema.score_columns(cohort), settings, zones))
     flip_table = timed("flips", lambda: analyses.flips(items))
     timed("flip correlations (14 x 12 x 2)", lambda: analyses.flip_correlations(cohort, flip_table, variants, settings, zones))
     timed("failure prediction", lambda: analyses.failure_prediction(items, settings))

@@ -5,14 +5,23 @@ Clopper–Pearson formula."""
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats as ss
 
-from silentzone import analyses, stats
+from silentzone import analyses, config
 from silentzone.errors import SilentzoneError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def settings():
+    """The tiny profile's statistics settings."""
+    return config.validate(config.build_profile("tiny", REPO / "profiles"), "params.yaml").stats_settings()
 
 
 def _items(seed=0, n_quants=4, tasks={"arc": 30, "gsm": 17, "mmlu": 23}):
@@ -85,19 +94,29 @@ def test_flips_bad_tables():
         analyses.flips(items[items["model"] != "reference"])
 
 
-def test_flip_correlations_match_scipy(tiny_params):
+def test_flip_correlations_match_scipy(settings):
     items = _items(2, n_quants=6)
     table = analyses.flips(items)
     comp = table[table["task"] == "composite"].set_index("model")
-    cohort = pd.DataFrame({"quant": ["reference", *comp.index], "is_reference": [True] + [False] * len(comp),
+    cohort = pd.DataFrame({"model": ["reference", *comp.index], "is_reference": [True] + [False] * len(comp),
                            "kld_mean": [0.0, *(comp["volume_rate"] + np.linspace(0, 0.05, len(comp)))]})
-    out = analyses.flip_correlations(cohort, table, ["kld_mean"], stats.settings(tiny_params))
+    out = analyses.flip_correlations(cohort, table, ["kld_mean"], settings)
     row = out[out["target"] == "volume:composite"].iloc[0]
     assert row["rho"] == pytest.approx(ss.spearmanr(cohort["kld_mean"].iloc[1:], comp["volume_rate"]).statistic)
     row = out[out["target"] == "direction:composite"].iloc[0]  # q0 has no flips: left out of direction
     assert row["n"] == len(comp) - 1
     d = comp["direction"].dropna()
-    assert row["rho"] == pytest.approx(ss.spearmanr(cohort.set_index("quant").loc[d.index, "kld_mean"], d).statistic)
+    assert row["rho"] == pytest.approx(ss.spearmanr(cohort.set_index("model").loc[d.index, "kld_mean"], d).statistic)
+
+
+def test_flips_of_a_cohort_without_quants(settings):
+    items = _items(n_quants=0)
+    table = analyses.flips(items)
+    assert table.empty and list(table.columns) == analyses.FLIP_COLUMNS
+    cohort = pd.DataFrame({"model": ["reference"], "is_reference": [True], "kld_mean": [0.0]})
+    out = analyses.flip_correlations(cohort, table, ["kld_mean"], settings)
+    assert list(out["target"]) == ["volume:composite", "direction:composite"]
+    assert (out["n"] == 0).all() and out["refused"].str.contains("fewer than 4 quants").all()
 
 
 def test_auroc_matches_mann_whitney():
@@ -111,10 +130,11 @@ def test_auroc_matches_mann_whitney():
     assert analyses.auroc([3, 4], [1, 2]) == 1.0 and analyses.auroc([1], [1]) == 0.5
 
 
-def test_failure_prediction(tiny_params):
+def test_failure_prediction(settings):
     items = _items(3)
-    s = stats.settings(tiny_params)
+    s = settings
     out = analyses.failure_prediction(items, s)
+    assert list(out.columns) == analyses.FAILURE_COLUMNS
     assert set(out["task"]) == {"arc", "gsm", "mmlu", "all"}
     q = items[(items["model"] == "q1") & (items["task"] == "arc")]
     row = out[(out["model"] == "q1") & (out["task"] == "arc")].iloc[0]
@@ -136,12 +156,13 @@ def test_failure_prediction(tiny_params):
         analyses.failure_prediction(broken, s)
 
 
-def test_routing_hand_worked(tiny_params):
+def test_routing_hand_worked(settings):
     # items 0-3 disagree; lower KLD picks: a (passed), b (passed), a (failed), tie (not routed); item 4 agrees
     items = pd.DataFrame({"model": ["a"] * 5 + ["b"] * 5, "task": "t", "item_id": [*range(5), *range(5)],
                           "correct": [True, False, False, True, True, False, True, True, False, True],
                           "prompt_kld": [0.1, 0.9, 0.2, 0.5, 0.3, 0.4, 0.3, 0.8, 0.5, 0.1]})
-    out = analyses.routing(items, stats.settings(tiny_params))
+    out = analyses.routing(items, settings)
+    assert list(out.columns) == analyses.ROUTING_COLUMNS
     row = out[out["task"] == "t"].iloc[0]
     assert (row["n_disagree"], row["n_ties"], row["n_routed"], row["n_correct"]) == (4, 1, 3, 2)
     assert row["accuracy"] == pytest.approx(2 / 3)
@@ -150,9 +171,9 @@ def test_routing_hand_worked(tiny_params):
     assert (row["ci_low"], row["ci_high"], row["p_binom"]) == pytest.approx((ci.low, ci.high, test.pvalue))
 
 
-def test_routing_random(tiny_params):
+def test_routing_random(settings):
     items = _items(5)
-    out = analyses.routing(items, stats.settings(tiny_params))
+    out = analyses.routing(items, settings)
     assert len(out) == 6 * 4  # 4 quants -> 6 pairs; 3 tasks + all
     row = out[(out["model_a"] == "q2") & (out["model_b"] == "q3") & (out["task"] == "all")].iloc[0]
     wide = items[items["model"] != "reference"].pivot(index=["task", "item_id"], columns="model", values=["correct", "prompt_kld"])
@@ -164,15 +185,15 @@ def test_routing_random(tiny_params):
         ci = test.proportion_ci(0.95, method="exact")
         assert (r["ci_low"], r["ci_high"], r["p_binom"]) == pytest.approx((ci.low, ci.high, test.pvalue), abs=1e-12)
     with pytest.raises(SilentzoneError, match="at least two quants"):
-        analyses.routing(items[items["model"].isin(["reference", "q1"])], stats.settings(tiny_params))
+        analyses.routing(items[items["model"].isin(["reference", "q1"])], settings)
 
 
-def test_routing_edges(tiny_params):
+def test_routing_edges(settings):
     # every routed pick passes (k = n) in task "t"; task "u" has no disagreement at all (refused)
     items = pd.DataFrame({"model": ["a"] * 4 + ["b"] * 4, "task": ["t", "t", "t", "u"] * 2, "item_id": [0, 1, 2, 3] * 2,
                           "correct": [True, True, False, True, False, False, True, True],
                           "prompt_kld": [0.1, 0.1, 0.9, 0.2, 0.5, 0.5, 0.2, 0.3]})
-    out = analyses.routing(items, stats.settings(tiny_params)).set_index("task")
+    out = analyses.routing(items, settings).set_index("task")
     test = ss.binomtest(3, 3, 0.5)
     assert out.loc["t", "accuracy"] == 1.0 and out.loc["t", "ci_high"] == 1.0
     assert (out.loc["t", "ci_low"], out.loc["t", "p_binom"]) == pytest.approx((test.proportion_ci(0.95, method="exact").low, test.pvalue))

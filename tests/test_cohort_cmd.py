@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import scipy.stats as ss
 
-from silentzone import cli
+from silentzone import cli, published
+from silentzone.errors import SilentzoneError
 
 EXTERNAL = Path(__file__).resolve().parents[1] / "data" / "external"
 
@@ -71,7 +72,7 @@ def test_silent_k_and_exact_p(tmp_path):
 
 
 def test_rerun_is_byte_identical(tmp_path):
-    args = ["--fidelity", "kld", "--score", "mmlu,arc", "--resamples", "300", "--seed", "7"]
+    args = ["--fidelity", "kld", "--score", "mmlu,arc", "--silent-k", "4", "--resamples", "300", "--seed", "7"]
     _, out = _run(tmp_path, *args)
     first = out.read_bytes()
     _, out = _run(tmp_path, *args)
@@ -79,11 +80,15 @@ def test_rerun_is_byte_identical(tmp_path):
 
 
 @pytest.mark.parametrize("args,csv,message", [
-    (["--fidelity", "kl_mean", "--score", "mmlu"], CSV, "no column 'kl_mean'"),
-    (["--fidelity", "kld", "--score", "mmlu"], CSV.replace("69.0,59.8", "n/a?,59.8"), "column 'mmlu', row 'Q4_K_M'"),
-    (["--fidelity", "kld", "--score", "mmlu"], "\n".join(CSV.splitlines()[:7]), "only 3 rows have both 'kld'"),
-    (["--fidelity", "kld", "--score", "mmlu", "--reference-row", "F16"], CSV, "--reference-row 'F16' not found"),
+    (["--fidelity", "kl_mean", "--score", "mmlu", "--silent-k", "4"], CSV, "toy.csv:3: no column 'kl_mean'"),
+    (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "4"], CSV.replace("69.0,59.8", "n/a?,59.8"), "toy.csv:8: column 'mmlu', row 'Q4_K_M'"),
+    (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "4"], "\n".join(CSV.splitlines()[:7]), "only 3 rows have both 'kld'"),
+    (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "4", "--reference-row", "F16"], CSV, "--reference-row 'F16' not found"),
     (["--fidelity", "kld", "--score", "mmlu", "--silent-margin", "1"], CSV.replace("BF16 (reference)", "BF16"), "--silent-margin needs a reference row"),
+    (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "4"], CSV.replace("Q6_K,", "Q8_0,"), "toy.csv:6: quant 'Q8_0' appears twice"),
+    (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "0"], CSV, "--silent-k must be at least 1"),
+    # no per-item outcomes: the default (paired-bootstrap) zone is impossible, and the command says so
+    (["--fidelity", "kld", "--score", "mmlu"], CSV, "give --silent-margin X (in score units) or --silent-k K"),
 ])
 def test_errors_are_one_line(tmp_path, capsys, args, csv, message):
     code, _ = _run(tmp_path, *args, csv=csv)
@@ -94,7 +99,7 @@ def test_errors_are_one_line(tmp_path, capsys, args, csv, message):
 def test_constant_column_is_refused(tmp_path):
     csv = CSV.replace("6.51", "6.50").replace("6.52", "6.50").replace("6.55", "6.50").replace("6.60", "6.50")
     csv = csv.replace("6.90", "6.50").replace("7.60", "6.50").replace("9.90", "6.50")
-    code, out = _run(tmp_path, "--fidelity", "ppl", "--score", "mmlu", "--resamples", "100", csv=csv)
+    code, out = _run(tmp_path, "--fidelity", "ppl", "--score", "mmlu", "--silent-k", "4", "--resamples", "100", csv=csv)
     full = json.loads(out.read_text())["results"][0]["full"]
     assert code == 0 and full["rho"] is None and "constant ppl" in full["refused"]
 
@@ -122,3 +127,26 @@ def test_published_gemma_cohort_drops_rows_without_kld(tmp_path):
     result = json.loads((tmp_path / "correlations.json").read_text())["results"][0]
     assert code == 0 and result["full"]["n"] == 7  # only 7 quants have both KLD and MMLU
     assert result["silent"]["members"] == ["Q3_K_XL", "Q4_K_XL"] and result["silent"]["refused"]
+
+
+def test_read_table_missing_cells_and_names(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("# a comment\nname , kld,score\n A ,0.5, 70\nB,,n/a\nC,NA,71.5\n")
+    table, name_col = published.read_table(path, ["kld", "score"])
+    assert name_col == "name " and table["model"].tolist() == ["A", "B", "C"]  # names stripped; header as written
+    assert table["kld"].tolist()[0] == 0.5 and table[["kld", "score"]].isna().sum().tolist() == [2, 1]
+    assert table["score"].dtype == "float64"
+    path.write_text("name,kld\nA,0.5\n,0.7\n")
+    with pytest.raises(SilentzoneError, match=r"t.csv:3: row has no name in column 'name'"):
+        published.read_table(path, ["kld"])
+    with pytest.raises(SilentzoneError, match="not found"):
+        published.read_table(tmp_path / "absent.csv", ["kld"])
+
+
+def test_analyze_needs_exactly_one_rule(tmp_path):
+    path = tmp_path / "toy.csv"
+    path.write_text(CSV)
+    with pytest.raises(SilentzoneError, match="not both"):
+        published.analyze(path, ["kld"], ["mmlu"], margin=0.5, k=3)
+    doc, _ = published.analyze(path, ["kld"], ["mmlu"], k=3, resamples=100)
+    assert doc["silent_rule"] == "the 3 quants with the lowest kld" and doc["results"][0]["silent"]["members"] == ["Q8_0", "Q6_K", "Q5_K_M"]

@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import LLAMACPP_FIXTURES, REPO, SHARED
+from conftest import LLAMACPP_FIXTURES, REPO
 
 from silentzone.cli import main
 from silentzone.errors import SilentzoneError
-from silentzone.ingest import cohort_csv
+from silentzone.ingest import VARIANT_METRICS, VARIANTS, cohort_csv
 from silentzone.ingest.manifest import build
 
 PAPER = Path(__file__).parent / "fixtures" / "ingest" / "paper_scale"
@@ -24,7 +24,8 @@ QUANTS = ["Q4_1", "Q8_0", "Q6_K", "Q5_K_M", "Q5_0", "Q4_K_M", "Q4_0", "Q2_K"]
 
 def test_variant_names_are_the_registry():
     registry = yaml.safe_load((REPO / "profiles" / "default.yaml").read_text())["variants"]
-    assert cohort_csv.VARIANTS == list(registry)
+    assert VARIANTS == list(registry)
+    assert VARIANT_METRICS == {name: spec["metric"] for name, spec in registry.items()}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +37,8 @@ def test_paper_scale_cohort_schema(built):
     cohort, items = built
     variants = list(yaml.safe_load((REPO / "profiles" / "default.yaml").read_text())["variants"])
     tasks = ["arc_easy", "gsm8k", "livecodebench"]
-    assert list(cohort.columns) == ["quant", "is_reference", "bpw", *variants, *[f"score_{t}" for t in tasks], "composite"]
-    assert cohort["quant"].tolist() == ["reference", *QUANTS[1:]]
+    assert list(cohort.columns) == ["model", "is_reference", "bpw", *variants, *[f"score_{t}" for t in tasks], "composite"]
+    assert cohort["model"].tolist() == ["reference", *QUANTS[1:]]
     assert cohort["is_reference"].tolist() == [True] + [False] * 7
     assert all(str(cohort[c].dtype) == "float64" for c in cohort.columns[2:])
     assert list(items.columns[:6]) == ["model", "task", "item_id", "correct", "prompt_kld", "n_prompt_tokens"]
@@ -47,7 +48,7 @@ def test_paper_scale_cohort_schema(built):
 
 def test_paper_scale_variants_are_the_logs_values(built):
     """Variants against kld_summary.csv (llama.cpp's printed values), derived by hand here."""
-    cohort = built[0].set_index("quant")
+    cohort = built[0].set_index("model")
     logs = {q: PAPER / "logs" / ("kld-Q4_1_self.log" if q == "Q4_1" else f"kld-{q}.log") for q in QUANTS}
     if not (LLAMACPP_FIXTURES / "kld_summary.csv").exists():
         pytest.skip("llama.cpp fixtures absent")
@@ -68,7 +69,7 @@ def test_paper_scale_variants_are_the_logs_values(built):
 
 def test_paper_scale_scores_count_the_raw_files(built):
     """score_<task> = share of items correct, counted here straight from the JSON."""
-    cohort = built[0].set_index("quant")
+    cohort = built[0].set_index("model")
     for q in QUANTS:
         folder = PAPER / "lm_eval" / q
         arc = [json.loads(x) for x in next(folder.glob("samples_arc_easy_*.jsonl")).read_text().splitlines()]
@@ -161,7 +162,7 @@ def test_manifest_errors(paper_copy, tmp_path, capsys):
     _fails(_edit_manifest(paper_copy, lambda t: t.replace("logs/kld-Q8_0.log", "logs/nope.log").replace("extra: 1\n", "")), "logs/nope.log not found (paths are relative to the manifest)", tmp_path, capsys)
 
 
-EXTERNAL = SHARED / "data" / "external"
+EXTERNAL = REPO / "data" / "external"  # the published cohorts the repository ships
 
 
 @pytest.mark.skipif(not (EXTERNAL / "qwen3.5-35b-a3b__apex-quant.csv").exists(), reason=f"published cohorts absent ({EXTERNAL})")
@@ -172,7 +173,7 @@ def test_published_cohort_csv(tmp_path):
             "--map", "kld_p99_9=kl_99_9", "--map", "ppl=perplexity", "--map", "score_hellaswag=hellaswag_pct",
             "--map", "score_mmlu=mmlu_pct", "--percent", "score_hellaswag", "--percent", "score_mmlu", "--out", str(out)]
     assert main(args) == 0
-    got = pd.read_csv(out).set_index("quant")
+    got = pd.read_csv(out).set_index("model")
     raw = pd.read_csv(src, comment="#").set_index("quant")
     assert len(got) == len(raw) == 15 and got.loc["reference", "is_reference"]
     assert got.loc["Q8_0", "kld_mean"] == raw.loc["Q8_0", "kl_mean"] == 0.00458
@@ -186,7 +187,7 @@ def test_published_cohort_csv(tmp_path):
 @pytest.mark.skipif(not (EXTERNAL / "qwen3.6-35b-a3b__apex-quant.csv").exists(), reason=f"published cohorts absent ({EXTERNAL})")
 def test_published_cohort_csv_errors():
     src = EXTERNAL / "qwen3.6-35b-a3b__apex-quant.csv"
-    with pytest.raises(SilentzoneError, match=r"qwen3.6-35b-a3b__apex-quant.csv:8: column 'card_size' holds '65 GB', not a number"):
+    with pytest.raises(SilentzoneError, match=r"qwen3.6-35b-a3b__apex-quant.csv:8: column 'card_size', row 'BF16 \(reference\)': '65 GB' is not a number"):
         cohort_csv.read_cohort_csv(src, {"bpw": "card_size"}, "BF16 (reference)")
     with pytest.raises(SilentzoneError, match="no row with quant = 'BF16'"):
         cohort_csv.read_cohort_csv(src, {"kld_mean": "card_kl_mean"}, "BF16")
@@ -194,3 +195,15 @@ def test_published_cohort_csv_errors():
         cohort_csv.read_cohort_csv(src, {"kld_mean": "kl"}, "BF16 (reference)")
     with pytest.raises(SilentzoneError, match="unknown target"):
         cohort_csv.read_cohort_csv(src, {"kld": "card_kl_mean"}, "BF16 (reference)")
+
+
+def test_cohort_csv_name_column_and_percent(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("# made up\nsize,name,kl,acc\n16,BF16,,70.0\n8.5,Q8_0,0.01,69.5\n4.5,Q4_K_M,0.05,n/a\n")
+    got = cohort_csv.read_cohort_csv(path, {"model": "name", "bpw": "size", "kld_mean": "kl", "score_acc": "acc"}, "BF16", ["score_acc"])
+    assert got["model"].tolist() == ["reference", "Q8_0", "Q4_K_M"] and got["is_reference"].tolist() == [True, False, False]
+    assert got["kld_mean"].tolist() == [0.0, 0.01, 0.05]  # the reference's empty KLD is its identity value
+    assert got["score_acc"].tolist()[:2] == [0.70, 0.695] and math.isnan(got.loc[2, "composite"])
+    assert got.loc[1, "composite"] == got.loc[1, "score_acc"]
+    with pytest.raises(SilentzoneError, match="unknown target; use model, bpw"):
+        cohort_csv.read_cohort_csv(path, {"quant": "name"}, "BF16")

@@ -71,7 +71,7 @@ def test_statistics_from_stored_values_match_the_log(stats):
     assert s["ppl_q"] == pytest.approx(log["ppl_q"], rel=1e-5)
     assert s["ln_ppl_ratio"] == pytest.approx(log["ln_ppl_ratio"], abs=2e-6)
     # Same argmax on all but 18 of 126 tokens, as llama.cpp counted: 108/126 = 85.714 %.
-    assert int(stats["same_top"].sum()) == 108 and log["same_top_p"] == 0.85714
+    assert int(stats["top1"].sum()) == 108 and log["same_top_p"] == 0.85714
     # KLD: close, not exact (llama.cpp uses the variant's float logits, we its uint16 copy).
     assert s["kld_mean"] == pytest.approx(log["kld_mean"], rel=2e-3)
     assert abs(s["kld_mean"] - log["kld_mean"]) < 0.1 * log["kld_mean_se"]
@@ -102,8 +102,8 @@ def test_kld_is_exact_on_a_hand_built_pair(tmp_path):
     lpa, lpb = lpa.astype(np.float64), lpb.astype(np.float64)
     kept = np.arange(3) != np.argmin(lpa)  # the row minimum is stored as q = 0 and left out, as in llama.cpp
     assert s["kld"][0] == pytest.approx(np.sum(np.exp(lpa[kept]) * (lpa[kept] - lpb[kept])), rel=1e-12)
-    assert s["nll_base"][0] == pytest.approx(-lpa[1]) and s["nll"][0] == pytest.approx(-lpb[1])
-    assert s["same_top"][0] and s["dp"][0] == pytest.approx(np.exp(lpb[1]) - np.exp(lpa[1]))
+    assert s["nll_R"][0] == pytest.approx(-lpa[1]) and s["nll_q"][0] == pytest.approx(-lpb[1])
+    assert s["top1"][0] and s["dp"][0] == pytest.approx(np.exp(lpb[1]) - np.exp(lpa[1]))
 
 
 def test_damaged_files_fail_with_one_line(tmp_path):
@@ -143,4 +143,7 @@ def test_cli_kld_pair(tmp_path, capsys):
     import pandas as pd
 
     table = pd.read_csv(out)
-    assert len(table) == 126 and table["same_top"].sum() == 108
+    assert len(table) == 126 and table["top1"].sum() == 108
+    # silentzone.schema's per-token columns (no corpus: a .kld file does not name its text)
+    assert list(table.columns) == ["ctx", "window", "pos", "token", "kld", "top1", "nll_q", "nll_R", "dp"]
+    assert table["window"].tolist() == [0] * 63 + [1] * 63 and table["pos"].tolist() == list(range(64, 127)) * 2

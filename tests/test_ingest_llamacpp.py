@@ -69,7 +69,7 @@ def test_readme_tables_agree(parsed):
     rows = re.findall(r"^\| (Q[^|]+?) \| ([\d.]+) ± ([\d.]+) \| ([-\d.]+) ± ([\d.]+) \| ([\d.]+) ± ([\d.]+) \| (-?[\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) ± ([\d.]+) \|$", text, re.M)
     assert len(rows) == 9
     logs = {"Q4_1 (self)": "kld-Q4_1_self.log", "Q4_K_M @256": "kld-c256-Q4_K_M.log"}
-    by_source = parsed[parsed["quant_from"] == "log_name"].set_index("source")
+    by_source = parsed[parsed["model_from"] == "log_name"].set_index("source")
     for name, *values in rows:
         got = by_source.loc[logs.get(name, f"kld-{name}.log")]
         v = [float(x) for x in values]
@@ -79,15 +79,15 @@ def test_readme_tables_agree(parsed):
 
 
 def test_old_version_prints_fewer_percentiles(parsed):
-    old = parsed[parsed["quant_from"] == "model_file"].iloc[0]
-    assert old["quant"] == "Q4_K_M" and old["model_file"] == "SmolLM2-135M-Instruct.Q4_K_M.gguf"
+    old = parsed[parsed["model_from"] == "model_file"].iloc[0]
+    assert old["model"] == "Q4_K_M" and old["model_file"] == "SmolLM2-135M-Instruct.Q4_K_M.gguf"
     assert math.isnan(old["kld_p95"]) and math.isnan(old["kld_p90"]) and math.isnan(old["kld_p0_1"])
     assert old["kld_p99"] == 0.440908 and old["kld_mean"] == 0.061892
 
 
 def test_names_and_chunking(parsed):
     q8 = parsed.set_index("source").loc["kld-Q8_0.log"]
-    assert q8["quant"] == "Q8_0" and q8["quant_from"] == "log_name" and (q8["n_ctx"], q8["n_chunks"]) == (512, 20)
+    assert q8["model"] == "Q8_0" and q8["model_from"] == "log_name" and (q8["n_ctx"], q8["n_chunks"]) == (512, 20)
     assert q8["same_top_p"] == 0.95353 and q8["cor_ln_ppl"] == 0.9992
     assert quant_from_model_file("models/Qwen3.6-35B-A3B-UD-Q4_K_XL.gguf") == "UD-Q4_K_XL"
     assert quant_from_model_file("SmolLM2-135M-Instruct.IQ2_XXS.gguf") == "IQ2_XXS"
@@ -100,8 +100,8 @@ def test_cli_writes_one_row_per_log_with_required_columns(tmp_path):
     out = tmp_path / "kld.csv"
     assert main(["ingest", "llamacpp", *logs, "--out", str(out), "--name", "kld-Q2_K.log=Q2_K_custom"]) == 0
     table = pd.read_csv(out)
-    assert list(table["quant"]) == ["Q8_0", "Q2_K_custom", "Q4_K_M"]
-    required = ["quant", "source", "ppl_q", "ppl_base", "ln_ppl_ratio", "ppl_ratio", "kld_mean", "kld_mean_se", "kld_max", "kld_p99_9",
+    assert list(table["model"]) == ["Q8_0", "Q2_K_custom", "Q4_K_M"]
+    required = ["model", "source", "ppl_q", "ppl_base", "ln_ppl_ratio", "ppl_ratio", "kld_mean", "kld_mean_se", "kld_max", "kld_p99_9",
                 "kld_p99", "kld_p95", "kld_p90", "kld_median", "kld_p10", "kld_p5", "kld_p1", "kld_p0_1", "kld_min", "dp_mean", "rms_dp", "same_top_p"]
     assert set(required) <= set(table.columns)
     assert table.loc[0, "same_top_p"] == 0.95353 and table.loc[1, "kld_p0_1"] == 0.000386

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from silentzone import config, notebooks, paper
+from silentzone import config, paper, reports
 from silentzone.errors import SilentzoneError
+from silentzone.stages import analyze
 
 REPO = Path(__file__).resolve().parents[1]
 QMD = REPO / "paper" / "index.qmd"
@@ -34,14 +35,43 @@ def test_every_notebook_has_a_stage_and_every_stage_a_notebook():
 
 
 def test_parameters_cell_matches_what_the_stage_passes():
-    params = config.build_profile("default", REPO / "profiles")
+    params = config.validate(config.build_profile("default", REPO / "profiles"), "params.yaml")
     for nb_path in sorted((REPO / "notebooks").glob("*.ipynb")):
         cells = _parameters_cell(nb_path)
         assert len(cells) == 1, f"{nb_path.name}: exactly one cell tagged `parameters`"
         tree = ast.parse("".join(cells[0]["source"]))
         declared = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets}
-        passed = set(notebooks.notebook_parameters(params, nb_path.stem))
-        assert declared == passed, nb_path.name
+        passed = analyze.notebook_parameters(params, nb_path.stem)
+        assert declared == set(passed), nb_path.name
+        assert passed["figures_dir"] == f"results/figures/{nb_path.stem}" and passed["processed_dir"] == "data/processed"
+    assert analyze.notebook_parameters(params, "04-routing")["options"] == {"min_disagreements": 5}
+
+
+def _code_cells(nb_path: Path) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(nb_path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+def test_notebooks_compute_in_one_reports_call_and_only_display_after_it():
+    labels = []
+    for nb_path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        cells = _code_cells(nb_path)[1:]  # after the parameters cell
+        call = ast.parse(cells[0])
+        imports = {alias.name if isinstance(node, ast.Import) else node.module
+                   for node in call.body if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+        assert imports <= {"IPython.display", "silentzone"}, nb_path.name  # no command module, no pandas
+        called = [n.func.attr for n in ast.walk(call) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                  and isinstance(n.func.value, ast.Name) and n.func.value.id == "reports"]
+        assert len(called) == 1 and callable(getattr(reports, called[0])), nb_path.name
+        for source in cells[1:]:
+            body = ast.parse(source).body
+            # one expression: out[...] or Image(filename=out["figures"][...]); no assignment, no call into pandas
+            assert len(body) == 1 and isinstance(body[0], ast.Expr), (nb_path.name, source)
+            expr = body[0].value
+            assert isinstance(expr, ast.Subscript) or (isinstance(expr, ast.Call) and ast.unparse(expr.func) == "Image"), (nb_path.name, source)
+            labels += re.findall(r"^#\| label: ((?:fig|tbl)-[a-z0-9-]+)$", source, flags=re.M)
+            if "Image(" in source:
+                assert re.search(r"^#\| label: fig-", source, flags=re.M), (nb_path.name, source)
+    assert len(labels) == len(set(labels)) == 16
 
 
 def test_numbers_namespace_and_formatting():

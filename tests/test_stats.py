@@ -1,5 +1,6 @@
-"""silentzone.stats against independent implementations: scipy.stats.spearmanr / permutation_test /
-bootstrap, pingouin.corr / multicomp, exact enumeration of all n! pairings, hand-worked cases."""
+"""silentzone.stats and silentzone.zone against independent implementations: scipy.stats.spearmanr /
+permutation_test / bootstrap, pingouin.corr / multicomp, exact enumeration of all n! pairings,
+hand-worked cases."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,8 +17,21 @@ import pingouin
 import pytest
 import scipy.stats as ss
 
-from silentzone import stats
+from silentzone import config, schema, stats, zone
 from silentzone.errors import SilentzoneError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def params():
+    """The tiny profile as typed params."""
+    return config.validate(config.build_profile("tiny", REPO / "profiles"), "params.yaml")
+
+
+def _with(params, section: str, **changes):
+    """params with some keys of one section changed (Params are frozen)."""
+    return params.model_copy(update={section: getattr(params, section).model_copy(update=changes)})
 
 
 def _pairs():
@@ -127,7 +142,7 @@ def test_holm_matches_pingouin():
 def _cohort(n=10, seed=0):
     rng = np.random.default_rng(seed)
     kld = np.sort(rng.uniform(0.001, 0.2, n))
-    rows = {"quant": ["reference"] + [f"q{i:02d}" for i in range(n)], "is_reference": [True] + [False] * n,
+    rows = {"model": ["reference"] + [f"q{i:02d}" for i in range(n)], "is_reference": [True] + [False] * n,
             "kld_mean": [0.0, *kld], "top1_disagree": [0.0, *(kld * 0.3 + rng.uniform(0, 0.01, n))],
             "score_a": [0.6, *(0.6 - kld + rng.normal(0, 0.01, n))], "score_b": [0.5, *(0.5 - 0.5 * kld + rng.normal(0, 0.02, n))]}
     cohort = pd.DataFrame(rows)
@@ -135,11 +150,11 @@ def _cohort(n=10, seed=0):
     return cohort
 
 
-def test_correlation_table(tiny_params):
+def test_correlation_table(params):
     cohort = _cohort()
-    s = stats.settings(tiny_params)
-    zones = {"full": stats.non_reference(cohort), "silent": ["q00", "q01", "q02"]}
-    table = stats.correlation_table(cohort, ["kld_mean", "top1_disagree"], stats.score_columns(cohort), s, zones)
+    s = params.stats_settings()
+    zones = {"full": schema.quant_names(cohort), "silent": ["q00", "q01", "q02"]}
+    table = stats.correlation_table(cohort, ["kld_mean", "top1_disagree"], schema.score_columns(cohort), s, zones)
     assert len(table) == 2 * 3 * 2 and list(table["target"].unique()) == ["score_a", "score_b", "composite"]
     full = table[table["zone"] == "full"]
     quants = cohort[~cohort["is_reference"]]
@@ -149,25 +164,38 @@ def test_correlation_table(tiny_params):
     assert np.allclose(block["p_holm"], stats.holm(block["p_perm"]))
     silent = table[table["zone"] == "silent"]
     assert silent["rho"].isna().all() and silent["refused"].str.contains("fewer than 4").all()
-    again = stats.correlation_table(cohort, ["kld_mean", "top1_disagree"], stats.score_columns(cohort), s, zones)
+    again = stats.correlation_table(cohort, ["kld_mean", "top1_disagree"], schema.score_columns(cohort), s, zones)
     pd.testing.assert_frame_equal(table, again)  # one seeded generator: same inputs, same numbers
     with pytest.raises(SilentzoneError, match="no column 'kld_p99'"):
         stats.correlation_table(cohort, ["kld_p99"], ["composite"], s)
 
 
-def test_silent_zone_margin_and_lowest_k(tiny_params):
+def test_silent_zone_margin_and_lowest_k(params):
     cohort = _cohort()
     delta = cohort["composite"].iloc[1:] - cohort["composite"].iloc[0]
-    zone = stats.silent_zone(cohort, tiny_params, criterion="margin", margin=0.02)
-    assert stats.members(zone) == cohort["quant"].iloc[1:][delta.abs() <= 0.02].tolist()
-    exact = stats.silent_zone(cohort, tiny_params, criterion="margin", margin=abs(delta.iloc[3]))  # boundary is inside
-    assert "q03" in stats.members(exact)
-    zone = stats.silent_zone(cohort, tiny_params, criterion="lowest_k", k=4)
-    assert stats.members(zone) == ["q00", "q01", "q02", "q03"]  # kld_mean sorted ascending by construction
+    by_margin = zone.silent_zone(cohort, params, criterion="margin", margin=0.02)
+    assert zone.members(by_margin) == cohort["model"].iloc[1:][delta.abs() <= 0.02].tolist()
+    exact = zone.silent_zone(cohort, params, criterion="margin", margin=abs(delta.iloc[3]))  # boundary is inside
+    assert "q03" in zone.members(exact)
+    by_k = zone.silent_zone(cohort, params, criterion="lowest_k", k=4)
+    assert zone.members(by_k) == ["q00", "q01", "q02", "q03"]  # kld_mean sorted ascending by construction
+    assert zone.members(zone.silent_zone(cohort, _with(params, "silent_zone", criterion="lowest_k", k=2))) == ["q00", "q01"]
     with pytest.raises(SilentzoneError, match="needs the item table"):
-        stats.silent_zone(cohort, tiny_params, criterion="paired_bootstrap")
+        zone.silent_zone(cohort, params, criterion="paired_bootstrap")
     with pytest.raises(SilentzoneError, match="must be paired_bootstrap, margin or lowest_k"):
-        stats.silent_zone(cohort, tiny_params, criterion="nearest")
+        zone.silent_zone(cohort, params, criterion="nearest")
+
+
+def test_zone_rules_on_a_table_of_quants():
+    quants = pd.DataFrame({"model": ["c", "a", "b", "d", "e"], "fid": [0.2, 0.1, 0.1, np.nan, 0.05],
+                           "composite": [65.5, 64.5, 65.25, 66.0, 65.0]})
+    # rank order, ties by name; a quant without the fidelity value is never in the zone
+    assert zone.lowest_k_members(quants, "fid", 3) == ["e", "a", "b"]
+    assert zone.lowest_k_members(quants, "fid", 10) == ["e", "a", "b", "c"]
+    # 0.5-point steps: |65.5 - 65| = 0.5 exactly is inside; table order
+    assert zone.margin_members(quants, 65.0, 0.5) == ["c", "a", "b", "e"]
+    with pytest.raises(SilentzoneError, match="k must be at least 1"):
+        zone.lowest_k_members(quants, "fid", 0)
 
 
 def _items(seed=0, models=("reference", "qa", "qb"), tasks={"arc": 40, "mmlu": 25}):
@@ -189,50 +217,62 @@ def test_paired_bootstrap_matches_scipy():
         deltas.append((t["qa"] - t["reference"]).to_numpy())
     res = ss.bootstrap(tuple(deltas), lambda *d, axis=-1: np.mean([di.mean(axis=axis) for di in d], axis=0), paired=False,
                        vectorized=True, n_resamples=1000, method="percentile", rng=np.random.default_rng(2))
-    out = stats.paired_score_deltas(items, 1000, np.random.default_rng(2), 0.95)
+    out = zone.paired_score_deltas(items, 1000, np.random.default_rng(2), 0.95)
     row = out.iloc[0]
-    assert row["quant"] == "qa" and row["delta"] == pytest.approx(np.mean([d.mean() for d in deltas]))
+    assert row["model"] == "qa" and row["delta"] == pytest.approx(np.mean([d.mean() for d in deltas]))
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((res.confidence_interval.low, res.confidence_interval.high), abs=1e-12)
 
 
-def test_silent_zone_paired_bootstrap(tiny_params):
+def test_silent_zone_paired_bootstrap(params):
     items = _items()
     scores = items.groupby(["model", "task"])["correct"].mean().unstack()
-    cohort = pd.DataFrame({"quant": scores.index, "is_reference": scores.index == "reference", "kld_mean": [0.1, 0.2, 0.0],
+    cohort = pd.DataFrame({"model": scores.index, "is_reference": scores.index == "reference", "kld_mean": [0.1, 0.2, 0.0],
                            "composite": scores.mean(axis=1).to_numpy()})
-    zone = stats.silent_zone(cohort, tiny_params, items=items, criterion="paired_bootstrap")
-    assert zone["delta"].to_numpy() == pytest.approx(cohort["composite"].iloc[:2].to_numpy() - cohort["composite"].iloc[2])
-    assert (zone["in_zone"] == ((zone["ci_low"] <= 0) & (zone["ci_high"] >= 0))).all()
+    by_items = zone.silent_zone(cohort, params, items=items, criterion="paired_bootstrap")
+    assert by_items["delta"].to_numpy() == pytest.approx(cohort["composite"].iloc[:2].to_numpy() - cohort["composite"].iloc[2])
+    assert (by_items["in_zone"] == ((by_items["ci_low"] <= 0) & (by_items["ci_high"] >= 0))).all()
+    assert zone.silent_zone(cohort, params, items=items).attrs["criterion"] == "paired_bootstrap"  # the profile's default
     with pytest.raises(SilentzoneError, match="duplicate row for qa"):
-        stats.paired_score_deltas(pd.concat([items, items[items["model"] == "qa"].iloc[[0]]]), 10, np.random.default_rng(0))
+        zone.paired_score_deltas(pd.concat([items, items[items["model"] == "qa"].iloc[[0]]]), 10, np.random.default_rng(0))
     broken = items.drop(index=items[(items["model"] == "qb")].index[:1])
     with pytest.raises(SilentzoneError, match="model 'qb' has no outcome for"):
-        stats.silent_zone(cohort, tiny_params, items=broken, criterion="paired_bootstrap")
+        zone.silent_zone(cohort, params, items=broken, criterion="paired_bootstrap")
 
 
-def test_zone_sweep(tiny_params):
+def test_zone_sweep(params):
     cohort = _cohort(n=8)
-    sweep = stats.zone_sweep(cohort, tiny_params, margins=[0.0, 1.0], ks=[3, 8])
+    sweep = zone.zone_sweep(cohort, params, margins=[0.0, 1.0], ks=[3, 8])
     assert list(sweep["criterion"]) == ["margin", "margin", "lowest_k", "lowest_k"]
     assert sweep["refused"].iloc[0] is not None and sweep["refused"].iloc[2] is not None  # empty zone, k = 3
     quants = cohort[~cohort["is_reference"]]
     everyone = ss.spearmanr(quants["kld_mean"], quants["composite"]).statistic
     assert sweep["rho"].iloc[1] == pytest.approx(everyone) and sweep["rho"].iloc[3] == pytest.approx(everyone)
-    assert sweep["members"].iloc[3] == ",".join(quants["quant"])
+    assert sweep["members"].iloc[3] == ",".join(quants["model"])
+
+
+def test_zone_sweep_defaults_come_from_params(params):
+    cohort = _cohort(n=8)
+    sweep = zone.zone_sweep(cohort, params)
+    margins = sweep.loc[sweep["criterion"] == "margin", "threshold"].tolist()
+    assert margins == params.silent_zone.sweep_margins == [0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1]
+    # sweep_ks [4, 6, 8, 10, ...]: only the ks that fit 8 quants
+    assert sweep.loc[sweep["criterion"] == "lowest_k", "threshold"].tolist() == [4, 6, 8]
+    assert zone.sweep_ks(params, 5) == [4] and zone.sweep_ks(params, 3) == []
+    assert zone.sweep_ks(_with(params, "silent_zone", sweep_ks=[6, 8]), 5) == [4, 5]  # none fits: every k from min_n
 
 
 def test_statistics_modules_do_not_import_torch():
-    code = "import sys, silentzone.stats, silentzone.analyses, silentzone.cohort_cmd; assert 'torch' not in sys.modules"
+    code = ("import sys, silentzone.stats, silentzone.zone, silentzone.analyses, silentzone.published, silentzone.reports, "
+            "silentzone.cohort_cmd; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_variant_correlations(tiny_params):
+def test_variant_correlations(params):
     cohort = _cohort(n=8)
-    tiny_params["silent_zone"]["criterion"] = "lowest_k"
-    tiny_params["silent_zone"]["k"] = 5
-    table, zone = stats.variant_correlations(cohort, tiny_params)
+    table, silent_zone = stats.variant_correlations(cohort, _with(params, "silent_zone", criterion="lowest_k", k=5))
     assert set(table["variant"]) == {"kld_mean", "top1_disagree"}  # the registry's variants present in the cohort
-    assert stats.members(zone) == ["q00", "q01", "q02", "q03", "q04"]
+    assert list(table["target"].unique()) == ["composite"]  # the main table: variants against the composite
+    assert zone.members(silent_zone) == ["q00", "q01", "q02", "q03", "q04"]
     silent = table[(table["zone"] == "silent") & (table["variant"] == "kld_mean") & (table["target"] == "composite")].iloc[0]
-    inside = cohort[cohort["quant"].isin(stats.members(zone))]
+    inside = cohort[cohort["model"].isin(zone.members(silent_zone))]
     assert silent["n"] == 5 and silent["rho"] == pytest.approx(ss.spearmanr(inside["kld_mean"], inside["composite"]).statistic)

@@ -2,7 +2,7 @@
 with the fidelity variants, per-prompt failure prediction and KLD routing between models.
 
 Inputs are the item table (model, task, item_id, correct, prompt_kld, ...; the reference's model
-name is "reference") and the cohort table; outputs are tidy DataFrames, one row per result.
+name is schema.REFERENCE) and the cohort table; outputs are tidy DataFrames, one row per result.
 """
 
 from __future__ import annotations
@@ -15,9 +15,29 @@ from scipy.stats import beta, binom, rankdata
 
 from . import stats
 from .errors import SilentzoneError
+from .schema import COMPOSITE, MODEL, REFERENCE, quant_names
 
-REFERENCE = stats.REFERENCE
-FLIP_COLUMNS = ["model", "task", "n_items", "leapfrogs", "drops", "volume", "volume_rate", "direction", "score_q", "score_ref", "delta"]
+FLIP_COLUMNS = [MODEL, "task", "n_items", "leapfrogs", "drops", "volume", "volume_rate", "direction", "score_q", "score_ref", "delta"]
+FAILURE_COLUMNS = [MODEL, "task", "n_failed", "n_passed", "gm_failed", "gm_passed", "gm_ratio", "ci_low", "ci_high", "auroc", "refused"]
+ROUTING_COLUMNS = ["model_a", "model_b", "task", "n_disagree", "n_ties", "n_routed", "n_correct", "accuracy", "ci_low", "ci_high",
+                   "p_binom", "refused"]
+
+
+def outcome_table(items: pd.DataFrame) -> pd.DataFrame:
+    """Wide table (task, item_id) × model of bool outcomes; one-line errors for a duplicate row or
+    a model without an outcome for some item (every model must answer every item)."""
+    stats.require_columns(items, [MODEL, "task", "item_id", "correct"], "item table")
+    dupes = items.duplicated([MODEL, "task", "item_id"])
+    if dupes.any():
+        first = items[dupes].iloc[0]
+        raise SilentzoneError(f"item table: duplicate row for {first[MODEL]} {first['task']}/{first['item_id']}; keep one outcome per item")
+    wide = items.pivot(index=["task", "item_id"], columns=MODEL, values="correct")
+    gaps = wide.isna()
+    if gaps.any().any():
+        model = gaps.any().idxmax()
+        task, item = gaps.index[gaps[model].to_numpy().argmax()]
+        raise SilentzoneError(f"item table: model {model!r} has no outcome for {task}/{item}; every model needs every item")
+    return wide.astype(bool)
 
 
 def flips(items: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
@@ -29,7 +49,7 @@ def flips(items: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
     Σ volume / Σ N, direction = Σ L / Σ volume, score_q / score_ref / delta = mean over tasks (the
     composite's definition; equal to (ΣL − ΣD)/ΣN only when tasks have equal N).
     """
-    wide = stats.outcome_table(items)
+    wide = outcome_table(items)
     if reference not in wide:
         raise SilentzoneError(f"item table: no rows for model {reference!r}; flips are counted against the reference")
     ref = wide[reference]
@@ -43,17 +63,17 @@ def flips(items: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
             "score_q": q.groupby(level="task").mean(),
             "score_ref": ref.groupby(level="task").mean(),
         }).reset_index()
-        composite = {"task": "composite", **per_task[["n_items", "leapfrogs", "drops"]].sum().to_dict(),
+        composite = {"task": COMPOSITE, **per_task[["n_items", "leapfrogs", "drops"]].sum().to_dict(),
                      "score_q": per_task["score_q"].mean(), "score_ref": per_task["score_ref"].mean()}
         block = pd.concat([per_task, pd.DataFrame([composite])], ignore_index=True)
-        block.insert(0, "model", model)
+        block.insert(0, MODEL, model)
         rows.append(block)
     out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=FLIP_COLUMNS)
     out[["n_items", "leapfrogs", "drops"]] = out[["n_items", "leapfrogs", "drops"]].astype(np.int64)
     out["volume"] = out["leapfrogs"] + out["drops"]
     out["volume_rate"] = out["volume"] / out["n_items"]
     out["direction"] = (out["leapfrogs"] / out["volume"].where(out["volume"] > 0)).astype(float)
-    is_task = out["task"] != "composite"
+    is_task = out["task"] != COMPOSITE
     out["delta"] = np.where(is_task, (out["leapfrogs"] - out["drops"]) / out["n_items"], out["score_q"] - out["score_ref"])
     return out[FLIP_COLUMNS]
 
@@ -62,14 +82,15 @@ def flip_correlations(cohort: pd.DataFrame, flip_table: pd.DataFrame, variants: 
                       zones: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """Spearman of each variant with flip volume (volume_rate) and direction, per task and
     composite, in each zone. Quants whose direction is NaN (no flips) drop out of that pair.
-    Returns stats.correlation_table's columns with target = "volume:<task>" / "direction:<task>"."""
-    wide = flip_table.pivot(index="model", columns="task", values=["volume_rate", "direction"])
-    tasks = [t for t in flip_table["task"].unique() if t != "composite"] + ["composite"]
+    Returns stats.correlation_table's columns with target = "volume:<task>" / "direction:<task>"
+    (a flip table without quants gives refused rows for the composite)."""
+    wide = flip_table.pivot(index=MODEL, columns="task", values=["volume_rate", "direction"])
+    tasks = [t for t in flip_table["task"].unique() if t != COMPOSITE] + [COMPOSITE]
     targets = [f"{'volume' if m == 'volume_rate' else m}:{t}" for m in ("volume_rate", "direction") for t in tasks]
     wide.columns = [f"{'volume' if m == 'volume_rate' else m}:{t}" for m, t in wide.columns]
-    table = cohort[["quant", *variants]].merge(wide, left_on="quant", right_index=True, how="inner")
+    table = cohort[[MODEL, *variants]].merge(wide.reindex(columns=targets), left_on=MODEL, right_index=True, how="inner")
     if zones is None:
-        zones = {"full": stats.non_reference(cohort)}
+        zones = {"full": quant_names(cohort)}
     return stats.correlation_table(table, variants, targets, settings, zones)
 
 
@@ -91,12 +112,12 @@ def _gm_ratio_bootstrap(log_failed: np.ndarray, log_passed: np.ndarray, n_bootst
 
 def _quant_klds(items: pd.DataFrame, reference: str) -> pd.DataFrame:
     """The non-reference rows, after checking every prompt_kld is a number ≥ 0."""
-    stats._require_columns(items, ["model", "task", "item_id", "correct", "prompt_kld"], "item table")
-    quants = items[items["model"] != reference]
+    stats.require_columns(items, [MODEL, "task", "item_id", "correct", "prompt_kld"], "item table")
+    quants = items[items[MODEL] != reference]
     bad = quants[quants["prompt_kld"].isna() | (quants["prompt_kld"] < 0)]
     if len(bad):
         row = bad.iloc[0]
-        raise SilentzoneError(f"item table: prompt_kld of {row['model']} {row['task']}/{row['item_id']} is {row['prompt_kld']}; rerun its bench stage")
+        raise SilentzoneError(f"item table: prompt_kld of {row[MODEL]} {row['task']}/{row['item_id']} is {row['prompt_kld']}; rerun its bench stage")
     return quants
 
 
@@ -110,12 +131,12 @@ def failure_prediction(items: pd.DataFrame, settings: dict, reference: str = REF
     rng = np.random.default_rng(settings["seed"])
     alpha = (1 - settings["ci"]) / 2
     rows = []
-    for model in sorted(quants["model"].unique()):
-        of_model = quants[quants["model"] == model]
+    for model in sorted(quants[MODEL].unique()):
+        of_model = quants[quants[MODEL] == model]
         groups = [(t, g) for t, g in of_model.groupby("task", sort=True)] + [("all", of_model)]
         for task, g in groups:
             kld, correct = g["prompt_kld"].to_numpy(float), g["correct"].to_numpy(bool)
-            row = {"model": model, "task": task, "n_failed": int((~correct).sum()), "n_passed": int(correct.sum()),
+            row = {MODEL: model, "task": task, "n_failed": int((~correct).sum()), "n_passed": int(correct.sum()),
                    "gm_failed": None, "gm_passed": None, "gm_ratio": None, "ci_low": None, "ci_high": None, "auroc": None, "refused": None}
             if row["n_failed"] == 0 or row["n_passed"] == 0:
                 row["refused"] = f"no {'failed' if row['n_failed'] == 0 else 'passed'} items"
@@ -129,7 +150,7 @@ def failure_prediction(items: pd.DataFrame, settings: dict, reference: str = REF
                 row.update(gm_failed=float(np.exp(lf.mean())), gm_passed=float(np.exp(lp.mean())), gm_ratio=float(np.exp(lf.mean() - lp.mean())),
                            ci_low=float(low), ci_high=float(high), auroc=auroc(kld[~correct], kld[correct]))
             rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
 
 
 def routing(items: pd.DataFrame, settings: dict, reference: str = REFERENCE) -> pd.DataFrame:
@@ -139,12 +160,12 @@ def routing(items: pd.DataFrame, settings: dict, reference: str = REFERENCE) -> 
     equal are not routed (n_ties). CI: Clopper–Pearson exact binomial; p_binom: two-sided
     binomial test of accuracy = 0.5. The reference (no prompt_kld) is not routed."""
     quants = _quant_klds(items, reference)
-    models = sorted(quants["model"].unique())
+    models = sorted(quants[MODEL].unique())
     if len(models) < 2:
         raise SilentzoneError(f"item table: routing needs at least two quants with prompt_kld, found {len(models)}")
-    outcomes = stats.outcome_table(quants)
+    outcomes = outcome_table(quants)
     correct = outcomes[models].to_numpy()
-    kld = quants.pivot(index=["task", "item_id"], columns="model", values="prompt_kld").loc[outcomes.index, models].to_numpy(float)
+    kld = quants.pivot(index=["task", "item_id"], columns=MODEL, values="prompt_kld").loc[outcomes.index, models].to_numpy(float)
     task_of_item = outcomes.index.get_level_values("task")
     tasks = sorted(task_of_item.unique())
     groups = [(t, np.asarray(task_of_item == t)) for t in tasks] + [("all", np.ones(len(task_of_item), bool))]

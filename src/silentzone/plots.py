@@ -1,5 +1,6 @@
 """One function per figure. Each draws with seaborn/matplotlib, saves <name>.png and the exact data
-behind it as <name>.csv (so every figure can be re-plotted or checked without the notebook)."""
+behind it as <name>.csv (so every figure can be re-plotted or checked without the notebook). A
+figure with nothing to draw is still written, saying why, so the manuscript's reference holds."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from . import io  # noqa: E402
+from .schema import COMPOSITE, MODEL, REFERENCE  # noqa: E402
 
 sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 PAPER_COLOR = "#c0392b"
@@ -29,15 +31,28 @@ def save(fig, data: pd.DataFrame, figures_dir, name: str) -> Path:
     return png
 
 
+def empty(data: pd.DataFrame, figures_dir, name: str, note: str, x_label: str = "", size=(6.4, 2.5)) -> Path:
+    """A figure that says why it shows nothing (a refusal, no rows), with its (empty) data beside it."""
+    fig, ax = plt.subplots(figsize=size)
+    ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True, transform=ax.transAxes)
+    ax.set_xlabel(x_label)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    return save(fig, data, figures_dir, name)
+
+
 def fidelity_vs_score(cohort: pd.DataFrame, x: str, silent_members: list[str], figures_dir, name="kld_vs_composite",
-                      x_label="mean KLD to the reference (nats/token, log scale)", y="composite"):
-    data = cohort[["quant", x, y, "bpw"]].copy()
-    data["zone"] = ["reference" if q == "reference" else ("silent" if q in set(silent_members) else "outside") for q in data["quant"]]
-    plot = data[data["quant"] != "reference"]
+                      x_label="mean KLD to the reference (nats/token, log scale)", y=COMPOSITE):
+    data = cohort[[MODEL, x, y, "bpw"]].copy()
+    data["zone"] = [REFERENCE if q == REFERENCE else ("silent" if q in set(silent_members) else "outside") for q in data[MODEL]]
+    plot = data[data[MODEL] != REFERENCE]
+    if plot.empty:
+        return empty(data, figures_dir, name, "no quants in the cohort: nothing to plot", x_label)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     sns.scatterplot(data=plot, x=x, y=y, hue="zone", style="zone", hue_order=["silent", "outside"],
                     style_order=["silent", "outside"], s=60, ax=ax)
-    ref = data[data["quant"] == "reference"]
+    ref = data[data[MODEL] == REFERENCE]
     if len(ref):
         ax.axhline(float(ref[y].iloc[0]), color="black", lw=1, ls="--", label="reference score")
     if (plot[x] > 0).all():
@@ -50,9 +65,13 @@ def fidelity_vs_score(cohort: pd.DataFrame, x: str, silent_members: list[str], f
 
 def zone_sweep(sweep: pd.DataFrame, figures_dir, x: str, name: str, x_label: str, paper_value: float | None = None):
     """ρ (with CI band) as the silent zone grows; `sweep` has columns x, n, rho, ci_low, ci_high."""
+    if sweep.empty:
+        return empty(sweep, figures_dir, name, "every zone's correlation was refused (see the table's `refused`): nothing to plot", x_label)
+    # Refused rows made these columns object dtype (None); matplotlib needs floats.
+    values = sweep[[x, "rho", "ci_low", "ci_high"]].astype(float)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    ax.plot(sweep[x], sweep["rho"], marker="o", color="C0", label="Spearman ρ in the zone")
-    ax.fill_between(sweep[x], sweep["ci_low"], sweep["ci_high"], color="C0", alpha=0.2, label="95% bootstrap CI")
+    ax.plot(values[x], values["rho"], marker="o", color="C0", label="Spearman ρ in the zone")
+    ax.fill_between(values[x], values["ci_low"], values["ci_high"], color="C0", alpha=0.2, label="95% bootstrap CI")
     ax.axhline(0, color="black", lw=0.8)
     if paper_value is not None:
         ax.axhline(paper_value, color=PAPER_COLOR, ls=":", label=f"paper, silent zone (ρ = {paper_value:+.2f})")
@@ -65,27 +84,31 @@ def zone_sweep(sweep: pd.DataFrame, figures_dir, x: str, name: str, x_label: str
     return save(fig, sweep, figures_dir, name)
 
 
-def prompt_kld_by_outcome(items: pd.DataFrame, figures_dir, name="prompt_kld_failed_vs_passed"):
-    data = items.loc[items["model"] != "reference", ["model", "task", "item_id", "correct", "prompt_kld"]].copy()
+def prompt_kld_by_outcome(items: pd.DataFrame, figures_dir, name="prompt_kld_failed_vs_passed", note: str | None = None):
+    """`note`: why there is nothing to show (no per-prompt KLD), drawn instead of the boxes."""
+    data = items.loc[items[MODEL] != REFERENCE, [MODEL, "task", "item_id", "correct", "prompt_kld"]].copy()
     data["outcome"] = data["correct"].map({True: "passed", False: "failed"})
-    fig, ax = plt.subplots(figsize=(7.0, max(3.0, 0.28 * data["model"].nunique() + 1.5)))
     plot = data[data["prompt_kld"] > 0]
-    sns.boxplot(data=plot, y="model", x="prompt_kld", hue="outcome", hue_order=["passed", "failed"],
+    x_label = "per-prompt mean KLD to the reference (nats/token, log scale)"
+    if note or plot.empty:
+        return empty(data, figures_dir, name, note or "no quant prompt with a KLD above 0: nothing to plot", x_label)
+    fig, ax = plt.subplots(figsize=(7.0, max(3.0, 0.28 * data[MODEL].nunique() + 1.5)))
+    sns.boxplot(data=plot, y=MODEL, x="prompt_kld", hue="outcome", hue_order=["passed", "failed"],
                 log_scale=True, fliersize=1, ax=ax)
-    ax.set_xlabel("per-prompt mean KLD to the reference (nats/token, log scale)")
+    ax.set_xlabel(x_label)
     ax.set_ylabel("quant")
     return save(fig, data, figures_dir, name)
 
 
 def ratio_intervals(table: pd.DataFrame, figures_dir, name: str, value: str, low: str, high: str, label: str,
-                    chance: float | None = None, paper_range: tuple[float, float] | None = None, by: str = "model"):
-    """A dot with its CI per row (GM ratios per model, routing accuracy per pair)."""
+                    chance: float | None = None, paper_range: tuple[float, float] | None = None, by: str = MODEL,
+                    note: str = "no rows to show (every row refused; see the table)"):
+    """A dot with its CI per row (GM ratios per model, routing accuracy per pair); `note` says why
+    when there is no row."""
     data = table.sort_values(value).reset_index(drop=True)
+    if data.empty:
+        return empty(data, figures_dir, name, note, label)
     fig, ax = plt.subplots(figsize=(6.4, max(2.5, 0.3 * len(data) + 1.2)))
-    if data.empty:  # still a figure, so the manuscript's reference holds, saying why it is empty
-        ax.text(0.5, 0.5, "no rows to show (every row refused; see the table)", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel(label)
-        return save(fig, data, figures_dir, name)
     ax.errorbar(data[value], range(len(data)), xerr=[data[value] - data[low], data[high] - data[value]],
                 fmt="o", color="C0", ecolor="C0", capsize=2)
     ax.set_yticks(range(len(data)), data[by])
@@ -101,6 +124,8 @@ def ratio_intervals(table: pd.DataFrame, figures_dir, name: str, value: str, low
 def volume_direction(flips: pd.DataFrame, x: str, figures_dir, name="kld_vs_volume_direction", x_label="mean KLD (nats/token)"):
     """Left: KLD vs flip volume (share of items flipped); right: KLD vs direction f."""
     data = flips.copy()
+    if data.empty:
+        return empty(data, figures_dir, name, "no quants in the cohort: no flips to plot", x_label)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.0))
     sns.scatterplot(data=data, x=x, y="volume_share", hue="task", ax=axes[0], s=30)
     sns.scatterplot(data=data, x=x, y="direction", hue="task", ax=axes[1], s=30, legend=False)

@@ -1,5 +1,5 @@
 """Spearman ρ with a permutation p-value and a percentile bootstrap CI, Holm's correction, and the
-silent zone (which quants count as near-baseline).
+tables of correlations the analyses report (which quants count as near-baseline is silentzone.zone).
 
 Everything is vectorised over resamples: the permutation null and the bootstrap distribution of
 10,000 resamples each cost a few matrix operations, never 10,000 scipy calls. Ranks are average
@@ -16,28 +16,21 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from . import config
 from .errors import SilentzoneError
+from .schema import COMPOSITE, MODEL, quant_names
 
-REFERENCE = "reference"
+if TYPE_CHECKING:
+    from .config import Params
+
 MIN_N = 4
 RESULT_KEYS = ("n", "rho", "p_perm", "ci_low", "ci_high", "n_degenerate", "refused")
-
-
-def settings(params: dict) -> dict:
-    """The statistics settings of a run, read once from params."""
-    return {
-        "seed": config.get(params, "seed", int),
-        "n_resamples": config.get(params, "stats.n_resamples", int),
-        "n_bootstrap": config.get(params, "stats.n_bootstrap", int),
-        "ci": config.get(params, "stats.ci", float),
-        "min_n": config.get(params, "stats.min_n", int, MIN_N),
-    }
+TABLE_COLUMNS = ["zone", "target", "variant", "n", "rho", "p_perm", "p_holm", "ci_low", "ci_high", "n_degenerate", "refused"]
 
 
 # ---------------------------------------------------------------- Spearman and its resampling
@@ -179,36 +172,25 @@ def holm(pvalues) -> np.ndarray:
 # ---------------------------------------------------------------- tables of correlations
 
 
-def non_reference(cohort: pd.DataFrame) -> list[str]:
-    if "is_reference" in cohort:
-        return cohort.loc[~cohort["is_reference"].astype(bool), "quant"].tolist()
-    return cohort.loc[cohort["quant"] != REFERENCE, "quant"].tolist()
-
-
-def score_columns(cohort: pd.DataFrame) -> list[str]:
-    """score_<task> columns, then composite."""
-    return [c for c in cohort.columns if c.startswith("score_")] + (["composite"] if "composite" in cohort else [])
-
-
-def _require_columns(table: pd.DataFrame, columns, what: str) -> None:
+def require_columns(table: pd.DataFrame, columns, what: str) -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise SilentzoneError(f"{what}: no column {', '.join(map(repr, missing))}; available: {', '.join(map(str, table.columns))}")
 
 
 def correlation_table(table: pd.DataFrame, variants: list[str], targets: list[str], settings: dict,
-                      zones: dict[str, list[str]] | None = None, name_col: str = "quant") -> pd.DataFrame:
+                      zones: dict[str, list[str]] | None = None, name_col: str = MODEL) -> pd.DataFrame:
     """Spearman of every variant with every target, in every zone, from one seeded generator.
 
-    table: one row per quant (name in `name_col`) with the variant and target columns.
-    zones: zone name -> quant names (default {"full": every non-reference quant}). Quants with a
+    table: one row per model (name in `name_col`) with the variant and target columns.
+    zones: zone name -> model names (default {"full": every non-reference quant}). Quants with a
     missing value in a pair are left out of that pair (n says how many remain).
     Returns one row per (zone, target, variant): n, rho, p_perm, p_holm (Holm across the variants
     of that zone and target), ci_low, ci_high, n_degenerate, refused.
     """
-    _require_columns(table, [name_col, *variants, *targets], "correlation table")
+    require_columns(table, [name_col, *variants, *targets], "correlation table")
     if zones is None:
-        zones = {"full": non_reference(table) if name_col == "quant" else table[name_col].tolist()}
+        zones = {"full": quant_names(table) if name_col == MODEL else table[name_col].tolist()}
     rng = np.random.default_rng(settings["seed"])
     rows = []
     for zone, members in zones.items():
@@ -224,136 +206,19 @@ def correlation_table(table: pd.DataFrame, variants: list[str], targets: list[st
             for r, p in zip(block, adjusted):
                 r["p_holm"] = None if np.isnan(p) else float(p)
             rows.extend(block)
-    columns = ["zone", "target", "variant", "n", "rho", "p_perm", "p_holm", "ci_low", "ci_high", "n_degenerate", "refused"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-# ---------------------------------------------------------------- the silent zone
+def variant_correlations(cohort: pd.DataFrame, params: Params, items: pd.DataFrame | None = None,
+                         targets: tuple[str, ...] = (COMPOSITE,)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The study's main table in one call: every registered variant present in the cohort against
+    the composite (or `targets`), full cohort and silent zone (by `silent_zone.criterion`).
+    Returns (correlation table, zone)."""
+    from . import zone as silent  # zone's sweep uses this module's correlations
 
-
-def _reference_row(cohort: pd.DataFrame) -> pd.Series:
-    refs = cohort[cohort["is_reference"].astype(bool)] if "is_reference" in cohort else cohort[cohort["quant"] == REFERENCE]
-    if len(refs) != 1:
-        raise SilentzoneError(f"cohort table: expected exactly one reference row (is_reference), found {len(refs)}")
-    return refs.iloc[0]
-
-
-def outcome_table(items: pd.DataFrame) -> pd.DataFrame:
-    """Wide table (task, item_id) × model of bool outcomes; one-line errors for a duplicate row or
-    a model without an outcome for some item (every model must answer every item)."""
-    _require_columns(items, ["model", "task", "item_id", "correct"], "item table")
-    dupes = items.duplicated(["model", "task", "item_id"])
-    if dupes.any():
-        first = items[dupes].iloc[0]
-        raise SilentzoneError(f"item table: duplicate row for {first['model']} {first['task']}/{first['item_id']}; keep one outcome per item")
-    wide = items.pivot(index=["task", "item_id"], columns="model", values="correct")
-    gaps = wide.isna()
-    if gaps.any().any():
-        model = gaps.any().idxmax()
-        task, item = gaps.index[gaps[model].to_numpy().argmax()]
-        raise SilentzoneError(f"item table: model {model!r} has no outcome for {task}/{item}; every model needs every item")
-    return wide.astype(bool)
-
-
-def paired_score_deltas(items: pd.DataFrame, n_bootstrap: int, rng: np.random.Generator, ci: float = 0.95,
-                        reference: str = REFERENCE) -> pd.DataFrame:
-    """Composite score_q − score_R per quant with a paired percentile bootstrap CI over items.
-
-    Composite = mean over tasks of per-task accuracy. Each resample draws items with replacement
-    within each task (tasks in sorted order) and keeps every item paired with the reference's
-    outcome on it. Returns quant, delta, ci_low, ci_high.
-    """
-    outcomes = outcome_table(items).astype(int)
-    if reference not in outcomes:
-        raise SilentzoneError(f"item table: no rows for model {reference!r}; the paired bootstrap needs the reference's outcomes")
-    tasks = sorted(outcomes.index.get_level_values("task").unique())
-    alpha = (1 - ci) / 2
-    rows = []
-    for quant in sorted(m for m in outcomes.columns if m != reference):
-        deltas, boot = [], []
-        for task in tasks:
-            d = (outcomes.loc[task, quant] - outcomes.loc[task, reference]).to_numpy()
-            deltas.append(d.mean())
-            boot.append(d[rng.integers(0, len(d), (n_bootstrap, len(d)))].mean(axis=1))
-        boot = np.mean(boot, axis=0)
-        low, high = np.quantile(boot, [alpha, 1 - alpha])
-        rows.append({"quant": quant, "delta": float(np.mean(deltas)), "ci_low": float(low), "ci_high": float(high)})
-    return pd.DataFrame(rows, columns=["quant", "delta", "ci_low", "ci_high"])
-
-
-def silent_zone(cohort: pd.DataFrame, params: dict, items: pd.DataFrame | None = None, criterion: str | None = None,
-                margin: float | None = None, k: int | None = None, score: str = "composite") -> pd.DataFrame:
-    """Which quants are in the silent zone, by one criterion (default `silent_zone.criterion`):
-
-    paired_bootstrap: the 95% paired-bootstrap CI over items of score_q − score_R contains 0 (needs items);
-    margin:           |score_q − score_R| ≤ margin (scores in the cohort's own units);
-    lowest_k:         the k quants with the lowest primary variant (`stats.primary_variant`;
-                      ties broken by quant name).
-    Returns one row per non-reference quant: quant, delta, ci_low, ci_high (paired_bootstrap only),
-    primary, in_zone; `.attrs["criterion"]` names the rule.
-    """
-    criterion = criterion or config.get(params, "silent_zone.criterion", str)
-    primary = config.get(params, "stats.primary_variant", str)
-    _require_columns(cohort, ["quant", score, primary], "cohort table")
-    quants = cohort[cohort["quant"].isin(non_reference(cohort))]
-    ref_score = float(_reference_row(cohort)[score])
-    out = pd.DataFrame({"quant": quants["quant"].to_numpy(), "delta": quants[score].to_numpy(dtype=float) - ref_score,
-                        "ci_low": np.nan, "ci_high": np.nan, "primary": quants[primary].to_numpy(dtype=float)})
-    if criterion == "paired_bootstrap":
-        if items is None:
-            raise SilentzoneError("silent_zone.criterion = paired_bootstrap needs the item table; pass items or choose margin / lowest_k")
-        s = settings(params)
-        ci = 1 - config.get(params, "silent_zone.alpha", float)
-        boot = paired_score_deltas(items, s["n_bootstrap"], np.random.default_rng(s["seed"]), ci)
-        out = out.drop(columns=["delta", "ci_low", "ci_high"]).merge(boot, on="quant", how="left", validate="one_to_one")
-        missing = out.loc[out["delta"].isna(), "quant"].tolist()
-        if missing:
-            raise SilentzoneError(f"item table: no outcomes for {', '.join(missing)}; run their bench stages")
-        out["in_zone"] = (out["ci_low"] <= 0) & (out["ci_high"] >= 0)
-    elif criterion == "margin":
-        margin = config.get(params, "silent_zone.margin", float) if margin is None else float(margin)
-        out["in_zone"] = out["delta"].abs() <= margin + 1e-9 * max(1.0, abs(margin))  # a delta equal to the margin must not miss by rounding
-    elif criterion == "lowest_k":
-        k = config.get(params, "silent_zone.k", int) if k is None else int(k)
-        ranked = out.sort_values(["primary", "quant"], kind="stable", na_position="last")
-        out["in_zone"] = out["quant"].isin(ranked["quant"].head(k))
-    else:
-        raise SilentzoneError(f"{params.get('_source', 'params.yaml')}: silent_zone.criterion must be paired_bootstrap, margin or lowest_k, got {criterion!r}")
-    out.attrs["criterion"] = criterion
-    return out[["quant", "delta", "ci_low", "ci_high", "primary", "in_zone"]]
-
-
-def members(zone: pd.DataFrame) -> list[str]:
-    return zone.loc[zone["in_zone"], "quant"].tolist()
-
-
-def variant_correlations(cohort: pd.DataFrame, params: dict, items: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The study's main table in one call: every registered variant against every score column,
-    full cohort and silent zone (by `silent_zone.criterion`). Returns (correlation table, zone)."""
-    variants = [v for v in config.get(params, "variants", dict) if v in cohort.columns]
+    variants = [v for v in params.variants if v in cohort.columns]
     if not variants:
-        raise SilentzoneError(f"cohort table: none of the variants in {params.get('_source', 'params.yaml')} `variants:` is a column; rerun collect")
-    zone = silent_zone(cohort, params, items=items)
-    zones = {"full": non_reference(cohort), "silent": members(zone)}
-    return correlation_table(cohort, variants, score_columns(cohort), settings(params), zones), zone
-
-
-def zone_sweep(cohort: pd.DataFrame, params: dict, variant: str | None = None, score: str = "composite",
-               margins: list[float] | None = None, ks: list[int] | None = None) -> pd.DataFrame:
-    """How ρ(variant, score) changes with the zone: one row per margin and per k.
-    Returns criterion, threshold, n, members (comma-joined), rho, p_perm, ci_low, ci_high, refused."""
-    variant = variant or config.get(params, "stats.primary_variant", str)
-    margins = config.get(params, "silent_zone.sweep_margins", list, [0.005, 0.01, 0.02, 0.05]) if margins is None else margins
-    n = len(non_reference(cohort))
-    ks = list(range(MIN_N, n + 1)) if ks is None else ks
-    s = settings(params)
-    rng = np.random.default_rng(s["seed"])
-    rows = []
-    for criterion, thresholds in (("margin", margins), ("lowest_k", ks)):
-        for t in thresholds:
-            zone = silent_zone(cohort, params, criterion=criterion, margin=t, k=t, score=score)
-            inside = cohort[cohort["quant"].isin(members(zone))][[variant, score]].astype(float).dropna()
-            res = correlate(inside[variant].to_numpy(), inside[score].to_numpy(), rng, s["n_resamples"], s["n_bootstrap"],
-                            s["ci"], s["min_n"], (variant, score))
-            rows.append({"criterion": criterion, "threshold": t, "members": ",".join(members(zone)), **res})
-    return pd.DataFrame(rows, columns=["criterion", "threshold", "n", "members", "rho", "p_perm", "ci_low", "ci_high", "n_degenerate", "refused"])
+        raise SilentzoneError(f"cohort table: none of the variants in {params.source} `variants:` is a column; rerun collect")
+    members = silent.silent_zone(cohort, params, items=items)
+    zones = {"full": quant_names(cohort), "silent": silent.members(members)}
+    return correlation_table(cohort, variants, list(targets), params.stats_settings(), zones), members

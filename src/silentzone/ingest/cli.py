@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import config, io
+from .. import io
 from ..errors import SilentzoneError
+from ..layout import DEFAULT as LAYOUT
+from ..schema import MODEL
 
 
 def add_arguments(parser):
@@ -49,14 +51,14 @@ def add_arguments(parser):
 
     p = sub.add_parser("csv", help="a published cohort CSV -> the cohort schema, through a column map")
     p.add_argument("csv")
-    p.add_argument("--reference", required=True, help="the reference row's quant value, e.g. 'BF16 (reference)'")
-    p.add_argument("--map", action="append", default=[], metavar="OURS=THEIRS", help="e.g. kld_mean=card_kl_mean, score_hellaswag=card_hellaswag_pct, ppl=card_ppl")
+    p.add_argument("--reference", required=True, help="the reference row's name, e.g. 'BF16 (reference)'")
+    p.add_argument("--map", action="append", default=[], metavar="OURS=THEIRS", help="e.g. kld_mean=card_kl_mean, score_hellaswag=card_hellaswag_pct, ppl=card_ppl; model=COL names the quant column (default: the first)")
     p.add_argument("--percent", action="append", default=[], metavar="OURS", help="a mapped column given in percent")
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("cohort", help="manifest of per-quant logs and sample files -> cohort.parquet + items.parquet")
     p.add_argument("manifest")
-    p.add_argument("--out", default=config.PATHS["processed"], help="output folder (default: data/processed)")
+    p.add_argument("--out", default=str(LAYOUT.processed), help=f"output folder (default: {LAYOUT.processed})")
 
 
 def pairs(items: list[str], option: str) -> dict[str, str]:
@@ -91,24 +93,22 @@ def run_llamacpp(args):
         raise SilentzoneError(f"--name {unknown[0]}=…: no such LOG among the arguments")
     frame = parse_logs(args.logs, names)
     write_table(args.out, frame)
-    print(f"{args.out}: {len(frame)} logs ({', '.join(frame['quant'])})")
+    print(f"{args.out}: {len(frame)} logs ({', '.join(frame[MODEL])})")
     return 0
 
 
 def run_kld(args):
-    from .llamacpp_kld import read_kld, summary, token_stats
+    from .llamacpp_kld import read_kld, summary, token_stats, token_table
 
     base = read_kld(args.base)
     print(f"{args.base}: n_ctx={base.n_ctx} n_vocab={base.n_vocab} n_chunk={base.n_chunk} "
           f"scored={base.n_scored}/chunk records={len(base.records)} bytes={base.size_bytes}")
     if args.other:
-        import pandas as pd
-
         stats = token_stats(base, read_kld(args.other))
         for key, value in summary(stats).items():
             print(f"  {key:14s} {value:.6f}")
         if args.out:
-            write_table(args.out, pd.DataFrame({"token": base.targets(), **stats}))
+            write_table(args.out, token_table(base, stats))
     return 0
 
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..errors import SilentzoneError
+from ..schema import MODEL
 from . import ITEM_COLUMNS
 
 TASK = "livecodebench"
@@ -92,7 +93,7 @@ def read_eval_all(path: str | Path, model: str, release: str, start_date: str | 
             continue
         codes = problem.get("code_list") or problem.get("output_list") or [""]
         rows.append({
-            "model": model, "task": task, "item_id": qid, "correct": bool(graded[0]), "prompt_kld": math.nan,
+            MODEL: model, "task": task, "item_id": qid, "correct": bool(graded[0]), "prompt_kld": math.nan,
             "n_prompt_tokens": pd.NA, "pass_at_1": pass_at_1, "n_generations": len(graded), "generation": str(codes[0]),
             "test_status": _status(problem, graded[0]), "difficulty": problem.get("difficulty"),
             "platform": problem.get("platform"), "contest_date": date.date().isoformat(), "release": release,

@@ -6,9 +6,10 @@ record of 2*((n_vocab+1)//2)+4 uint16: f32 scale, f32 min_log_prob, u16 q[n_voca
 log p_i = scale*q_i + min_log_prob. Log-probs more than 16 below the row's maximum are stored as
 q = 0 and left out of llama.cpp's KLD sum. `.xz` files are read through lzma.
 
-`token_stats` recomputes llama.cpp's per-token statistics from two such files: the base's and a
-variant's uint16 copy. llama.cpp itself uses the variant's float logits, so ours lands close to
-its log, not on it.
+`token_stats` recomputes llama.cpp's per-token statistics from two such files: the base's (our R,
+the reference) and a variant's (our q) uint16 copy, named as silentzone.schema's per-token columns
+(kld, top1, nll_q, nll_R, dp). llama.cpp itself uses the variant's float logits, so ours lands
+close to its log, not on it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SilentzoneError
+from ..schema import TOKEN_COLUMNS
 
 MAGIC = b"_logits_"
 HEADER = np.dtype([("magic", "S8"), ("n_ctx", "<u4"), ("n_vocab", "<i4"), ("n_chunk", "<i4")])
@@ -68,6 +70,12 @@ class KldFile:
         chunks = self.tokens.reshape(self.n_chunk, self.n_ctx)
         return chunks[:, self.first_scored + 1 : self.n_ctx].reshape(-1)
 
+    def positions(self) -> dict[str, np.ndarray]:
+        """ctx, window (chunk) and pos (the scored position, predicting the token after it) of every record."""
+        pos = np.arange(self.first_scored, self.n_ctx - 1)
+        return {"ctx": np.full(self.n_chunk * len(pos), self.n_ctx), "window": np.repeat(np.arange(self.n_chunk), len(pos)),
+                "pos": np.tile(pos, self.n_chunk)}
+
 
 def _read_bytes(path: Path) -> bytes | np.ndarray:
     if path.suffix == ".xz":
@@ -110,16 +118,15 @@ def read_kld(path: str | Path) -> KldFile:
 
 
 def token_stats(base: KldFile, other: KldFile, batch: int = 64) -> dict[str, np.ndarray]:
-    """Per scored token, llama.cpp's definitions: kld (sum over base entries with q > 0),
-    nll_base, nll (the variant's), dp = p_variant(y) - p_base(y), same_top (argmax agreement)."""
+    """Per scored token, llama.cpp's definitions: kld (sum over base entries with q > 0), top1
+    (argmax agreement), nll_q (the variant's), nll_R (the base's), dp = p_variant(y) - p_base(y)."""
     if (base.n_ctx, base.n_vocab, base.n_chunk) != (other.n_ctx, other.n_vocab, other.n_chunk):
         raise SilentzoneError(f"{other.path}: header differs from {base.path}; both must come from the same corpus and chunking")
     if not np.array_equal(base.tokens, other.tokens):
         raise SilentzoneError(f"{other.path}: tokens differ from {base.path}; both must score the same tokens")
     y = base.targets()
     n = len(y)
-    out = {k: np.empty(n) for k in ("kld", "nll_base", "nll", "dp")}
-    out["same_top"] = np.empty(n, dtype=bool)
+    out = {"kld": np.empty(n), "top1": np.empty(n, dtype=bool), "nll_q": np.empty(n), "nll_R": np.empty(n), "dp": np.empty(n)}
     q_base = base.quantized()
     for start in range(0, n, batch):
         rows = slice(start, min(start + batch, n))
@@ -131,21 +138,30 @@ def token_stats(base: KldFile, other: KldFile, batch: int = 64) -> dict[str, np.
         out["kld"][rows] = np.where(kept, np.exp(lp_base) * (lp_base - lp), 0.0).sum(axis=1)
         idx = np.arange(rows.stop - rows.start)
         tok = y[rows]
-        out["nll_base"][rows] = -lp_base[idx, tok]
-        out["nll"][rows] = -lp[idx, tok]
+        out["nll_R"][rows] = -lp_base[idx, tok]
+        out["nll_q"][rows] = -lp[idx, tok]
         out["dp"][rows] = np.exp(lp[idx, tok]) - np.exp(lp_base[idx, tok])
-        out["same_top"][rows] = lp.argmax(axis=1) == np.where(kept, lp_base, -np.inf).argmax(axis=1)
+        out["top1"][rows] = lp.argmax(axis=1) == np.where(kept, lp_base, -np.inf).argmax(axis=1)
     return out
+
+
+def token_table(base: KldFile, stats: dict[str, np.ndarray]):
+    """The per-token statistics as a table in silentzone.schema's column order (no corpus: a .kld
+    file does not name its text)."""
+    import pandas as pd
+
+    columns = {**base.positions(), "token": base.targets().astype(np.int64), **stats}
+    return pd.DataFrame({c: columns[c] for c in TOKEN_COLUMNS if c in columns})
 
 
 def summary(stats: dict[str, np.ndarray]) -> dict[str, float]:
     """The headline statistics of a llama.cpp log, from per-token arrays (fractions, not %)."""
     kld, dp = stats["kld"], stats["dp"]
-    ln_ratio = stats["nll"] - stats["nll_base"]
+    ln_ratio = stats["nll_q"] - stats["nll_R"]
     return {
         "n_tokens": float(len(kld)),
-        "ppl_q": float(np.exp(stats["nll"].mean())),
-        "ppl_base": float(np.exp(stats["nll_base"].mean())),
+        "ppl_q": float(np.exp(stats["nll_q"].mean())),
+        "ppl_base": float(np.exp(stats["nll_R"].mean())),
         "ln_ppl_ratio": float(ln_ratio.mean()),
         "kld_mean": float(kld.mean()),
         "kld_max": float(kld.max()),
@@ -154,5 +170,5 @@ def summary(stats: dict[str, np.ndarray]) -> dict[str, float]:
         "kld_min": float(kld.min()),
         "dp_mean": float(dp.mean()),
         "rms_dp": float(np.sqrt(np.mean(dp**2))),
-        "same_top_p": float(stats["same_top"].mean()),
+        "same_top_p": float(stats["top1"].mean()),
     }

@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from ..errors import SilentzoneError
+from ..schema import MODEL
 
 BLOCKS = {
     "====== Perplexity statistics ======": "ppl",
@@ -21,9 +22,10 @@ BLOCKS = {
     "====== Token probability statistics ======": "dp",
 }
 
-# The columns every table of logs carries, in this order (statistics a version lacks are NaN).
+# The columns every table of logs carries, in this order (statistics a version lacks are NaN); the
+# quant measured is `model`, as in every table of silentzone.schema.
 COLUMNS = [
-    "quant", "source", "model_file", "n_ctx", "n_chunks",
+    MODEL, "source", "model_file", "n_ctx", "n_chunks",
     "ppl_q", "ppl_q_se", "ppl_base", "ppl_base_se", "cor_ln_ppl", "ln_ppl_ratio", "ln_ppl_ratio_se",
     "ppl_ratio", "ppl_ratio_se", "ppl_diff", "ppl_diff_se",
     "kld_mean", "kld_mean_se", "kld_max", "kld_p99_9", "kld_p99", "kld_p95", "kld_p90", "kld_median",
@@ -129,11 +131,11 @@ def parse_log(path: str | Path, name: str | None = None) -> dict:
         _stat_line(path, number, block, text, row)
     _check_complete(path, len(lines), seen_blocks, row)
     if name:
-        row["quant"], row["quant_from"] = name, "name"
+        row[MODEL], row["model_from"] = name, "name"
     elif row["model_file"]:
-        row["quant"], row["quant_from"] = quant_from_model_file(row["model_file"]), "model_file"
+        row[MODEL], row["model_from"] = quant_from_model_file(row["model_file"]), "model_file"
     else:
-        row["quant"], row["quant_from"] = quant_from_log_name(path), "log_name"
+        row[MODEL], row["model_from"] = quant_from_log_name(path), "log_name"
     return row
 
 
@@ -186,9 +188,9 @@ def parse_logs(paths, names: dict | None = None):
 
     names = names or {}
     rows = [parse_log(p, names.get(str(p)) or names.get(Path(p).name)) for p in paths]
-    extra = sorted({k for r in rows for k in r} - set(COLUMNS) - {"quant_from"})
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, "quant_from", *extra])
+    extra = sorted({k for r in rows for k in r} - set(COLUMNS) - {"model_from"})
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "model_from", *extra])
     for col in frame.columns:
-        if col not in ("quant", "source", "model_file", "quant_from"):
+        if col not in (MODEL, "source", "model_file", "model_from"):
             frame[col] = frame[col].astype("float64")
     return frame

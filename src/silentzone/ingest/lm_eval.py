@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from ..errors import SilentzoneError
+from ..schema import MODEL
 from . import ITEM_COLUMNS
 from .llamacpp_log import quant_from_model_file
 
@@ -145,7 +146,7 @@ def read_samples(path: str | Path, model: str, metric: str | None = None, filter
             have = [k for k in sample.get("metrics", []) if k in sample] or sorted(k for k, v in sample.items() if isinstance(v, (int, float)) and k != "doc_id")
             raise SilentzoneError(f"{where}: no per-item metric {name or '/'.join(DEFAULT_METRICS)}; available: {', '.join(have) or 'none'}; choose with --metric {task}=NAME")
         row = _row(sample, where, name)
-        rows.append({"model": model, "task": task, "item_id": item_id, "prompt_kld": math.nan, "n_prompt_tokens": pd.NA,
+        rows.append({MODEL: model, "task": task, "item_id": item_id, "prompt_kld": math.nan, "n_prompt_tokens": pd.NA,
                      "metric": name, "filter": chosen_filter, "source": path.name, **row})
     frame = pd.DataFrame(rows, columns=ITEM_COLUMNS + EXTRA_COLUMNS)
     frame["correct"] = frame["correct"].astype(bool)

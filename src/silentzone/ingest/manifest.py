@@ -1,6 +1,6 @@
 """A cohort measured elsewhere -> data/processed/{cohort,items}.parquet, from a small manifest.
 
-The manifest (YAML, paths relative to it) names every file and the quant it belongs to:
+The manifest (YAML, paths relative to it) names every file and the model it belongs to:
 
     reference: BF16                  # this cohort's reference; written as `reference`
     fidelity:                        # quant -> llama.cpp `--kl-divergence` log
@@ -14,7 +14,8 @@ The manifest (YAML, paths relative to it) names every file and the quant it belo
 
 Everything is read and checked before anything is written: the same quants in `fidelity` and
 `bench`, file names that agree with the quant they are filed under, the same tasks and items for
-every model. The variants llama.cpp prints become cohort columns; the rest stay NaN.
+every model. The variants llama.cpp prints become cohort columns; the rest stay NaN. The tables
+follow silentzone.schema (`model` names the reference and the quants in both).
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ from pathlib import Path
 
 import yaml
 
-from .. import io
 from ..errors import SilentzoneError
-from . import cohort_csv, livecodebench, llamacpp_log, lm_eval
+from ..schema import COMPOSITE, ITEM_KEYS, MODEL, REFERENCE, SCORE_PREFIX, scores, write_tables
+from . import VARIANTS, cohort_csv, identity, livecodebench, llamacpp_log, lm_eval
 
 KEYS = {"reference", "fidelity", "bench", "bpw", "lm_eval", "livecodebench"}
-REFERENCE = "reference"
 
 
 def fidelity_variants(stats: dict) -> dict:
@@ -139,7 +139,7 @@ def read_bench(m: Manifest):
             frames.append(livecodebench.read_eval_all(path, out_name, str(lcb["release"]), _date(lcb.get("start_date")), _date(lcb.get("end_date"))))
     items = pd.concat(frames, ignore_index=True)
     _check_alignment(m, items)
-    return items.sort_values(["model", "task", "item_id"], kind="stable").reset_index(drop=True)
+    return items.sort_values(ITEM_KEYS, kind="stable").reset_index(drop=True)
 
 
 def _date(value) -> str | None:
@@ -148,10 +148,10 @@ def _date(value) -> str | None:
 
 def _check_alignment(m: Manifest, items) -> None:
     """Every model must have the reference's tasks, and per task the reference's items."""
-    ref = items[items["model"] == REFERENCE]
+    ref = items[items[MODEL] == REFERENCE]
     ref_tasks = set(ref["task"])
     ref_items = {t: set(g["item_id"]) for t, g in ref.groupby("task")}
-    for model, group in items.groupby("model", sort=True):
+    for model, group in items.groupby(MODEL, sort=True):
         tasks = set(group["task"])
         entry = m.reference if model == REFERENCE else model
         if tasks != ref_tasks:
@@ -187,18 +187,14 @@ def build(manifest_path: str | Path):
         if model in fidelity:
             variants = fidelity_variants(fidelity[model])
         else:  # the reference against itself, as `silentzone collect` writes it
-            variants = {k: cohort_csv.IDENTITY[k] for k in cohort_csv.VARIANTS}
-        rows.append({"quant": REFERENCE if is_ref else model, "is_reference": is_ref, "bpw": bpw.get(model, math.nan), **variants})
+            variants = {k: identity(k) for k in VARIANTS}
+        rows.append({MODEL: REFERENCE if is_ref else model, "is_reference": is_ref, "bpw": bpw.get(model, math.nan), **variants})
     cohort = pd.DataFrame(rows)
-    per_task = items.groupby(["model", "task"])["correct"].mean().unstack("task")
-    tasks = sorted(per_task.columns)
-    per_task.columns = [f"score_{t}" for t in per_task.columns]
-    cohort = cohort.merge(per_task, left_on="quant", right_index=True, how="left", validate="one_to_one")
+    per_task = scores(items).drop(columns=COMPOSITE)  # finish_cohort takes the composite over the tasks it orders
+    tasks = sorted(c.removeprefix(SCORE_PREFIX) for c in per_task.columns if c != MODEL)
+    cohort = cohort.merge(per_task, on=MODEL, how="left", validate="one_to_one")
     return cohort_csv.finish_cohort(cohort, tasks), items
 
 
 def write(cohort, items, out_dir: str | Path) -> None:
-    out_dir = Path(out_dir)
-    io.write_parquet(out_dir / "cohort.parquet", cohort)
-    io.write_csv(out_dir / "cohort.csv", cohort, float_format="%.9g")
-    io.write_parquet(out_dir / "items.parquet", items)
+    write_tables(out_dir, cohort, items)
