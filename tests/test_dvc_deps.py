@@ -23,9 +23,9 @@ PACKAGE = SRC / "silentzone"
 ENTRIES = {
     "prepare": ["silentzone.stages.prepare"],
     "reference": ["silentzone.stages.reference", "silentzone.model"],
-    "fidelity": ["silentzone.stages.fidelity", "silentzone.quant"],
-    "bench-reference": ["silentzone.stages.bench", "silentzone.quant"],
-    "bench": ["silentzone.stages.bench", "silentzone.quant"],
+    "fidelity": ["silentzone.stages.fidelity", "silentzone.quant.load"],
+    "bench-reference": ["silentzone.stages.bench", "silentzone.quant.load"],
+    "bench": ["silentzone.stages.bench", "silentzone.quant.load"],
     "collect": ["silentzone.stages.collect"],
     "analyze": ["silentzone.stages.analyze"],
     "paper-inputs": ["silentzone.paper"],

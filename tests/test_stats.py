@@ -263,7 +263,7 @@ def test_zone_sweep_defaults_come_from_params(params):
 
 def test_statistics_modules_do_not_import_torch():
     code = ("import sys, silentzone.stats, silentzone.zone, silentzone.analyses, silentzone.published, silentzone.reports, "
-            "silentzone.cohort_cmd; assert 'torch' not in sys.modules")
+            "silentzone.cli; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

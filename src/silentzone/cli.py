@@ -51,7 +51,7 @@ def cmd_reference(args) -> None:
 
 
 def cmd_fidelity(args) -> None:
-    from .quant import check_name, load_quant
+    from .quant.load import check_name, load_quant
     from .stages import fidelity
 
     params = _params(args)
@@ -61,7 +61,7 @@ def cmd_fidelity(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .quant import check_name, load_quant
+    from .quant.load import check_name, load_quant
     from .stages import bench
 
     params = _params(args)
@@ -90,9 +90,23 @@ def cmd_paper(args) -> None:
 
 
 def cmd_analyze_cohort(args) -> None:
-    from . import cohort_cmd
+    import time
+    from pathlib import Path
 
-    cohort_cmd.run(args)
+    from . import io, published
+
+    if args.resamples < 100:
+        raise SilentzoneError(f"--resamples must be at least 100 (fewer cannot resolve p = 0.01), got {args.resamples}")
+    if not 0.5 < args.ci < 1:
+        raise SilentzoneError(f"--ci must lie between 0.5 and 1 (e.g. 0.95), got {args.ci}")
+    scores = [c.strip() for group in args.score for c in group.split(",") if c.strip()]
+    start = time.perf_counter()
+    doc, tidy = published.analyze(Path(args.csv), args.fidelity, scores, args.name_col, args.reference_row, args.silent_margin,
+                                  args.silent_k, args.seed, args.resamples, args.ci)
+    io.write_json(Path(args.out) / "correlations.json", doc)
+    io.write_csv(Path(args.out) / "correlations.csv", tidy, float_format="%.9g")
+    print(published.report(doc))
+    print(f"wrote {args.out}/correlations.json and correlations.csv in {time.perf_counter() - start:.1f} s")
 
 
 def cmd_ingest(args) -> None:
@@ -105,6 +119,8 @@ def cmd_ingest(args) -> None:
 
 
 def _add_commands(sub, asked: str) -> None:
+    from . import config
+
     p = sub.add_parser("profile", help="write params.yaml from profiles/<name>.yaml (tiny, quick, default, gemma)")
     p.add_argument("name", nargs="?", help="profile name (a file in profiles/)")
     p.add_argument("--show", action="store_true", help="print the profile params.yaml was made from")
@@ -124,6 +140,23 @@ def _add_commands(sub, asked: str) -> None:
 
     sub.add_parser("collect", help="join per-model outputs into data/processed/{cohort,items}.parquet").set_defaults(handler=cmd_collect)
 
+    p = sub.add_parser("analyze-cohort", help="fidelity-vs-score correlations, full and silent zone, for any cohort CSV")
+    p.add_argument("csv", help="cohort CSV: one row per quant, fidelity and score columns (`#` comment lines allowed)")
+    p.add_argument("--fidelity", action="append", required=True, metavar="COL", help="fidelity column (larger = further from the reference); repeat for several")
+    p.add_argument("--score", action="append", required=True, metavar="COL[,COL...]", help="score column(s); the composite is their mean")
+    p.add_argument("--name-col", default=None, help="column naming the quant (default: the first column)")
+    p.add_argument("--reference-row", default=None, metavar="NAME", help="name of the reference row (default: the one row whose name contains 'reference')")
+    # Not required at the argparse level: its error would be a usage block, not one line (published.NO_RULE).
+    zone = p.add_mutually_exclusive_group()
+    zone.add_argument("--silent-margin", type=float, default=None, metavar="X", help="silent zone: |composite − reference composite| ≤ X, in score units (this or --silent-k is required)")
+    zone.add_argument("--silent-k", type=int, default=None, metavar="K", help="silent zone: the K quants with the lowest first --fidelity")
+    defaults = config.ANALYZE_COHORT_DEFAULTS
+    p.add_argument("--seed", type=int, default=defaults["seed"], help="seed of every resample (default: profiles/default.yaml's)")
+    p.add_argument("--resamples", type=int, default=defaults["resamples"], help="permutation and bootstrap resamples")
+    p.add_argument("--ci", type=float, default=defaults["ci"])
+    p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/correlations.json and DIR/correlations.csv")
+    p.set_defaults(handler=cmd_analyze_cohort)
+
     p = sub.add_parser("analyze", help="execute one analysis notebook with papermill")
     p.add_argument("notebook", help="notebook name without .ipynb, e.g. 01-fidelity-vs-score")
     p.add_argument("--kernel", default="python3")
@@ -133,7 +166,6 @@ def _add_commands(sub, asked: str) -> None:
     # so that, e.g., `silentzone prepare` never imports scipy.
     delegated = {
         "paper": ("silentzone.paper", "write paper/_variables.yml from results/numbers, or render the manuscript", cmd_paper),
-        "analyze-cohort": ("silentzone.cohort_cmd", "fidelity-vs-score correlations, full and silent zone, for any cohort CSV", cmd_analyze_cohort),
         "ingest": ("silentzone.ingest.cli", "turn llama.cpp / lm-eval / LiveCodeBench outputs into cohort and item tables", cmd_ingest),
     }
     for name, (module, help_text, handler) in delegated.items():

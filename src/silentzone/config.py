@@ -25,6 +25,8 @@ from .errors import SilentzoneError
 
 PROFILES_DIR = Path("profiles")
 PARAMS_FILE = Path("params.yaml")
+# `analyze-cohort` runs without params.yaml: its defaults are profiles/default.yaml's, kept here
+ANALYZE_COHORT_DEFAULTS = {"seed": 20260619, "resamples": 10000, "ci": 0.95}
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_+\-]*$"  # no dots: a name is a DVC params path segment and a file name
 
 

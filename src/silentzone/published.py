@@ -19,11 +19,12 @@ from pathlib import Path
 import pandas as pd
 
 from . import stats, zone
+from .config import ANALYZE_COHORT_DEFAULTS
 from .errors import SilentzoneError
 from .schema import COMPOSITE, MODEL, SCORE_PREFIX, composite
 
-DEFAULT_SEED = 20260619  # profiles/default.yaml `seed`, so results match the pipeline's defaults
-DEFAULT_RESAMPLES = 10000
+DEFAULT_SEED = ANALYZE_COHORT_DEFAULTS["seed"]
+DEFAULT_RESAMPLES = ANALYZE_COHORT_DEFAULTS["resamples"]
 NO_RULE = ("published cohorts have no per-item outcomes, so the default silent zone (paired bootstrap over items) is "
            "impossible; give --silent-margin X (in score units) or --silent-k K")
 # A missing cell, spelled as pandas' read_csv recognises one by default.

@@ -14,6 +14,13 @@ import pandas as pd
 
 from .errors import SilentzoneError
 
+# The study's 14 variants (name -> metric), as profiles/default.yaml defines them (a test checks the
+# two agree): what tables made without a params.yaml (silentzone ingest) carry as columns.
+STANDARD = {
+    "kld_mean": "kld", "kld_median": "kld", "kld_p90": "kld", "kld_p99": "kld", "kld_p99_9": "kld", "kld_topk_mean": "kld_topk",
+    "ppl_ratio": "ppl_ratio", "abs_dln_ppl": "abs_dln_ppl", "ppl_greedy": "ppl_greedy", "top1_disagree": "top1_disagree",
+    "rms_dp": "rms_dp", "kld_mean_fiction": "kld", "kld_mean_code": "kld", "kld_mean_ctx128": "kld",
+}
 # percentiles interpolate linearly between order statistics, as llama.cpp's perplexity tool does
 AGGREGATIONS = {"mean": np.mean, "median": np.median, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
 # the value of each metric when a model is compared with itself; ppl_greedy has none

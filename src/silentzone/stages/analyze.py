@@ -9,7 +9,6 @@ results/notebooks/NAME.ipynb.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from .. import io
@@ -33,21 +32,13 @@ def notebook_parameters(params: Params, name: str, layout: Layout = DEFAULT) -> 
     }
 
 
-def run(params: Params | argparse.Namespace, name: str | None = None, layout: Layout = DEFAULT, kernel: str = "python3") -> str | int:
-    """Execute one notebook; returns what to print. (Called with the parsed command line, it is the
-    old `module.run(args)` entry point, until cli.py calls run(params, name, layout) itself.)"""
-    if isinstance(params, argparse.Namespace):
-        from .. import config
+def run(params: Params, name: str, layout: Layout = DEFAULT, kernel: str = "python3") -> str:
+    """Execute one notebook on the collected tables (after checking their provenance); returns what to print."""
+    from .. import provenance
 
-        args = params
-        print(run(config.load(args.params), args.notebook, DEFAULT, args.kernel))
-        return 0
+    stamp = layout.processed_stamp
+    provenance.verify(provenance.read_stamp(stamp, "collect"), stamp, params, "collect", layout.processed)
     return _execute(params, name, layout, kernel)
-
-
-def add_arguments(p):
-    p.add_argument("notebook", help="notebook name without .ipynb, e.g. 01-fidelity-vs-score")
-    p.add_argument("--kernel", default="python3")
 
 
 def _execute(params: Params, name: str, layout: Layout, kernel: str) -> str:
