@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from . import config, io
+from .layout import DEFAULT
 from .errors import SilentzoneError
 
 PAPER_DIR = Path("paper")
@@ -85,13 +86,11 @@ def csv_to_markdown(csv_path: Path, float_digits: int = 3) -> str:
     return "\n".join([header, rule, *rows]) + "\n"
 
 
-def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
-    results = Path(config.PATHS["results"])
+def write_inputs(params, paper_dir: Path = PAPER_DIR) -> None:
+    results = DEFAULT.results
     variables = build_variables(results, paper_dir)
-    variables["run"] = {"profile": params.get("profile"), "model": config.get(params, "model.name", str),
-                        "n_quants": len(params.get("cohort") or {}),
-                        "n_tasks": len((params.get("bench") or {}).get("tasks") or {}),
-                        "n_items": sum(int(n) for n in ((params.get("bench") or {}).get("tasks") or {}).values())}
+    variables["run"] = {"profile": params.profile, "model": params.model.name, "n_quants": len(params.cohort),
+                        "n_tasks": len(params.bench.tasks), "n_items": sum(params.bench.tasks.values())}
     io.write_text(paper_dir / "_variables.yml", yaml.safe_dump(variables, sort_keys=True, allow_unicode=True))
     for kind in ("figures", "tables"):
         target = paper_dir / kind
