@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from silentzone import config, io  # noqa: E402
 from silentzone.layout import Layout  # noqa: E402
-from silentzone.quant import load_quant  # noqa: E402
+from silentzone.quant.load import load_quant  # noqa: E402
 from silentzone.stages import bench as run  # noqa: E402
 from silentzone.stages import prepare, reference  # noqa: E402
 

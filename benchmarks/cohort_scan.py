@@ -27,7 +27,7 @@ import torch
 
 from silentzone import config, io
 from silentzone.model import load_reference
-from silentzone.quant import apply_recipe
+from silentzone.quant.recipes import apply_recipe
 from silentzone.quant.recipes import validate_cohort
 
 OUT = Path(__file__).resolve().parent / "out"

@@ -70,7 +70,7 @@ def child(args) -> dict:
     import torch
 
     from silentzone import refstore
-    from silentzone.quant import load_quant
+    from silentzone.quant.load import load_quant
     from silentzone.stages import fidelity
 
     params = bench_params(args.windows, args.threads)

@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     import torch
 
     from silentzone.metrics import token_metrics
-    from silentzone.quant import load_quant
+    from silentzone.quant.load import load_quant
     from silentzone.stages.reference import score_range, tokenize
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

