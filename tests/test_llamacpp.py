@@ -146,10 +146,10 @@ def test_failed_quantize_keeps_an_existing_output(tools, tmp_path):
     assert out.read_text() == "previous" and files_in(tmp_path) == ["keep.gguf"]
 
 
-def test_truncated_source_is_one_line(built, tmp_path):
+def test_truncated_source_is_one_line(tools, tmp_path):
+    data = reference_gguf().read_bytes()
     trunc = tmp_path / "trunc.gguf"
-    with open(built["Q8_0"]["file"], "rb") as f:
-        trunc.write_bytes(f.read(70_000_000))
+    trunc.write_bytes(data[: len(data) // 2])
     out = tmp_path / "out"
     with pytest.raises(SilentzoneError) as exc:
         llamacpp.quantize(trunc, out / "x.gguf", "Q4_0")
@@ -206,7 +206,7 @@ def test_imatrix_of_another_model_is_one_line_and_writes_nothing(tools, tmp_path
 
 
 @pytest.mark.model
-def test_reference_gguf_as_member_is_the_reference(tools, reference):
+def test_reference_gguf_as_member_is_the_reference(reference):
     """Our name mapping and Q/K un-permutation give back exactly what transformers' GGUF loader made."""
     import torch
 
@@ -295,16 +295,15 @@ def test_gguf_of_another_model_is_one_line_naming_the_file(reference, tmp_path):
 
 
 @pytest.mark.model
-def test_truncated_or_garbage_gguf_is_one_line(built, reference, tmp_path):
+def test_truncated_or_garbage_gguf_is_one_line(reference, tmp_path):
     model, tokenizer = reference
+    data = reference_gguf().read_bytes()
     trunc = tmp_path / "half.gguf"
-    with open(built["Q8_0"]["file"], "rb") as f:
-        trunc.write_bytes(f.read(70_000_000))
+    trunc.write_bytes(data[: len(data) // 2])
     with pytest.raises(SilentzoneError) as exc:
         gguf_member.load_member(model, tokenizer, trunc)
     assert "half.gguf" in one_line(exc) and "truncated" in one_line(exc)
     # Cut inside the last tensor: the header parses, the tensor table promises bytes that are gone.
-    data = Path(built["Q8_0"]["file"]).read_bytes()
     tail_cut = tmp_path / "tail_cut.gguf"
     tail_cut.write_bytes(data[:-1000])
     with pytest.raises(SilentzoneError) as exc:
