@@ -177,8 +177,16 @@ def _add_commands(sub, asked: str) -> None:
             importlib.import_module(module).add_arguments(p)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line like every other failure (argparse would print the usage first);
+    subparsers are made of the same class, so theirs are too."""
+
+    def error(self, message):
+        raise SilentzoneError(f"{message}; see `{self.prog} --help`")
+
+
 def build_parser(asked: str = "") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="silentzone",
         description="Displacement Is Not Direction, reproduced: do fidelity metrics (KLD, PPL, top-1) predict the benchmark quality of quantized LLMs?",
     )
@@ -196,14 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(command).parse_args(argv)
         result = args.handler(args)
     except SilentzoneError as exc:
-        return _fail(f"silentzone {command}: error: {exc}", debug)
+        return _fail(f"{_prog(command)}: error: {exc}", debug)
     except KeyboardInterrupt:
         print("silentzone: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except SystemExit as exc:  # argparse: usage errors print their own line
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
     except Exception as exc:  # noqa: BLE001 — the one place every unexpected failure becomes one line
-        return _fail(f"silentzone {command}: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+        return _fail(f"{_prog(command)}: error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
                      "(a bug or an unreadable input; rerun with --debug for the traceback and report it)", debug)
     return int(result or 0)
 
@@ -217,6 +225,10 @@ def _command(argv: list[str]) -> str:
         elif not arg.startswith("-"):
             return arg
     return ""
+
+
+def _prog(command: str) -> str:
+    return f"silentzone {command}" if command else "silentzone"
 
 
 def _fail(message: str, debug: bool) -> int:

@@ -48,6 +48,15 @@ class TinyModel(Section):
     num_key_value_heads: int = Field(ge=1, le=256)
     max_position_embeddings: int = Field(ge=16, le=1 << 20)
 
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        # transformers refuses the first only when it builds the model, the second only in the first forward pass
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"`num_attention_heads` = {self.num_attention_heads} must divide `hidden_size` = {self.hidden_size}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"`num_key_value_heads` = {self.num_key_value_heads} must divide `num_attention_heads` = {self.num_attention_heads}")
+        return self
+
 
 class Model(Section):
     name: str = Field(pattern=NAME)
@@ -272,6 +281,11 @@ class Params(Section):
                 raise ValueError(f"variants.{name}.corpus {v.corpus!r} is not scored; add it to fidelity.corpora")
             if isinstance(v.ctx, int) and v.ctx not in (self.fidelity.ctx, self.fidelity.ctx_alt):
                 raise ValueError(f"variants.{name}.ctx {v.ctx} is neither fidelity.ctx nor fidelity.ctx_alt")
+            # only the primary corpus is stored at ctx_alt (Params.store_specs): fidelity would fail after all its work
+            alt = v.ctx == "alt" or (v.ctx == self.fidelity.ctx_alt != self.fidelity.ctx)
+            if alt and (v.corpus or self.fidelity.primary_corpus) != self.fidelity.primary_corpus:
+                raise ValueError(f"variants.{name}: ctx_alt is scored on fidelity.primary_corpus {self.fidelity.primary_corpus!r} only, "
+                                 f"not on {v.corpus!r}; drop its `ctx` or its `corpus`")
         if self.stats.primary_variant not in self.variants:
             raise ValueError(f"stats.primary_variant {self.stats.primary_variant!r} is not a variant{_closest(self.stats.primary_variant, self.variants)}")
         return self
@@ -382,7 +396,9 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
 
 def describe(exc: ValidationError, raw: dict, source: str) -> str:
     """The first validation error as one line: file, dotted key, what is wrong, the fix."""
-    err = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    # a misspelt key is both unknown and missing: name the one the user wrote, with the closest valid key
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "union[", "str", "dict["))]
     key = ".".join(loc) or "(top level)"
     kind, msg = err["type"], err["msg"].removeprefix("Value error, ")
@@ -393,6 +409,8 @@ def describe(exc: ValidationError, raw: dict, source: str) -> str:
         return f"{source}: missing key `{key}`; add it (see profiles/default.yaml)"
     value = _lookup(raw, loc)
     got = f", got {value!r}" if value is not _MISSING and kind != "value_error" else ""
+    if not loc:  # a cross-section rule: its message names the keys
+        return f"{source}: {msg}{got}"
     return f"{source}: `{key}`: {msg}{got}"
 
 

@@ -109,5 +109,6 @@ def prompt_kld(head_R, hidden_R: np.ndarray, logits_q, work_dtype: str = "float3
         logits_R = head_R(hidden[start : start + step])
         zq = logits_q[start : start + step].to(logits_R.device)
         check_finite(logits_R, "reference bench store", "bench", 0, 0, start)
+        check_finite(zq, "quant", "bench", 0, 0, start)  # a NaN mean would pass as a per-prompt KLD
         parts.append(token_metrics(logits_R, zq, np.zeros(len(zq), np.int64), 1, -27.631021115928547, work_dtype)["kld"])
     return float(np.concatenate(parts).mean())

@@ -18,7 +18,8 @@ positions first … len-2 (each predicting the next token):
                  manifest.json (ids, the writer's metadata, the sha256 of every file)
 
 A folder is written under a temporary name and renamed into place only when complete; every read
-verifies the sha256 of every file against its manifest.
+verifies the sha256 of every file against its manifest, and opening a segment checks that its arrays
+fit together and hold no NaN/inf, before any stage computes from them.
 """
 
 from __future__ import annotations
@@ -145,13 +146,22 @@ class Segment:
     def __init__(self, folder: str | Path, rerun: str):
         self.folder, self.rerun = Path(folder), rerun
         self.manifest = read_manifest(self.folder, rerun)
-        self._tokens = np.load(self.folder / "tokens.npy")
-        self._offsets = np.load(self.folder / "offsets.npy")
-        self._firsts = np.load(self.folder / "firsts.npy")
-        self._hidden = np.load(self.folder / "hidden.npy", mmap_mode="r")
-        rows = self._offsets[1:] - self._offsets[:-1] - 1 - self._firsts
+        try:
+            self._tokens = np.load(self.folder / "tokens.npy", allow_pickle=False)
+            self._offsets = np.load(self.folder / "offsets.npy", allow_pickle=False)
+            self._firsts = np.load(self.folder / "firsts.npy", allow_pickle=False)
+            self._hidden = np.load(self.folder / "hidden.npy", mmap_mode="r", allow_pickle=False)
+            self.ids = list(self.manifest["ids"])
+            rows = self._offsets[1:] - self._offsets[:-1] - 1 - self._firsts
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SilentzoneError(f"{self.folder}: reference store segment unreadable ({type(exc).__name__}); {rerun}") from None
         self._row_offsets = np.concatenate([[0], np.cumsum(rows)])
-        self.ids = list(self.manifest["ids"])
+        # checksums only prove the files are the ones sealed: check they also fit together, and that no
+        # NaN/inf was sealed in, before any stage computes (and writes) anything from them
+        if (self._hidden.ndim != 2 or len(self._offsets) != len(self.ids) + 1 or len(self._firsts) != len(self.ids)
+                or self._offsets[-1] != len(self._tokens) or (rows < 0).any() or self._row_offsets[-1] != len(self._hidden)):
+            raise SilentzoneError(f"{self.folder / 'hidden.npy'}: its rows do not match the segment's tokens and offsets (damaged); {rerun}")
+        _finite(self._hidden, self.folder / "hidden.npy", rerun)
         self.index = {seq_id: i for i, seq_id in enumerate(self.ids)}
 
     def __len__(self) -> int:
@@ -192,5 +202,5 @@ def bench_fingerprint(root: Path, task: str) -> str | None:
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8")).get("fingerprint")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):  # damaged: reading the segment says so
         return None

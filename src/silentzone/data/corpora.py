@@ -158,9 +158,13 @@ def load_text(name: str, prepared_dir: Path) -> tuple[str, dict]:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise SilentzoneError(f"{mpath}: damaged (not JSON); rerun `silentzone prepare`") from None
+    if not isinstance(manifest, dict):
+        raise SilentzoneError(f"{mpath}: damaged (not the mapping `silentzone prepare` writes); rerun `silentzone prepare`")
     if name not in manifest:
         raise SilentzoneError(f"{mpath}: no corpus {name!r} (has {', '.join(manifest) or 'none'}); add it under `corpora:` and rerun `silentzone prepare`")
     entry = manifest[name]
+    if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("path", "sha256")):
+        raise SilentzoneError(f"{mpath}: entry {name!r} is damaged (needs `path` and `sha256`); rerun `silentzone prepare`")
     path = prepared_dir / entry["path"]
     if not path.exists() or io.sha256_file(path) != entry["sha256"]:
         raise SilentzoneError(f"{path}: missing or its sha256 differs from {mpath}; rerun `silentzone prepare`")

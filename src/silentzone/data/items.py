@@ -226,7 +226,10 @@ def read_prepared(name: str, prepared_dir: str | Path) -> list[dict]:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
             raise SilentzoneError(f"{path}:{lineno}: not valid JSON ({exc.msg}); rerun `silentzone prepare`") from None
-        validate(item, f"{path}:{lineno}")
+        try:
+            validate(item if isinstance(item, dict) else {}, f"{path}:{lineno}")
+        except SilentzoneError as exc:  # validate names what is wrong; here the fix is to remake the file
+            raise SilentzoneError(f"{exc}; rerun `silentzone prepare`") from None
         items.append(item)
     if not items:
         raise SilentzoneError(f"{path}: no items (empty subset); set bench.tasks.{name} >= 1 and rerun `silentzone prepare`")

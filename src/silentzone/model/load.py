@@ -65,6 +65,7 @@ def load_reference(params, cache_dir: str | Path | None = None):
     """(model, tokenizer) in eval mode, fp32, on params' device. Cached after the first load."""
     import torch
 
+    check_device(params)  # before a GGUF cache is built or any weight is loaded
     torch.set_num_threads(params.threads)
     source, name = params.model.source, params.model.name
     kind, path = resolve_source(source)
@@ -78,6 +79,21 @@ def load_reference(params, cache_dir: str | Path | None = None):
             path = cache
         model, tokenizer = _load_hf_dir(path)
     return model.to(params.model.device).eval(), tokenizer
+
+
+def check_device(params) -> None:
+    """One line when params' `model.device` is not present on this machine."""
+    import torch
+
+    device = params.model.device
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(index or 0) >= n:
+            raise SilentzoneError(f"{params.source}: model.device {device!r}: this machine has {n} CUDA device(s) "
+                                  f"(torch {torch.__version__}); set model.device to cpu{' or cuda:0' if n else ''}")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise SilentzoneError(f"{params.source}: model.device 'mps': not available on this machine; set model.device to cpu")
 
 
 def _load_hf_dir(path: Path):

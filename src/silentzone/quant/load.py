@@ -28,7 +28,7 @@ def load_quant(params, name: str, cache_dir=None):
     cohort = validate_cohort(params.cohort, params.source)
     model, tokenizer = load_reference(params, cache_dir=cache_dir)
     recipe = {"default": "F32", "classes": {}, "layers": {}} if name == REFERENCE else cohort[name]
-    report = apply_recipe(model, recipe)
+    report = apply_recipe(model, recipe, f"{params.source}: cohort.{name}")
     report["quant"] = name
     if name == REFERENCE:
         report["note"] = "unquantized reference: every weight kept at the reference's fp32 values"

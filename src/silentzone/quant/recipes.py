@@ -21,6 +21,7 @@ other 1-D tensors are excluded; a tied matrix counts once), with block scales co
 
 from __future__ import annotations
 
+import difflib
 import re
 
 from ..schema import REFERENCE
@@ -71,7 +72,7 @@ def validate_recipe(recipe, where: str) -> dict:
         raise SilentzoneError(f"{where}: a recipe is a format name or a mapping of tensor classes to formats, got {recipe!r}")
     unknown = [k for k in recipe if k not in RECIPE_KEYS]
     if unknown:
-        raise SilentzoneError(f"{where}: unknown tensor class {unknown[0]!r}; valid: {', '.join(RECIPE_KEYS)}")
+        raise SilentzoneError(f"{where}: unknown tensor class {unknown[0]!r}{_closest(unknown[0], RECIPE_KEYS)}; valid: {', '.join(RECIPE_KEYS)}")
     default = formats.check_format(_as_str(recipe.get("default", "F32"), f"{where}.default"), f"{where}.default")
     classes = {c: formats.check_format(_as_str(recipe[c], f"{where}.{c}"), f"{where}.{c}") for c in TENSOR_CLASSES if c in recipe}
     layers = {}
@@ -88,10 +89,15 @@ def validate_recipe(recipe, where: str) -> dict:
             raise SilentzoneError(f"{at}: expected a format or a mapping of layer classes to formats, got {value!r}")
         bad = [c for c in value if c not in LAYER_CLASSES]
         if bad:
-            raise SilentzoneError(f"{at}: unknown layer tensor class {bad[0]!r}; valid: {', '.join(LAYER_CLASSES)}")
+            raise SilentzoneError(f"{at}: unknown layer tensor class {bad[0]!r}{_closest(bad[0], LAYER_CLASSES)}; valid: {', '.join(LAYER_CLASSES)}")
         layers.setdefault(index, {})
         layers[index].update({c: formats.check_format(_as_str(f, f"{at}.{c}"), f"{at}.{c}") for c, f in value.items()})
     return {"default": default, "classes": classes, "layers": layers}
+
+
+def _closest(word, candidates) -> str:
+    near = difflib.get_close_matches(str(word), candidates, n=1, cutoff=0.6)
+    return f" (did you mean `{near[0]}`?)" if near else ""
 
 
 def _as_str(value, where: str) -> str:
@@ -146,19 +152,19 @@ def _is_tied(model) -> bool:
     return outp is not None and inp is not None and outp.weight is inp.weight
 
 
-def apply_recipe(model, recipe) -> dict:
+def apply_recipe(model, recipe, where: str = "recipe") -> dict:
     """Quantize `model`'s weights in place (round trip through each tensor's format); return the report.
 
-    `recipe` is a raw recipe (as in params) or the normal form from validate_recipe.
+    `recipe` is a raw recipe (as in params) or the normal form from validate_recipe; `where` names it in errors.
     """
     import torch
 
     if not (isinstance(recipe, dict) and set(recipe) == {"default", "classes", "layers"}):
-        recipe = validate_recipe(recipe, "recipe")
+        recipe = validate_recipe(recipe, where)
     n_layers = int(model.config.get_text_config().num_hidden_layers)
     bad = [i for i in recipe["layers"] if not -n_layers <= i < n_layers]
     if bad:
-        raise SilentzoneError(f"recipe layers: index {bad[0]} is out of range for a model with {n_layers} layers")
+        raise SilentzoneError(f"{where}.layers: index {bad[0]} is out of range for a model with {n_layers} layers ({-n_layers}..{n_layers - 1})")
     tied = _is_tied(model)
     tensors, total_bits, total_weights = {}, 0.0, 0
     for name, param, cls, layer in _weights(model):

@@ -5,13 +5,15 @@ data/bench/<MODEL>.parquet (one row per item; columns in silentzone.schema.ITEM_
 reference's answer) and the reference's final hidden states over it (data/reference/bench/, in the
 one reference-store format of silentzone.refstore); a quant's per-prompt KLD is the mean token KLD
 (silentzone.metrics) against the reference over that same sequence. Each task is written as a part
-(atomically) under data/bench/.parts/<MODEL>/, so an interrupted run resumes at the first unfinished task.
+(atomically) under data/bench/.parts/<MODEL>/, so an interrupted run resumes at the first unfinished task;
+a part is reused only when made from the same inputs and code and intact (its sha256), else recomputed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,7 @@ def fingerprint(params, name: str, task: str, layout: Layout, with_reference: bo
     h.update(layout.bench_items(task).read_bytes())
     keys = {"seed": params.seed, "model": params.model.model_dump(), "threads": params.threads, "bench": params.bench.model_dump()}
     keys["cohort_entry"] = params.cohort.get(name)
+    keys["code"] = provenance.code_sha256("bench-reference" if name == REFERENCE else "bench")  # parts of other code are stale
     h.update(json.dumps([name, task, keys], sort_keys=True, default=str).encode())
     if with_reference:
         h.update(str(refstore.bench_fingerprint(layout.reference, task)).encode())
@@ -52,6 +55,7 @@ class Context:
         self.name, self.model, self.tokenizer = name, model, tokenizer
         self.cap = lm.softcap_of(model)
         self.head_R, self.segment = head_R, segment
+        self.segments: dict[str, refstore.Segment] = {}  # a quant's reference segments by task, opened (checked) up front
 
     @property
     def is_reference(self) -> bool:
@@ -152,7 +156,7 @@ def run_task(params, layout: Layout, ctx: Context, task: str) -> pd.DataFrame:
         meta = {"task": task, "fingerprint": fingerprint(params, ctx.name, task, layout, False)}
         writer = _BenchSegment(refstore.bench_dir(layout.reference, task), meta)
     else:
-        ctx.segment = refstore.open_bench(layout.reference, task)
+        ctx.segment = ctx.segments[task] if task in ctx.segments else refstore.open_bench(layout.reference, task)
     with tqdm(total=len(task_items), desc=f"bench {ctx.name} {task}", unit="item") as bar:
         rows = (mc_rows(ctx, task, task_items, writer, bar) if kind == "mc"
                 else code_rows(ctx, task, task_items, params, writer, bar))
@@ -168,12 +172,13 @@ def run(params, layout: Layout, name: str, load_model) -> pd.DataFrame:
     for task in tasks:
         bench_items.read_prepared(task, layout.prepared)  # fail early, before loading a model
     is_ref = name == REFERENCE
+    segments = {} if is_ref else reference_inputs(params, layout, tasks)
     parts_dir = layout.bench_parts(name)
     ctx, frames = None, []
     for task in tasks:
         fp = fingerprint(params, name, task, layout, not is_ref)
         part, stamp = parts_dir / f"{task}.parquet", parts_dir / f"{task}.json"
-        done = part.exists() and stamp.exists() and _stamp(stamp) == fp
+        done = _finished(part, stamp, fp)
         if done and is_ref:
             done = refstore.bench_fingerprint(layout.reference, task) == fp
         if not done:
@@ -185,9 +190,10 @@ def run(params, layout: Layout, name: str, load_model) -> pd.DataFrame:
                     provenance.verify_made_by(head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference")
                     head_R.check_vocab(name, model, tokenizer)
                 ctx = Context(name, model, tokenizer, head_R)
+                ctx.segments = segments
             frame = run_task(params, layout, ctx, task)
             io.write_parquet(part, frame)
-            io.write_json(stamp, {"fingerprint": fp, "n_items": len(frame)})
+            io.write_json(stamp, {"fingerprint": fp, "n_items": len(frame), "sha256": io.sha256_file(part)})
         frames.append(io.read_parquet(part, f"bench part {task} of {name!r}"))
     table = typed_items(pd.concat(frames, ignore_index=True))
     io.write_parquet(layout.bench_table(name), table)
@@ -196,11 +202,40 @@ def run(params, layout: Layout, name: str, load_model) -> pd.DataFrame:
     return table
 
 
-def _stamp(path: Path) -> str | None:
+def reference_inputs(params, layout: Layout, tasks: list[str]) -> dict[str, refstore.Segment]:
+    """A quant's inputs from the reference, all checked before anything is written (also when every
+    part is done, since the table is stamped anew): the head, made by the current params and code, and
+    per task the `bench reference` segment, made from the current items, params and code, intact."""
+    head = refstore.head_dir(layout.reference)
+    provenance.verify_made_by(refstore.read_manifest(head, "rerun `silentzone reference`"), head / refstore.MANIFEST, params, "reference")
+    segments = {}
+    for task in tasks:
+        made = refstore.bench_fingerprint(layout.reference, task)
+        if made is not None and made != fingerprint(params, REFERENCE, task, layout, False):
+            raise SilentzoneError(f"{refstore.bench_dir(layout.reference, task)}: stale, made from other items, params (seed, model, threads, bench) "
+                                  f"or code than {layout.bench_items(task)} and {params.source}; rerun `silentzone bench reference`")
+        segments[task] = refstore.open_bench(layout.reference, task)
+    return segments
+
+
+def _finished(part: Path, stamp: Path, fp: str) -> bool:
+    """Whether a task's part is done for these inputs and intact. A damaged part (or stamp) is
+    discarded and recomputed, and we say so; a part made from other inputs is recomputed silently."""
+    if not part.exists() or not stamp.exists():
+        return False
     try:
-        return json.loads(path.read_text()).get("fingerprint")
+        found = json.loads(stamp.read_text(encoding="utf-8"))
+        made, digest = found.get("fingerprint"), found.get("sha256")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return None
+        made = digest = None
+    if made is not None and made != fp:
+        return False
+    if made is None or digest != io.sha256_file(part):  # a readable but altered part too
+        print(f"{part}: damaged resume part, discarded and recomputed", file=sys.stderr)
+        part.unlink()
+        stamp.unlink()
+        return False
+    return True
 
 
 def summary(name: str, table: pd.DataFrame) -> str:

@@ -33,9 +33,14 @@ def read_report(params, layout: Layout, quant: str) -> dict:
         report = json.loads(path.read_text(encoding="utf-8"))
         found = dict(report["variants"])
         bpw = float(report["bpw"])
+        stamp = dict(report.get("provenance") or {"files": {}})
+        stamp["files"] = dict(stamp["files"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
         raise SilentzoneError(f"{path}: damaged (not the JSON `silentzone fidelity` writes); {rerun}") from None
-    provenance.verify(report.get("provenance", {"files": {}}), path, params, "fidelity", layout.fidelity, quant)
+    provenance.verify(stamp, path, params, "fidelity", layout.fidelity, quant)
+    # the report is its own stamp (no checksum covers it): its one number must at least be physical
+    if not 0.0 < bpw <= 32.0:
+        raise SilentzoneError(f"{path}: `bpw` = {bpw!r} is impossible (bits per weight lie in (0, 32]; damaged file); {rerun}")
     return {"bpw": bpw, "variants": found}
 
 
@@ -58,20 +63,44 @@ def check_per_token(table: pd.DataFrame, path) -> None:
 def cohort_rows(params, layout: Layout) -> list[dict]:
     rows = [{MODEL: REFERENCE, "is_reference": True, "bpw": 32.0, **variants.reference_values(params)}]
     for quant in params.quant_names():
+        report = read_report(params, layout, quant)  # first: a damaged table is named by its stamped sha256
         per_token = io.read_parquet(layout.fidelity_table(quant), f"fidelity table of quant {quant!r}")
-        report = read_report(params, layout, quant)
         check_per_token(per_token, layout.fidelity_table(quant))
         rows.append({MODEL: quant, "is_reference": False, "bpw": report["bpw"], **variants.compute(per_token, params)})
     return rows
 
 
+def check_items(table: pd.DataFrame, path, model: str, expected: set | None, rerun: str) -> None:
+    """Physical sanity of one model's item table: its own rows, exactly the reference's items (a
+    score over fewer items is a silent wrong number), a quant's per-prompt KLD finite and ≥ 0."""
+    import numpy as np
+
+    if (table[MODEL] != model).any():
+        raise SilentzoneError(f"{path}: holds rows of model {table.loc[table[MODEL] != model, MODEL].iloc[0]!r}, not {model!r} (damaged or replaced); {rerun}")
+    if expected is not None:
+        found = set(zip(table["task"], table["item_id"]))
+        odd = sorted(expected ^ found)
+        if odd:
+            task, item = odd[0]
+            what = "lacks the reference's item" if (task, item) in expected else "holds an item the reference lacks:"
+            raise SilentzoneError(f"{path}: {what} {task}/{item} (damaged, or made from other items); {rerun}")
+        kld = table["prompt_kld"].to_numpy(np.float64)
+        bad = ~np.isfinite(kld) | (kld < -KLD_TOLERANCE)
+        if bad.any():
+            i = int(bad.argmax())
+            raise SilentzoneError(f"{path}: `prompt_kld` = {kld[i]!r} for item {table['task'].iloc[i]}/{table['item_id'].iloc[i]} is impossible (damaged file); {rerun}")
+
+
 def item_table(params, layout: Layout) -> pd.DataFrame:
-    frames = []
+    frames, expected = [], None
     for m in [REFERENCE, *params.quant_names()]:
         stage, name = ("bench-reference", None) if m == REFERENCE else ("bench", m)
         stamp_path = layout.bench_stamp(m)
         provenance.verify(provenance.read_stamp(stamp_path, stage, name), stamp_path, params, stage, layout.bench, name)
         frames.append(io.read_parquet(layout.bench_table(m), f"bench table of {m!r}"))
+        check_items(frames[-1], layout.bench_table(m), m, expected, f"rerun `{provenance.command(stage, name)}`")
+        if m == REFERENCE:
+            expected = set(zip(frames[-1]["task"], frames[-1]["item_id"]))
     items = pd.concat(frames, ignore_index=True)
     dupes = items.duplicated(ITEM_KEYS)
     if dupes.any():

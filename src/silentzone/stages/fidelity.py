@@ -64,19 +64,28 @@ def parts_fingerprint(quant: str, segments: list[refstore.Segment], head_R, para
     f = params.fidelity
     state = {"quant": quant, "cohort": params.cohort.get(quant), "head": head_R.manifest["files"],
              "stores": [s.manifest["files"] for s in segments], "topk": f.topk, "floor": f.topk_floor,
-             "batch_windows": f.batch_windows, "work_dtype": f.work_dtype, "version": metrics.VERSION}
+             "batch_windows": f.batch_windows, "work_dtype": f.work_dtype, "version": metrics.VERSION,
+             "code": provenance.code_sha256("fidelity")}  # parts of other code are stale too, not only of other metrics
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _read_part(path):
-    """A finished part, or None when it is damaged (then it is recomputed, and we say so)."""
-    try:
-        table = io.read_parquet(path, "fidelity resume part")
-    except SilentzoneError:
-        table = None
+    """A finished part, or None when it is damaged (then it is recomputed, and we say so). A part
+    without its checksum was interrupted between the two writes: recomputed silently."""
+    digest = path.with_suffix(".sha256")
+    if not digest.exists():
+        path.unlink()
+        return None
+    table = None
+    if digest.read_text(encoding="utf-8", errors="replace").strip() == io.sha256_file(path):  # a readable but altered part too
+        try:
+            table = io.read_parquet(path, "fidelity resume part")
+        except SilentzoneError:
+            pass
     if table is None or list(table.columns) != TOKEN_COLUMNS:
         print(f"{path}: damaged resume part, discarded and recomputed", file=sys.stderr)
         path.unlink()
+        digest.unlink()
         return None
     return table
 
@@ -89,6 +98,8 @@ def per_token_table(params, layout: Layout, quant: str, model, tokenizer) -> pd.
     provenance.verify_made_by(head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference")
     head_R.check_vocab(quant, model, tokenizer)
     segments = [refstore.open_fidelity(layout.reference, corpus, ctx) for corpus, ctx in params.store_specs()]
+    for seg in segments:  # the head and every segment from the same `silentzone reference` (an interrupted one mixes two)
+        provenance.verify_made_by(seg.manifest, seg.folder / refstore.MANIFEST, params, "reference")
     parts_dir = layout.fidelity_parts(quant)
     fingerprint = parts_fingerprint(quant, segments, head_R, params)
     stamp = parts_dir / "fingerprint.txt"
@@ -103,6 +114,7 @@ def per_token_table(params, layout: Layout, quant: str, model, tokenizer) -> pd.
         table = _read_part(path) if path.exists() else None
         if table is None:
             io.write_parquet(path, window_batch_metrics(quant, model, head_R, seg, windows, params))
+            io.write_text(path.with_suffix(".sha256"), io.sha256_file(path))
             table = io.read_parquet(path, "fidelity resume part")
         tables.append(table)
     table = pd.concat(tables, ignore_index=True).sort_values(TOKEN_KEYS, kind="stable").reset_index(drop=True)
@@ -113,6 +125,7 @@ def run(params, layout: Layout, quant: str, model, tokenizer, quant_report: dict
     """Write <quant>.parquet and <quant>.report.json; returns a one-line summary."""
     table = per_token_table(params, layout, quant, model, tokenizer)
     counts = table.groupby(["corpus", "ctx"]).size()
+    found = variants.compute(table, params)  # before the table is written: a failure leaves no table without its report
     io.write_parquet(layout.fidelity_table(quant), table)
     summary = {
         "quant": quant,
@@ -120,7 +133,7 @@ def run(params, layout: Layout, quant: str, model, tokenizer, quant_report: dict
         "bpw": float(quant_report["bpw"]),
         "quant_report": {k: v for k, v in quant_report.items() if isinstance(v, (str, int, float, bool, type(None), list, dict))},
         "n_tokens": {f"{c}_c{x}": int(n) for (c, x), n in counts.items()},
-        "variants": variants.compute(table, params),
+        "variants": found,
     }
     io.write_json(layout.fidelity_report(quant), summary)
     shutil.rmtree(layout.fidelity_parts(quant))

@@ -86,6 +86,7 @@ def run(params, layout: Layout, model, tokenizer) -> list[str]:
     lines = []
     for corpus, ctx, windows, meta in segments:
         folder = refstore.fidelity_dir(layout.reference, corpus, ctx)
-        write_segment(model, windows, folder, meta)
+        # each segment stamped too: an interrupted run leaves segments of two runs, which fidelity must tell apart
+        write_segment(model, windows, folder, {**meta, "provenance": provenance.made_by(params, "reference")})
         lines.append(f"{folder}: {len(windows)} windows x {ctx} tokens, positions {meta['score_first']}..{meta['score_stop'] - 1} scored")
     return lines
