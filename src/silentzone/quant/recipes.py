@@ -113,14 +113,20 @@ def _layer_key(key, where: str) -> int:
         raise SilentzoneError(f"{where}: layer key {key!r} is not an integer (negative counts from the last layer)") from None
 
 
+def check_name(name, source: str) -> None:
+    """A cohort name is a DVC params path segment and a file name; `reference` is taken."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise SilentzoneError(f"{source}: cohort name {name!r} must be letters, digits, _ + - only (no dots: it is a DVC params key and a file name), e.g. q8_0+ffn_down-q4_0")
+    if name == REFERENCE:
+        raise SilentzoneError(f"{source}: cohort name {REFERENCE!r} is reserved for the unquantized reference; rename it")
+
+
 def validate_cohort(cohort: dict, source: str) -> dict:
-    """{quant name: normal-form recipe} for params `cohort`; raises one SilentzoneError on the first problem."""
+    """{quant name: normal-form recipe} for a cohort of recipes only (silentzone.quant.members
+    validates every kind of member); raises one SilentzoneError on the first problem."""
     out = {}
     for name, recipe in cohort.items():
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            raise SilentzoneError(f"{source}: cohort name {name!r} must be letters, digits, _ + - only (no dots: it is a DVC params key and a file name), e.g. q8_0+ffn_down-q4_0")
-        if name == REFERENCE:
-            raise SilentzoneError(f"{source}: cohort name {REFERENCE!r} is reserved for the unquantized reference; rename it")
+        check_name(name, source)
         out[name] = validate_recipe(recipe, f"{source}: cohort.{name}")
     return out
 

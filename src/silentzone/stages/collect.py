@@ -1,6 +1,8 @@
 """collect: one cohort table and one item table from the per-model outputs → data/processed/.
 
-cohort.parquet: one row per model (the reference included, is_reference=True): bpw, the
+cohort.parquet: one row per model (the reference included, is_reference=True): bpw, where the
+member comes from (`source`: recipe, gguf:<file>, llama-quantize:<type>[+imatrix:<corpus>]) and its
+2-D weight types (`types`, e.g. "Q5_0:166,Q6_K:14,Q8_0:1"), the
 measurement variants (read from each quant's fidelity report), score_<task> and the composite.
 items.parquet: every model's per-item outcomes (the source of truth for flips, the silent zone and
 per-prompt analyses). A CSV copy of the cohort table sits beside it for people and spreadsheets.
@@ -33,6 +35,7 @@ def read_report(params, layout: Layout, quant: str) -> dict:
         report = json.loads(path.read_text(encoding="utf-8"))
         found = dict(report["variants"])
         bpw = float(report["bpw"])
+        quant_report = dict(report.get("quant_report") or {})
         stamp = dict(report.get("provenance") or {"files": {}})
         stamp["files"] = dict(stamp["files"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
@@ -41,7 +44,9 @@ def read_report(params, layout: Layout, quant: str) -> dict:
     # the report is its own stamp (no checksum covers it): its one number must at least be physical
     if not 0.0 < bpw <= 32.0:
         raise SilentzoneError(f"{path}: `bpw` = {bpw!r} is impossible (bits per weight lie in (0, 32]; damaged file); {rerun}")
-    return {"bpw": bpw, "variants": found}
+    types = quant_report.get("matrix_types") or quant_report.get("formats") or {}
+    return {"bpw": bpw, "variants": found, "source": str(quant_report.get("source", "recipe")),
+            "types": ",".join(f"{t}:{n}" for t, n in sorted(types.items()))}
 
 
 def check_per_token(table: pd.DataFrame, path) -> None:
@@ -61,12 +66,14 @@ def check_per_token(table: pd.DataFrame, path) -> None:
 
 
 def cohort_rows(params, layout: Layout) -> list[dict]:
-    rows = [{MODEL: REFERENCE, "is_reference": True, "bpw": 32.0, **variants.reference_values(params)}]
+    rows = [{MODEL: REFERENCE, "is_reference": True, "bpw": 32.0, "source": REFERENCE, "types": "F32",
+             **variants.reference_values(params)}]
     for quant in params.quant_names():
         report = read_report(params, layout, quant)  # first: a damaged table is named by its stamped sha256
         per_token = io.read_parquet(layout.fidelity_table(quant), f"fidelity table of quant {quant!r}")
         check_per_token(per_token, layout.fidelity_table(quant))
-        rows.append({MODEL: quant, "is_reference": False, "bpw": report["bpw"], **variants.compute(per_token, params)})
+        rows.append({MODEL: quant, "is_reference": False, "bpw": report["bpw"], "source": report["source"], "types": report["types"],
+                     **variants.compute(per_token, params)})
     return rows
 
 
