@@ -34,7 +34,9 @@ ALWAYS = list(provenance.ALWAYS)  # what the cli's handlers import first
 CLI = "src/silentzone/cli.py"  # a dependency of every stage, but not traversed: it imports every stage lazily
 # Params methods and the sections they read (config.Params).
 # Sections a stage's code touches but that cannot change its outputs, with the reason.
-EXEMPT = {"bench-reference": {"cohort": "the reference is no cohort member: its fingerprint reads cohort.get('reference'), always None"}}
+EXEMPT = {"bench-reference": {"cohort": "the reference is no cohort member: its fingerprint reads cohort.get('reference'), always None",
+                               "corpora": "read only to build a llama-quantize member's importance matrix, never for the reference",
+                               "fidelity": "fidelity.ctx: the importance matrix's window, never for the reference"}}
 # Params attributes that are no section: where params came from, and provenance's dump of the sections it names.
 NOT_SECTIONS = {"source", "model_dump"}
 METHODS = {"quant_names": {"cohort"}, "task_names": {"bench"}, "store_specs": {"fidelity"}, "stats_settings": {"seed", "stats"}}

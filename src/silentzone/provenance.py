@@ -28,9 +28,9 @@ ALWAYS = ("silentzone.config", "silentzone.layout", "silentzone.errors")
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "prepare": (("silentzone.stages.prepare",), ("seed", "corpora", "bench.tasks")),
     "reference": (("silentzone.stages.reference", "silentzone.model"), ("seed", "model", "threads", "corpora", "fidelity")),
-    "fidelity": (("silentzone.stages.fidelity", "silentzone.quant.load"), ("seed", "model", "threads", "fidelity", "variants", "cohort.{name}")),
+    "fidelity": (("silentzone.stages.fidelity", "silentzone.quant.load"), ("seed", "model", "threads", "corpora", "fidelity", "variants", "cohort.{name}")),
     "bench-reference": (("silentzone.stages.bench", "silentzone.quant.load"), ("seed", "model", "threads", "bench")),
-    "bench": (("silentzone.stages.bench", "silentzone.quant.load"), ("seed", "model", "threads", "bench", "cohort.{name}")),
+    "bench": (("silentzone.stages.bench", "silentzone.quant.load"), ("seed", "model", "threads", "corpora", "fidelity.ctx", "bench", "cohort.{name}")),
     "collect": (("silentzone.stages.collect",), ("cohort", "variants", "fidelity")),
 }
 COMMANDS = {"prepare": "silentzone prepare", "reference": "silentzone reference", "fidelity": "silentzone fidelity {name}",

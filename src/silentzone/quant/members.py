@@ -11,15 +11,11 @@ An entry of params `cohort` is one of:
                                                      ... with an importance matrix from `llama-imatrix`
                                                      over the named corpus (params `corpora`)
 
-llama.cpp-made files and importance matrices are cached under data/models/<model>/llamacpp/,
-each beside a JSON record of what made it (the reference GGUF's and the imatrix's sha256, the
-type); a record that no longer matches means the file is rebuilt. llama.cpp's tools come from
-`make llamacpp` (the pinned llama-cpp-python sdist's vendored llama.cpp) or PATH: see llamacpp.py.
+This module only parses and validates (config uses it); quant/load.py builds each kind.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,59 +75,4 @@ def validate_cohort(cohort: dict, source: str, corpora: dict | None = None) -> d
             raise SilentzoneError(f"{source}: cohort.{name}.imatrix names corpus {member.imatrix!r}, which `corpora` does not define "
                                   f"(it has {', '.join(corpora)})")
         out[name] = member
-    return out
-
-
-# ------------------------------------------------------------------------------- building
-
-
-def _record_matches(path: Path, record: dict) -> bool:
-    meta = path.with_name(path.name + ".json")
-    if not path.exists() or not meta.exists():
-        return False
-    try:
-        return json.loads(meta.read_text(encoding="utf-8")) == record
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-
-
-def _write_record(path: Path, record: dict) -> None:
-    from .. import io
-
-    io.write_json(path.with_name(path.name + ".json"), record)
-
-
-def imatrix_file(params, reference_gguf: Path, corpus: str, cache: Path, prepared_dir: Path) -> Path:
-    """The importance matrix of the reference over a prepared corpus (built once, then cached)."""
-    from .. import io
-    from ..data import corpora
-    from . import llamacpp
-
-    _, entry = corpora.load_text(corpus, prepared_dir)  # checked against corpora.json
-    out = cache / f"imatrix-{corpus}.gguf"
-    record = {"reference_sha256": io.sha256_file(reference_gguf), "corpus_sha256": entry["sha256"], "ctx": params.fidelity.ctx}
-    if not _record_matches(out, record):
-        llamacpp.compute_imatrix(reference_gguf, Path(prepared_dir) / entry["path"], out, ctx=params.fidelity.ctx, chunks=1 << 20,
-                                 threads=params.threads)
-        _write_record(out, record)
-    return out
-
-
-def llamacpp_file(params, member: Member, cache: Path, prepared_dir: Path) -> Path:
-    """The reference GGUF quantized by llama-quantize as `member` asks (built once, then cached)."""
-    from .. import io
-    from ..model.load import resolve_source
-    from . import llamacpp
-
-    kind, reference_gguf = resolve_source(params.model.source)
-    if kind != "gguf":
-        raise SilentzoneError(f"{params.source}: llama-quantize members need a GGUF reference (model.source package:… or gguf:…), "
-                              f"but model.source is {params.model.source!r}; use recipes or gguf: members instead")
-    imatrix = imatrix_file(params, reference_gguf, member.imatrix, cache, prepared_dir) if member.imatrix else None
-    out = cache / (member.qtype + (f"+imatrix-{member.imatrix}" if member.imatrix else "") + ".gguf")
-    record = {"reference_sha256": io.sha256_file(reference_gguf), "qtype": member.qtype,
-              "imatrix_sha256": io.sha256_file(imatrix) if imatrix else None}
-    if not _record_matches(out, record):
-        llamacpp.quantize(reference_gguf, out, member.qtype, imatrix=imatrix, threads=params.threads)
-        _write_record(out, record)
     return out
