@@ -40,7 +40,7 @@ def prepare(params, prepared_dir):
 def test_prepare_writes_texts_and_manifest(tiny_params, tmp_path):
     manifest = prepare(tiny_params, tmp_path)
     on_disk = json.loads((tmp_path / "corpora.json").read_text())
-    assert on_disk == manifest and list(manifest) == ["wiki", "fiction", "code"]
+    assert on_disk == manifest and list(manifest) == ["wiki", "fiction", "code", "calibration"]
     for name, entry in manifest.items():
         data = (tmp_path / entry["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["n_bytes"]
@@ -99,7 +99,23 @@ def test_prepare_command_writes_corpora_and_items(workdir, capsys):
     (workdir / "params.yaml").write_text(config.dump(config.build_profile("tiny")))
     assert cli.main(["prepare"]) == 0
     manifest = json.loads((workdir / "data/prepared/corpora.json").read_text())
-    assert set(manifest) == {"wiki", "fiction", "code"}
+    assert set(manifest) == {"wiki", "fiction", "code", "calibration"}
     assert (workdir / "data/prepared/corpora/wiki.txt").stat().st_size == manifest["wiki"]["n_bytes"]
     assert sorted(p.name for p in (workdir / "data/prepared/bench").iterdir()) == ["arc_easy.jsonl", "humaneval.jsonl", "winogrande.jsonl"]
     assert "wiki.txt: 20 documents" in capsys.readouterr().out
+
+
+def test_calibration_corpus_follows_wiki_and_never_overlaps_it(tiny_params, tmp_path):
+    """The importance-matrix text is BoolQ passages after the ones the wiki corpus measures on."""
+    prepare(tiny_params, tmp_path)
+    wiki = set((tmp_path / "corpora/wiki.txt").read_text().split("\n\n"))
+    calib = set((tmp_path / "corpora/calibration.txt").read_text().split("\n\n"))
+    assert len(calib) > 100 and not wiki & calib
+    assert corpora.build_text(["a", "b", "a", "c", "d"], max_docs=2, skip_docs=1) == ("b\n\nc\n", [1, 3])
+
+
+def test_overlapping_corpora_of_one_source_are_refused():
+    raw = config.build_profile("default")
+    raw["corpora"]["calibration"]["skip_docs"] = 100
+    with pytest.raises(SilentzoneError, match=r"corpora.wiki and corpora.calibration share documents of boolq; give corpora.calibration.skip_docs >= 300"):
+        config.validate(raw, "params.yaml")
