@@ -250,6 +250,49 @@ def test_the_manuscript_types_no_profile_facts():
         assert fact not in text, fact
 
 
+def test_quarto_error_is_quartos_own_message_on_one_line():
+    include = ("\x1b[91mERROR: Include directive failed.\n  in file /x/paper/index.qmd, \n"
+               "  could not find file /x/paper/tables/nope.md.\n\nStack trace:\n"
+               "    at retrieveInclude (file:///q/src/core/handlers/include-standalone.ts:61:13)\x1b[39m\n")
+    assert paper.quarto_error(include) == ("Include directive failed. in file /x/paper/index.qmd, "
+                                           "could not find file /x/paper/tables/nope.md.")
+    lua = ("WARNING (/q/filters/x.lua:255) Unknown var a.b\n"
+           "Error running filter /root/q/src/resources/filters/main.lua:\n"
+           "Block, list of Blocks, or compatible element expected, got table\n"
+           "\twhile retrieving function argument content\nstack traceback:\n"
+           "\t...o/src/resources/filters/./customnodes/floatreftarget.lua:933: in field 'render'\n")
+    assert paper.quarto_error(lua) == ("Error running filter main.lua: Block, list of Blocks, or compatible element "
+                                       "expected, got table while retrieving function argument content")
+    typst = ("[typst]: Compiling index.typ to index.pdf...error: unknown variable: foo\n"
+             "   ┌─ /tmp/paper/index.typ:12:3\n   │\n12 │ #foo\n   │  ^^^\n")
+    assert paper.quarto_error(typst) == "unknown variable: foo (at /tmp/paper/index.typ:12:3)"
+    assert paper.quarto_error("") == "(no output)"
+
+
+def _fake_quarto(tmp_path, monkeypatch, script: str):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    quarto = bin_dir / "quarto"
+    quarto.write_text("#!/bin/sh\n" + script)
+    quarto.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+
+
+def test_render_reports_quartos_error_in_one_line(tmp_path, monkeypatch):
+    _fake_quarto(tmp_path, monkeypatch, 'if [ "$1" = --version ]; then echo 1.7.34; exit 0; fi\n'
+                                        'printf "\\033[91mERROR: YAMLError: bad indentation\\033[39m\\n\\nStack trace:\\n    at x (y.ts:1:1)\\n" >&2\n'
+                                        'exit 1\n')
+    with pytest.raises(SilentzoneError) as err:
+        paper.render(tmp_path / "paper")
+    assert str(err.value) == f"quarto render {tmp_path / 'paper'} failed: YAMLError: bad indentation"
+
+
+def test_render_refuses_a_quarto_without_typst_and_manuscripts(tmp_path, monkeypatch):
+    _fake_quarto(tmp_path, monkeypatch, "echo 1.3.450\n")
+    with pytest.raises(SilentzoneError, match=r"quarto 1\.3 is too old .* need >= 1\.4\); install Quarto >= 1\.4 with `make paper-tools`"):
+        paper.render(tmp_path / "paper")
+
+
 def _results_sections(text: str) -> str:
     """Results and Discussion: every number there must come from _variables.yml."""
     body = text.split("\n# Results", 1)[1]
@@ -287,7 +330,9 @@ def test_render_without_quarto_says_so_in_one_line(monkeypatch, tmp_path):
     with pytest.raises(SilentzoneError) as err:
         paper.render(tmp_path)
     message = str(err.value)
-    assert "\n" not in message and "quarto" in message and "quarto.org" in message
+    assert "\n" not in message and message.startswith("quarto: not installed")
+    assert "make paper-tools" in message and "conda-forge" in message and "quarto.org" in message
+    assert "pip" not in message  # the PyPI wheel needs GitHub at install time: not a route we offer
 
 
 def test_published_values_match_the_paper_notes():
