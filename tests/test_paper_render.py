@@ -41,7 +41,7 @@ def _run(args, cwd):
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
+    path = shutil.which(name)
     if path is None:
         pytest.fail(f"{name}: not installed; the rendered-paper checks need it (Debian: {DEBIAN_TOOLS})")
     return path
