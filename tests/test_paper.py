@@ -150,6 +150,7 @@ def test_claim4_pools_routed_prompts_with_an_exact_interval():
     assert paper.verdict_claim4(small, RULES).verdict == "undecided"
     assert paper.pooled_routing(routing, 0.05, min_routed=250)["n_routed"] == 300
     assert paper.verdict_claim4(paper.pooled_routing(routing.iloc[:0], 0.05), RULES).verdict == "undecided"
+    assert paper.verdict_claim4(pooled, RULES, prompt_kld=False).reason == "this cohort has no per-prompt KLD"
 
 
 def test_claim5_needs_a_silent_zone_large_enough_for_the_papers_effect():

@@ -520,8 +520,9 @@ def pooled_routing(routing, alpha: float, min_routed: int = 1) -> dict:
     return {"n_routed": n, "n_correct": k, "accuracy": k / n, "ci_low": low, "ci_high": high}
 
 
-def verdict_claim4(pooled: dict, rules: Rules) -> Verdict:
+def verdict_claim4(pooled: dict, rules: Rules, prompt_kld: bool = True) -> Verdict:
     why = _first_reason(
+        (not prompt_kld, "this cohort has no per-prompt KLD"),
         (pooled["n_routed"] == 0, f"no pair of quants has {rules.min_routed} or more prompts on which exactly one of "
                                   f"them passes and their KLDs differ"),
     )
@@ -937,7 +938,7 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "claim1": verdict_claim1(raw, rules).as_dict(),
         "claim2": verdict_claim2(raw, zones, rules).as_dict(),
         "claim3": verdict_claim3(raw, failure, rules).as_dict(),
-        "claim4": verdict_claim4(pooled, rules).as_dict(),
+        "claim4": verdict_claim4(pooled, rules, bool(raw.get("routing", {}).get("prompt_kld_available", True))).as_dict(),
         "claim5": verdict_claim5(raw, rules).as_dict(),
     }
     variables["verdicts"] = {**verdicts, "summary": verdict_summary(verdicts)}
