@@ -45,8 +45,28 @@ gemma-model: install
 llamacpp:
 	PYTHON="$$(test -x $(PY) && echo $(PY) || echo $(PYTHON))" nice scripts/build_llamacpp.sh $(LLAMACPP_PREFIX)
 
-paper-tools: install
-	$(PY) -m pip install 'quarto-cli>=1.6'
+
+# Quarto renders paper/ (HTML, and PDF through the Typst it bundles: no TeX needed). Not a Python
+# package: conda-forge's `quarto` into the active conda env, else quarto.org's Linux tarball into
+# ~/.local; already on PATH, nothing is done.
+QUARTO_RELEASE ?= 1.7.34
+QUARTO_HOME ?= $(HOME)/.local/quarto-$(QUARTO_RELEASE)
+paper-tools:
+	@if command -v quarto >/dev/null 2>&1; then \
+	  echo "quarto $$(quarto --version) is on PATH"; \
+	elif [ -n "$$CONDA_PREFIX" ] && command -v conda >/dev/null 2>&1; then \
+	  conda install -y -c conda-forge 'quarto>=1.7'; \
+	elif [ "$$(uname -s)" = Linux ] && command -v curl >/dev/null 2>&1; then \
+	  arch=$$(uname -m | sed 's/x86_64/amd64/; s/aarch64/arm64/'); \
+	  url=https://github.com/quarto-dev/quarto-cli/releases/download/v$(QUARTO_RELEASE)/quarto-$(QUARTO_RELEASE)-linux-$$arch.tar.gz; \
+	  mkdir -p "$(QUARTO_HOME)" "$(HOME)/.local/bin" && \
+	  curl -fsSL "$$url" | tar -xz -C "$(QUARTO_HOME)" --strip-components=1 && \
+	  ln -sf "$(QUARTO_HOME)/bin/quarto" "$(HOME)/.local/bin/quarto" && \
+	  echo "quarto $(QUARTO_RELEASE) in $(QUARTO_HOME), linked from ~/.local/bin (put it on PATH)"; \
+	else \
+	  echo "paper-tools: install Quarto >= 1.4 from https://quarto.org/docs/get-started/ (macOS, Windows: the installer)"; \
+	  exit 1; \
+	fi
 
 clean-venv:
 	rm -rf $(VENV)
