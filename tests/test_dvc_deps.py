@@ -49,7 +49,15 @@ def params_read(modules: set[str]) -> set[str]:
     sections = set()
     for name in modules:
         for node in ast.walk(ast.parse(module_path(name).read_text())):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "params":
+            # params["section"] and params.get("section") on the plain-data form (paper.py)
+            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "params" \
+                    and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+                sections.add(node.slice.value)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "params" \
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                sections.add(node.args[0].value)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "params" and node.attr != "get":
                 sections |= METHODS.get(node.attr, {node.attr} if not node.attr.startswith("_") and node.attr not in NOT_SECTIONS else set())
     return sections
 
