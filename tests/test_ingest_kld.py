@@ -124,9 +124,9 @@ def test_damaged_files_fail_with_one_line(tmp_path):
 def test_our_tokenizer_gives_llama_cpps_tokens(smollm2_cache_dir):
     """The first 2x128 tokens of corpus.txt, as llama.cpp stored them (add_bos_token = false)."""
     from silentzone import config
-    from silentzone.models import load_reference
+    from silentzone.model import load_reference
 
-    params = config.build_profile("default", config.PROFILES_DIR if config.PROFILES_DIR.exists() else __import__("conftest").REPO / "profiles")
+    params = config.validate(config.build_profile("default", __import__("conftest").REPO / "profiles"), "profiles/default.yaml")
     _, tokenizer = load_reference(params, cache_dir=smollm2_cache_dir)
     ids = tokenizer((LLAMACPP_FIXTURES / "corpus.txt").read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
     stored = read_kld(MINI / "mini-ref-c128.kld.xz").tokens

@@ -67,6 +67,8 @@ def pairs(items: list[str], option: str) -> dict[str, str]:
         key, sep, value = item.rpartition("=")
         if not sep or not key or not value:
             raise SilentzoneError(f"{option} {item!r}: expected KEY=VALUE")
+        if key in out:  # the last one would silently win
+            raise SilentzoneError(f"{option} {item!r}: {key} is already given ({option} {key}={out[key]}); give each KEY once")
         out[key] = value
     return out
 
@@ -85,13 +87,14 @@ def run(args):
 
 
 def run_llamacpp(args):
-    from .llamacpp_log import parse_logs
+    from .llamacpp_log import check_one_per_quant, parse_logs
 
     names = pairs(args.name, "--name")
     unknown = [k for k in names if k not in args.logs and k not in {Path(p).name for p in args.logs}]
     if unknown:
         raise SilentzoneError(f"--name {unknown[0]}=…: no such LOG among the arguments")
     frame = parse_logs(args.logs, names)
+    check_one_per_quant(args.logs, frame)
     write_table(args.out, frame)
     print(f"{args.out}: {len(frame)} logs ({', '.join(frame[MODEL])})")
     return 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import SilentzoneError
 from ..schema import MODEL
 from . import ITEM_COLUMNS
+from .checks import read_text
 
 TASK = "livecodebench"
 EXTRA_COLUMNS = ["pass_at_1", "n_generations", "generation", "test_status", "difficulty", "platform",
@@ -63,7 +64,7 @@ def read_eval_all(path: str | Path, model: str, release: str, start_date: str | 
     path = Path(path)
     if not path.exists():
         raise SilentzoneError(f"{path}: not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "a LiveCodeBench *_eval_all.json")
     try:
         problems = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -72,6 +73,8 @@ def read_eval_all(path: str | Path, model: str, release: str, start_date: str | 
         raise SilentzoneError(f"{path}: expected a non-empty JSON list of problems (LiveCodeBench *_eval_all.json)")
     start = _date(start_date, f"--start-date") if start_date else None
     end = _date(end_date, f"--end-date") if end_date else None
+    if start and end and start > end:
+        raise SilentzoneError(f"{path}: the window starts ({start_date}) after it ends ({end_date}); swap --start-date and --end-date")
     rows, seen = [], {}
     for problem in problems:
         qid = str(problem.get("question_id")) if isinstance(problem, dict) else None
@@ -79,6 +82,8 @@ def read_eval_all(path: str | Path, model: str, release: str, start_date: str | 
         missing = [k for k in REQUIRED if not isinstance(problem, dict) or k not in problem]
         if missing:
             raise SilentzoneError(f"{where}: problem lacks {', '.join(missing)}; is this an *_eval_all.json (run with --evaluate)?")
+        if not isinstance(problem["question_id"], (str, int)) or isinstance(problem["question_id"], bool) or not qid.strip():
+            raise SilentzoneError(f"{where}: question_id {problem['question_id']!r} is not an id; the file is edited: use the file LiveCodeBench wrote")
         if qid in seen:
             raise SilentzoneError(f"{where}: duplicate question_id {qid}; one entry per problem")
         seen[qid] = True
@@ -86,6 +91,8 @@ def read_eval_all(path: str | Path, model: str, release: str, start_date: str | 
         if not isinstance(graded, list) or not graded or not all(isinstance(g, bool) for g in graded):
             raise SilentzoneError(f"{where}: graded_list of {qid} must be a non-empty list of true/false")
         pass_at_1 = sum(graded) / len(graded)
+        if "pass@1" in problem and not (isinstance(problem["pass@1"], (int, float)) and not isinstance(problem["pass@1"], bool)):
+            raise SilentzoneError(f"{where}: pass@1 {problem['pass@1']!r} of {qid} is not a number; the file is edited: use the file LiveCodeBench wrote")
         if "pass@1" in problem and not math.isclose(float(problem["pass@1"]), pass_at_1, abs_tol=1e-9):
             raise SilentzoneError(f"{where}: pass@1 {problem['pass@1']} of {qid} disagrees with graded_list ({pass_at_1}); the file is inconsistent")
         date = _date(problem["contest_date"], where)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import SilentzoneError
 from ..schema import TOKEN_COLUMNS
+from .checks import KLD_TOLERANCE
 
 MAGIC = b"_logits_"
 HEADER = np.dtype([("magic", "S8"), ("n_ctx", "<u4"), ("n_vocab", "<i4"), ("n_chunk", "<i4")])
@@ -78,13 +79,22 @@ class KldFile:
 
 
 def _read_bytes(path: Path) -> bytes | np.ndarray:
+    if path.is_dir():
+        raise SilentzoneError(f"{path}: is a folder; pass the file given to --kl-divergence-base")
     if path.suffix == ".xz":
         try:
             with lzma.open(path) as f:
                 return f.read()
-        except lzma.LZMAError as exc:
-            raise SilentzoneError(f"{path}: damaged xz stream ({exc}); fetch the file again") from None
-    return np.memmap(path, dtype=np.uint8, mode="r")
+        except (lzma.LZMAError, EOFError) as exc:
+            raise SilentzoneError(f"{path}: damaged or truncated xz stream ({exc}); fetch the file again") from None
+        except OSError as exc:
+            raise SilentzoneError(f"{path}: cannot read ({exc.strerror}); check the path and its permissions") from None
+    try:
+        if path.stat().st_size == 0:
+            return b""  # np.memmap refuses an empty file
+        return np.memmap(path, dtype=np.uint8, mode="r")
+    except OSError as exc:
+        raise SilentzoneError(f"{path}: cannot read ({exc.strerror}); check the path and its permissions") from None
 
 
 def read_kld(path: str | Path) -> KldFile:
@@ -113,8 +123,34 @@ def read_kld(path: str | Path) -> KldFile:
         )
     tokens_end = HEADER.itemsize + 4 * n_tokens
     tokens = buf[HEADER.itemsize : tokens_end].view("<i4")
+    bad = np.flatnonzero((tokens < 0) | (tokens >= n_vocab))
+    if bad.size:
+        i = int(bad[0])
+        raise SilentzoneError(f"{path}: token {i} (chunk {i // n_ctx}, position {i % n_ctx}) is id {int(tokens[i])}, outside the vocabulary "
+                              f"[0, {n_vocab}); the file is damaged or not from llama-perplexity")
     records = buf[tokens_end:].view("<u2").reshape(n_records, nv)
     return KldFile(path, n_ctx, n_vocab, n_chunk, tokens, records, int(buf.size))
+
+
+def check_rows(f: KldFile, rows: slice, lp: np.ndarray) -> None:
+    """Each record must be a row of log-probabilities as llama.cpp writes it: finite scale and
+    min_log_prob, a range of at most 16 nats (scale ≤ 16/65535), a maximum log-prob ≤ 0, and the
+    probability mass of the kept entries plus the most the dropped (q = 0) ones can hold ≈ 1."""
+    scale, low = (x[rows].astype(np.float64) for x in f.scale_min())
+    q = f.quantized()[rows]
+    kept = q > 0
+    mass = np.where(kept, np.exp(lp), 0.0).sum(axis=1)
+    dropped = (~kept).sum(axis=1) * np.exp(np.minimum(low, 0.0))
+    flat = scale == 0  # all logits equal: llama.cpp stores q = 0 everywhere and min_log_prob = -ln(n_vocab)
+    ok = (np.isfinite(scale) & np.isfinite(low) & (scale >= 0) & (scale <= 16 / 65535 * (1 + 1e-5))
+          & (65535 * scale + low <= 1e-4) & np.where(flat, ~kept.any(axis=1), (mass <= 1 + 1e-3) & (mass + dropped >= 1 - 1e-3)))
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        r = rows.start + i
+        raise SilentzoneError(
+            f"{f.path}: record {r} (chunk {r // f.n_scored}, position {f.first_scored + r % f.n_scored}) is not a row of log-probabilities "
+            f"(scale {scale[i]:.6g}, min_log_prob {low[i]:.6g}, kept mass {mass[i]:.6g}); the file is damaged or not from llama-perplexity"
+        )
 
 
 def token_stats(base: KldFile, other: KldFile, batch: int = 64) -> dict[str, np.ndarray]:
@@ -132,6 +168,8 @@ def token_stats(base: KldFile, other: KldFile, batch: int = 64) -> dict[str, np.
         rows = slice(start, min(start + batch, n))
         lp_base = base.log_probs(rows).astype(np.float64)
         lp = other.log_probs(rows).astype(np.float64)
+        check_rows(base, rows, lp_base)
+        check_rows(other, rows, lp)
         # Stored values are exact log-softmax values (to uint16 rounding) wherever q > 0; where the
         # variant's own row was clamped (q = 0) its log-prob is only bounded above by min_log_prob.
         kept = q_base[rows] > 0
@@ -142,6 +180,11 @@ def token_stats(base: KldFile, other: KldFile, batch: int = 64) -> dict[str, np.
         out["nll_q"][rows] = -lp[idx, tok]
         out["dp"][rows] = np.exp(lp[idx, tok]) - np.exp(lp_base[idx, tok])
         out["top1"][rows] = lp.argmax(axis=1) == np.where(kept, lp_base, -np.inf).argmax(axis=1)
+    low = np.flatnonzero(out["kld"] < -KLD_TOLERANCE)
+    if low.size:  # valid rows cannot give this; kept as the last guard on what we write
+        i = int(low[0])
+        raise SilentzoneError(f"{other.path}: token {i} has KLD {out['kld'][i]:.6g} against {base.path}, below −{KLD_TOLERANCE:.3g} "
+                              "(one uint16 step); the files are damaged or do not belong together")
     return out
 
 

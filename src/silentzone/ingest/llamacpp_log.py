@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import SilentzoneError
 from ..schema import MODEL
+from .checks import KLD_TOLERANCE
 
 BLOCKS = {
     "====== Perplexity statistics ======": "ppl",
@@ -108,8 +109,11 @@ def parse_log(path: str | Path, name: str | None = None) -> dict:
         raw = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise SilentzoneError(f"{path}: cannot read ({exc.strerror}); check the path") from None
+    if not raw.strip():
+        raise SilentzoneError(f"{path}: empty file; not a `llama-perplexity --kl-divergence` log (ingest the log of a finished run)")
     lines = raw.splitlines()
     row: dict = {"source": path.name, "model_file": None, "n_ctx": math.nan, "n_chunks": math.nan}
+    at: dict[str, int] = {}  # statistic -> the line that printed it
     seen_blocks: dict[str, int] = {}
     block = None
     for number, line in enumerate(lines, start=1):
@@ -121,15 +125,16 @@ def parse_log(path: str | Path, name: str | None = None) -> dict:
             seen_blocks[block] = number
             continue
         if block is None:
-            _header_line(text, row)
+            _header_line(path, number, text, row)
             continue
         if not text:
             block = None
             continue
         if number == len(lines) and not raw.endswith("\n"):
             raise SilentzoneError(f"{path}:{number}: the last line stops mid-line; the log is truncated")
-        _stat_line(path, number, block, text, row)
+        _stat_line(path, number, block, text, row, at)
     _check_complete(path, len(lines), seen_blocks, row)
+    check_statistics(path, row, at)
     if name:
         row[MODEL], row["model_from"] = name, "name"
     elif row["model_file"]:
@@ -139,14 +144,16 @@ def parse_log(path: str | Path, name: str | None = None) -> dict:
     return row
 
 
-def _header_line(text: str, row: dict) -> None:
+def _header_line(path: Path, number: int, text: str, row: dict) -> None:
     if match := MODEL_FILE.search(text):
         row["model_file"] = Path(match.group("path")).name
     elif match := CHUNKS.search(text):
         row["n_chunks"], row["n_ctx"] = int(match.group("n")), int(match.group("ctx"))
+        if row["n_chunks"] < 1 or row["n_ctx"] < 2:
+            raise SilentzoneError(f"{path}:{number}: {row['n_chunks']} chunks of n_ctx={row['n_ctx']} score no token; the log is edited or the run was empty")
 
 
-def _stat_line(path: Path, number: int, block: str, text: str, row: dict) -> None:
+def _stat_line(path: Path, number: int, block: str, text: str, row: dict, at: dict) -> None:
     match = STAT_LINE.match(text)
     key = _key(block, match.group("label")) if match else None
     if key is None:
@@ -155,11 +162,18 @@ def _stat_line(path: Path, number: int, block: str, text: str, row: dict) -> Non
     if in_percent != (block == "dp" or key == "cor_ln_ppl") or (key in WITH_SE) != (match.group("se") is not None):
         raise SilentzoneError(f"{path}:{number}: statistics line {text!r} is cut short or edited (expected `value{' ± se' if key in WITH_SE else ''}{' %' if block == 'dp' or key == 'cor_ln_ppl' else ''}`)")
     value = _number(match.group("value"), in_percent)
+    se = _number(match.group("se"), in_percent) if match.group("se") is not None else None
+    if not math.isfinite(value) or (se is not None and not math.isfinite(se)):
+        raise SilentzoneError(f"{path}:{number}: {' '.join(text.split())!r} is not a finite number; the run diverged (NaN/inf logits) or the log was "
+                              "edited: rerun llama-perplexity and ingest its log")
+    if se is not None and se < 0:
+        raise SilentzoneError(f"{path}:{number}: {' '.join(text.split())!r} has a negative standard error; the log is edited or corrupt: use the log llama-perplexity wrote")
     if key in row and not _same(row[key], value):
         raise SilentzoneError(f"{path}:{number}: `{key}` printed twice with different values ({row[key]} vs {value})")
     row[key] = value
-    if match.group("se") is not None:
-        row[f"{key}_se"] = _number(match.group("se"), in_percent)
+    at.setdefault(key, number)
+    if se is not None:
+        row[f"{key}_se"] = se
 
 
 def _same(a: float, b: float) -> bool:
@@ -180,6 +194,93 @@ def _check_complete(path: Path, n_lines: int, seen_blocks: dict, row: dict) -> N
             raise SilentzoneError(
                 f"{path}:{n_lines}: statistics block starting at line {seen_blocks[block]} lacks {', '.join(missing)}; the log is truncated"
             )
+
+
+# What each statistic can be (fractions, not %): a value outside is no rounding, but an edited or
+# corrupt log. KLD: ≥ −KLD_TOLERANCE (silentzone.ingest.checks says why).
+def _bounds(key: str) -> tuple[float, float, str] | None:
+    if key.startswith("kld_"):
+        return -KLD_TOLERANCE, math.inf, f"a KL divergence is ≥ 0 (tolerance {KLD_TOLERANCE:.3g}, one uint16 step of the stored log-probs)"
+    if key in ("ppl_q", "ppl_base"):
+        return 1.0, math.inf, "a perplexity is ≥ 1"
+    if key == "ppl_ratio":
+        return 1e-300, math.inf, "a ratio of perplexities is > 0"
+    if key == "cor_ln_ppl":
+        return -1.0, 1.0, "a correlation lies in [-100 %, 100 %]"
+    if key in ("same_top_p", "rms_dp"):
+        return 0.0, 1.0, "a share lies in [0 %, 100 %]"
+    if key.startswith("dp_"):
+        return -1.0, 1.0, "a difference of probabilities lies in [-100 %, 100 %]"
+    return None
+
+
+def _rank(block: str, key: str) -> float | None:
+    """Where a statistic sits among its block's order statistics (min 0 … max 100), or None."""
+    name = key.removeprefix(f"{block}_")
+    if name in ("min", "median", "max"):
+        return {"min": 0.0, "median": 50.0, "max": 100.0}[name]
+    if name.startswith("p") and re.fullmatch(r"\d+(?:_\d+)?", name[1:]):
+        return float(name[1:].replace("_", "."))
+    return None
+
+
+CONSISTENT = "the log is edited or corrupt: use the log llama-perplexity wrote"
+
+
+def check_statistics(path: Path, row: dict, at: dict) -> None:
+    """Physical sanity of one log's statistics: every value in its domain, the percentiles of KLD and
+    Δp ordered as printed (min ≤ 0.1 % ≤ … ≤ median ≤ … ≤ max), each mean between its min and max,
+    and the perplexity lines consistent with each other (to their printed digits)."""
+    def fail(key: str, message: str):
+        raise SilentzoneError(f"{path}:{at.get(key, 1)}: {message}; {CONSISTENT}")
+
+    for key in at:
+        bounds = _bounds(key)
+        if bounds and not bounds[0] <= row[key] <= bounds[1]:
+            shown = f"{row[key] * 100:g} %" if key.startswith("dp_") or key in ("same_top_p", "rms_dp", "cor_ln_ppl") else f"{row[key]:g}"
+            fail(key, f"`{key}` = {shown} is impossible ({bounds[2]})")
+    for block in ("kld", "dp"):
+        ranked = sorted((r, at[k], k) for k in at if k.startswith(f"{block}_") and (r := _rank(block, k)) is not None)
+        for (_, _, lower), (_, _, upper) in zip(ranked, ranked[1:]):
+            if row[lower] > row[upper]:
+                fail(lower, f"`{lower}` = {row[lower]:g} is above `{upper}` = {row[upper]:g} (line {at[upper]}); percentiles must be ordered")
+        mean = f"{block}_mean"
+        if not row[f"{block}_min"] <= row[mean] <= row[f"{block}_max"]:
+            fail(mean, f"`{mean}` = {row[mean]:g} lies outside [min {row[f'{block}_min']:g}, max {row[f'{block}_max']:g}]")
+    if row["rms_dp"] < abs(row["dp_mean"]) - 1e-5:  # printed in % to 3 decimals
+        fail("rms_dp", f"RMS Δp {row['rms_dp']:g} is below |mean Δp| {abs(row['dp_mean']):g}, which no set of values allows")
+    # llama.cpp prints ratio = PPL(Q)/PPL(base), ln ratio = its log, diff = PPL(Q) − PPL(base), each to 6 decimals.
+    ratio = row["ppl_q"] / row["ppl_base"]
+    if abs(row["ppl_ratio"] - ratio) > 1e-5 * ratio + 1e-6:
+        fail("ppl_ratio", f"PPL(Q)/PPL(base) = {row['ppl_ratio']:g}, but PPL(Q) {row['ppl_q']:g} / PPL(base) {row['ppl_base']:g} = {ratio:.6f}")
+    if abs(row["ln_ppl_ratio"] - math.log(row["ppl_ratio"])) > 1e-5:
+        fail("ln_ppl_ratio", f"ln(PPL(Q)/PPL(base)) = {row['ln_ppl_ratio']:g}, but ln({row['ppl_ratio']:g}) = {math.log(row['ppl_ratio']):.6f}")
+    diff = row["ppl_q"] - row["ppl_base"]
+    if abs(row["ppl_diff"] - diff) > 1e-5 + 1e-7 * row["ppl_q"]:
+        fail("ppl_diff", f"PPL(Q)-PPL(base) = {row['ppl_diff']:g}, but {row['ppl_q']:g} − {row['ppl_base']:g} = {diff:.6f}")
+
+
+def check_one_per_quant(paths, frame) -> None:
+    """One log per quant and each log once: the same file given twice, two logs with identical
+    statistics (one run filed twice) or two logs of one quant would give two rows for one quant."""
+    stats = [c for c in frame.columns if c not in (MODEL, "source", "model_file", "model_from")]
+    seen_file: dict[Path, str] = {}
+    seen_model: dict[str, str] = {}
+    seen_stats: dict[tuple, str] = {}
+    for path, (_, r) in zip(map(str, paths), frame.iterrows()):
+        real = Path(path).resolve()
+        if real in seen_file:
+            raise SilentzoneError(f"{path}: given twice (also as {seen_file[real]}); one log per quant: give each log once")
+        seen_file[real] = path
+        key = str(r[MODEL]).casefold()
+        if key in seen_model:
+            raise SilentzoneError(f"{path}: quant {r[MODEL]!r} is already measured by {seen_model[key]}; one log per quant "
+                                  "(if it is another quant, name it with --name LOG=NAME)")
+        seen_model[key] = path
+        values = tuple(None if isinstance(v, float) and math.isnan(v) else v for v in r[stats])
+        if values in seen_stats:
+            raise SilentzoneError(f"{path}: prints exactly the statistics of {seen_stats[values]}: one run filed twice; keep one")
+        seen_stats[values] = path
 
 
 def parse_logs(paths, names: dict | None = None):

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import SilentzoneError
 from ..schema import MODEL
 from . import ITEM_COLUMNS
+from .checks import read_text
 from .llamacpp_log import quant_from_model_file
 
 DEFAULT_METRICS = ("acc", "exact_match", "pass@1", "pass_at_1", "em", "correct")
@@ -54,9 +55,12 @@ def sample_files(paths) -> list[Path]:
 
 def _number(value, where: str) -> float:
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise SilentzoneError(f"{where}: {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise SilentzoneError(f"{where}: {value!r} is not a finite number; the run diverged or the file was edited: rerun lm-eval")
+    return number
 
 
 def _is_loglikelihood(resp) -> bool:
@@ -84,7 +88,10 @@ def _row(sample: dict, where: str, metric: str) -> dict:
     if not isinstance(resps, list) or not resps:
         raise SilentzoneError(f"{where}: `filtered_resps` missing or empty; is this an lm-eval --log_samples file?")
     if all(_is_loglikelihood(r) for r in resps):
-        lls = [_number(r[0], where) for r in resps]
+        lls = [_number(r[0], f"{where}: filtered_resps") for r in resps]
+        if max(lls) > 1e-6:  # a sum of log-probabilities; allow float rounding only
+            raise SilentzoneError(f"{where}: log-likelihood {max(lls)!r} > 0 in `filtered_resps`, impossible for a sum of log-probabilities; "
+                                  "the file is edited or corrupt: use the file lm-eval wrote")
         conts = _continuations(sample)
         lengths = [len(c[1:] if c.startswith(" ") else c) or 1 for c in conts] if len(conts) == len(lls) else [1] * len(lls)
         row["choice_logprobs"] = lls
@@ -114,7 +121,7 @@ def read_samples(path: str | Path, model: str, metric: str | None = None, filter
     path = Path(path)
     task = task_of(path)
     samples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "an lm-eval samples file").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -123,6 +130,9 @@ def read_samples(path: str | Path, model: str, metric: str | None = None, filter
             raise SilentzoneError(f"{path}:{number}: invalid JSON ({exc.msg}); the file is truncated or edited") from None
         if not isinstance(sample, dict) or "doc_id" not in sample:
             raise SilentzoneError(f"{path}:{number}: no `doc_id`; is this an lm-eval --log_samples file?")
+        doc_id = sample["doc_id"]
+        if isinstance(doc_id, bool) or not (isinstance(doc_id, int) and doc_id >= 0 or isinstance(doc_id, str) and doc_id.isdigit()):
+            raise SilentzoneError(f"{path}:{number}: doc_id {doc_id!r} is not a document index (lm-eval writes 0, 1, …); the file is edited")
         samples.append((number, sample))
     if not samples:
         raise SilentzoneError(f"{path}: no samples; the file is empty")
@@ -157,17 +167,28 @@ def read_samples(path: str | Path, model: str, metric: str | None = None, filter
     return frame
 
 
-def read_model(paths, model: str, metrics: dict | None = None, filters: dict | None = None):
-    """All tasks of one model: a task given by two files is an error (which run counts?)."""
+def read_model(paths, model: str, metrics: dict | None = None, filters: dict | None = None, options_for_all: bool = True):
+    """All tasks of one model: a task given by two files is an error (which run counts?), and so is
+    a --metric/--filter for a task none of the files holds (it would silently change nothing;
+    `options_for_all=False` leaves that check to a caller reading several models)."""
     import pandas as pd
 
     metrics, filters = metrics or {}, filters or {}
+    files = sample_files(paths)
     frames, by_task = [], {}
-    for path in sample_files(paths):
+    for path in files:
         task = task_of(path)
         if task in by_task:
-            raise SilentzoneError(f"{path}: task {task!r} already read from {by_task[task]} for model {model!r}; keep one run per task")
+            what = "the same file given twice" if Path(path).resolve() == Path(by_task[task]).resolve() else "keep one run per task"
+            raise SilentzoneError(f"{path}: task {task!r} already read from {by_task[task]} for model {model!r}; {what}")
         by_task[task] = path
+    for option, given in (("--metric", metrics), ("--filter", filters)) if options_for_all else ():
+        for task in given:
+            if task not in by_task:
+                raise SilentzoneError(f"{files[0]}: {option} {task}={given[task]}: no samples file of task {task!r} for model {model!r} "
+                                      f"(tasks: {', '.join(sorted(by_task))}); fix the task name")
+    for path in files:
+        task = task_of(path)
         frames.append(read_samples(path, model, metrics.get(task), filters.get(task)))
     return pd.concat(frames, ignore_index=True)
 
@@ -179,7 +200,7 @@ def results_quant_names(paths) -> dict[str, Path]:
     for folder in sorted(folders):
         for results in sorted(folder.rglob("results_*.json")):
             try:
-                data = json.loads(results.read_text(encoding="utf-8"))
+                data = json.loads(read_text(results, "an lm-eval results file"))
             except json.JSONDecodeError as exc:
                 raise SilentzoneError(f"{results}:{exc.lineno}: invalid JSON ({exc.msg})") from None
             cfg = data.get("config", {}) if isinstance(data, dict) else {}

@@ -28,9 +28,11 @@ import yaml
 
 from ..errors import SilentzoneError
 from ..schema import COMPOSITE, ITEM_KEYS, MODEL, REFERENCE, SCORE_PREFIX, scores, write_tables
-from . import VARIANTS, cohort_csv, identity, livecodebench, llamacpp_log, lm_eval
+from . import VARIANTS, checks, cohort_csv, identity, livecodebench, llamacpp_log, lm_eval
 
 KEYS = {"reference", "fidelity", "bench", "bpw", "lm_eval", "livecodebench"}
+OPTION_KEYS = {"lm_eval": {"metrics", "filters"}, "livecodebench": {"release", "start_date", "end_date"}}
+QUANT_MAPS = ("fidelity", "bench", "bpw")  # keyed by model: one entry per model, case-insensitively
 
 
 def fidelity_variants(stats: dict) -> dict:
@@ -47,7 +49,7 @@ class Manifest:
         self.path = Path(path)
         if not self.path.exists():
             raise SilentzoneError(f"{self.path}: manifest not found")
-        text = self.path.read_text(encoding="utf-8")
+        text = checks.read_text(self.path, "a YAML manifest")
         try:
             self.node = yaml.compose(text)
             self.data = yaml.safe_load(text)
@@ -62,9 +64,39 @@ class Manifest:
         for key in ("reference", "fidelity", "bench"):
             if key not in self.data:
                 raise SilentzoneError(f"{self.path}:1: missing `{key}`; see docs/ingest.md for the manifest format")
+        self._check_shape()
         self.reference = str(self.data["reference"])
         self.fidelity = {str(k): v for k, v in (self.data["fidelity"] or {}).items()}
         self.bench = {str(k): v if isinstance(v, list) else [v] for k, v in (self.data["bench"] or {}).items()}
+
+    def _check_shape(self) -> None:
+        """Every key once (YAML would keep the last of two silently), one entry per model, paths as
+        text, options with known keys, a named reference and no quant posing as it."""
+        _no_duplicate_keys(self, self.node, ())
+        ref = self.data["reference"]
+        if not isinstance(ref, (str, int, float)) or isinstance(ref, bool) or not str(ref).strip():
+            self.fail(f"reference {ref!r} is not a model name; name the reference model (a key under `bench`)", "reference")
+        for section in QUANT_MAPS:
+            value = self.data.get(section)
+            if value is not None and not isinstance(value, dict):
+                self.fail(f"`{section}` must map model names to {'numbers' if section == 'bpw' else 'paths'}, got {type(value).__name__}", section)
+            for model, entry in (value or {}).items():
+                if str(model).casefold() == REFERENCE and str(model) != str(ref):
+                    self.fail(f"model {model!r} would be written as the reference's row name; rename it", section, model)
+                entries = entry if section == "bench" and isinstance(entry, list) else [entry]
+                if section != "bpw" and (not entries or not all(isinstance(e, str) and e.strip() for e in entries)):
+                    self.fail(f"{section} entry of {model!r} is {entry!r}; give a path (relative to the manifest)", section, model)
+        for section, allowed in OPTION_KEYS.items():
+            value = self.data.get(section)
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                self.fail(f"`{section}` must be a mapping ({', '.join(sorted(allowed))}), got {type(value).__name__}", section)
+            for key, sub in value.items():
+                if key not in allowed:
+                    self.fail(f"unknown key {key!r} under `{section}`; allowed: {', '.join(sorted(allowed))}", section, key)
+                if section == "lm_eval" and not (isinstance(sub, dict) and all(isinstance(v, str) for v in sub.values())):
+                    self.fail(f"`{section}.{key}` must map task names to {key[:-1]} names, got {sub!r}", section, key)
 
     def line(self, *keys) -> int:
         """Line of a (nested) key in the manifest, for error messages."""
@@ -101,6 +133,25 @@ class Manifest:
                       *(("fidelity", only_fid[0]) if only_fid else ("bench", only_bench[0])))
 
 
+def _no_duplicate_keys(m: Manifest, node, keys: tuple) -> None:
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[str, tuple[str, int]] = {}
+    fold = len(keys) == 1 and keys[0] in QUANT_MAPS
+    for k, v in node.value:
+        name = str(k.value)
+        key = name.casefold() if fold else name
+        if key in seen:
+            first, line = seen[key]
+            what = f"model {name!r}" if fold else f"key {name!r}"
+            case = f" ({first!r} and {name!r} differ only in case)" if first != name else ""
+            where = f"under `{keys[0]}`" if keys else "at the top"
+            raise SilentzoneError(f"{m.path}:{k.start_mark.line + 1}: {what} appears twice {where}{case} (first at line {line}); "
+                                  "YAML would keep only the last: one entry per model")
+        seen[key] = (name, k.start_mark.line + 1)
+        _no_duplicate_keys(m, v, (*keys, name))
+
+
 def _names_match(manifest_name: str, file_name: str) -> bool:
     """A file filed under a quant must carry that name as a token (Q4_K_M in SmolLM2.Q4_K_M.gguf)."""
     stem = Path(file_name).name.removesuffix(".gguf")
@@ -108,11 +159,22 @@ def _names_match(manifest_name: str, file_name: str) -> bool:
 
 
 def read_fidelity(m: Manifest) -> dict[str, dict]:
-    rows = {}
+    """One log per quant: the same file, or a log printing another's exact statistics (one run filed
+    twice, e.g. a renamed copy), under two quants would give two identical rows."""
+    rows, files, runs = {}, {}, {}
     for quant, rel in m.fidelity.items():
-        stats = llamacpp_log.parse_log(m.file(rel, "fidelity", quant), name=quant)
+        path = m.file(rel, "fidelity", quant)
+        if path in files:
+            m.fail(f"{rel} is filed under both {files[path]!r} and {quant!r}; one log per quant", "fidelity", quant)
+        files[path] = quant
+        stats = llamacpp_log.parse_log(path, name=quant)
         if stats["model_file"] and not _names_match(quant, stats["model_file"]):
             m.fail(f"{rel} measured {stats['model_file']}, but is filed under quant {quant!r}; fix the manifest", "fidelity", quant)
+        run = tuple(sorted((k, v) for k, v in stats.items() if k not in (MODEL, "source", "model_from", "model_file") and not (isinstance(v, float) and math.isnan(v))))
+        if run in runs:
+            m.fail(f"{rel} ({quant!r}) prints exactly the statistics of {m.fidelity[runs[run]]} ({runs[run]!r}): one run filed twice; "
+                   "give each quant its own log", "fidelity", quant)
+        runs[run] = quant
         rows[quant] = stats
     return rows
 
@@ -122,22 +184,41 @@ def read_bench(m: Manifest):
 
     opts = m.data.get("lm_eval") or {}
     lcb = m.data.get("livecodebench") or {}
-    frames = []
+    frames, read_by = [], {}
     for model, entries in m.bench.items():
         out_name = REFERENCE if model == m.reference else model
         paths = [m.file(e, "bench", model) for e in entries]
         lcb_files = [p for p in paths if p.is_file() and p.name.endswith(".json") and not p.name.startswith("results_")]
         lm_paths = [p for p in paths if p not in lcb_files]
+        # One source per model and item: no file may be read twice, for this model or another.
+        for path in [*lcb_files, *(lm_eval.sample_files(lm_paths) if lm_paths else [])]:
+            path = path.resolve()
+            if path in read_by:
+                first = read_by[path]
+                m.fail(f"{path} is read for {first!r}{' twice' if first == model else f' and again for {model!r}'}; "
+                       "give each file once, under the model it measured", "bench", model)
+            read_by[path] = model
         if lm_paths:
             for name, results in lm_eval.results_quant_names(lm_paths).items():
                 if not _names_match(model, name) and not _names_match(name, model):
                     m.fail(f"{results} is a run of {name!r}, but is filed under {model!r}; fix the manifest", "bench", model)
-            frames.append(lm_eval.read_model(lm_paths, out_name, opts.get("metrics"), opts.get("filters")))
+            frames.append(lm_eval.read_model(lm_paths, out_name, opts.get("metrics"), opts.get("filters"), options_for_all=False))
         for path in lcb_files:
             if "release" not in lcb:
                 m.fail("LiveCodeBench files need `livecodebench: {release: …}` (and optionally start_date/end_date)", "bench", model)
             frames.append(livecodebench.read_eval_all(path, out_name, str(lcb["release"]), _date(lcb.get("start_date")), _date(lcb.get("end_date"))))
     items = pd.concat(frames, ignore_index=True)
+    for option in ("metrics", "filters"):
+        for task in opts.get(option) or {}:
+            if task not in set(items["task"]):
+                m.fail(f"lm_eval {option} names task {task!r}, which no samples file holds (tasks: {', '.join(sorted(set(items['task'])))}); "
+                       "fix the task name", "lm_eval", option)
+    dupes = items.duplicated(ITEM_KEYS, keep=False)
+    if dupes.any():
+        row = items[dupes].iloc[0]
+        sources = sorted(set(items[dupes & (items[MODEL] == row[MODEL]) & (items["task"] == row["task"]) & (items["item_id"] == row["item_id"])]["source"]))
+        m.fail(f"model {row[MODEL]!r}, task {row['task']!r}, item {row['item_id']} comes from {' and '.join(sources)}; one source per item",
+               "bench", m.reference if row[MODEL] == REFERENCE else row[MODEL])
     _check_alignment(m, items)
     return items.sort_values(ITEM_KEYS, kind="stable").reset_index(drop=True)
 
@@ -177,7 +258,12 @@ def build(manifest_path: str | Path):
     m.check_names()
     fidelity = read_fidelity(m)
     items = read_bench(m)
-    bpw = {str(k): float(v) for k, v in (m.data.get("bpw") or {}).items()}
+    bpw = {}
+    for k, v in (m.data.get("bpw") or {}).items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            m.fail(f"bpw of {k!r} is {v!r}, not a finite number; give bits per weight, e.g. 4.85 (leave a model out where unknown)", "bpw", k)
+        checks.check_value("bpw", float(v), f"{m.path}:{m.line('bpw', k)}", "give the bits per weight llama-quantize reports")
+        bpw[str(k)] = float(v)
     unknown = sorted(set(bpw) - set(m.bench))
     if unknown:
         m.fail(f"bpw given for {', '.join(unknown)}, which is not under bench", "bpw")
