@@ -96,9 +96,9 @@ def cmd_analyze_cohort(args) -> None:
     from . import io, published
 
     if args.resamples < 100:
-        raise SilentzoneError(f"--resamples must be at least 100 (fewer cannot resolve p = 0.01), got {args.resamples}")
+        raise SilentzoneError(f"{args.csv}: --resamples must be at least 100 (fewer cannot resolve p = 0.01), got {args.resamples}")
     if not 0.5 < args.ci < 1:
-        raise SilentzoneError(f"--ci must lie between 0.5 and 1 (e.g. 0.95), got {args.ci}")
+        raise SilentzoneError(f"{args.csv}: --ci must lie between 0.5 and 1 (e.g. 0.95), got {args.ci}")
     scores = [c.strip() for group in args.score for c in group.split(",") if c.strip()]
     start = time.perf_counter()
     doc, tidy = published.analyze(Path(args.csv), args.fidelity, scores, args.name_col, args.reference_row, args.silent_margin,
