@@ -33,6 +33,7 @@ def bench_params(windows: int, threads: int):
     raw = config.build_profile("default", REPO / "profiles")
     raw["threads"] = threads
     raw["corpora"] = {"wiki": raw["corpora"]["wiki"]}
+    raw["cohort"] = {q: r for q, r in raw["cohort"].items() if not (isinstance(r, dict) and r.get("imatrix"))}
     raw["fidelity"] = {**raw["fidelity"], "corpora": ["wiki"], "n_windows": windows, "ctx_alt": 512}  # = ctx: no second store
     raw["variants"] = {"kld_mean": {"metric": "kld", "agg": "mean"}}
     return config.validate(raw, "params.yaml (benchmark)")

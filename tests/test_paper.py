@@ -200,6 +200,13 @@ def test_verdict_summary_reads_as_prose():
     assert paper.verdict_summary(v("holds", "undecided")) == "one holds and one is undecided for lack of power"
 
 
+
+@pytest.fixture
+def tiny_params():
+    """paper.py reads params as plain data (`paper inputs` passes Params.model_dump(by_alias=True))."""
+    return config.validate(config.build_profile("tiny", REPO / "profiles"), "params.yaml").model_dump(by_alias=True)
+
+
 def test_profile_facts_come_from_params(tiny_params):
     facts = paper.run_facts(tiny_params)
     assert facts["model"] == "tiny-llama" and facts["is_tiny"] and not facts["quantized_reference"]

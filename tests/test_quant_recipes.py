@@ -194,9 +194,14 @@ def test_load_quant_unknown_name_lists_cohort(tiny_params):
 
 @pytest.mark.parametrize("profile", config.profile_names(REPO / "profiles"))
 def test_every_profile_cohort_validates(profile):
+    from silentzone.quant import members
+
     params = config.validate(config.build_profile(profile, REPO / "profiles"), "params.yaml")
-    cohort = validate_cohort(params.cohort, params.source)
+    cohort = members.validate_cohort(params.cohort, params.source, params.corpora)
     assert list(cohort) == params.quant_names()
+    if profile in ("default", "gemma"):  # the floor: real llama.cpp mixes, with and without an imatrix
+        made = [m for m in cohort.values() if m.kind == "llama-quantize"]
+        assert len(made) >= {"default": 10, "gemma": 5}[profile] and any(m.imatrix for m in made) and any(not m.imatrix for m in made)
     minimum = {"default": 30, "quick": 8, "tiny": 4, "gemma": 12}[profile]
     assert len(cohort) >= minimum
 
@@ -212,7 +217,9 @@ ROWS = {
 
 @pytest.mark.parametrize("profile", ["tiny", "default", "gemma"])
 def test_cohort_formats_fit_the_model_rows_without_fallback(profile):
-    cohort = validate_cohort(config.build_profile(profile, REPO / "profiles")["cohort"], f"{profile}.yaml")
+    raw = config.build_profile(profile, REPO / "profiles")["cohort"]
+    recipes_only = {name: value for name, value in raw.items() if not (isinstance(value, dict) and "llama-quantize" in value)}
+    cohort = validate_cohort(recipes_only, f"{profile}.yaml")  # llama.cpp mixes fall back as llama.cpp decides (docs/quant.md)
     for name, recipe in cohort.items():
         requested = {recipe["default"], *recipe["classes"].values()}
         requested |= {f for layer in recipe["layers"].values() for f in layer.values()}

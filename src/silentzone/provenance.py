@@ -157,3 +157,27 @@ def verify(found: dict, where: Path, params, stage: str, folder: Path, name: str
         raise SilentzoneError(f"{where}: stale, made with other params ({keys}) than {params.source}; {rerun}")
     if found.get("code_sha256") != code_sha256(stage):
         raise SilentzoneError(f"{where}: stale, made by other silentzone code than this checkout's; {rerun}")
+
+
+# ---------------------------------------------------------------------- ingested cohorts
+
+
+def write_ingest_stamp(folder: Path, names: list[str]) -> None:
+    """The stamp of tables `silentzone ingest cohort` wrote: measured elsewhere, so no params or code
+    to compare, only the bytes (a damaged or hand-edited table is still refused)."""
+    io.write_json(Path(folder) / "stamp.json", {"stage": "ingest", "command": "silentzone ingest cohort MANIFEST --out FOLDER",
+                                                "files": {n: io.sha256_file(Path(folder) / n) for n in names}})
+
+
+def verify_processed(folder: Path, params) -> None:
+    """The cohort and item tables the analyses read: made by `collect` from these params and code,
+    or by `ingest cohort` (then only their bytes are checked)."""
+    where = Path(folder) / "stamp.json"
+    found = read_stamp(where, "collect")
+    if found.get("stage") == "ingest":
+        for name, digest in found["files"].items():
+            path = Path(folder) / name
+            if not path.exists() or io.sha256_file(path) != digest:
+                raise SilentzoneError(f"{path}: missing, or its sha256 differs from {where} (damaged or edited); rerun `{found['command']}`")
+        return
+    verify(found, where, params, "collect", folder)

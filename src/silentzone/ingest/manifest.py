@@ -284,3 +284,6 @@ def build(manifest_path: str | Path):
 
 def write(cohort, items, out_dir: str | Path) -> None:
     write_tables(out_dir, cohort, items)
+    from .. import provenance  # the analyses check this stamp as they check `collect`'s
+
+    provenance.write_ingest_stamp(Path(out_dir), ["cohort.parquet", "cohort.csv", "items.parquet"])

@@ -36,8 +36,7 @@ def run(params: Params, name: str, layout: Layout = DEFAULT, kernel: str = "pyth
     """Execute one notebook on the collected tables (after checking their provenance); returns what to print."""
     from .. import provenance
 
-    stamp = layout.processed_stamp
-    provenance.verify(provenance.read_stamp(stamp, "collect"), stamp, params, "collect", layout.processed)
+    provenance.verify_processed(layout.processed, params)
     return _execute(params, name, layout, kernel)
 
 
