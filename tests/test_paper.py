@@ -31,7 +31,7 @@ def test_committed_notebooks_carry_no_outputs():
 def test_every_notebook_has_a_stage_and_every_stage_a_notebook():
     on_disk = {p.stem for p in (REPO / "notebooks").glob("*.ipynb")}
     in_params = set(config.build_profile("default", REPO / "profiles")["notebooks"])
-    assert on_disk == in_params and len(on_disk) == 6
+    assert on_disk == in_params and len(on_disk) == 7
 
 
 def test_parameters_cell_matches_what_the_stage_passes():
@@ -71,7 +71,7 @@ def test_notebooks_compute_in_one_reports_call_and_only_display_after_it():
             labels += re.findall(r"^#\| label: ((?:fig|tbl)-[a-z0-9-]+)$", source, flags=re.M)
             if "Image(" in source:
                 assert re.search(r"^#\| label: fig-", source, flags=re.M), (nb_path.name, source)
-    assert len(labels) == len(set(labels)) == 16
+    assert len(labels) == len(set(labels)) == 22
 
 
 def test_numbers_namespace_and_formatting():
@@ -114,8 +114,10 @@ def test_a_correlation_reads_as_one_phrase():
     assert cohort["text"] == "ρ = +0.34 [−0.19,\u00a0+0.76], p = 0.25"
 
 
-def _numbers(n=30, n_silent=10, rho=-0.6, p_holm=0.001, silent_p=0.5, vol=0.8, vol_p=0.001, dir_p=0.6, n_vol=None):
+def _numbers(n=30, n_silent=10, rho=-0.6, p_holm=0.001, silent_p=0.5, vol=0.8, vol_p=0.001, dir_p=0.6, n_vol=None, powered=True):
     return {
+        "noise_ceiling": {"power": {"verdict": "powered" if powered else "underpowered", "powered": powered,
+                                    "reason": "x" if powered else "the composite's split-half reliability across quants is 0.40, below 0.90"}},
         "fidelity_vs_score": {"n_quants": n, "n_silent": n_silent,
                               "primary": {"full": {"n": n, "rho": rho, "p_perm": p_holm, "p_holm": p_holm, "ci_low": -0.9, "ci_high": -0.2},
                                           "silent": {"n": n_silent, "rho": -0.1, "p_perm": silent_p, "p_holm": silent_p}}},
@@ -139,6 +141,56 @@ def test_claim1_verdict_follows_the_written_rule():
     # five quants cannot show the paper's |rho| = 0.72 at alpha = 0.05
     v = paper.verdict_claim1(_numbers(n=5, n_silent=0), RULES)
     assert v.verdict == "undecided" and "0.88" in v.reason and "0.72" in v.reason
+
+
+def test_an_underpowered_benchmark_leaves_claims_1_2_and_5_undecided():
+    """The noise ceiling (notebook 07) is the last power check of claims 1, 2 and 5: a claim that
+    would hold on its correlations is undecided when the benchmark cannot see the effect."""
+    zones = [{"k": 4, "n": 4, "rho": 0.1, "p_perm": 0.9, "ci_low": None, "ci_high": None},
+             {"k": 24, "n": 24, "rho": -0.6, "p_perm": 0.002, "ci_low": -0.8, "ci_high": -0.3}]
+    weak = _numbers(n_silent=30, powered=False)
+    for verdict in (paper.verdict_claim1(_numbers(powered=False), RULES), paper.verdict_claim2(_numbers(powered=False), zones, RULES),
+                    paper.verdict_claim5(weak, RULES)):
+        assert verdict.verdict == "undecided"
+        assert verdict.reason == "the benchmark is underpowered: the composite's split-half reliability across quants is 0.40, below 0.90"
+    assert paper.verdict_claim5(_numbers(n_silent=30), RULES).verdict == "holds"
+    # the earlier checks still come first: the spread check names its own reason
+    assert "none of the 30 quants" in paper.verdict_claim1(_numbers(n_silent=30, powered=False), RULES).reason
+    # no notebook 07 numbers: a one-line error naming the file, not a silent "holds"
+    with pytest.raises(SilentzoneError, match=r"noise-ceiling.json: missing"):
+        paper.verdict_claim1({k: v for k, v in _numbers().items() if k != "noise_ceiling"}, RULES)
+
+
+def test_noise_numbers_print_as_points_percent_and_correlations():
+    assert paper.format_value(-0.1111, "delta") == "−11.1" and paper.format_value(0.0907, "se") == "9.1"
+    assert paper.format_value(0.254, "mdd_max") == "25.4" and paper.format_value(-0.0001, "half_width_median") == "0.0"
+    assert paper.format_value(0.8, "power") == "80.0%" and paper.format_value(0.914, "reliability") == "0.914"
+    assert paper.format_value(-0.7071, "rho_median") == "−0.71" and paper.format_value(0.057, "share_significant") == "5.7%"
+    switches = paper.noise_switches({"noise_ceiling": {"reliability": {"full": {"reliability": None}}, "power": {"powered": False},
+                                                       "most_damaged": {"model": "", "delta": None}, "tasks_left_out": ["humaneval"]}})
+    assert not switches["noise_reliability"] and not switches["noise_worst"] and switches["noise_left_out"] and not switches["powered"]
+    text = paper.noise_text({"noise_ceiling": {"tasks_left_out": ["humaneval", "mbpp"], "sim_percentiles": [5, 95]}})
+    assert text == {"left_out_text": "HumanEval and MBPP", "n_left_out": 2, "sim_range": "5–95%"}
+
+
+def test_noise_tables_print_points_and_refusals(tiny_params):
+    import pandas as pd
+
+    ctx = paper.TableContext(variants=paper.variant_names(tiny_params), ci_label="95% CI")
+    rel = pd.DataFrame({"zone": ["full", "full", "silent"], "score": ["score_arc_easy", "composite", "composite"], "n_quants": [5, 5, 2],
+                        "n_items": [4, 7, 7], "reliability": [0.913, 0.4, None], "low": [0.85, -1.0, None], "high": [0.96, 0.7, None],
+                        "reliability_pearson": [0.9, 0.41, None], "refused": [None, None, "fewer than 4 quants (n = 2)"]})
+    table, notes = paper.table_noise_reliability(rel, ctx, Path("reliability.csv"))
+    lines = table.splitlines()
+    assert lines[2] == "| full cohort | ARC-Easy | 5 | 4 | 0.91 [0.85,\u00a00.96] | 0.9 |"
+    assert lines[3].startswith("|  | composite | 5 | 7 | 0.4 [−1,\u00a00.7] |") and lines[4].endswith("| —† | — |")
+    assert "fewer than 4 quants (n = 2)" in notes
+    mdd = pd.DataFrame({"model": ["q4_0", "q8_0"], "primary": [0.0091, 1.1e-5], "delta": [-0.1111, 0.0], "se": [0.0907, 0.0],
+                        "z": [-1.2247, None], "half_width": [0.1667, 0.0], "mdd": [0.2542, 0.0], "in_zone": [True, True]})
+    table, _ = paper.table_detectable_difference(mdd, ctx, Path("detectable_difference.csv"))
+    assert table.splitlines()[0].startswith("| Quant | Mean KLD | Δ composite (points) |")
+    assert table.splitlines()[2] == "| q4_0 | 0.0091 | −11.1 | 9.1 | −1.22 | 16.7 | 25.4 | yes |"
+    assert table.splitlines()[3] == "| q8_0 | 1.10×10⁻⁵ | 0.0 | 0.0 | — | 0.0 | 0.0 | yes |"
 
 
 def test_critical_rho_is_the_two_sided_t_threshold():
@@ -265,7 +317,7 @@ def test_every_figure_and_table_is_referenced_from_the_text():
     labels = set(re.findall(r"#((?:fig|tbl)-[\w-]+)", text))
     referenced = set(re.findall(r"@((?:fig|tbl)-[\w-]+)", text))
     assert len(labels) >= 19 and labels <= referenced, sorted(labels - referenced)
-    assert len(re.findall(r"!\[[^\]]*\]\(figures/", text)) == 7
+    assert len(re.findall(r"!\[[^\]]*\]\(figures/", text)) == 9
 
 
 def test_citations_are_narrative_where_the_authors_are_the_subject():

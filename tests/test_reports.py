@@ -21,6 +21,7 @@ PIPELINE = {
     "03-failure-prediction": reports.failure_prediction,
     "04-routing": reports.routing,
     "05-volume-direction": reports.volume_direction,
+    "07-noise-ceiling": reports.noise_ceiling,
 }
 
 
@@ -56,7 +57,7 @@ def write_cohort(folder: Path, params, n_quants: int, prompt_kld: bool = True, s
 
 def run_report(name, params, processed: Path, out: Path) -> tuple[dict, dict]:
     paths = {"figures_dir": out / "figures" / name, "tables_dir": out / "tables" / name, "numbers_path": out / "numbers" / f"{name}.json"}
-    extra = {} if name in ("01-fidelity-vs-score", "05-volume-direction") else {"published_path": PUBLISHED}
+    extra = {} if name in ("01-fidelity-vs-score", "05-volume-direction", "07-noise-ceiling") else {"published_path": PUBLISHED}
     result = PIPELINE[name](params, processed, paths["figures_dir"], paths["tables_dir"], paths["numbers_path"],
                             params.notebooks.options(name), **extra)
     return result, json.loads(paths["numbers_path"].read_text())
@@ -68,6 +69,7 @@ EXPECTED_REFUSAL = {  # notebook -> (fewest quants it needs, the start of its re
     "03-failure-prediction": (1, "no quants in the cohort"),
     "04-routing": (2, "{what}"),
     "05-volume-direction": (4, "fewer than 4 quants (n = {n})"),
+    "07-noise-ceiling": (4, "fewer than 4 quants (n = {n})"),
 }
 
 
@@ -101,10 +103,13 @@ def test_refusals_inside_the_numbers(tmp_path, params):
 
 def test_a_complete_cohort_refuses_nothing(tmp_path, params):
     processed = write_cohort(tmp_path, params, 6, seed=1)
+    seen = {}
     for name in PIPELINE:
-        result, numbers = run_report(name, params, processed, tmp_path / "results")
-        assert "refused" not in numbers, name
+        result, seen[name] = run_report(name, params, processed, tmp_path / "results")
+        assert "refused" not in seen[name], name
+    numbers = seen["05-volume-direction"]
     assert numbers["volume"]["full"]["n"] == 6 and numbers["identity_max_abs_error"] == 0.0
+    assert seen["07-noise-ceiling"]["reliability"]["full"]["reliability"] is not None
     result, numbers = run_report("01-fidelity-vs-score", params, processed, tmp_path / "results")
     assert numbers["n_quants"] == 6 and numbers["n_variants"] == 14 and numbers["primary"]["full"]["rho"] is not None
     assert set(result["variants_full_vs_silent"]["variant"]) == set(params.variants)

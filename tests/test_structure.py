@@ -10,7 +10,7 @@ from silentzone import provenance
 PACKAGE = provenance.SRC / "silentzone"
 MODULES = sorted(".".join(p.relative_to(provenance.SRC).with_suffix("").parts).removesuffix(".__init__") for p in PACKAGE.rglob("*.py"))
 STAGES = [m for m in MODULES if m.startswith("silentzone.stages.")]
-ANALYSIS = ["silentzone.stats", "silentzone.zone", "silentzone.analyses", "silentzone.plots", "silentzone.published", "silentzone.reports"]
+ANALYSIS = ["silentzone.stats", "silentzone.zone", "silentzone.noise", "silentzone.analyses", "silentzone.plots", "silentzone.published", "silentzone.reports"]
 CAPTURE = ["silentzone.model", "silentzone.quant", "silentzone.refstore", "silentzone.metrics", "silentzone.bench", "silentzone.data"]
 
 

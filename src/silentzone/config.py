@@ -218,6 +218,16 @@ class PublishedOptions(Section):
     cohorts: dict[str, PublishedCohort] = Field(min_length=1)
 
 
+class NoiseOptions(Section):
+    """07-noise-ceiling: how many random item splits and perfect-ranking replicates, and the power rule."""
+
+    n_splits: int = Field(default=1000, ge=10, le=1_000_000)      # split-half reliability: random splits of each task's items
+    n_sims: int = Field(default=1000, ge=10, le=1_000_000)        # perfect-ranking simulation: replicates of the cohort
+    min_reliability: float = Field(default=0.9, gt=0.0, le=1.0)   # "powered": composite split-half reliability across quants
+    min_z: float = Field(default=6.0, gt=0.0, le=100.0)           # "powered": the most damaged quant's paired z below the reference
+    power: float = Field(default=0.8, gt=0.5, lt=1.0)             # minimal detectable difference at this power
+
+
 class Notebooks(Section):
     """One entry per analysis notebook (its name is the DVC stage key and the file name)."""
 
@@ -227,6 +237,7 @@ class Notebooks(Section):
     routing: RoutingOptions = Field(default_factory=RoutingOptions, alias="04-routing")
     volume_direction: NoOptions = Field(default_factory=NoOptions, alias="05-volume-direction")
     published_cohorts: PublishedOptions = Field(alias="06-published-cohorts")
+    noise_ceiling: NoiseOptions = Field(default_factory=NoiseOptions, alias="07-noise-ceiling")
 
     def names(self) -> list[str]:
         return [f.alias for f in type(self).model_fields.values()]

@@ -86,6 +86,12 @@ def fmt_pct(x: float) -> str:
     return _minus(f"{100 * x:.1f}%")
 
 
+def fmt_points(x: float) -> str:
+    """A difference of composites (shares of items) in percentage points, one decimal: "−11.1"."""
+    text = f"{100 * x:.1f}"
+    return _minus("0.0" if float(text) == 0 else text)
+
+
 def fmt_sig(x: float, digits: int = 3) -> str:
     """Three significant digits; below 0.001 as m×10ⁿ (KLDs of near-lossless quants)."""
     if x == 0:
@@ -109,10 +115,12 @@ def value_kind(key: str) -> str:
         return "rho"
     if k == "p" or k.startswith("p_"):
         return "p"
-    if k.startswith(("accuracy", "routing_", "share_")) or "_accuracy" in k:
+    if k.startswith(("accuracy", "routing_", "share_")) or "_accuracy" in k or k == "power":
         return "pct"
     if k.startswith(("gm_ratio", "auroc")):
         return "ratio"
+    if k in ("delta", "se") or k.startswith(("mdd", "half_width")):
+        return "points"  # composite differences (notebook 07): percentage points of items
     return "sig"
 
 
@@ -135,6 +143,8 @@ def format_value(value, key: str = "", min_n: int | None = None):
             return fmt_pct(value)
         if kind == "ratio":
             return f"{value:.2f}"
+        if kind == "points":
+            return fmt_points(value)
         if value.is_integer() and (key == "n" or key.startswith("n_")):
             return int(value)
         return fmt_sig(value)
@@ -422,6 +432,13 @@ def _num(x) -> bool:
     return x is not None and not (isinstance(x, float) and math.isnan(x))
 
 
+def power_check(raw: dict) -> tuple[bool, str]:
+    """The noise ceiling's verdict (notebook 07) as a `_first_reason` pair: a claim the benchmark
+    was not powered to test is undecided, whatever its correlations say."""
+    power = need(raw, "noise_ceiling", "power")
+    return (not power.get("powered"), f"the benchmark is underpowered: {power.get('reason') or 'no reason recorded'}")
+
+
 def verdict_claim1(raw: dict, rules: Rules) -> Verdict:
     full = need(raw, "fidelity_vs_score", "primary.full")
     silent = need(raw, "fidelity_vs_score", "primary.silent")
@@ -435,6 +452,7 @@ def verdict_claim1(raw: dict, rules: Rules) -> Verdict:
                                     f"quality spread to rank"),
         (crit > rules.paper_rho_full, f"with {n} quants only |ρ| ≥ {crit:.2f} can reach significance, "
                                       f"more than the paper's {rules.paper_rho_full:.2f}"),
+        power_check(raw),
     )
     if why:
         return Verdict("undecided", why)
@@ -473,6 +491,7 @@ def verdict_claim2(raw: dict, zones: list[dict], rules: Rules) -> Verdict:
         (largest is not None and critical_rho(largest["n"], rules.alpha) > rules.paper_rho_full,
          f"the largest zone ({largest['n'] if largest else 0} quants) cannot reach significance at the paper's "
          f"|ρ| = {rules.paper_rho_full:.2f}"),
+        power_check(raw),
     )
     if why:
         return Verdict("undecided", why)
@@ -547,6 +566,7 @@ def verdict_claim5(raw: dict, rules: Rules) -> Verdict:
         (not _num(volume.get("rho")), "the silent-zone ρ of mean KLD with flip volume is undefined"),
         (crit > rules.paper_rho_volume, f"with {n} quants in the silent zone only |ρ| ≥ {crit:.2f} can reach "
                                         f"significance, more than the paper's {rules.paper_rho_volume:.2f}"),
+        power_check(raw),
     )
     if why:
         return Verdict("undecided", why)
@@ -554,6 +574,36 @@ def verdict_claim5(raw: dict, rules: Rules) -> Verdict:
     tracks_direction = _num(direction.get("rho")) and direction.get("p_perm") is not None and direction["p_perm"] < rules.alpha
     text = f"volume {estimate_text(volume)}; direction {estimate_text(direction)}"
     return Verdict("holds" if tracks_volume and not tracks_direction else "does not hold", text)
+
+
+def noise_switches(raw: dict) -> dict:
+    """`has.*` switches of the noise-ceiling section (notebook 07): which of its sentences have numbers."""
+    node = raw.get("noise_ceiling") or {}
+    reliability = ((node.get("reliability") or {}).get("full") or {})
+    attenuation = ((node.get("attenuation") or {}).get("full") or {})
+    simulation = ((node.get("simulation") or {}).get("silent") or {})
+    worst = node.get("most_damaged") or {}
+    return {"noise_reliability": _num(reliability.get("reliability")),
+            "noise_tasks": _num(node.get("reliability_task_min")),
+            "noise_attenuation": _num(attenuation.get("rho_corrected")),
+            "noise_capped": bool(attenuation.get("capped")),
+            "noise_simulation": _num(simulation.get("rho_median")),
+            "noise_observed": _num(simulation.get("rho_observed")) and _num(simulation.get("share_below_observed")),
+            "noise_mdd": _num((node.get("mdd") or {}).get("mdd_median")),
+            "noise_worst": bool(worst.get("model")) and _num(worst.get("delta")),
+            "noise_worst_z": _num(worst.get("z")),
+            "noise_left_out": bool(node.get("tasks_left_out")),
+            "powered": bool((node.get("power") or {}).get("powered"))}
+
+
+def noise_text(raw: dict) -> dict:
+    """Phrases of the noise-ceiling section that are not single numbers: the tasks too small to
+    split, and the simulation's percentile range."""
+    node = raw.get("noise_ceiling") or {}
+    left_out = [task_name(t) for t in node.get("tasks_left_out") or []]
+    low, high = node.get("sim_percentiles") or (None, None)
+    return {"left_out_text": join_words(left_out) or DASH, "n_left_out": len(left_out),
+            "sim_range": f"{low}–{high}%" if _num(low) and _num(high) else DASH}
 
 
 def verdict_summary(verdicts: dict) -> str:
@@ -629,6 +679,7 @@ class TableContext:
     variants: dict
     ci_label: str
     min_routed: int = 1
+    primary: str = "kld_mean"  # stats.primary_variant
 
     def target(self, value: str) -> str:
         if value == "composite":
@@ -770,10 +821,10 @@ def _capital(text: str) -> str:
 
 
 def table_cohort(df, ctx: TableContext, path: Path) -> str:
-    _require(df, ["quant"], path)
-    columns = [c for c in df.columns if c != "quant"]
-    headers = ["Quant"] + [_capital(ctx.variants[c]) if c in ctx.variants else HEADERS.get(c, c) for c in columns]
-    rows = [[str(r["quant"])] + [cell(r[c], c) for c in columns] for _, r in df.iterrows()]
+    _require(df, ["model"], path)
+    columns = [c for c in df.columns if c != "model"]
+    headers = ["Model"] + [_capital(ctx.variants[c]) if c in ctx.variants else HEADERS.get(c, c) for c in columns]
+    rows = [[str(r["model"])] + [cell(r[c], c) for c in columns] for _, r in df.iterrows()]
     return markdown_table(headers, rows), ""
 
 
@@ -843,6 +894,39 @@ def table_published_full(df, ctx: TableContext, path: Path) -> str:
     return markdown_table(["Cohort", "Zone", "Fidelity", "n", f"ρ [{ctx.ci_label}]", "p", "p~Holm~"], rows, "lllrrrr", group=2), notes.markdown()
 
 
+def table_noise_reliability(df, ctx: TableContext, path: Path) -> str:
+    """Split-half reliability across quants per zone and score (notebook 07)."""
+    _require(df, ["zone", "score", "n_quants", "n_items", "reliability", "low", "high", "reliability_pearson", "refused"], path)
+    notes = Notes(ctx.humanize)
+    rows = []
+    for _, r in df.iterrows():
+        row = r.to_dict()
+        value = row["reliability"]
+        if _isnan(value):
+            shown = DASH + (notes.mark(str(row["refused"])) if isinstance(row["refused"], str) and row["refused"] else "")
+        else:
+            shown = fmt_sig(value, 2) + _ci(row["low"], row["high"], lambda v: fmt_sig(v, 2))
+        rows.append([ZONES.get(row["zone"], row["zone"]), ctx.target(row["score"]), cell(row["n_quants"], "n"),
+                     cell(row["n_items"], "n_items"), shown,
+                     DASH if _isnan(row["reliability_pearson"]) else fmt_sig(row["reliability_pearson"], 2)])
+    headers = ["Zone", "Score", "Quants", "Items", f"Reliability, Spearman [{ctx.ci_label.replace('CI', 'of splits')}]", "Pearson"]
+    return markdown_table(headers, rows, "llrrrr", group=1), notes.markdown()
+
+
+def table_detectable_difference(df, ctx: TableContext, path: Path) -> str:
+    """Per quant, most damaged first: Δ, paired SE, z, the bootstrap half-width and the MDD, in
+    percentage points of the composite (notebook 07)."""
+    _require(df, ["model", "primary", "delta", "se", "z", "half_width", "mdd", "in_zone"], path)
+    rows = [[str(r["model"]), cell(r["primary"], "primary"),
+             *(DASH if _isnan(r[c]) else fmt_points(r[c]) for c in ("delta", "se")),
+             DASH if _isnan(r["z"]) else _minus(f"{r['z']:+.2f}"),
+             *(DASH if _isnan(r[c]) else fmt_points(r[c]) for c in ("half_width", "mdd")),
+             "yes" if str(r["in_zone"]) == "True" else "no"] for _, r in df.iterrows()]
+    headers = ["Quant", _capital(ctx.variants.get(ctx.primary, ctx.primary)), "Δ composite (points)", "Paired SE (points)",
+               "z = Δ/SE", "Bootstrap half-width (points)", "MDD (points)", "Silent zone"]
+    return markdown_table(headers, rows, "lrrrrrrl"), ""
+
+
 # (notebook, csv stem) -> [(folder, name, formatter)]: the main text's tables and the appendix's.
 TABLES = {
     ("01-fidelity-vs-score", "variants_full_vs_silent"): [
@@ -859,6 +943,8 @@ TABLES = {
         ("appendix", "flip_correlations", lambda df, ctx, p: table_correlations_long(df, ctx, p, "target"))],
     ("06-published-cohorts", "published_correlations"): [
         ("main", "published", table_published_main), ("appendix", "published", table_published_full)],
+    ("07-noise-ceiling", "reliability"): [("appendix", "noise_reliability", table_noise_reliability)],
+    ("07-noise-ceiling", "detectable_difference"): [("appendix", "detectable_difference", table_detectable_difference)],
 }
 
 
@@ -932,6 +1018,7 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "routing_pooled": {"n_routed": pooled["n_routed"], "n_correct": pooled["n_correct"],
                            "text": DASH if pooled["accuracy"] is None else
                            fmt_pct(pooled["accuracy"]) + _ci(pooled["ci_low"], pooled["ci_high"], fmt_pct)},
+        "noise": noise_text(raw),
     }
     verdicts = {
         "claim1": verdict_claim1(raw, rules).as_dict(),
@@ -961,6 +1048,7 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "quantized_reference": facts["quantized_reference"],
         "mc": facts["has_mc"],
         "code": facts["has_code"],
+        **noise_switches(raw),
     }
     io.write_text(paper_dir / "_variables.yml", yaml.safe_dump(variables, sort_keys=True, allow_unicode=True))
 
@@ -973,7 +1061,8 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
             dest = target / path.parent.name / path.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
-    ctx = TableContext(variants=variant_names(params), ci_label=f"{facts['ci_pct']} CI", min_routed=rules.min_routed)
+    ctx = TableContext(variants=variant_names(params), ci_label=f"{facts['ci_pct']} CI", min_routed=rules.min_routed,
+                       primary=params["stats"]["primary_variant"])
     n_tables = write_tables(results, paper_dir, ctx)
     print(f"{paper_dir}/_variables.yml: verdicts {', '.join(v['verdict'] for v in verdicts.values())}; {n_tables} tables")
 

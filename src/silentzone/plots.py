@@ -138,3 +138,59 @@ def volume_direction(flips: pd.DataFrame, x: str, figures_dir, name="kld_vs_volu
     axes[1].axhline(0.5, color="black", lw=0.8, ls="--")
     axes[0].legend(fontsize=7, loc="best")
     return save(fig, data, figures_dir, name)
+
+
+def simulated_rho(replicates: pd.DataFrame, observed: dict, figures_dir, name="simulated_silent_rho", note: str | None = None,
+                  x_label="Spearman ρ (KLD vs composite) if KLD ranked quality perfectly"):
+    """Histograms of the perfect-ranking replicates' ρ, silent zone and full cohort, with the
+    observed ρ of each marked; `replicates` has zone, replicate, n, rho; `observed` zone -> ρ or None.
+    The CSV holds every replicate and the observed values (kind = simulated / observed)."""
+    sim = replicates.assign(kind="simulated")
+    obs = pd.DataFrame([{"zone": z, "replicate": None, "n": None, "rho": r, "kind": "observed"} for z, r in observed.items()])
+    data = pd.concat([sim, obs], ignore_index=True)[["kind", "zone", "replicate", "n", "rho"]] if len(obs) else sim
+    plot = sim[sim["rho"].notna()].astype({"rho": float})
+    if note or plot.empty:
+        return empty(data, figures_dir, name, note or "every replicate's ρ was refused: nothing to plot", x_label)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    colors = {"silent": "C0", "full": "C7"}
+    labels = {"silent": "silent zone", "full": "full cohort"}
+    bins = [i / 20 - 1 for i in range(41)]
+    for zone in ("full", "silent"):
+        part = plot[plot["zone"] == zone]
+        if part.empty:
+            continue
+        ax.hist(part["rho"], bins=bins, color=colors[zone], alpha=0.35 if zone == "full" else 0.6,
+                label=f"{labels[zone]}, simulated ({len(part)} replicates)")
+        rho = observed.get(zone)
+        if rho is not None:
+            ax.axvline(rho, color=colors[zone], lw=2, ls="--", label=f"{labels[zone]}, observed (ρ = {rho:+.2f})")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("replicates")
+    ax.legend(loc="upper right", fontsize=8)
+    return save(fig, data, figures_dir, name)
+
+
+def reliability_by_score(table: pd.DataFrame, figures_dir, name="split_half_reliability", threshold: float | None = None,
+                         note: str | None = None, x_label="split-half reliability across quants (Spearman–Brown)"):
+    """Split-half reliability with its percentile interval per score (each task, then the
+    composite); `table` has score, reliability, low, high (and what else reports keeps)."""
+    data = table.reset_index(drop=True)
+    plot = data[data["reliability"].notna()]
+    if note or plot.empty:
+        return empty(data, figures_dir, name, note or "every reliability was refused (see the table): nothing to plot", x_label)
+    values = plot[["reliability", "low", "high"]].astype(float)
+    fig, ax = plt.subplots(figsize=(6.4, max(2.5, 0.35 * len(plot) + 1.4)))
+    y = range(len(plot))
+    ax.errorbar(values["reliability"], y, xerr=[values["reliability"] - values["low"], values["high"] - values["reliability"]],
+                fmt="o", color="C0", ecolor="C0", capsize=3)
+    ax.set_yticks(list(y), [s.removeprefix("score_") for s in plot["score"]])
+    if threshold is not None:
+        ax.axvline(threshold, color=PAPER_COLOR, ls=":", label=f"target ({threshold:g})")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel(x_label)
+    if threshold is not None:
+        ax.legend(loc="lower left", fontsize=8)
+    return save(fig, data, figures_dir, name)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import ValidationError
 
-from . import analyses, config, io, plots, published, stats, zone
+from . import analyses, config, io, noise, plots, published, stats, zone
 from .config import Params
 from .errors import SilentzoneError
 from .layout import DEFAULT
@@ -399,3 +399,41 @@ def _published_numbers(doc: dict) -> dict:
         "n_silent": len(silent["members"]), "rho_silent": silent["rho"], "p_silent": silent["p_perm"],
         "silent_refused": silent["refused"] or "",
     }
+
+
+# ---------------------------------------------------------------- 07 · noise ceiling
+
+
+def noise_ceiling(params: Params, processed_dir, figures_dir, tables_dir, numbers_path, options: dict | None = None) -> dict:
+    """How much the benchmark can see: split-half reliability of every score across quants, the
+    attenuation-corrected ρ, the silent-zone ρ a perfect KLD ranking would show through item noise,
+    the minimal detectable difference per quant and the power verdict (silentzone.noise)."""
+    opts = options_of(params, config.NoiseOptions, options, "07-noise-ceiling")
+    data = load(params, processed_dir)
+    result = noise.noise_ceiling(data.cohort, data.items, data.zone, params, opts)
+    tables = Path(tables_dir)
+    io.write_csv(tables / "reliability.csv", result.reliability, float_format="%.6g")
+    io.write_csv(tables / "attenuation.csv", result.attenuation, float_format="%.6g")
+    io.write_csv(tables / "detectable_difference.csv", result.mdd, float_format="%.6g")
+    io.write_csv(tables / "simulation.csv", result.simulation, float_format="%.6g")
+    why = too_few_quants(params, len(data.full))
+    full = result.reliability[result.reliability["zone"] == "full"]
+    observed = {z: (None if pd.isna(r) else float(r)) for z, r in zip(result.simulation["zone"], result.simulation["rho_observed"])}
+    sim_refused = result.simulation["refused"].dropna()
+    rel_refused = full.loc[full["reliability"].isna(), "refused"].dropna()
+    figures = {
+        "simulated_silent_rho": plots.simulated_rho(result.replicates, observed, figures_dir,
+                                                    note=str(sim_refused.iloc[0]) if len(sim_refused) == len(result.simulation) else None),
+        "split_half_reliability": plots.reliability_by_score(full, figures_dir, threshold=opts.min_reliability,
+                                                             note=None if full["reliability"].notna().any() or rel_refused.empty
+                                                             else str(rel_refused.iloc[0])),
+    }
+    numbers = write_numbers(numbers_path, _refused(result.numbers, why))
+    power = result.numbers["power"]
+    summary = f"{data.summary()}\npower: {power['verdict']} ({power['reason']})"
+    return {"summary": summary, "figures": figures, "numbers": numbers,
+            "reliability": result.reliability[["zone", "score", "n_quants", "n_items", "reliability", "low", "high",
+                                               "reliability_pearson", "refused"]],
+            "attenuation": result.attenuation,
+            "simulation": result.simulation,
+            "detectable_difference": result.mdd}
