@@ -133,3 +133,30 @@ def test_smollm2_batched_equals_score_item(smollm2_cache_dir):
     params = config.validate(config.build_profile("default", REPO / "profiles"), "params.yaml")
     model, tokenizer = load_reference(params, cache_dir=smollm2_cache_dir)
     assert_matches_score_item(model, tokenizer, real_items(2), params.bench.batch_tokens)
+
+
+def test_sliding_window_model_matches_its_own_forward():
+    """A model with sliding-window layers (Gemma 3 layout, window 4 « the sequences) and a final logit
+    softcap: packed rows get the window on the same positions, so log-probs and greedy tokens equal a
+    plain forward of context + continuation."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from silentzone.model.load import build_byte_tokenizer
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           num_key_value_heads=1, head_dim=16, sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+                           final_logit_softcapping=5.0, attn_implementation="sdpa")
+    model = Gemma3ForCausalLM(cfg).eval()
+    tokenizer = build_byte_tokenizer(300)
+    cap = lm.softcap_of(model)
+    assert cap == 5.0
+    items = [ARC, WINO, LAMB]
+    for item, res in zip(items, batched.score(model, [mc.request(tokenizer, it) for it in items], cap, 4096)):
+        req = mc.request(tokenizer, item)
+        for k, (ctx, cont) in enumerate(zip(req.contexts, req.conts)):
+            logits = full_forward(model, ctx + cont)
+            rows = range(len(ctx) - 1, len(ctx) + len(cont) - 1)
+            logp = log_softmax(logits, axis=-1)
+            assert res.logprobs[k] == pytest.approx(sum(logp[r, t] for r, t in zip(rows, cont)), rel=RTOL)
+            assert res.greedy[k] == [int(np.argmax(logits[r])) for r in rows]

@@ -6,8 +6,9 @@ and position ids restart at the end of its context, so every continuation is com
 followed its context alone — the shared context runs once per item, as with the per-item KV cache
 of `mc.score_item`, but many items share one forward. Rows are sorted by length and cut into
 right-padded batches of at most `batch_tokens` (rows × width); padding attends only to padding, and
-no real position attends to it. lm_head and the log-softmax run only at the positions that predict
-a continuation token, in row chunks, so no batch materialises logits for every position.
+no real position attends to it. (Models with sliding-window layers get the window applied on the
+same positions.) lm_head and the log-softmax run only at the positions that predict a
+continuation token, in row chunks, so no batch materialises logits for every position.
 
 Returned per item: the summed log-probability of each continuation (float64 sum of float32
 log-softmax values, as `mc.score_item`), the greedy (argmax) token at every continuation position,
@@ -130,9 +131,8 @@ def score(model, requests: list[Request], cap: float | None, batch_tokens: int) 
             causal = torch.ones(width, width, dtype=torch.bool).tril()
             allowed = (causal & (block[:, :, None] == block[:, None, :])
                        & ((part[:, None, :] == -1) | (part[:, :, None] == part[:, None, :])))
-            dtype = next(model.parameters()).dtype
-            mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
-            hidden = decoder(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask.to(device)).last_hidden_state
+            mask = _attention_mask(model, allowed, pos, device)
+            hidden = decoder(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask).last_hidden_state
             flat = hidden.reshape(-1, hidden.shape[-1])
             picked, greedy = _continuation_scores(model, flat, torch.tensor(rows, device=device), torch.tensor(targets, device=device), cap)
             starts = np.concatenate([[0], np.cumsum(counts)])
@@ -147,6 +147,24 @@ def score(model, requests: list[Request], cap: float | None, batch_tokens: int) 
                     c += 1
                 results[i] = Result(lps, gs, seqs, Paths(hidden[r], spans))
     return results
+
+
+def _attention_mask(model, allowed, pos, device):
+    """The additive 4D mask (0 where allowed, the dtype's minimum elsewhere), used as given by the
+    model. Models with sliding-window layers (Gemma 3) get one mask per layer type, the sliding one
+    also limited to keys less than `sliding_window` positions back, as the model's own mask is."""
+    import torch
+
+    dtype = next(model.parameters()).dtype
+
+    def additive(ok):
+        return torch.zeros(ok.shape, dtype=dtype).masked_fill_(~ok, torch.finfo(dtype).min)[:, None].to(device)
+
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if "sliding_attention" not in set(getattr(cfg, "layer_types", None) or []):
+        return additive(allowed)
+    near = (pos[:, :, None] - pos[:, None, :]) < cfg.sliding_window
+    return {"full_attention": additive(allowed), "sliding_attention": additive(allowed & near)}
 
 
 def _continuation_scores(model, flat, rows, targets, cap):

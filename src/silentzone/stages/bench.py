@@ -114,7 +114,7 @@ def likelihood_rows(ctx: Context, task: str, task_items: list[dict], writer, bar
     rows = []
     for start, stop in _chunks(requests, batch_tokens):
         results = batched.score(ctx.model, requests[start:stop], ctx.cap, batch_tokens)
-        pending = []  # (row fields, hidden_R, hidden_q) awaiting the chunk's KLD
+        pending = []  # (item, row fields, positions, hidden_R, hidden_q): rows awaiting the chunk's KLD
         for item, req, res in zip(task_items[start:stop], requests[start:stop], results):
             n_tok = [len(c) for c in req.conts]
             if spec.kind == "mc":
@@ -135,8 +135,10 @@ def likelihood_rows(ctx: Context, task: str, task_items: list[dict], writer, bar
             ref_choice, ref_tokens, hidden_R = ctx.reference_path(task, item["item_id"])
             own = res.tokens[ref_choice]
             n = len(ref_tokens) - 1
-            # mc: the same sequence; greedy: the reference's answer may end in a token off the target
-            _check_tokens(task, item["item_id"], ref_tokens if spec.kind == "mc" else ref_tokens[:n], own if spec.kind == "mc" else own[:n])
+            if spec.kind == "mc":
+                _check_tokens(task, item["item_id"], ref_tokens, own)
+            else:  # the reference's answer may end in a token off the target: compare the positions it was scored at
+                _check_tokens(task, item["item_id"], ref_tokens[:n], own[:n])
             pending.append((item, fields, n, hidden_R, res.paths[ref_choice][:n]))
         if pending:
             klds = ctx.prompt_klds([p[3] for p in pending], [p[4] for p in pending])
