@@ -135,6 +135,7 @@ class Bench(Section):
     tasks: dict[str, int] = Field(min_length=1)
     max_new_tokens: int = Field(ge=1, le=8192)
     gen_batch: int = Field(ge=1, le=1024)
+    batch_tokens: int = Field(default=512, ge=16, le=1 << 22)  # mc/greedy: rows x width per packed forward batch
     timeout_s: float = Field(gt=0.0, le=3600.0)
     memory_mb: int = Field(ge=16, le=1 << 20)
     disk_mb: int = Field(default=64, ge=1, le=1 << 16)  # sandbox: total bytes a program may write (strict mode)

@@ -112,3 +112,25 @@ def prompt_kld(head_R, hidden_R: np.ndarray, logits_q, work_dtype: str = "float3
         check_finite(zq, "quant", "bench", 0, 0, start)  # a NaN mean would pass as a per-prompt KLD
         parts.append(token_metrics(logits_R, zq, np.zeros(len(zq), np.int64), 1, -27.631021115928547, work_dtype)["kld"])
     return float(np.concatenate(parts).mean())
+
+
+def prompt_klds(head_R, hidden_R: list[np.ndarray], hidden_q, quant_logits, work_dtype: str = "float32") -> list[float]:
+    """prompt_kld of several prompts in one pass: hidden_R, the reference's stored hidden states per
+    prompt; hidden_q, the quant's final hidden states of all their positions concatenated in the same
+    order; quant_logits(hidden) → the quant's logits. Logits are made chunk by chunk over the joined
+    positions (fewer, larger products than prompt by prompt); each prompt's mean over its own rows."""
+    import torch
+
+    hidden = torch.from_numpy(np.ascontiguousarray(np.concatenate(hidden_R)))
+    if hidden.shape[0] != hidden_q.shape[0]:
+        raise ValueError(f"prompt_klds: {hidden.shape[0]} reference positions but {hidden_q.shape[0]} quant positions")
+    step = rows_per_chunk(head_R.vocab_size)
+    parts = []
+    for start in range(0, hidden.shape[0], step):
+        logits_R = head_R(hidden[start : start + step])
+        zq = quant_logits(hidden_q[start : start + step]).to(logits_R.device)
+        check_finite(logits_R, "reference bench store", "bench", 0, 0, start)
+        parts.append(token_metrics(logits_R, zq, np.zeros(len(zq), np.int64), 1, -27.631021115928547, work_dtype)["kld"])
+    kld = np.concatenate(parts)
+    bounds = np.cumsum([0] + [len(h) for h in hidden_R])
+    return [float(kld[a:b].mean()) for a, b in zip(bounds[:-1], bounds[1:])]

