@@ -414,10 +414,13 @@ def test_an_interrupted_reference_leaves_a_store_that_fidelity_refuses(run, monk
 
 
 def test_a_failing_bench_leaves_no_table_and_no_stamp(run, monkeypatch):
+    from silentzone.bench import batched
     from silentzone.model import head
 
     real = head.lm_logits
-    monkeypatch.setattr(head, "lm_logits", lambda model, hidden, cap: real(model, hidden, cap) * float("nan"))
+    poisoned = lambda model, hidden, cap: real(model, hidden, cap) * float("nan")  # noqa: E731
+    monkeypatch.setattr(head, "lm_logits", poisoned)
+    monkeypatch.setattr(batched, "lm_logits", poisoned)  # the batched scorer's own name for it
     for rel in ("data/bench/q4_0.parquet", "data/bench/q4_0.stamp.json"):
         run.path(rel).unlink()
     shutil.rmtree(run.path("data/bench/.parts/q4_0"))

@@ -130,6 +130,7 @@ def prompt_klds(head_R, hidden_R: list[np.ndarray], hidden_q, quant_logits, work
         logits_R = head_R(hidden[start : start + step])
         zq = quant_logits(hidden_q[start : start + step]).to(logits_R.device)
         check_finite(logits_R, "reference bench store", "bench", 0, 0, start)
+        check_finite(zq, "quant", "bench", 0, 0, start)  # a NaN mean would pass as a per-prompt KLD
         parts.append(token_metrics(logits_R, zq, np.zeros(len(zq), np.int64), 1, -27.631021115928547, work_dtype)["kld"])
     kld = np.concatenate(parts)
     bounds = np.cumsum([0] + [len(h) for h in hidden_R])
