@@ -50,8 +50,6 @@ def test_paper_scale_variants_are_the_logs_values(built):
     """Variants against kld_summary.csv (llama.cpp's printed values), derived by hand here."""
     cohort = built[0].set_index("model")
     logs = {q: PAPER / "logs" / ("kld-Q4_1_self.log" if q == "Q4_1" else f"kld-{q}.log") for q in QUANTS}
-    if not (LLAMACPP_FIXTURES / "kld_summary.csv").exists():
-        pytest.skip("llama.cpp fixtures absent")
     summary = pd.read_csv(LLAMACPP_FIXTURES / "kld_summary.csv").set_index("log")
     for q in QUANTS:
         s = summary.loc[f"logs/{logs[q].name}"]
@@ -165,7 +163,6 @@ def test_manifest_errors(paper_copy, tmp_path, capsys):
 EXTERNAL = REPO / "data" / "external"  # the published cohorts the repository ships
 
 
-@pytest.mark.skipif(not (EXTERNAL / "qwen3.5-35b-a3b__apex-quant.csv").exists(), reason=f"published cohorts absent ({EXTERNAL})")
 def test_published_cohort_csv(tmp_path):
     out = tmp_path / "qwen35.csv"
     src = EXTERNAL / "qwen3.5-35b-a3b__apex-quant.csv"
@@ -184,7 +181,6 @@ def test_published_cohort_csv(tmp_path):
     assert math.isnan(got.loc["Q8_0", "kld_p90"])
 
 
-@pytest.mark.skipif(not (EXTERNAL / "qwen3.6-35b-a3b__apex-quant.csv").exists(), reason=f"published cohorts absent ({EXTERNAL})")
 def test_published_cohort_csv_errors():
     src = EXTERNAL / "qwen3.6-35b-a3b__apex-quant.csv"
     with pytest.raises(SilentzoneError, match=r"qwen3.6-35b-a3b__apex-quant.csv:8: column 'card_size', row 'BF16 \(reference\)': '65 GB' is not a number"):

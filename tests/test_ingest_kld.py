@@ -15,7 +15,6 @@ from silentzone.ingest.llamacpp_kld import read_kld, summary, token_stats
 from silentzone.ingest.llamacpp_log import parse_log
 
 MINI = LLAMACPP_FIXTURES / "mini"
-pytestmark = pytest.mark.skipif(not (MINI / "mini-ref-c128.kld.xz").exists(), reason=f"llama.cpp mini/ fixtures absent ({MINI})")
 
 
 @pytest.fixture(scope="module")

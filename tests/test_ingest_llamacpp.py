@@ -14,7 +14,6 @@ from silentzone.cli import main
 from silentzone.errors import SilentzoneError
 from silentzone.ingest.llamacpp_log import parse_log, parse_logs, quant_from_model_file
 
-pytestmark = pytest.mark.skipif(not (LLAMACPP_FIXTURES / "kld_summary.csv").exists(), reason=f"llama.cpp fixtures absent ({LLAMACPP_FIXTURES})")
 
 # kld_summary.csv column -> ours (values in *_pct columns are percent; ours are fractions)
 SUMMARY_TO_OURS = {
