@@ -188,7 +188,7 @@ def test_noise_tables_print_points_and_refusals(tiny_params):
     mdd = pd.DataFrame({"model": ["q4_0", "q8_0"], "primary": [0.0091, 1.1e-5], "delta": [-0.1111, 0.0], "se": [0.0907, 0.0],
                         "z": [-1.2247, None], "half_width": [0.1667, 0.0], "mdd": [0.2542, 0.0], "in_zone": [True, True]})
     table, _ = paper.table_detectable_difference(mdd, ctx, Path("detectable_difference.csv"))
-    assert table.splitlines()[0].startswith("| Quant | Mean KLD | Δ composite (points) |")
+    assert table.splitlines()[0] == "| Quant | Mean KLD | Δ | SE | z | Half-width | MDD | Silent |"
     assert table.splitlines()[2] == "| q4_0 | 0.0091 | −11.1 | 9.1 | −1.22 | 16.7 | 25.4 | yes |"
     assert table.splitlines()[3] == "| q8_0 | 1.10×10⁻⁵ | 0.0 | 0.0 | — | 0.0 | 0.0 | yes |"
 

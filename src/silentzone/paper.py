@@ -922,9 +922,11 @@ def table_detectable_difference(df, ctx: TableContext, path: Path) -> str:
              DASH if _isnan(r["z"]) else _minus(f"{r['z']:+.2f}"),
              *(DASH if _isnan(r[c]) else fmt_points(r[c]) for c in ("half_width", "mdd")),
              "yes" if str(r["in_zone"]) == "True" else "no"] for _, r in df.iterrows()]
-    headers = ["Quant", _capital(ctx.variants.get(ctx.primary, ctx.primary)), "Δ composite (points)", "Paired SE (points)",
-               "z = Δ/SE", "Bootstrap half-width (points)", "MDD (points)", "Silent zone"]
-    return markdown_table(headers, rows, "lrrrrrrl"), ""
+    # short headers: eight columns must fit the text column (the browser test measures it); units in the note
+    headers = ["Quant", _capital(ctx.variants.get(ctx.primary, ctx.primary)), "Δ", "SE", "z", "Half-width", "MDD", "Silent"]
+    note = ("Δ: composite of the quant minus the reference's; SE: its paired standard error; z = Δ/SE; half-width of the "
+            "paired-bootstrap interval; MDD: minimal detectable difference. Δ, SE, half-width and MDD in percentage points.")
+    return markdown_table(headers, rows, "lrrrrrrl"), note
 
 
 # (notebook, csv stem) -> [(folder, name, formatter)]: the main text's tables and the appendix's.
