@@ -198,8 +198,9 @@ def apply_recipe(model, recipe, where: str = "recipe", store: dict | None = None
                 values = formats.decode(encoded, applied)
                 if store is not None:
                     store[name] = (applied, encoded)
-            with torch.no_grad():
-                param.copy_(torch.from_numpy(values.reshape(param.shape)))
+            # New storage rather than copy_: the reference's weights may be a memory map of the fp32
+            # cache (transformers loads safetensors lazily), and writing into it faults every page in.
+            param.data = torch.from_numpy(values.reshape(param.shape)).to(param.device)
         tensors[name] = entry
         total_bits += entry["bpw"] * param.numel()
         total_weights += param.numel()
