@@ -19,7 +19,11 @@ import numpy as np
 
 from .errors import SilentzoneError
 
-CHUNK_ELEMENTS = 1 << 22  # logits per chunk (rows x vocab): 16 MiB per float32 matrix
+# Logits per chunk (rows x vocab): 64 MiB per float32 matrix, so one SmolLM2 window's 255 scored rows
+# are one chunk (64 rows of Gemma's 262k vocabulary). Each lm_head is then one matmul of 255 rows per
+# window: 25 % faster than three of 85 rows, the same bits (each row's dot products do not depend on
+# how many rows share the call).
+CHUNK_ELEMENTS = 1 << 24
 # token_metrics works through a chunk in row blocks of about BLOCK_ELEMENTS logits (4 MiB per float32
 # matrix), so its dozen elementwise passes stay in the CPU's cache: 2.4x faster on SmolLM2's 85-row
 # chunks. Blocks keep at least MIN_BLOCK_ROWS rows: torch's row reductions sum each row in the same
