@@ -129,6 +129,31 @@ def test_float32_work_agrees_with_float64_on_a_large_vocabulary():
     assert exact["kld"].min() > 1e-4
 
 
+@pytest.mark.parametrize("rows", [85, 63, 16, 9])
+def test_row_blocks_give_the_same_bits_as_one_pass(rows, monkeypatch):
+    """token_metrics splits a chunk into cache-sized row blocks (>= MIN_BLOCK_ROWS rows); the values
+    are the bits of one pass over the whole chunk (the speed-up changes no result)."""
+    gen = np.random.default_rng(5)
+    zR = torch.from_numpy((gen.standard_normal((rows, 49152)) * 3).astype(np.float32))
+    zq = zR + torch.from_numpy((gen.standard_normal((rows, 49152)) * 0.05).astype(np.float32))
+    y = gen.integers(0, 49152, rows)
+    blocked = metrics.token_metrics(zR, zq, y, 20, FLOOR)
+    monkeypatch.setattr(metrics, "BLOCK_ELEMENTS", 1 << 40)  # one block: the arithmetic before row blocks
+    whole = metrics.token_metrics(zR, zq, y, 20, FLOOR)
+    for name in whole:
+        np.testing.assert_array_equal(blocked[name], whole[name], err_msg=name)
+
+
+def test_finiteness_check_names_the_row_of_an_inf_among_finite_rows():
+    logits = torch.zeros(4, 10)
+    metrics.check_finite(logits, "quant 'q'", "wiki", 512, 0, 100)  # all finite: no error
+    logits[2, 3] = float("inf")
+    with pytest.raises(SilentzoneError, match=r"\(inf\).*position 102"):
+        metrics.check_finite(logits, "quant 'q'", "wiki", 512, 0, 100)
+    big = torch.full((2, 10), 3e38)  # row sums overflow, the logits are finite: no error
+    metrics.check_finite(big, "quant 'q'", "wiki", 512, 0, 0)
+
+
 # ---------------------------------------------------------------------------- the stage
 
 

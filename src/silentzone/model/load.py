@@ -81,6 +81,26 @@ def load_reference(params, cache_dir: str | Path | None = None):
     return model.to(params.model.device).eval(), tokenizer
 
 
+def reference_sha256(params, model, cache_dir: str | Path | None = None) -> str:
+    """The sha256 that identifies the reference's weights (quant caches are keyed by it): of the GGUF
+    its fp32 cache was made from (checked by load_reference on every load), of an hf directory's
+    weight files, or of the tiny model's tensors (built in code from params)."""
+    kind, path = resolve_source(params.model.source)
+    if kind == "gguf":
+        marker = Path(cache_dir or LAYOUT.models) / params.model.name / CACHE_MARKER
+        return json.loads(marker.read_text())["gguf_sha256"]
+    import hashlib
+
+    digest = hashlib.sha256()
+    if kind == "hf":
+        for file in sorted(p for p in path.iterdir() if p.suffix in {".safetensors", ".bin", ".pt"}):
+            digest.update(file.name.encode() + io.sha256_file(file).encode())
+        return digest.hexdigest()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode() + str(tuple(tensor.shape)).encode() + tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def check_device(params) -> None:
     """One line when params' `model.device` is not present on this machine."""
     import torch

@@ -112,12 +112,35 @@ def quantize_dequantize(tensor, fmt: str):
 def _round_trip(array: np.ndarray, fmt: str) -> np.ndarray:
     if fmt == "F32":
         return array.copy()
+    return decode(encode(array, fmt), fmt)
+
+
+def encode(array: np.ndarray, fmt: str) -> np.ndarray:
+    """What a tensor stored in `fmt` holds: float16 values for F16, else the GGUF block bytes (uint8,
+    one row of blocks per input row). `decode(encode(x, fmt), fmt)` is the round trip of `fmt`."""
+    array = np.ascontiguousarray(array, dtype=np.float32)
     if fmt == "F16":
-        return array.astype(np.float16).astype(np.float32)
+        return array.astype(np.float16)
     from gguf import quants
 
-    qtype = _qtype(fmt)
-    return quants.dequantize(quants.quantize(array, qtype), qtype).astype(np.float32, copy=False)
+    return quants.quantize(array, _qtype(fmt))
+
+
+def decode(encoded: np.ndarray, fmt: str) -> np.ndarray:
+    """The float32 values of an `encode`d tensor (gguf.quants.dequantize: ggml's arithmetic)."""
+    if fmt == "F16":
+        return encoded.astype(np.float32)
+    if fmt == "Q8_0":  # gguf's d * q in torch's threads (the product of an fp16 and an int8 is exact in fp32: same bits)
+        import torch
+
+        blocks = torch.from_numpy(np.ascontiguousarray(encoded).reshape(-1, 34))
+        out = torch.empty(blocks.shape[0], 32)
+        out.copy_(blocks[:, 2:].view(torch.int8))
+        out.mul_(blocks[:, :2].contiguous().view(torch.float16).float())
+        return out.numpy().reshape(*encoded.shape[:-1], encoded.shape[-1] // 34 * 32)
+    from gguf import quants
+
+    return quants.dequantize(encoded, _qtype(fmt)).astype(np.float32, copy=False)
 
 
 def quantize_bytes(array: np.ndarray, fmt: str) -> np.ndarray:

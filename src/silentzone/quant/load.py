@@ -1,6 +1,11 @@
 """Build a quant: the reference model with a cohort member's weights.
 
-Recipes are applied in memory. llama.cpp-made files and importance matrices are cached under
+A recipe is built once per reference: its quantized tensors (the GGUF block bytes, formats.encode)
+are cached under data/models/<model>/quants/<key>/, key = sha256 of the recipe's normal form, the
+reference's sha256 and the gguf-py version, written atomically with a manifest of their sha256; a
+later load verifies them and decodes instead of quantizing again (a damaged or mismatched artifact
+is rebuilt, with one line). Decoding is ggml's arithmetic either way, so the weights are the same
+bits. llama.cpp-made files and importance matrices are cached under
 data/models/<model>/llamacpp/, each beside a JSON record of what made it (the reference GGUF's and
 the imatrix's sha256, the type); a record that no longer matches means the file is rebuilt.
 llama.cpp's tools come from `make llamacpp` (the pinned llama-cpp-python sdist's llama.cpp) or
@@ -12,6 +17,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import SilentzoneError
 from ..schema import REFERENCE
@@ -42,13 +49,103 @@ def load_quant(params, name: str, cache_dir=None):
         report = apply_recipe(model, {"default": "F32", "classes": {}, "layers": {}}, f"{params.source}: reference")
         report["note"] = "unquantized reference: every weight kept at the reference's fp32 values"
     elif members[name].kind == "recipe":
-        report = apply_recipe(model, members[name].recipe, f"{params.source}: cohort.{name}")
+        report = _recipe_member(params, name, members[name].recipe, model, cache_dir)
     else:
         model, report = _load_file_member(params, members[name], model, tokenizer, cache_dir)
     report["quant"] = name
     report["source"] = "reference" if name == REFERENCE else members[name].label
     report.setdefault("matrix_types", report.get("formats", {}))
     return model, tokenizer, report
+
+
+QUANT_CACHE_VERSION = 1
+
+
+def recipe_key(recipe: dict, reference_sha256: str) -> str:
+    """The cache key of a normal-form recipe applied to a reference."""
+    import hashlib
+
+    import gguf
+
+    state = {"recipe": recipe, "reference_sha256": reference_sha256, "version": QUANT_CACHE_VERSION,
+             "gguf": getattr(gguf, "__version__", None) or _dist_version("gguf")}
+    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _recipe_member(params, name: str, recipe: dict, model, cache_dir) -> dict:
+    """apply_recipe with the quantized tensors cached on disk (built once per recipe and reference)."""
+    import sys
+    import time
+
+    from ..layout import DEFAULT as LAYOUT
+    from ..model.load import reference_sha256
+
+    start = time.perf_counter()
+    key = recipe_key(recipe, reference_sha256(params, model, cache_dir))
+    folder = Path(cache_dir or LAYOUT.models) / params.model.name / "quants" / key
+    store = read_quant_cache(folder, key)
+    cached = dict(store)
+    report = apply_recipe(model, recipe, f"{params.source}: cohort.{name}", store=store)
+    rebuilt = store.keys() != cached.keys() or any(store[k][0] != cached[k][0] or store[k][1] is not cached[k][1] for k in store)
+    if not store:  # nothing quantized (an all-F32 recipe): nothing to cache
+        return report
+    if rebuilt:
+        try:
+            write_quant_cache(folder, key, recipe, store)
+        except OSError as exc:  # a read-only or full disk, or another process caching the same quant: keep going
+            print(f"{folder}: quant not cached ({exc})", file=sys.stderr)
+    what = "built and cached" if rebuilt else "read from its cache"
+    print(f"quant {name}: {what} in {time.perf_counter() - start:.2f} s ({folder})", file=sys.stderr)
+    return report
+
+
+def read_quant_cache(folder: Path, key: str) -> dict:
+    """{parameter name: (format, encoded array)} from a cached recipe, or {} when there is none. A
+    damaged artifact (sha256, manifest or array mismatch) is reported in one line and rebuilt."""
+    import sys
+
+    from .. import io
+
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        return {}
+    try:
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+        if meta["key"] != key or io.sha256_file(folder / "tensors.safetensors") != meta["files"]["tensors.safetensors"]:
+            raise ValueError("sha256 differs from its manifest")
+        from safetensors.numpy import load_file
+
+        arrays = load_file(folder / "tensors.safetensors")
+        store = {name: (meta["tensors"][name]["format"], arrays[name]) for name in meta["tensors"]}
+        if any(list(arrays[n].shape) != meta["tensors"][n]["shape"] for n in meta["tensors"]) or set(arrays) != set(meta["tensors"]):
+            raise ValueError("arrays differ from its manifest")
+        return store
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"{folder}: damaged quant cache ({exc}), rebuilt", file=sys.stderr)
+        return {}
+
+
+def write_quant_cache(folder: Path, key: str, recipe: dict, store: dict) -> None:
+    """Write a recipe's encoded tensors and their manifest atomically (the folder appears complete or not at all)."""
+    from safetensors.numpy import save_file
+
+    from .. import io
+
+    with io.atomic_dir(folder) as tmp:
+        save_file({name: np.ascontiguousarray(array) for name, (_, array) in sorted(store.items())}, tmp / "tensors.safetensors")
+        meta = {"key": key, "recipe": recipe, "version": QUANT_CACHE_VERSION,
+                "tensors": {name: {"format": fmt, "shape": list(array.shape)} for name, (fmt, array) in sorted(store.items())},
+                "files": {"tensors.safetensors": io.sha256_file(tmp / "tensors.safetensors")}}
+        io.write_json(tmp / "manifest.json", meta)
 
 
 def _load_file_member(params, member, model, tokenizer, cache_dir):

@@ -158,10 +158,13 @@ def _is_tied(model) -> bool:
     return outp is not None and inp is not None and outp.weight is inp.weight
 
 
-def apply_recipe(model, recipe, where: str = "recipe") -> dict:
+def apply_recipe(model, recipe, where: str = "recipe", store: dict | None = None) -> dict:
     """Quantize `model`'s weights in place (round trip through each tensor's format); return the report.
 
     `recipe` is a raw recipe (as in params) or the normal form from validate_recipe; `where` names it in errors.
+    `store` (optional, {parameter name: (format, encoded array)}, see formats.encode) holds tensors
+    already quantized: an entry of the right format and size is decoded instead of quantized again;
+    every other quantized tensor is encoded and put in it (silentzone.quant.load caches it on disk).
     """
     import torch
 
@@ -185,8 +188,19 @@ def apply_recipe(model, recipe, where: str = "recipe") -> dict:
         applied = chain[-1]
         entry.update(format=applied, fallback=chain if len(chain) > 1 else None, bpw=formats.bits_per_weight(applied))
         if applied != "F32":
-            with torch.no_grad():
-                param.copy_(formats.quantize_dequantize(param.data, applied))
+            values = None
+            if store is not None and store.get(name, (None,))[0] == applied:
+                values = formats.decode(store[name][1], applied)
+                if values.size != param.numel():  # not this tensor's: quantized again below
+                    values = None
+            if values is None:
+                encoded = formats.encode(param.data.detach().cpu().numpy(), applied)
+                values = formats.decode(encoded, applied)
+                if store is not None:
+                    store[name] = (applied, encoded)
+            # New storage rather than copy_: the reference's weights may be a memory map of the fp32
+            # cache (transformers loads safetensors lazily), and writing into it faults every page in.
+            param.data = torch.from_numpy(values.reshape(param.shape)).to(param.device)
         tensors[name] = entry
         total_bits += entry["bpw"] * param.numel()
         total_weights += param.numel()
