@@ -33,11 +33,11 @@ def test_decode_of_encode_is_the_round_trip(fmt):
 def test_cached_quant_has_the_same_bits_and_damage_is_rebuilt(tiny_params, tmp_path, capsys):
     name = "mxfp4+ends-q8_0"
     first = load_quant(tiny_params, name, cache_dir=tmp_path)
-    assert "built and cached" in capsys.readouterr().err
+    assert "built and cached" in capsys.readouterr().out
     folders = list((tmp_path / tiny_params.model.name / "quants").iterdir())
     assert len(folders) == 1 and (folders[0] / "manifest.json").exists()
     second = load_quant(tiny_params, name, cache_dir=tmp_path)
-    assert "read from its cache" in capsys.readouterr().err
+    assert "read from its cache" in capsys.readouterr().out
     assert weights_digest(first[0]) == weights_digest(second[0])
     assert first[2] == second[2]  # the same report either way
 
@@ -46,11 +46,11 @@ def test_cached_quant_has_the_same_bits_and_damage_is_rebuilt(tiny_params, tmp_p
     raw[-1] ^= 0xFF
     data.write_bytes(bytes(raw))
     third = load_quant(tiny_params, name, cache_dir=tmp_path)
-    err = capsys.readouterr().err
-    assert "damaged quant cache" in err and "built and cached" in err
+    captured = capsys.readouterr()
+    assert "damaged quant cache" in captured.err and "built and cached" in captured.out
     assert weights_digest(third[0]) == weights_digest(first[0])
     load_quant(tiny_params, name, cache_dir=tmp_path)
-    assert "read from its cache" in capsys.readouterr().err
+    assert "read from its cache" in capsys.readouterr().out
 
 
 def test_cache_is_keyed_by_recipe_and_reference(tiny_params, tmp_path):

@@ -51,11 +51,14 @@ def cmd_reference(args) -> None:
 
 
 def cmd_fidelity(args) -> None:
+    from .model.load import check_device
     from .quant.load import check_name, load_quant
     from .stages import fidelity
 
     params = _params(args)
     check_name(params, args.quant)
+    check_device(params)
+    fidelity.check_inputs(params, LAYOUT)
     model, tokenizer, report = load_quant(params, args.quant)
     print(fidelity.run(params, LAYOUT, args.quant, model.eval(), tokenizer, report))
 

@@ -104,7 +104,7 @@ def _recipe_member(params, name: str, recipe: dict, model, cache_dir) -> dict:
         except OSError as exc:  # a read-only or full disk, or another process caching the same quant: keep going
             print(f"{folder}: quant not cached ({exc})", file=sys.stderr)
     what = "built and cached" if rebuilt else "read from its cache"
-    print(f"quant {name}: {what} in {time.perf_counter() - start:.2f} s ({folder})", file=sys.stderr)
+    print(f"quant {name}: {what} in {time.perf_counter() - start:.2f} s ({folder})")  # progress, not a warning: stdout
     return report
 
 

@@ -90,6 +90,17 @@ def _read_part(path):
     return table
 
 
+def check_inputs(params, layout: Layout) -> None:
+    """The reference store this quant will be compared with, checked before any quant is built
+    (building one writes its cache: a stale reference must stop us first)."""
+    head = refstore.head_dir(layout.reference)
+    meta = refstore.read_manifest(head, "rerun `silentzone reference`")
+    provenance.verify_made_by(meta, head / refstore.MANIFEST, params, "reference")
+    for corpus, ctx in params.store_specs():
+        seg = refstore.open_fidelity(layout.reference, corpus, ctx)
+        provenance.verify_made_by(seg.manifest, seg.folder / refstore.MANIFEST, params, "reference")
+
+
 def per_token_table(params, layout: Layout, quant: str, model, tokenizer) -> pd.DataFrame:
     """Per-token table of `quant` on every segment; resumable through parts."""
     from tqdm import tqdm
