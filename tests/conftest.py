@@ -55,3 +55,41 @@ def tiny_reference(tmp_path_factory):
     prepare.run(params, layout)
     reference.run(params, layout, model, tokenizer)
     return params, model, tokenizer, layout
+
+
+def run_dvc(*args, cwd, check=True):
+    """`dvc ARGS` in a run folder with this venv's tools on PATH; its output in the assertion on failure."""
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run([str(bin_dir / "dvc"), *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """The tiny profile through the real `dvc repro paper-inputs`, once per session, in a run folder
+    shaped like a clean checkout (code and profiles linked, pipeline files copied). Tests that change
+    it must restore it; the render test adds `dvc repro paper` on top."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("tiny-pipeline")
+    for name in ["dvc.yaml", "notebooks", "paper", "data/external"]:
+        src, dst = REPO / name, root / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("_output", "_variables.yml", "figures", "tables", ".quarto"))
+        else:
+            shutil.copy2(src, dst)
+    (root / "profiles").symlink_to(REPO / "profiles")
+    (root / "src").symlink_to(REPO / "src")
+    subprocess.run([str(Path(sys.executable).parent / "silentzone"), "profile", "tiny"], cwd=root, check=True, capture_output=True)
+    run_dvc("init", "--no-scm", "-q", cwd=root)
+    run_dvc("repro", "paper-inputs", cwd=root)
+    return root

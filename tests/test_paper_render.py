@@ -48,22 +48,10 @@ def _tool(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
-    """The tiny profile through `dvc repro paper` (the render is the stage itself); the seconds the
-    render took are written to render_seconds.txt, for the README's timings."""
-    root = tmp_path_factory.mktemp("tiny-paper")
-    for name in ["dvc.yaml", "notebooks", "paper", "data/external"]:
-        src, dst = REPO / name, root / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("_output", "_variables.yml", "figures", "tables", ".quarto"))
-        else:
-            shutil.copy2(src, dst)
-    (root / "profiles").symlink_to(REPO / "profiles")
-    (root / "src").symlink_to(REPO / "src")
-    _run([str(BIN / "silentzone"), "profile", "tiny"], root)
-    _run([str(BIN / "dvc"), "init", "--no-scm", "-q"], root)
-    _run([str(BIN / "dvc"), "repro", "paper-inputs"], root)
+def rendered(tiny_pipeline):
+    """The tiny profile's pipeline (conftest, shared with test_pipeline.py) plus `dvc repro paper`
+    (the render is the stage itself); the seconds the render took are written to render_seconds.txt."""
+    root = tiny_pipeline
     start = time.perf_counter()
     _run([str(BIN / "dvc"), "repro", "paper"], root)
     (root / "render_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")

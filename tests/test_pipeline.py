@@ -11,36 +11,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_dvc
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.pipeline
 
 
-def dvc(*args, cwd, check=True):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run([str(BIN / "dvc"), *args], cwd=cwd, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+dvc = run_dvc
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-pipeline")
-    for name in ["dvc.yaml", "notebooks", "paper", "data/external"]:
-        src, dst = REPO / name, root / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("_output", "_variables.yml", "figures", "tables", ".quarto"))
-        else:
-            shutil.copy2(src, dst)
-    (root / "profiles").symlink_to(REPO / "profiles")
-    (root / "src").symlink_to(REPO / "src")
-    subprocess.run([str(BIN / "silentzone"), "profile", "tiny"], cwd=root, check=True, capture_output=True)
-    dvc("init", "--no-scm", "-q", cwd=root)
-    dvc("repro", "paper-inputs", cwd=root)
-    return root
+def tiny_run(tiny_pipeline):
+    return tiny_pipeline
 
 
 def test_every_stage_ran_and_is_up_to_date(tiny_run):
