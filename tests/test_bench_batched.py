@@ -72,12 +72,11 @@ def test_batched_equals_score_item_on_real_items(tiny):
     assert_matches_score_item(model, tokenizer, real_items(), 1024)
 
 
-def test_against_textbook_full_forward(tiny):
+def assert_matches_full_forward(model, tokenizer, cap):
     """Each continuation as if it followed its context alone: log-probs and greedy tokens of one plain
     forward of context + continuation (float64 log-softmax)."""
-    model, tokenizer = tiny
     items = [ARC, WINO, LAMB]
-    for item, res in zip(items, batched.score(model, [mc.request(tokenizer, it) for it in items], None, 4096)):
+    for item, res in zip(items, batched.score(model, [mc.request(tokenizer, it) for it in items], cap, 4096)):
         req = mc.request(tokenizer, item)
         for k, (ctx, cont) in enumerate(zip(req.contexts, req.conts)):
             logits = full_forward(model, ctx + cont)
@@ -85,6 +84,13 @@ def test_against_textbook_full_forward(tiny):
             logp = log_softmax(logits, axis=-1)
             assert res.logprobs[k] == pytest.approx(sum(logp[r, t] for r, t in zip(rows, cont)), rel=RTOL)
             assert res.greedy[k] == [int(np.argmax(logits[r])) for r in rows]
+
+
+def test_against_textbook_full_forward(tiny):
+    """Each continuation as if it followed its context alone: log-probs and greedy tokens of one plain
+    forward of context + continuation (float64 log-softmax)."""
+    model, tokenizer = tiny
+    assert_matches_full_forward(model, tokenizer, None)
 
 
 def test_pack_layout():
@@ -151,12 +157,4 @@ def test_sliding_window_model_matches_its_own_forward():
     tokenizer = build_byte_tokenizer(300)
     cap = lm.softcap_of(model)
     assert cap == 5.0
-    items = [ARC, WINO, LAMB]
-    for item, res in zip(items, batched.score(model, [mc.request(tokenizer, it) for it in items], cap, 4096)):
-        req = mc.request(tokenizer, item)
-        for k, (ctx, cont) in enumerate(zip(req.contexts, req.conts)):
-            logits = full_forward(model, ctx + cont)
-            rows = range(len(ctx) - 1, len(ctx) + len(cont) - 1)
-            logp = log_softmax(logits, axis=-1)
-            assert res.logprobs[k] == pytest.approx(sum(logp[r, t] for r, t in zip(rows, cont)), rel=RTOL)
-            assert res.greedy[k] == [int(np.argmax(logits[r])) for r in rows]
+    assert_matches_full_forward(model, tokenizer, cap)

@@ -107,6 +107,27 @@ def write_csv(path, df, **kwargs) -> None:
         df.to_csv(tmp, index=False, lineterminator="\n", **kwargs)
 
 
+def read_text(path, what: str) -> str:
+    """A user's file as UTF-8 text (a BOM is dropped); a folder, an unreadable, binary or non-UTF-8
+    file is one line naming the file and line."""
+    path = Path(path)
+    if path.is_dir():
+        raise SilentzoneError(f"{path}: is a folder, expected {what}; name the file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SilentzoneError(f"{path}: cannot read ({exc.strerror}); check the path and its permissions") from None
+    if b"\x00" in data:
+        line = data.count(b"\n", 0, data.index(b"\x00")) + 1
+        raise SilentzoneError(f"{path}:{line}: NUL byte; a binary or damaged file, not {what}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SilentzoneError(f"{path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; a binary or damaged file, "
+                              f"not {what} (save it as UTF-8)") from None
+
+
 def read_parquet(path, what: str = "table"):
     import pandas as pd
 

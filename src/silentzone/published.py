@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import stats, zone
+from . import io, stats, zone
 from .config import ANALYZE_COHORT_DEFAULTS
 from .errors import SilentzoneError
-from .schema import COMPOSITE, MODEL, SCORE_PREFIX, composite
+from .schema import COMPOSITE, KLD_TOLERANCE, MODEL, SCORE_PREFIX, composite
 
 DEFAULT_SEED = ANALYZE_COHORT_DEFAULTS["seed"]
 DEFAULT_RESAMPLES = ANALYZE_COHORT_DEFAULTS["resamples"]
@@ -42,28 +42,9 @@ MISSING = frozenset({"", "#N/A", "#N/A N/A", "#NA", "<NA>", "N/A", "NA", "NULL",
 # NaN written as a number is a failed computation, not a gap: refused, like infinities.
 NAN_SPELLINGS = frozenset({"nan", "-nan", "+nan", "1.#qnan", "-1.#qnan", "1.#ind", "-1.#ind"})
 # KLD ≥ 0 within one uint16 step of llama.cpp's stored log-probabilities (16/65535 nats), the tolerance
-# silentzone.ingest.checks.KLD_TOLERANCE states and explains (kept apart: the analyses import no ingest).
-KLD_TOLERANCE = 16 / 65535
 
 
 # ---------------------------------------------------------------- reading
-
-
-def _text(path: Path) -> str:
-    if path.is_dir():
-        raise SilentzoneError(f"{path}: is a folder, expected a CSV file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SilentzoneError(f"{path}: cannot read ({exc.strerror}); check the path and its permissions") from None
-    newline, nul = b"\n", b"\x00"
-    if nul in data:
-        raise SilentzoneError(f"{path}:{data.count(newline, 0, data.index(nul)) + 1}: NUL byte; a binary or damaged file, not a CSV")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SilentzoneError(f"{path}:{data.count(newline, 0, exc.start) + 1}: byte 0x{data[exc.start]:02x} is not UTF-8 text; "
-                              "a binary or damaged file, not a CSV (save it as UTF-8)") from None
 
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
@@ -72,7 +53,7 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
     row must have the header's number of cells (pandas would shift or pad a ragged row silently)."""
     import csv
 
-    text = _text(path)
+    text = io.read_text(path, "a CSV file")
     lines = [(i, line) for i, line in enumerate(text.splitlines(keepends=True), start=1) if line.strip() and not line.lstrip().startswith("#")]
     if not lines:
         raise SilentzoneError(f"{path}: no header line (the file is empty or all comments); a cohort CSV has a header and one row per quant")

@@ -32,6 +32,12 @@ ITEM_TYPES = {MODEL: str, "task": str, "item_id": str, "correct": bool, "chosen"
 # cohort table (data/processed/cohort.parquet): one row per model; then the variants, score_<task>, composite
 COHORT_KEYS = [MODEL, "is_reference", "bpw"]
 COMPOSITE = "composite"
+
+# KLD ≥ −KLD_TOLERANCE for numbers measured by llama.cpp (ingested logs and .kld files, published
+# tables): it stores base log-probs as uint16 steps of at most 16/65535 nats, so a KLD it prints may
+# read below zero by up to half a step per file (its reference against itself: minimum −0.000049).
+# One full step is allowed; anything lower is not rounding.
+KLD_TOLERANCE = 16 / 65535
 SCORE_PREFIX = "score_"
 
 

@@ -9,8 +9,8 @@ Tolerance on KLD ≥ 0: llama.cpp stores the base log-probabilities as uint16 st
 values, so a KLD it prints (or that we recompute from two `.kld` files) may read below zero by up to
 half a step per file: the reference measured against itself prints minimum KLD −0.000049
 (tests/fixtures/llamacpp/logs/kld-Q4_1_self.log). We allow one full step, KLD ≥ −KLD_TOLERANCE
-= −16/65535; anything lower is not rounding. silentzone.published applies the same tolerance to
-published tables (it keeps its own copy: the analyses must not import ingest).
+= −16/65535 (silentzone.schema.KLD_TOLERANCE); anything lower is not rounding. silentzone.published
+applies the same tolerance to published tables.
 """
 
 from __future__ import annotations
@@ -20,31 +20,15 @@ from pathlib import Path
 
 from ..errors import SilentzoneError
 
-KLD_TOLERANCE = 16 / 65535  # one uint16 step of llama.cpp's stored log-probabilities, in nats
+from .. import io
+from ..schema import KLD_TOLERANCE  # noqa: F401 (re-exported: the readers take it from here)
+
+read_text = io.read_text
 MAX_BPW = 64.0  # no ggml type stores more than 64 bits per weight (F64)
 
 # Our cohort columns and what each may hold (silentzone.variants.STANDARD's metrics): KLD variants
 # are ≥ 0, perplexities ≥ 1, ratios > 0, shares within [0, 1].
 SHARES = ("top1_disagree", "rms_dp", "same_top_p")
-
-
-def read_text(path: Path, what: str) -> str:
-    """The file as UTF-8 text; a folder, an unreadable, binary or non-UTF-8 file is one line."""
-    path = Path(path)
-    if path.is_dir():
-        raise SilentzoneError(f"{path}: is a folder, expected {what}; name the file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SilentzoneError(f"{path}: cannot read ({exc.strerror}); check the path and its permissions") from None
-    if b"\x00" in data:
-        line = data.count(b"\n", 0, data.index(b"\x00")) + 1
-        raise SilentzoneError(f"{path}:{line}: NUL byte; a binary or damaged file, not {what}")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise SilentzoneError(f"{path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; a binary or damaged file, not {what}") from None
 
 
 def finite(value) -> bool:
