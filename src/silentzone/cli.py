@@ -88,8 +88,11 @@ def cmd_analyze(args) -> None:
 def cmd_paper(args) -> None:
     from . import paper
 
-    _params(args)  # the paper reads params (profile facts) too: validate first
-    paper.run(args)
+    params = _params(args)
+    if args.action == "inputs":
+        paper.write_inputs(params.model_dump(by_alias=True))  # the manuscript's facts read params as plain data
+    else:
+        paper.render()
 
 
 def cmd_analyze_cohort(args) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from . import config, io
+from . import io
 from .layout import DEFAULT
 from .errors import SilentzoneError
 
@@ -1143,12 +1143,3 @@ def render(paper_dir: Path = PAPER_DIR) -> None:
         raise SilentzoneError(f"quarto render {paper_dir}: no {'index.html' if 'index.html' not in made else 'index.pdf'} "
                               f"in {out}; check the formats in {paper_dir}/_quarto.yml (html and typst)")
     print(f"{out}: {', '.join(made)} ({time.perf_counter() - start:.1f} s)")
-
-
-def run(args):
-    if args.action == "inputs":
-        # the manuscript's facts read params as plain data (every key present: validated and complete)
-        write_inputs(config.load(args.params).model_dump(by_alias=True))
-    else:
-        render()
-    return 0
