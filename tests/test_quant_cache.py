@@ -69,3 +69,32 @@ def test_cache_is_keyed_by_recipe_and_reference(tiny_params, tmp_path):
     other = config.validate(raw, "params.yaml")
     load_quant(other, "q8_0", cache_dir=tmp_path)
     assert len(list((tmp_path / tiny_params.model.name / "quants").iterdir())) == 3
+
+
+def test_hf_reference_is_hashed_once_and_keys_the_cache(tiny_params, tmp_path, capsys):
+    """An hf: reference is identified by the sha256 of its weight files, remembered by path, size
+    and mtime (a big model is not hashed on every load); its quants are cached like any other."""
+    import json
+    import os
+
+    from silentzone import config
+    from silentzone.model.load import build_tiny
+
+    model, tokenizer = build_tiny(tiny_params)
+    folder = tmp_path / "hf"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    raw = tiny_params.model_dump(by_alias=True)
+    raw["model"] = {**raw["model"], "source": f"hf:{folder}", "name": "tiny-hf"}
+    params = config.validate(raw, "params.yaml")
+    cache = tmp_path / "models"
+    first = load_quant(params, "q8_0", cache_dir=cache)
+    assert "built and cached" in capsys.readouterr().err
+    memo = cache / "tiny-hf" / "reference_sha256.json"
+    assert len(json.loads(memo.read_text())) == 1
+    weights = next(folder.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # touched, same bytes
+    second = load_quant(params, "q8_0", cache_dir=cache)
+    assert "read from its cache" in capsys.readouterr().err  # hashed again, same sha256, same key
+    assert len(json.loads(memo.read_text())) == 1  # the old state is forgotten
+    assert weights_digest(first[0]) == weights_digest(second[0])
