@@ -17,17 +17,23 @@ def weights_digest(model) -> str:
     return digest.hexdigest()
 
 
-@pytest.mark.parametrize("fmt", ["Q8_0", "Q4_1", "MXFP4", "F16", "BF16"])
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # F16 of the 1e5 rows: inf, as in gguf
+@pytest.mark.parametrize("fmt", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "MXFP4", "F16", "BF16"])
 def test_decode_of_encode_is_the_round_trip(fmt):
+    """decode(encode(x)) is gguf-py's own round trip, bit for bit (the torch decoders included)."""
     import numpy as np
-
     from gguf import quants
     from gguf.constants import GGMLQuantizationType
 
-    x = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((48, 256)) * np.exp(rng.uniform(-30, 12, (48, 1)))).astype(np.float32)  # row scales 1e-13 .. 1e5
+    x[0] = 0.0  # all-zero blocks
+    x[1, :32] = 1e-40  # subnormal values
     qtype = GGMLQuantizationType[fmt]
     direct = quants.dequantize(quants.quantize(x, qtype), qtype).astype(np.float32)  # the round trip before the cache existed
-    assert np.array_equal(formats.decode(formats.encode(x, fmt), fmt), direct)
+    mine = formats.decode(formats.encode(x, fmt), fmt)
+    assert mine.dtype == np.float32 and mine.shape == x.shape
+    assert np.array_equal(mine.view(np.uint32), direct.view(np.uint32))  # bits, so -0.0 and NaN count too
 
 
 def test_cached_quant_has_the_same_bits_and_damage_is_rebuilt(tiny_params, tmp_path, capsys):
@@ -63,3 +69,32 @@ def test_cache_is_keyed_by_recipe_and_reference(tiny_params, tmp_path):
     other = config.validate(raw, "params.yaml")
     load_quant(other, "q8_0", cache_dir=tmp_path)
     assert len(list((tmp_path / tiny_params.model.name / "quants").iterdir())) == 3
+
+
+def test_hf_reference_is_hashed_once_and_keys_the_cache(tiny_params, tmp_path, capsys):
+    """An hf: reference is identified by the sha256 of its weight files, remembered by path, size
+    and mtime (a big model is not hashed on every load); its quants are cached like any other."""
+    import json
+    import os
+
+    from silentzone import config
+    from silentzone.model.load import build_tiny
+
+    model, tokenizer = build_tiny(tiny_params)
+    folder = tmp_path / "hf"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    raw = tiny_params.model_dump(by_alias=True)
+    raw["model"] = {**raw["model"], "source": f"hf:{folder}", "name": "tiny-hf"}
+    params = config.validate(raw, "params.yaml")
+    cache = tmp_path / "models"
+    first = load_quant(params, "q8_0", cache_dir=cache)
+    assert "built and cached" in capsys.readouterr().out
+    memo = cache / "tiny-hf" / "reference_sha256.json"
+    assert len(json.loads(memo.read_text())) == 1
+    weights = next(folder.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # touched, same bytes
+    second = load_quant(params, "q8_0", cache_dir=cache)
+    assert "read from its cache" in capsys.readouterr().out  # hashed again, same sha256, same key
+    assert len(json.loads(memo.read_text())) == 1  # the old state is forgotten
+    assert weights_digest(first[0]) == weights_digest(second[0])

@@ -93,12 +93,32 @@ def reference_sha256(params, model, cache_dir: str | Path | None = None) -> str:
 
     digest = hashlib.sha256()
     if kind == "hf":
+        memo = Path(cache_dir or LAYOUT.models) / params.model.name / "reference_sha256.json"
         for file in sorted(p for p in path.iterdir() if p.suffix in {".safetensors", ".bin", ".pt"}):
-            digest.update(file.name.encode() + io.sha256_file(file).encode())
+            digest.update(file.name.encode() + _file_sha256(file, memo).encode())
         return digest.hexdigest()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode() + str(tuple(tensor.shape)).encode() + tensor.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _file_sha256(file: Path, memo: Path) -> str:
+    """sha256 of a (large) weight file, remembered in `memo` by path, size and mtime: a 70 GB model
+    is hashed once, not on every load; a changed file (new size or mtime) is hashed again."""
+    stat = file.stat()
+    key = f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    try:
+        known = json.loads(memo.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        known = {k: v for k, v in known.items() if not k.startswith(f"{file.resolve()}:")}  # the file's older states
+        known[key] = io.sha256_file(file)
+        try:
+            io.write_json(memo, known)
+        except OSError:  # a read-only cache folder: hash again next time
+            pass
+    return known[key]
 
 
 def check_device(params) -> None:

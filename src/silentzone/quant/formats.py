@@ -130,14 +130,8 @@ def decode(encoded: np.ndarray, fmt: str) -> np.ndarray:
     """The float32 values of an `encode`d tensor (gguf.quants.dequantize: ggml's arithmetic)."""
     if fmt == "F16":
         return encoded.astype(np.float32)
-    if fmt == "Q8_0":  # gguf's d * q in torch's threads (the product of an fp16 and an int8 is exact in fp32: same bits)
-        import torch
-
-        blocks = torch.from_numpy(np.ascontiguousarray(encoded).reshape(-1, 34))
-        out = torch.empty(blocks.shape[0], 32)
-        out.copy_(blocks[:, 2:].view(torch.int8))
-        out.mul_(blocks[:, :2].contiguous().view(torch.float16).float())
-        return out.numpy().reshape(*encoded.shape[:-1], encoded.shape[-1] // 34 * 32)
+    if fmt in _TORCH_DECODERS:
+        return _TORCH_DECODERS[fmt](np.ascontiguousarray(encoded))
     from gguf import quants
 
     return quants.dequantize(encoded, _qtype(fmt)).astype(np.float32, copy=False)
@@ -148,3 +142,20 @@ def quantize_bytes(array: np.ndarray, fmt: str) -> np.ndarray:
     from gguf import quants
 
     return quants.quantize(np.ascontiguousarray(array, dtype=np.float32), _qtype(check_format(fmt)))
+
+
+
+def _decode_q8_0(encoded: np.ndarray) -> np.ndarray:
+    """gguf.quants' Q8_0 dequantize_blocks (d·q in float32) in torch's threads: 2x faster, the same
+    bits (an fp16 scale times an int8 is exact in float32; tests/test_quant_cache.py compares them).
+    Torch versions of Q4_0, Q4_1 and MXFP4 were measured too and were no faster than gguf-py."""
+    import torch
+
+    blocks = torch.from_numpy(encoded.reshape(-1, 34))
+    out = torch.empty(blocks.shape[0], 32)
+    out.copy_(blocks[:, 2:].view(torch.int8))
+    out.mul_(blocks[:, :2].contiguous().view(torch.float16).float())
+    return out.numpy().reshape(*encoded.shape[:-1], encoded.shape[-1] // 34 * 32)
+
+
+_TORCH_DECODERS = {"Q8_0": _decode_q8_0}
