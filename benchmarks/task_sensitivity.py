@@ -44,7 +44,11 @@ def main() -> None:
     ap.add_argument("--profile", default="default")
     ap.add_argument("--quants", nargs="+", default=QUANTS)
     ap.add_argument("--tasks", nargs="+", default=[n for n, t in registry.TASKS.items() if t.kind != "code"])
-    ap.add_argument("--items", type=int, default=25, help="items per task")
+    ap.add_argument("--items", type=int, nargs="+", default=[25],
+                    help="items per task: one number for every task, or one per --tasks entry")
+    ap.add_argument("--offset", type=int, nargs="+", default=[0],
+                    help="skip this many items of each task's seeded draw first (one number, or one per task): "
+                         "fresh items to validate a design chosen on the first ones")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--tag", default=None)
     args = ap.parse_args()
@@ -53,7 +57,9 @@ def main() -> None:
     import torch
 
     raw = config.build_profile(args.profile, REPO / "profiles")
-    raw["bench"]["tasks"] = {task: args.items for task in args.tasks}
+    n_items = per_task(args.items, args.tasks, "--items")
+    offset = per_task(args.offset, args.tasks, "--offset")
+    raw["bench"]["tasks"] = {task: offset[task] + n_items[task] for task in args.tasks}
     if args.threads:
         raw["threads"] = args.threads
     params = config.validate(raw, f"profiles/{args.profile}.yaml")
@@ -65,7 +71,8 @@ def main() -> None:
     out = REPO / "benchmarks" / "out" / "task_sensitivity"
     layout = Layout(out / "work")
     shutil.rmtree(layout.root, ignore_errors=True)
-    bench_items.write_all(bench_items.draw_all(params), layout.prepared)
+    drawn = bench_items.draw_all(params)
+    bench_items.write_all({task: chosen[offset[task]:] for task, chosen in drawn.items()}, layout.prepared)
 
     frames, seconds = {}, {}
     head_R = None
@@ -101,12 +108,41 @@ def main() -> None:
                         f"kld[{q}]": round(float(np.nanmean(quant["prompt_kld"])), 4), f"s_item[{q}]": round(seconds[q, task], 3)})
         rows.append(row)
     table = pd.DataFrame(rows)
+    composite = {q: composite_z(frames, args.tasks, q) for q in args.quants}
     with pd.option_context("display.width", 250, "display.max_columns", 50):
         print(f"\nprofile {args.profile}, {args.items} items per task, threads {params.threads}, load {os.getloadavg()[0]:.1f}")
         print(table.to_string(index=False))
-    tag = args.tag or f"{args.profile}-n{args.items}"
+    for q, c in composite.items():
+        print(f"composite (unweighted mean of the task scores) {q}: drop {c['drop']:.4f}, paired se {c['se']:.4f}, z {c['z']:.2f}")
+    print(f"seconds per model: " + ", ".join(f"{name} {sum(seconds[name, t] * len(frames[name, t]) for t in args.tasks):.0f}"
+                                             for name in ["reference", *args.quants]))
+    tag = args.tag or f"{args.profile}-n{'-'.join(map(str, args.items))}" + (f"-from{'-'.join(map(str, args.offset))}" if any(args.offset) else "")
     io.write_csv(out / f"{tag}.csv", table)
-    io.write_json(out / f"{tag}.json", {"args": vars(args), "threads": params.threads, "rows": rows})
+    io.write_json(out / f"{tag}.json", {"args": vars(args), "threads": params.threads, "rows": rows, "composite": composite})
+
+
+def per_task(values: list[int], tasks: list[str], flag: str) -> dict[str, int]:
+    if len(values) == 1:
+        return {task: values[0] for task in tasks}
+    if len(values) != len(tasks):
+        raise SystemExit(f"{flag}: give one number or one per task ({len(tasks)}), not {len(values)}")
+    return dict(zip(tasks, values))
+
+
+def composite_z(frames: dict, tasks: list[str], quant: str) -> dict:
+    """Drop of the composite (unweighted mean of the task accuracies) and its paired standard error:
+    se = sqrt(sum_t var_t(d) / n_t) / T with d = correct_R - correct_q per item (the tasks' items are
+    independent, so the task variances add)."""
+    import numpy as np
+
+    drops, variances = [], []
+    for task in tasks:
+        ref = frames["reference", task]["correct"].astype(float)
+        d = ref - frames[quant, task]["correct"].reindex(ref.index).astype(float)
+        drops.append(d.mean())
+        variances.append(d.var(ddof=0) / len(d))  # 1/n, as noise.paired_se
+    drop, se = float(np.mean(drops)), float(np.sqrt(np.sum(variances)) / len(tasks))
+    return {"drop": drop, "se": se, "z": drop / se if se else float("nan")}
 
 
 if __name__ == "__main__":
