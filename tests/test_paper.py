@@ -433,3 +433,29 @@ def test_published_values_match_the_paper_notes():
     assert published["devstral"]["rho_silent"] == -0.24 and published["qwen"]["rho_volume_silent"] == 0.94
     for value in ["−0.72", "−0.86", "−0.24", "+0.94", "+0.55", "1.08", "1.22", "42.3", "49.4"]:
         assert value in text
+
+
+def test_per_task_failure_and_routing_tables_pool_within_each_task():
+    import pandas as pd
+    from scipy import stats
+
+    ctx = paper.TableContext(variants={}, ci_label="95% CI", min_routed=1, alpha=0.05)
+    failure = pd.DataFrame([
+        # two quants score on lambada (median of 1.5 and 2.5 is 2.00), one is refused (no AUROC)
+        {"model": "a", "task": "lambada", "n_failed": 10, "n_passed": 5, "gm_ratio": 1.5, "auroc": 0.6},
+        {"model": "b", "task": "lambada", "n_failed": 20, "n_passed": 7, "gm_ratio": 2.5, "auroc": 0.8},
+        {"model": "c", "task": "lambada", "n_failed": 3, "n_passed": 0, "gm_ratio": None, "auroc": None},
+        {"model": "a", "task": "all", "n_failed": 99, "n_passed": 99, "gm_ratio": 9.0, "auroc": 0.99},
+    ])
+    table, _ = paper.table_failure_by_task(failure, ctx, Path("failure_prediction.csv"))
+    assert table.splitlines()[2] == "| LAMBADA | 2 | 33 | 12 | 2.00 (1.50–2.50) | 0.70 (0.60–0.80) |"
+
+    routing = pd.DataFrame([
+        {"model_a": "a", "model_b": "b", "task": "piqa", "n_routed": 6, "n_correct": 4},
+        {"model_a": "a", "model_b": "c", "task": "piqa", "n_routed": 4, "n_correct": 1},
+        {"model_a": "a", "model_b": "b", "task": "all", "n_routed": 50, "n_correct": 50},
+    ])
+    table, _ = paper.table_routing_by_task(routing, ctx, Path("routing.csv"))
+    low, high = stats.beta.ppf(0.025, 5, 6), stats.beta.ppf(0.975, 6, 5)  # Clopper–Pearson, 5 of 10
+    expected = f"50.0% [{100 * low:.1f}%,\u00a0{100 * high:.1f}%]"
+    assert table.splitlines()[2] == f"| PIQA | 2 | 10 | {expected} |"

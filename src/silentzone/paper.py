@@ -238,7 +238,7 @@ def need(raw: dict, namespace: str, dotted: str, source: str = "results/numbers"
 TASK_NAMES = {
     "arc_easy": "ARC-Easy", "arc_challenge": "ARC-Challenge", "hellaswag": "HellaSwag", "piqa": "PIQA",
     "winogrande": "Winogrande", "sciq": "SciQ", "openbookqa": "OpenBookQA", "humaneval": "HumanEval",
-    "mbpp": "MBPP",
+    "mbpp": "MBPP", "lambada": "LAMBADA",
 }
 # Citation keys of references.bib for models the profiles ship; others are described by their source.
 MODEL_CITATIONS = {"smollm2-135m-instruct": "allal2025smollm2"}
@@ -680,6 +680,7 @@ class TableContext:
     ci_label: str
     min_routed: int = 1
     primary: str = "kld_mean"  # stats.primary_variant
+    alpha: float = 0.05  # 1 − the CI level, for intervals the tables compute themselves
 
     def target(self, value: str) -> str:
         if value == "composite":
@@ -855,6 +856,40 @@ def table_routing(df, ctx: TableContext, path: Path) -> str:
     return markdown_table(["Pair", "Disagreements", "Routed", f"Accuracy [{ctx.ci_label}]", "p (binomial)"], rows), ""
 
 
+def _range_text(values, fmt) -> str:
+    """"0.61 (0.52–0.70)": the median and the range of a column over quants, "—" when empty."""
+    values = [v for v in values if not _isnan(v)]
+    if not values:
+        return DASH
+    import numpy as np
+
+    return f"{fmt(float(np.median(values)))} ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def table_failure_by_task(df, ctx: TableContext, path: Path) -> str:
+    """Claim 3 per task: each task's prompts are their own failure-prediction experiment."""
+    _require(df, ["model", "task", "n_failed", "n_passed", "gm_ratio", "auroc"], path)
+    rows = []
+    for task, g in df[df["task"] != "all"].groupby("task", sort=True):
+        scored = g[g["auroc"].notna()]
+        rows.append([task_name(str(task)), str(len(scored)), str(int(g["n_failed"].sum())), str(int(g["n_passed"].sum())),
+                     _range_text(scored["gm_ratio"].tolist(), lambda v: f"{v:.2f}"),
+                     _range_text(scored["auroc"].tolist(), lambda v: f"{v:.2f}")])
+    return markdown_table(["Task", "Quants", "Failed", "Passed", "GM ratio, median (range)", "AUROC, median (range)"], rows), ""
+
+
+def table_routing_by_task(df, ctx: TableContext, path: Path) -> str:
+    """Claim 4 per task: every routed prompt of the task's pairs pooled (Clopper–Pearson, as the
+    pooled figure in the text; pairs share prompts, so the interval is an approximation)."""
+    _require(df, ["model_a", "model_b", "task", "n_routed", "n_correct"], path)
+    rows = []
+    for task, g in df[df["task"] != "all"].groupby("task", sort=True):
+        pooled = pooled_routing(g.assign(task="all"), ctx.alpha, ctx.min_routed)
+        text = DASH if pooled["accuracy"] is None else fmt_pct(pooled["accuracy"]) + _ci(pooled["ci_low"], pooled["ci_high"], fmt_pct)
+        rows.append([task_name(str(task)), str(int((g["n_routed"] >= max(1, ctx.min_routed)).sum())), str(pooled["n_routed"]), text])
+    return markdown_table(["Task", "Pairs", "Routed prompts", f"Pooled accuracy [{ctx.ci_label}]"], rows), ""
+
+
 def table_flips(df, ctx: TableContext, path: Path) -> str:
     _require(df, ["model", "task", "n_items", "leapfrogs", "drops", "volume_rate", "direction", "delta"], path)
     sel = df[df["task"] == "composite"]
@@ -938,8 +973,9 @@ TABLES = {
         ("appendix", "primary_by_task", lambda df, ctx, p: table_correlations_long(df, ctx, p, "target"))],
     ("01-fidelity-vs-score", "cohort_summary"): [("appendix", "cohort", table_cohort)],
     ("02-silent-zone-sweep", "zone_sweep"): [("appendix", "zone_sweep", table_sweep)],
-    ("03-failure-prediction", "failure_prediction"): [("appendix", "failure_prediction", table_failure)],
-    ("04-routing", "routing"): [("appendix", "routing", table_routing)],
+    ("03-failure-prediction", "failure_prediction"): [("main", "failure_by_task", table_failure_by_task),
+                                                      ("appendix", "failure_prediction", table_failure)],
+    ("04-routing", "routing"): [("main", "routing_by_task", table_routing_by_task), ("appendix", "routing", table_routing)],
     ("05-volume-direction", "flips"): [("appendix", "flips", table_flips)],
     ("05-volume-direction", "flip_correlations"): [
         ("appendix", "flip_correlations", lambda df, ctx, p: table_correlations_long(df, ctx, p, "target"))],
@@ -1064,7 +1100,7 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
     ctx = TableContext(variants=variant_names(params), ci_label=f"{facts['ci_pct']} CI", min_routed=rules.min_routed,
-                       primary=params["stats"]["primary_variant"])
+                       primary=params["stats"]["primary_variant"], alpha=rules.alpha)
     n_tables = write_tables(results, paper_dir, ctx)
     print(f"{paper_dir}/_variables.yml: verdicts {', '.join(v['verdict'] for v in verdicts.values())}; {n_tables} tables")
 
