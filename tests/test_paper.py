@@ -317,7 +317,13 @@ def test_every_figure_and_table_is_referenced_from_the_text():
     labels = set(re.findall(r"#((?:fig|tbl)-[\w-]+)", text))
     referenced = set(re.findall(r"@((?:fig|tbl)-[\w-]+)", text))
     assert len(labels) >= 19 and labels <= referenced, sorted(labels - referenced)
-    assert len(re.findall(r"!\[[^\]]*\]\(figures/", text)) == 9
+    # every figure is embedded from the notebook that made it, by a label one of its cells carries
+    embeds = re.findall(r"\{\{< embed notebooks/([\w-]+)\.ipynb#(fig-[\w-]+) >\}\}", text)
+    assert len(embeds) == 9 and "![" not in text
+    for notebook, label in embeds:
+        cells = json.loads((REPO / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
+        options = ["".join(c["source"]) for c in cells if c["cell_type"] == "code" and f"#| label: {label}\n" in "".join(c["source"])]
+        assert len(options) == 1 and "#| fig-cap: " in options[0], (notebook, label)
 
 
 def test_citations_are_narrative_where_the_authors_are_the_subject():

@@ -17,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 QMD = REPO / "paper" / "index.qmd"
+EMBED = re.compile(r"\{\{< embed notebooks/([\w-]+)\.ipynb#(fig-[\w-]+) >\}\}")
 VIEWPORT = (1280, 900)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -107,16 +108,28 @@ def test_visible_text_has_no_raw_shortcodes_missing_values_or_broken_references(
     for bad in ["{{<", "?var", "?meta", "n/a", "?@fig-", "?@tbl-", "?@sec-"]:
         assert bad not in text, f"{bad!r} in the rendered HTML: ...{text[max(0, text.find(bad) - 80):text.find(bad) + 80]}..."
     assert re.findall(r"\(?\w+\d{4}\w*\?\)", text) == []  # pandoc's mark of an unknown citation key
-    assert "Notebooks" not in text  # no sidebar of table pages
+    # the sidebar lists the analysis notebooks the figures come from, never the table snippets
+    pages = browser.execute_script("return [...document.querySelectorAll('a[href$=\".html\"]')].map(a => a.getAttribute('href'))")
+    assert pages and all(re.fullmatch(r"notebooks/\d\d-[\w-]+-preview\.html|index-preview\.html", p) for p in pages), pages
 
 
 def test_every_image_loaded(browser):
     images = browser.execute_script(
         "return [...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
-    expected = len(re.findall(r"!\[[^\]]*\]\(figures/", QMD.read_text()))
-    figures = [i for i in images if i[0].startswith("figures/")]
+    expected = len(EMBED.findall(QMD.read_text()))
+    figures = [i for i in images if i[0].startswith("index_files/figure-html/notebooks-")]
     assert len(figures) == expected and expected >= 7, images
     assert all(complete and width > 0 for _, complete, width in images), [i for i in images if not (i[1] and i[2] > 0)]
+
+
+def test_every_figure_links_to_the_cell_of_the_executed_notebook_that_made_it(browser, rendered):
+    links = set(browser.execute_script("return [...document.querySelectorAll('a.quarto-notebook-link')].map(a => a.getAttribute('href'))"))
+    embeds = EMBED.findall(QMD.read_text())
+    assert len(embeds) >= 7
+    for notebook, label in embeds:
+        assert f"notebooks/{notebook}-preview.html#cell-{label}" in links, (notebook, label)
+        page = (rendered / "_output" / "notebooks" / f"{notebook}-preview.html").read_text()
+        assert f'id="cell-{label}"' in page
 
 
 def test_every_cross_reference_resolves(browser):

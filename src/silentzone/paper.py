@@ -6,6 +6,7 @@ inputs writes, from results/ and params.yaml (none of it is typed by hand in pap
                         values, one verdict per claim, and `has.*` booleans that choose between
                         alternative sentences (`when-meta`); _quarto.yml also loads it as metadata
   paper/figures/        copies of results/figures
+  paper/notebooks/      copies of the executed results/notebooks (the figures are embedded from them)
   paper/tables/         copies of the results/tables CSVs; `main/*.md`, the main text's tables
                         (readable columns), and `appendix/*.md`, the full tables
 render runs `quarto render paper` (HTML, and PDF through Typst) into paper/_output.
@@ -1099,6 +1100,14 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
             dest = target / path.parent.name / path.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
+    # the executed notebooks, for `{{< embed >}}`: each figure comes from the notebook that made it,
+    # and the rendered paper links it to that notebook's page
+    notebooks = paper_dir / "notebooks"
+    if notebooks.exists():
+        shutil.rmtree(notebooks)
+    notebooks.mkdir(parents=True)
+    for path in sorted((results / "notebooks").glob("*.ipynb")):
+        shutil.copy2(path, notebooks / path.name)
     ctx = TableContext(variants=variant_names(params), ci_label=f"{facts['ci_pct']} CI", min_routed=rules.min_routed,
                        primary=params["stats"]["primary_variant"], alpha=rules.alpha)
     n_tables = write_tables(results, paper_dir, ctx)
