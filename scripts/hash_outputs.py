@@ -3,7 +3,9 @@
     python scripts/hash_outputs.py [RUN_DIR] > hashes.txt
 
 Compare two runs (a refactor must change no output byte; a rerun of the published run should match
-data/published/<profile>/SHA256SUMS) with `diff` or `sha256sum -c`.
+data/published/<profile>/SHA256SUMS) with `diff` or `sha256sum -c`. Executed notebooks (*.ipynb) are
+left out: papermill stamps each cell with the time it ran; every number they show is in
+results/numbers and results/tables, which are compared.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 OUTPUTS = ["data/prepared", "data/reference", "data/fidelity", "data/bench", "data/processed", "results", "paper/_variables.yml",
            "paper/figures", "paper/tables"]
+UNSTABLE_SUFFIXES = {".ipynb"}  # papermill's per-cell timestamps
 SKIP_PARTS = {".parts", ".ipynb_checkpoints", "__pycache__"}
 
 
@@ -24,14 +27,23 @@ def output_files(root: Path):
             yield base
         elif base.is_dir():
             for path in sorted(base.rglob("*")):
-                if path.is_file() and not SKIP_PARTS & set(path.relative_to(root).parts) and not path.name.startswith(".dvc"):
+                if (path.is_file() and not SKIP_PARTS & set(path.relative_to(root).parts) and not path.name.startswith(".dvc")
+                        and path.suffix not in UNSTABLE_SUFFIXES):
                     yield path
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def main(argv: list[str]) -> int:
     root = Path(argv[0] if argv else ".")
     for path in output_files(root):
-        print(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.relative_to(root).as_posix()}")
+        print(f"{sha256(path)}  {path.relative_to(root).as_posix()}")
     return 0
 
 

@@ -84,7 +84,7 @@ def tiny_pipeline(tmp_path_factory):
         src, dst = REPO / name, root / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("_output", "_variables.yml", "figures", "tables", ".quarto"))
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("_output", "_variables.yml", "figures", "tables", "notebooks", "published", ".quarto"))
         else:
             shutil.copy2(src, dst)
     (root / "profiles").symlink_to(REPO / "profiles")

@@ -465,3 +465,28 @@ def test_per_task_failure_and_routing_tables_pool_within_each_task():
     low, high = stats.beta.ppf(0.025, 5, 6), stats.beta.ppf(0.975, 6, 5)  # Clopper–Pearson, 5 of 10
     expected = f"50.0% [{100 * low:.1f}%,\u00a0{100 * high:.1f}%]"
     assert table.splitlines()[2] == f"| PIQA | 2 | 10 | {expected} |"
+
+
+def test_visible_variables_follow_the_blocks_the_output_shows():
+    qmd = "\n".join([
+        "Model {{< var run.model >}}.",
+        '::: {.content-visible when-meta="has.failure"}',
+        "Failures {{< var a.shown >}}.",
+        ":::",
+        '::: {.content-visible unless-meta="has.failure"}',
+        "No failures {{< var a.hidden >}}.",
+        ":::",
+        '::: {.content-visible when-format="html"}',
+        "::: {#tbl-x}",
+        "Inside {{< var a.nested >}}.",
+        ":::",
+        ":::",
+        '::: {.content-visible when-format="pdf"}',
+        "PDF only {{< var a.pdf >}}.",
+        ":::",
+    ])
+    variables = {"run": {"model": "m"}, "has": {"failure": True}, "a": {"shown": "1", "hidden": "2", "nested": "3", "pdf": "4"}}
+    assert paper.visible_variables(qmd, variables) == [("run.model", "m"), ("a.shown", "1"), ("a.nested", "3")]
+    assert paper.visible_variables(qmd, variables, html=False) == [("run.model", "m"), ("a.shown", "1"), ("a.pdf", "4")]
+    html = "<p>Model m.</p><p>Failures&nbsp;1.</p><script>3</script>"
+    assert paper.numbers_missing_from_html(qmd, variables, html) == ["a.nested = '3'"]

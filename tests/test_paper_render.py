@@ -189,3 +189,23 @@ def test_a_quarto_failure_is_one_line_with_quartos_own_message(rendered, tmp_pat
     assert len(lines) == 1, proc.stderr
     assert "quarto render paper failed: Include directive failed" in lines[0] and "no-such-table.md" in lines[0]
     assert "\x1b[" not in lines[0] and "Stack trace" not in lines[0] and " at " not in lines[0]
+
+
+def test_the_html_prints_every_number_its_variables_hold(rendered):
+    """The check the committed paper/published/ paper gets (tests/test_published.py), here with teeth
+    on the tiny paper: every `{{< var >}}` of a visible block is printed, and a changed number is caught."""
+    import yaml
+
+    from silentzone import paper
+
+    variables = yaml.safe_load((rendered / "_variables.yml").read_text())
+    html = (rendered / "_output" / "index.html").read_text()
+    visible = paper.visible_variables(QMD.read_text(), variables)
+    assert len(visible) > 50
+    assert paper.numbers_missing_from_html(QMD.read_text(), variables, html) == []
+    key = next(k for k, v in visible if v.startswith("ρ = "))
+    node = variables
+    for part in key.split(".")[:-1]:
+        node = node[part]
+    node[key.split(".")[-1]] = "ρ = −0.999"
+    assert paper.numbers_missing_from_html(QMD.read_text(), variables, html) == [f"{key} = 'ρ = −0.999'"]

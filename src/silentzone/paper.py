@@ -1114,6 +1114,70 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
     print(f"{paper_dir}/_variables.yml: verdicts {', '.join(v['verdict'] for v in verdicts.values())}; {n_tables} tables")
 
 
+# --- the rendered paper against its numbers ------------------------------------------------------
+
+_FENCE_OPEN = re.compile(r"^(:{3,})\s*\{(.*)\}\s*$")
+_FENCE_CLOSE = re.compile(r"^(:{3,})\s*$")
+_VAR = re.compile(r"\{\{< var ([\w.]+) >\}\}")
+
+
+def _block_visible(attributes: str, variables: dict, html: bool) -> bool:
+    """Whether a `::: {...}` block is in the output: content-visible/-hidden on has.* or the format."""
+    def has(key: str) -> bool:
+        node = variables
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return bool(node)
+
+    fmt = "html" if html else "typst"
+    visible = True
+    for when, kind, value in re.findall(r"(when|unless)-(meta|format)=\"([^\"]+)\"", attributes):
+        hit = has(value) if kind == "meta" else value in (fmt, "pdf" if not html else "html")
+        visible &= hit if when == "when" else not hit
+    if ".content-hidden" in attributes:
+        visible = not visible
+    return visible
+
+
+def visible_variables(qmd_text: str, variables: dict, html: bool = True) -> list[tuple[str, str]]:
+    """(key, printed value) of every `{{< var >}}` in a block the rendered output shows."""
+    stack, found = [], []
+    for line in qmd_text.splitlines():
+        if (m := _FENCE_OPEN.match(line)):
+            stack.append(_block_visible(m.group(2), variables, html))
+            continue
+        if _FENCE_CLOSE.match(line) and stack:
+            stack.pop()
+            continue
+        if all(stack):
+            for key in _VAR.findall(line):
+                node = variables
+                for part in key.split("."):
+                    node = node.get(part) if isinstance(node, dict) else None
+                if node is not None and not isinstance(node, (dict, list, bool)):
+                    found.append((key, str(node)))
+    return found
+
+
+def html_text(html: str) -> str:
+    """The visible words of a rendered HTML page (tags, scripts and styles dropped, entities read,
+    pandoc's typographic quotes and spaces made plain)."""
+    import html as html_lib
+
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S | re.I)
+    text = html_lib.unescape(re.sub(r"<[^>]+>", "", body))
+    return text.translate(str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', NBSP: " "}))
+
+
+def numbers_missing_from_html(qmd_text: str, variables: dict, html: str) -> list[str]:
+    """The `{{< var >}}` values a rendered paper should show and does not: [] when the HTML prints
+    exactly the numbers of `variables` (a committed paper checked against its committed numbers)."""
+    text = re.sub(r"\s+", " ", html_text(html))
+    plain = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', NBSP: " "})
+    return sorted({f"{key} = {value!r}" for key, value in visible_variables(qmd_text, variables)
+                   if re.sub(r"\s+", " ", value.translate(plain)) not in text})
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _STOP = ("stack traceback:", "Stack trace:")
 _NEW_RECORD = ("WARN", "ERROR", "Error", "Rendering", "Output created", "[")
