@@ -130,6 +130,10 @@ def test_every_figure_links_to_the_cell_of_the_executed_notebook_that_made_it(br
         assert f"notebooks/{notebook}-preview.html#cell-{label}" in links, (notebook, label)
         page = (rendered / "_output" / "notebooks" / f"{notebook}-preview.html").read_text()
         assert f'id="cell-{label}"' in page
+        # the notebook's own page shows its figures too (paper render moves them beside it)
+        images = [src for src in re.findall(r'<img[^>]*src="([^"]+)"', page) if not src.startswith(("http", "data:"))]
+        assert images and all((rendered / "_output" / "notebooks" / src).is_file() for src in images), images
+    assert not list((rendered / "notebooks").glob("*_files"))  # paper/notebooks is as `paper inputs` wrote it
 
 
 def test_every_cross_reference_resolves(browser):

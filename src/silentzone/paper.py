@@ -1233,6 +1233,21 @@ def quarto_version(quarto: str) -> tuple[int, ...]:
     return tuple(int(x) for x in match.groups()) if match else (0, 0)
 
 
+def move_notebook_figures(paper_dir: Path, out: Path | None) -> None:
+    """Quarto extracts each embedded notebook's figures to paper/notebooks/NAME_files/, beside the
+    notebook, while its rendered page (_output/notebooks/NAME-preview.html) links them relative to
+    itself: move them there, so the notebook pages show their figures and paper/notebooks/ holds
+    exactly what `paper inputs` wrote (its DVC hash stays valid after a render)."""
+    for extracted in sorted((paper_dir / "notebooks").glob("*_files")):
+        if out is None:
+            shutil.rmtree(extracted)
+            continue
+        target = out / "notebooks" / extracted.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(extracted), str(target))
+
+
 def render(paper_dir: Path = PAPER_DIR) -> None:
     paper_dir = Path(paper_dir)
     quarto = shutil.which("quarto")
@@ -1243,10 +1258,13 @@ def render(paper_dir: Path = PAPER_DIR) -> None:
         raise SilentzoneError(f"quarto {'.'.join(map(str, version))} is too old for {paper_dir}/ (manuscript projects and "
                               f"Typst PDF need >= {'.'.join(map(str, QUARTO_MIN))}); {QUARTO_HELP}")
     start = time.perf_counter()
-    proc = subprocess.run([quarto, "render", str(paper_dir)], capture_output=True, text=True)
+    out = paper_dir / "_output"
+    try:
+        proc = subprocess.run([quarto, "render", str(paper_dir)], capture_output=True, text=True)
+    finally:
+        move_notebook_figures(paper_dir, out if out.is_dir() else None)
     if proc.returncode != 0:
         raise SilentzoneError(f"quarto render {paper_dir} failed: {quarto_error(proc.stderr + proc.stdout)}")
-    out = paper_dir / "_output"
     made = [p.name for p in (out / "index.html", out / "index.pdf") if p.exists()]
     if len(made) < 2:
         raise SilentzoneError(f"quarto render {paper_dir}: no {'index.html' if 'index.html' not in made else 'index.pdf'} "
