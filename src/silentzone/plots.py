@@ -4,6 +4,8 @@ figure with nothing to draw is still written, saying why, so the manuscript's re
 
 from __future__ import annotations
 
+import textwrap
+
 from pathlib import Path
 
 import matplotlib
@@ -34,7 +36,8 @@ def save(fig, data: pd.DataFrame, figures_dir, name: str) -> Path:
 def empty(data: pd.DataFrame, figures_dir, name: str, note: str, x_label: str = "", size=(6.4, 2.5)) -> Path:
     """A figure that says why it shows nothing (a refusal, no rows), with its (empty) data beside it."""
     fig, ax = plt.subplots(figsize=size)
-    ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True, transform=ax.transAxes)
+    # wrapped by hand: matplotlib's wrap=True wraps at the figure's edge, so a long note overran the frame
+    ax.text(0.5, 0.5, textwrap.fill(note, 60), ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(x_label)
     ax.set_xticks([])
     ax.set_yticks([])
