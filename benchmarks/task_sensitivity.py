@@ -130,20 +130,14 @@ def per_task(values: list[int], tasks: list[str], flag: str) -> dict[str, int]:
 
 
 def composite_z(frames: dict, tasks: list[str], quant: str) -> dict:
-    """Drop of the composite (unweighted mean of the task accuracies) and its paired standard error:
-    se = sqrt(sum_t var_t(d) / n_t) / T with d = correct_R - correct_q per item (the tasks' items are
-    independent, so the task variances add)."""
-    import numpy as np
+    """Drop of the composite (unweighted mean of the task accuracies) and its paired standard error,
+    by the pipeline's own noise.paired_se."""
+    import pandas as pd
 
-    drops, variances = [], []
-    for task in tasks:
-        ref = frames["reference", task]["correct"].astype(float)
-        d = ref - frames[quant, task]["correct"].reindex(ref.index).astype(float)
-        drops.append(d.mean())
-        variances.append(d.var(ddof=0) / len(d))  # 1/n, as noise.paired_se
-    drop, se = float(np.mean(drops)), float(np.sqrt(np.sum(variances)) / len(tasks))
+    from silentzone import noise
+
+    items = pd.concat([frames[name, task]["correct"].rename("correct").reset_index().assign(model=name, task=task)
+                       for name in ("reference", quant) for task in tasks], ignore_index=True)
+    delta, se = noise.paired_se(noise.Outcomes.of(items, [quant], reference="reference"))
+    drop, se = -float(delta[0]), float(se[0])
     return {"drop": drop, "se": se, "z": drop / se if se else float("nan")}
-
-
-if __name__ == "__main__":
-    main()

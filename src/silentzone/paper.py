@@ -1121,18 +1121,22 @@ _FENCE_CLOSE = re.compile(r"^(:{3,})\s*$")
 _VAR = re.compile(r"\{\{< var ([\w.]+) >\}\}")
 
 
+_PLAIN = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', NBSP: " "})  # pandoc's typography
+
+
+def _lookup(variables: dict, dotted: str):
+    node = variables
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def _block_visible(attributes: str, variables: dict, html: bool) -> bool:
     """Whether a `::: {...}` block is in the output: content-visible/-hidden on has.* or the format."""
-    def has(key: str) -> bool:
-        node = variables
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        return bool(node)
-
     fmt = "html" if html else "typst"
     visible = True
     for when, kind, value in re.findall(r"(when|unless)-(meta|format)=\"([^\"]+)\"", attributes):
-        hit = has(value) if kind == "meta" else value in (fmt, "pdf" if not html else "html")
+        hit = bool(_lookup(variables, value)) if kind == "meta" else value in (fmt, "pdf" if not html else "html")
         visible &= hit if when == "when" else not hit
     if ".content-hidden" in attributes:
         visible = not visible
@@ -1151,9 +1155,7 @@ def visible_variables(qmd_text: str, variables: dict, html: bool = True) -> list
             continue
         if all(stack):
             for key in _VAR.findall(line):
-                node = variables
-                for part in key.split("."):
-                    node = node.get(part) if isinstance(node, dict) else None
+                node = _lookup(variables, key)
                 if node is not None and not isinstance(node, (dict, list, bool)):
                     found.append((key, str(node)))
     return found
@@ -1165,17 +1167,15 @@ def html_text(html: str) -> str:
     import html as html_lib
 
     body = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S | re.I)
-    text = html_lib.unescape(re.sub(r"<[^>]+>", "", body))
-    return text.translate(str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', NBSP: " "}))
+    return html_lib.unescape(re.sub(r"<[^>]+>", "", body)).translate(_PLAIN)
 
 
 def numbers_missing_from_html(qmd_text: str, variables: dict, html: str) -> list[str]:
     """The `{{< var >}}` values a rendered paper should show and does not: [] when the HTML prints
     exactly the numbers of `variables` (a committed paper checked against its committed numbers)."""
     text = re.sub(r"\s+", " ", html_text(html))
-    plain = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', NBSP: " "})
     return sorted({f"{key} = {value!r}" for key, value in visible_variables(qmd_text, variables)
-                   if re.sub(r"\s+", " ", value.translate(plain)) not in text})
+                   if re.sub(r"\s+", " ", value.translate(_PLAIN)) not in text})
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
