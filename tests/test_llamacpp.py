@@ -365,3 +365,12 @@ def test_llama_quantize_member_needs_a_gguf_reference(tmp_path, monkeypatch):
         load_quant(params, "k")
     one_line(exc)
     assert not (tmp_path / "data" / "models" / "tiny-llama" / "llamacpp").exists()
+
+
+def test_sentencepiece_space_runs_are_the_same_token_in_gguf_and_tokenizer_form():
+    # Gemma's GGUF stores ids 138.. as plain spaces; the tokenizer transformers builds from it spells them with "▁"
+    ref = ["<pad>", "\n\n", "\u2581\u2581", "\u2581\u2581\u2581", "a\u2581b"]
+    assert gguf_member.first_vocabulary_difference(["<pad>", "\n\n", "  ", "   ", "a b"], ref) is None
+    assert gguf_member.first_vocabulary_difference(["<pad>", "\n\n", "  ", "    ", "a b"], ref) == 3  # a different run length
+    assert gguf_member.first_vocabulary_difference(["<pad>", "\n\n", "\u2581\u2581", "\u2581\u2581\u2581"], ref) == 4  # one token short
+    assert gguf_member.first_vocabulary_difference(["<pad>", "\n", "  ", "   ", "a b"], ref) == 1

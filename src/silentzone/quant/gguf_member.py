@@ -108,6 +108,19 @@ def reference_tokens(tokenizer) -> list[str]:
     return tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
 
 
+SENTENCEPIECE_SPACE = "\u2581"  # "▁", SentencePiece's mark for a space
+
+
+def first_vocabulary_difference(gguf_tokens: list[str], ref_tokens: list[str]) -> int | None:
+    """The first id where a GGUF's token differs from the reference tokenizer's, or None. A
+    SentencePiece vocabulary (Gemma) stores its runs of spaces as plain spaces in the GGUF ("  ")
+    while the tokenizer transformers builds from that same GGUF spells them "▁▁": the same token."""
+    for i, (a, b) in enumerate(zip(gguf_tokens, ref_tokens)):
+        if a != b and a.replace(" ", SENTENCEPIECE_SPACE) != b:
+            return i
+    return None if len(gguf_tokens) == len(ref_tokens) else min(len(gguf_tokens), len(ref_tokens))
+
+
 def check_member(reader, path, model, tokenizer) -> dict:
     """{gguf tensor name: HF parameter name} after every same-model check; raises one line on the first mismatch."""
     import gguf
@@ -133,8 +146,8 @@ def check_member(reader, path, model, tokenizer) -> dict:
     ref_tokens = reference_tokens(tokenizer)
     if tokens is None:
         raise SilentzoneError(f"{path}: no tokenizer.ggml.tokens in the metadata, so its vocabulary cannot be checked against the reference's")
-    if list(tokens) != ref_tokens:
-        diff = next((i for i, (a, b) in enumerate(zip(tokens, ref_tokens)) if a != b), min(len(tokens), len(ref_tokens)))
+    diff = first_vocabulary_difference(list(tokens), ref_tokens)
+    if diff is not None:
         raise SilentzoneError(
             f"{path}: tokenizer.ggml.tokens differs from the reference's vocabulary ({len(tokens)} vs {len(ref_tokens)} tokens, "
             f"first difference at id {diff}); a member must be a GGUF of the reference model"
