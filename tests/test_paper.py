@@ -490,3 +490,37 @@ def test_visible_variables_follow_the_blocks_the_output_shows():
     assert paper.visible_variables(qmd, variables, html=False) == [("run.model", "m"), ("a.shown", "1"), ("a.pdf", "4")]
     html = "<p>Model m.</p><p>Failures&nbsp;1.</p><script>3</script>"
     assert paper.numbers_missing_from_html(qmd, variables, html) == ["a.nested = '3'"]
+
+
+def _run_variables(profile: str, model: str, rho_full: str) -> dict:
+    return {"run": {"profile": profile, "model": model, "n_items": 120, "n_tasks": 2},
+            "paper": {"qwen": {"model": "Qwen3.6-35B-A3B", "rho_full": "−0.72"}, "devstral": {"model": "Devstral-Small-2-24B", "rho_full": "−0.86"},
+                      "gm_ratio_low": "1.08", "gm_ratio_high": "1.22"},
+            "fidelity_vs_score": {"n_quants": 21, "primary": {"full": {"rho": rho_full}},
+                                  "top1_agreement": {"full": {"rho": "+0.70"}, "silent": {"rho": "+0.10"}}},
+            "derived": {"gm_ratio_range": "0.67 to 0.86"},
+            "verdicts": {"claim1": {"verdict": "holds"}}}
+
+
+def test_side_by_side_has_one_column_per_family_and_skips_its_own_profile(tmp_path):
+    for profile, model, rho in [("default", "smollm2", "−0.61"), ("gemma", "gemma-3-270m", "−0.55")]:
+        (tmp_path / profile).mkdir()
+        (tmp_path / profile / "_variables.yml").write_text(yaml.safe_dump(_run_variables(profile, model, rho), allow_unicode=True), encoding="utf-8")
+    this = _run_variables("default", "smollm2", "−0.58")
+    families = paper.load_families("default", tmp_path)
+    assert list(families) == ["gemma"]  # the committed run of this run's own profile is this run's past: not a column
+    rows = {line.split(" | ")[0].lstrip("| "): [c.strip() for c in line.strip("|\n ").split(" | ")]
+            for line in paper.table_side_by_side(this, families).splitlines()[2:]}
+    assert rows["Model"][1:] == ["Qwen3.6-35B-A3B / Devstral-Small-2-24B", "smollm2", "gemma-3-270m"]
+    assert rows["ρ(mean KLD, score), full cohort"][1:] == ["−0.72 / −0.86", "−0.58", "−0.55"]
+    assert rows["Per-prompt GM ratio, failed / passed"][1:] == ["1.08 to 1.22", "0.67 to 0.86", "0.67 to 0.86"]
+    assert rows["Benchmark items per model (tasks)"][1:] == ["—", "120 (2)", "120 (2)"]
+    assert rows["ρ(top-1 agreement, score), full / silent"][2] == "+0.70 / +0.10"
+    assert rows["Claim 1 verdict"][2:] == ["holds", "holds"] and rows["Claim 2 verdict"][2:] == ["—", "—"]
+
+
+def test_a_published_variables_file_that_is_not_a_run_is_one_clear_error(tmp_path):
+    (tmp_path / "gemma").mkdir()
+    (tmp_path / "gemma" / "_variables.yml").write_text("- just a list\n", encoding="utf-8")
+    with pytest.raises(SilentzoneError, match=r"gemma/_variables.yml: not a run's paper variables .*publish_run.py"):
+        paper.load_families("default", tmp_path)

@@ -30,6 +30,7 @@ from .layout import DEFAULT
 from .errors import SilentzoneError
 
 PAPER_DIR = Path("paper")
+PUBLISHED_DIR = Path("data/published")  # committed runs of each profile (scripts/publish_run.py)
 QUARTO_MIN = (1, 4)  # manuscript projects and Typst PDF
 QUARTO_HELP = (
     "install Quarto >= 1.4 with `make paper-tools` (conda-forge `quarto` into an active conda env, else "
@@ -1017,6 +1018,78 @@ def write_tables(results: Path, paper_dir: Path, ctx: TableContext) -> int:
     return count
 
 
+# --- the families side by side: this run, the paper's two models, the committed runs of other profiles --
+
+# (row label, the paper's value: keys under `paper` joined by " / " or by a separator between them,
+#  the dotted variable of a run)
+SIDE_BY_SIDE_ROWS = [
+    ("Model", ("qwen.model", "devstral.model"), "run.model"),
+    ("Quants, full cohort", ("qwen.n_quants", "devstral.n_quants"), "fidelity_vs_score.n_quants"),
+    ("Benchmark items per model (tasks)", None, "derived.items_tasks"),
+    ("ρ(mean KLD, score), full cohort", ("qwen.rho_full", "devstral.rho_full"), "fidelity_vs_score.primary.full.rho"),
+    ("ρ(mean KLD, score), silent zone", ("qwen.rho_silent", "devstral.rho_silent"), "fidelity_vs_score.primary.silent.rho"),
+    ("Quants in the silent zone", None, "fidelity_vs_score.n_silent"),
+    ("Measurement variants", ("n_variants",), "fidelity_vs_score.n_variants"),
+    ("ρ(top-1 agreement, score), full / silent", ("top1_rho_full", "top1_rho_silent"), "derived.top1_pair"),
+    ("Per-prompt GM ratio, failed / passed", ("gm_ratio_low", " to ", "gm_ratio_high"), "derived.gm_ratio_range"),
+    ("KLD-router accuracy", ("routing_low", " to ", "routing_high"), "derived.routing_range"),
+    ("ρ(mean KLD, flip volume), silent zone", ("qwen.rho_volume_silent", "devstral.rho_volume_silent"),
+     "volume_direction.volume.silent.rho"),
+    ("Most damaged quant, paired z", None, "noise_ceiling.most_damaged.z"),
+    ("Split-half reliability of the composite", None, "noise_ceiling.reliability.full.reliability"),
+] + [(f"Claim {i} verdict", None, f"verdicts.claim{i}.verdict") for i in range(1, 6)]
+
+
+def side_by_side_derived(variables: dict) -> dict:
+    """The few side-by-side cells that combine two variables of one run."""
+    run, fvs = variables.get("run", {}), variables.get("fidelity_vs_score", {})
+    top1 = fvs.get("top1_agreement") or {}
+    return {"items_tasks": f"{run.get('n_items', DASH)} ({run.get('n_tasks', DASH)})",
+            "top1_pair": f"{(top1.get('full') or {}).get('rho', DASH)} / {(top1.get('silent') or {}).get('rho', DASH)}"}
+
+
+def load_families(profile: str, published: Path = PUBLISHED_DIR) -> dict[str, dict]:
+    """The paper variables of every committed run of another profile, by profile name."""
+    families = {}
+    for path in sorted(Path(published).glob("*/_variables.yml")):
+        name = path.parent.name
+        if name != profile:
+            variables = yaml.safe_load(path.read_text(encoding="utf-8"))
+            if not isinstance(variables, dict) or "run" not in variables:
+                raise SilentzoneError(f"{path}: not a run's paper variables (no `run` section); republish it with "
+                                      "`python scripts/publish_run.py RUN_DIR`")
+            families[name] = variables
+    return families
+
+
+def _paper_cell(paper: dict, keys) -> str:
+    if keys is None:
+        return DASH
+    if len(keys) == 3 and keys[1].startswith(" "):  # (low, separator, high)
+        low, high = (_lookup(paper, k) for k in (keys[0], keys[2]))
+        return DASH if low is None or high is None else f"{low}{keys[1]}{high}"
+    return " / ".join(DASH if v is None else str(v) for v in (_lookup(paper, k) for k in keys))
+
+
+def _run_cell(variables: dict, dotted: str) -> str:
+    value = _lookup(variables, dotted)
+    return DASH if value is None or value == "" else str(value)
+
+
+def table_side_by_side(variables: dict, families: dict[str, dict]) -> str:
+    """The paper's models, this run and each committed run of another profile, one column each."""
+    runs = [(f"This run (`{variables['run'].get('profile')}`)", variables)]
+    runs += [(f"Committed run (`{name}`)", fam) for name, fam in families.items()]
+    # derived here, not read back: a committed run's variables may predate these cells
+    runs = [(label, {**run, "derived": {**(run.get("derived") or {}), **side_by_side_derived(run)}}) for label, run in runs]
+    headers = ["Quantity", "Paper: Qwen / Devstral"] + [label for label, _ in runs]
+    rows = []
+    for label, paper_keys, dotted in SIDE_BY_SIDE_ROWS:
+        rows.append([label, _paper_cell(variables.get("paper", {}), paper_keys)]
+                    + [_run_cell(run, dotted) for _, run in runs])
+    return markdown_table(headers, rows, align="l" * len(headers))
+
+
 # --- inputs and render ----------------------------------------------------------------------------
 
 def rules_from(params: dict) -> Rules:
@@ -1111,6 +1184,9 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
     ctx = TableContext(variants=variant_names(params), ci_label=f"{facts['ci_pct']} CI", min_routed=rules.min_routed,
                        primary=params["stats"]["primary_variant"], alpha=rules.alpha)
     n_tables = write_tables(results, paper_dir, ctx)
+    families = load_families(str(facts["profile"]))
+    io.write_text(paper_dir / "tables" / "main" / "side-by-side.md", table_side_by_side(variables, families))
+    n_tables += 1
     print(f"{paper_dir}/_variables.yml: verdicts {', '.join(v['verdict'] for v in verdicts.values())}; {n_tables} tables")
 
 
