@@ -59,6 +59,19 @@ def test_the_committed_paper_prints_exactly_the_committed_numbers():
     assert (PAPER / "index.pdf").stat().st_size > 10_000
 
 
+@pytest.mark.skipif(not (PAPER / "index.html").exists() or not {"default", "gemma"} <= set(PROFILES),
+                    reason="the published paper and both families' runs are not committed yet")
+def test_the_committed_paper_sets_the_families_side_by_side():
+    html = paper.html_text((PAPER / "index.html").read_text())
+    start = html.rindex("Paper and reproduction side by side")  # the heading, not its table-of-contents entry
+    section = html[start:html.index("Discussion", start)]
+    for profile in ("default", "gemma"):
+        variables = yaml.safe_load((PUBLISHED / profile / "_variables.yml").read_text())
+        for dotted in ("run.model", "fidelity_vs_score.primary.full.rho", "noise_ceiling.reliability.full.reliability"):
+            assert str(paper._lookup(variables, dotted)) in section, (profile, dotted)
+    assert "Committed run: gemma" in section
+
+
 def test_publish_refuses_an_unfinished_run(tmp_path):
     (tmp_path / "params.yaml").write_text("profile: tiny\ncohort: {}\n")
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "publish_run.py"), str(tmp_path), "--into", str(tmp_path / "out")],

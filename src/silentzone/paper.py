@@ -1078,8 +1078,8 @@ def _run_cell(variables: dict, dotted: str) -> str:
 
 def table_side_by_side(variables: dict, families: dict[str, dict]) -> str:
     """The paper's models, this run and each committed run of another profile, one column each."""
-    runs = [(f"This run (`{variables['run'].get('profile')}`)", variables)]
-    runs += [(f"Committed run (`{name}`)", fam) for name, fam in families.items()]
+    runs = [(f"This run: {variables['run'].get('profile')}", variables)]
+    runs += [(f"Committed run: {name}", fam) for name, fam in families.items()]
     # derived here, not read back: a committed run's variables may predate these cells
     runs = [(label, {**run, "derived": {**(run.get("derived") or {}), **side_by_side_derived(run)}}) for label, run in runs]
     headers = ["Quantity", "Paper: Qwen / Devstral"] + [label for label, _ in runs]
