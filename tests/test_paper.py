@@ -524,3 +524,14 @@ def test_a_published_variables_file_that_is_not_a_run_is_one_clear_error(tmp_pat
     (tmp_path / "gemma" / "_variables.yml").write_text("- just a list\n", encoding="utf-8")
     with pytest.raises(SilentzoneError, match=r"gemma/_variables.yml: not a run's paper variables .*publish_run.py"):
         paper.load_families("default", tmp_path)
+
+
+def test_a_variable_with_markdown_is_found_as_the_reader_sees_it():
+    value = "`smollm2-135m-instruct` [@allal2025smollm2], the GGUF `x.gguf` from `pkg`"
+    assert paper.printed_pieces(value) == ["smollm2-135m-instruct", ", the GGUF x.gguf from pkg"]
+    qmd = "The reference is {{< var run.model_text >}}.\n"
+    variables = {"run": {"model_text": value}}
+    seen = "<p>The reference is <code>smollm2-135m-instruct</code> (Allal et al. 2025), the GGUF <code>x.gguf</code> from <code>pkg</code>.</p>"
+    assert paper.numbers_missing_from_html(qmd, variables, seen) == []
+    assert paper.numbers_missing_from_html(qmd, variables, seen.replace("x.gguf", "y.gguf")) != []
+    assert paper.printed_pieces("−0.89 [−0.95, −0.72]") == ["−0.89 [−0.95, −0.72]"]  # brackets that are not citations stay

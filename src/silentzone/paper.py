@@ -1251,7 +1251,17 @@ def numbers_missing_from_html(qmd_text: str, variables: dict, html: str) -> list
     exactly the numbers of `variables` (a committed paper checked against its committed numbers)."""
     text = re.sub(r"\s+", " ", html_text(html))
     return sorted({f"{key} = {value!r}" for key, value in visible_variables(qmd_text, variables)
-                   if re.sub(r"\s+", " ", value.translate(_PLAIN)) not in text})
+                   if not all(piece in text for piece in printed_pieces(value))})
+
+
+_CITATION = re.compile(r"\s*\[@[^\]]*\]\s*|\s*(?<![\w.])@[\w:-]+\s*")
+
+
+def printed_pieces(value: str) -> list[str]:
+    """What of a variable's markdown the reader sees verbatim: code marks dropped, and the text
+    split where a citation stands (pandoc prints "[@key]" as "(Author et al. 2025)")."""
+    plain = re.sub(r"\s+", " ", value.replace("`", "").translate(_PLAIN))
+    return [piece for piece in (p.strip() for p in _CITATION.split(plain)) if piece] or [plain]
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
