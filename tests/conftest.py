@@ -87,6 +87,11 @@ def tiny_pipeline(tmp_path_factory):
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("_output", "_variables.yml", "figures", "tables", "notebooks", "published", ".quarto"))
         else:
             shutil.copy2(src, dst)
+    # the committed runs' paper variables: the tiny paper sets them beside its own, as a checkout's paper does
+    for committed in sorted((REPO / "data" / "published").glob("*/_variables.yml")):
+        dst = root / "data" / "published" / committed.parent.name / committed.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(committed, dst)
     (root / "profiles").symlink_to(REPO / "profiles")
     (root / "src").symlink_to(REPO / "src")
     subprocess.run([str(Path(sys.executable).parent / "silentzone"), "profile", "tiny"], cwd=root, check=True, capture_output=True)
