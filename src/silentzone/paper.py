@@ -31,6 +31,7 @@ from .errors import SilentzoneError
 
 PAPER_DIR = Path("paper")
 PUBLISHED_DIR = Path("data/published")  # committed runs of each profile (scripts/publish_run.py)
+SIDE_BY_SIDE_TABLE = "main/side-by-side"  # under paper/tables/, written from the variables, not from a results CSV
 QUARTO_MIN = (1, 4)  # manuscript projects and Typst PDF
 QUARTO_HELP = (
     "install Quarto >= 1.4 with `make paper-tools` (conda-forge `quarto` into an active conda env, else "
@@ -1185,7 +1186,7 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
                        primary=params["stats"]["primary_variant"], alpha=rules.alpha)
     n_tables = write_tables(results, paper_dir, ctx)
     families = load_families(str(facts["profile"]))
-    io.write_text(paper_dir / "tables" / "main" / "side-by-side.md", table_side_by_side(variables, families))
+    io.write_text(paper_dir / "tables" / f"{SIDE_BY_SIDE_TABLE}.md", table_side_by_side(variables, families))
     n_tables += 1
     print(f"{paper_dir}/_variables.yml: verdicts {', '.join(v['verdict'] for v in verdicts.values())}; {n_tables} tables")
 
