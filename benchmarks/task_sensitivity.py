@@ -141,3 +141,7 @@ def composite_z(frames: dict, tasks: list[str], quant: str) -> dict:
     delta, se = noise.paired_se(noise.Outcomes.of(items, [quant], reference="reference"))
     drop, se = -float(delta[0]), float(se[0])
     return {"drop": drop, "se": se, "z": drop / se if se else float("nan")}
+
+
+if __name__ == "__main__":
+    main()
