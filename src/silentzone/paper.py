@@ -1021,32 +1021,28 @@ def write_tables(results: Path, paper_dir: Path, ctx: TableContext) -> int:
 
 # --- the families side by side: this run, the paper's two models, the committed runs of other profiles --
 
-# (row label, the paper's value: keys under `paper` joined by " / " or by a separator between them,
-#  the dotted variable of a run)
+# (row label, the paper's cell, a run's cell); a cell is (format, dotted variables) or None (—). The
+# paper's values are this run's `paper.*` variables; each run's cell reads that run's own variables.
+SLASH, RANGE = "{} / {}", "{} to {}"
 SIDE_BY_SIDE_ROWS = [
-    ("Model", ("qwen.model", "devstral.model"), "run.model"),
-    ("Quants, full cohort", ("qwen.n_quants", "devstral.n_quants"), "fidelity_vs_score.n_quants"),
-    ("Benchmark items per model (tasks)", None, "derived.items_tasks"),
-    ("ρ(mean KLD, score), full cohort", ("qwen.rho_full", "devstral.rho_full"), "fidelity_vs_score.primary.full.rho"),
-    ("ρ(mean KLD, score), silent zone", ("qwen.rho_silent", "devstral.rho_silent"), "fidelity_vs_score.primary.silent.rho"),
-    ("Quants in the silent zone", None, "fidelity_vs_score.n_silent"),
-    ("Measurement variants", ("n_variants",), "fidelity_vs_score.n_variants"),
-    ("ρ(top-1 agreement, score), full / silent", ("top1_rho_full", "top1_rho_silent"), "derived.top1_pair"),
-    ("Per-prompt GM ratio, failed / passed", ("gm_ratio_low", " to ", "gm_ratio_high"), "derived.gm_ratio_range"),
-    ("KLD-router accuracy", ("routing_low", " to ", "routing_high"), "derived.routing_range"),
-    ("ρ(mean KLD, flip volume), silent zone", ("qwen.rho_volume_silent", "devstral.rho_volume_silent"),
-     "volume_direction.volume.silent.rho"),
-    ("Most damaged quant, paired z", None, "noise_ceiling.most_damaged.z"),
-    ("Split-half reliability of the composite", None, "noise_ceiling.reliability.full.reliability"),
-] + [(f"Claim {i} verdict", None, f"verdicts.claim{i}.verdict") for i in range(1, 6)]
-
-
-def side_by_side_derived(variables: dict) -> dict:
-    """The few side-by-side cells that combine two variables of one run."""
-    run, fvs = variables.get("run", {}), variables.get("fidelity_vs_score", {})
-    top1 = fvs.get("top1_agreement") or {}
-    return {"items_tasks": f"{run.get('n_items', DASH)} ({run.get('n_tasks', DASH)})",
-            "top1_pair": f"{(top1.get('full') or {}).get('rho', DASH)} / {(top1.get('silent') or {}).get('rho', DASH)}"}
+    ("Model", (SLASH, ("paper.qwen.model", "paper.devstral.model")), ("{}", ("run.model",))),
+    ("Quants, full cohort", (SLASH, ("paper.qwen.n_quants", "paper.devstral.n_quants")), ("{}", ("fidelity_vs_score.n_quants",))),
+    ("Benchmark items per model (tasks)", None, ("{} ({})", ("run.n_items", "run.n_tasks"))),
+    ("ρ(mean KLD, score), full cohort", (SLASH, ("paper.qwen.rho_full", "paper.devstral.rho_full")),
+     ("{}", ("fidelity_vs_score.primary.full.rho",))),
+    ("ρ(mean KLD, score), silent zone", (SLASH, ("paper.qwen.rho_silent", "paper.devstral.rho_silent")),
+     ("{}", ("fidelity_vs_score.primary.silent.rho",))),
+    ("Quants in the silent zone", None, ("{}", ("fidelity_vs_score.n_silent",))),
+    ("Measurement variants", ("{}", ("paper.n_variants",)), ("{}", ("fidelity_vs_score.n_variants",))),
+    ("ρ(top-1 agreement, score), full / silent", (SLASH, ("paper.top1_rho_full", "paper.top1_rho_silent")),
+     (SLASH, ("fidelity_vs_score.top1_agreement.full.rho", "fidelity_vs_score.top1_agreement.silent.rho"))),
+    ("Per-prompt GM ratio, failed / passed", (RANGE, ("paper.gm_ratio_low", "paper.gm_ratio_high")), ("{}", ("derived.gm_ratio_range",))),
+    ("KLD-router accuracy", (RANGE, ("paper.routing_low", "paper.routing_high")), ("{}", ("derived.routing_range",))),
+    ("ρ(mean KLD, flip volume), silent zone", (SLASH, ("paper.qwen.rho_volume_silent", "paper.devstral.rho_volume_silent")),
+     ("{}", ("volume_direction.volume.silent.rho",))),
+    ("Most damaged quant, paired z", None, ("{}", ("noise_ceiling.most_damaged.z",))),
+    ("Split-half reliability of the composite", None, ("{}", ("noise_ceiling.reliability.full.reliability",))),
+] + [(f"Claim {i} verdict", None, ("{}", (f"verdicts.claim{i}.verdict",))) for i in range(1, 6)]
 
 
 def load_families(profile: str, published: Path = PUBLISHED_DIR) -> dict[str, dict]:
@@ -1063,31 +1059,23 @@ def load_families(profile: str, published: Path = PUBLISHED_DIR) -> dict[str, di
     return families
 
 
-def _paper_cell(paper: dict, keys) -> str:
-    if keys is None:
+def side_by_side_cell(variables: dict, spec) -> str:
+    """One cell: its variables formatted, a missing one as —, and — alone when none exists."""
+    if spec is None:
         return DASH
-    if len(keys) == 3 and keys[1].startswith(" "):  # (low, separator, high)
-        low, high = (_lookup(paper, k) for k in (keys[0], keys[2]))
-        return DASH if low is None or high is None else f"{low}{keys[1]}{high}"
-    return " / ".join(DASH if v is None else str(v) for v in (_lookup(paper, k) for k in keys))
-
-
-def _run_cell(variables: dict, dotted: str) -> str:
-    value = _lookup(variables, dotted)
-    return DASH if value is None or value == "" else str(value)
+    fmt, keys = spec
+    values = [_lookup(variables, key) for key in keys]
+    values = [DASH if v is None or v == "" else str(v) for v in values]
+    return DASH if all(v == DASH for v in values) else fmt.format(*values)
 
 
 def table_side_by_side(variables: dict, families: dict[str, dict]) -> str:
     """The paper's models, this run and each committed run of another profile, one column each."""
-    runs = [(f"This run: {variables['run'].get('profile')}", variables)]
-    runs += [(f"Committed run: {name}", fam) for name, fam in families.items()]
-    # derived here, not read back: a committed run's variables may predate these cells
-    runs = [(label, {**run, "derived": {**(run.get("derived") or {}), **side_by_side_derived(run)}}) for label, run in runs]
-    headers = ["Quantity", "Paper: Qwen / Devstral"] + [label for label, _ in runs]
-    rows = []
-    for label, paper_keys, dotted in SIDE_BY_SIDE_ROWS:
-        rows.append([label, _paper_cell(variables.get("paper", {}), paper_keys)]
-                    + [_run_cell(run, dotted) for _, run in runs])
+    runs = [variables, *families.values()]
+    headers = (["Quantity", "Paper: Qwen / Devstral", f"This run: {variables['run'].get('profile')}"]
+               + [f"Committed run: {name}" for name in families])
+    rows = [[label, side_by_side_cell(variables, paper_cell)] + [side_by_side_cell(run, run_cell) for run in runs]
+            for label, paper_cell, run_cell in SIDE_BY_SIDE_ROWS]
     return markdown_table(headers, rows, align="l" * len(headers))
 
 
