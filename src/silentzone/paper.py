@@ -351,9 +351,12 @@ def run_facts(params: dict) -> dict:
     from .bench import registry
 
     tasks = (params.get("bench") or {}).get("tasks") or {}
-    mc = [f"{task_name(t)} ({int(n)})" for t, n in tasks.items() if registry.TASKS.get(t) and registry.TASKS[t].kind == "mc"]
-    code = [f"{task_name(t)} ({int(n)})" for t, n in tasks.items() if registry.TASKS.get(t) and registry.TASKS[t].kind == "code"]
-    greedy = [task_name(t) for t in tasks if registry.TASKS.get(t) and registry.TASKS[t].kind == "greedy"]
+    def of_kind(kind: str) -> list[str]:
+        return [t for t in tasks if registry.TASKS.get(t) and registry.TASKS[t].kind == kind]
+
+    mc = [f"{task_name(t)} ({int(tasks[t])})" for t in of_kind("mc")]
+    code = [f"{task_name(t)} ({int(tasks[t])})" for t in of_kind("code")]
+    greedy = [task_name(t) for t in of_kind("greedy")]
     fidelity = params.get("fidelity") or {}
     stats = params.get("stats") or {}
     names = variant_names(params)
