@@ -240,6 +240,15 @@ def test_claim5_needs_a_silent_zone_large_enough_for_the_papers_effect():
     assert paper.verdict_claim5(_numbers(n_silent=30, dir_p=0.01), RULES).verdict == "does not hold"
     v = paper.verdict_claim5(_numbers(n_silent=5), RULES)
     assert v.verdict == "undecided" and "0.55" in v.reason
+    # 13 quants: critical ρ 0.5529 against the paper's 0.55 prints apart, not "0.55 ... more than 0.55"
+    v = paper.verdict_claim5(_numbers(n_silent=13), RULES)
+    assert v.verdict == "undecided" and "only |ρ| ≥ 0.553 can reach significance, more than the paper's 0.550" in v.reason
+
+
+def test_distinct_texts_adds_decimals_only_when_rounding_hides_the_difference():
+    assert paper.distinct_texts(0.5529, 0.55) == ("0.553", "0.550")
+    assert paper.distinct_texts(0.878, 0.72) == ("0.88", "0.72")
+    assert paper.distinct_texts(0.5, 0.5) == ("0.500000", "0.500000")
 
 
 def test_verdict_summary_reads_as_prose():

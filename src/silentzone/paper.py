@@ -418,6 +418,16 @@ class Verdict:
                 "undecided": self.verdict == "undecided"}
 
 
+def distinct_texts(larger: float, smaller: float, decimals: int = 2) -> tuple[str, str]:
+    """Both numbers at the fewest decimals (at least `decimals`, at most 6) that print them apart,
+    so "0.553 ... more than 0.550" never reads as "0.55 ... more than 0.55"."""
+    for d in range(decimals, 7):
+        a, b = f"{larger:.{d}f}", f"{smaller:.{d}f}"
+        if a != b:
+            return a, b
+    return a, b
+
+
 def critical_rho(n: int, alpha: float) -> float:
     """The smallest |Spearman ρ| that reaches two-sided significance at n (t approximation);
     1.0 when n is too small for any ρ to reach it."""
@@ -455,13 +465,14 @@ def verdict_claim1(raw: dict, rules: Rules) -> Verdict:
     n = int(need(raw, "fidelity_vs_score", "n_quants"))
     n_out = n - int(need(raw, "fidelity_vs_score", "n_silent"))
     crit = critical_rho(n, rules.alpha)
+    crit_text, paper_text = distinct_texts(crit, rules.paper_rho_full)
     why = _first_reason(
         (not _num(full.get("rho")), "the full-cohort ρ is undefined"),
         (n_out < rules.min_outside, f"the benchmark tells {'none' if n_out == 0 else f'only {n_out}'} of the {n} quants "
                                     f"from the reference (at least {rules.min_outside} needed), so there is no measured "
                                     f"quality spread to rank"),
-        (crit > rules.paper_rho_full, f"with {n} quants only |ρ| ≥ {crit:.2f} can reach significance, "
-                                      f"more than the paper's {rules.paper_rho_full:.2f}"),
+        (crit > rules.paper_rho_full, f"with {n} quants only |ρ| ≥ {crit_text} can reach significance, "
+                                      f"more than the paper's {paper_text}"),
         power_check(raw),
     )
     if why:
@@ -572,10 +583,11 @@ def verdict_claim5(raw: dict, rules: Rules) -> Verdict:
     direction = need(raw, "volume_direction", "direction.silent")
     n = int(volume.get("n") or 0)
     crit = critical_rho(n, rules.alpha)
+    crit_text, paper_text = distinct_texts(crit, rules.paper_rho_volume)
     why = _first_reason(
         (not _num(volume.get("rho")), "the silent-zone ρ of mean KLD with flip volume is undefined"),
-        (crit > rules.paper_rho_volume, f"with {n} quants in the silent zone only |ρ| ≥ {crit:.2f} can reach "
-                                        f"significance, more than the paper's {rules.paper_rho_volume:.2f}"),
+        (crit > rules.paper_rho_volume, f"with {n} quants in the silent zone only |ρ| ≥ {crit_text} can reach "
+                                        f"significance, more than the paper's {paper_text}"),
         power_check(raw),
     )
     if why:
