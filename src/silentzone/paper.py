@@ -428,6 +428,13 @@ def distinct_texts(larger: float, smaller: float, decimals: int = 2) -> tuple[st
     return a, b
 
 
+def too_few_check(n: int, who: str, paper_rho: float, alpha: float) -> tuple[bool, str]:
+    """A `_first_reason` pair: true when n quants cannot make the paper's |ρ| significant."""
+    crit = critical_rho(n, alpha)
+    crit_text, paper_text = distinct_texts(crit, paper_rho)
+    return (crit > paper_rho, f"with {who} only |ρ| ≥ {crit_text} can reach significance, more than the paper's {paper_text}")
+
+
 def critical_rho(n: int, alpha: float) -> float:
     """The smallest |Spearman ρ| that reaches two-sided significance at n (t approximation);
     1.0 when n is too small for any ρ to reach it."""
@@ -464,15 +471,12 @@ def verdict_claim1(raw: dict, rules: Rules) -> Verdict:
     silent = need(raw, "fidelity_vs_score", "primary.silent")
     n = int(need(raw, "fidelity_vs_score", "n_quants"))
     n_out = n - int(need(raw, "fidelity_vs_score", "n_silent"))
-    crit = critical_rho(n, rules.alpha)
-    crit_text, paper_text = distinct_texts(crit, rules.paper_rho_full)
     why = _first_reason(
         (not _num(full.get("rho")), "the full-cohort ρ is undefined"),
         (n_out < rules.min_outside, f"the benchmark tells {'none' if n_out == 0 else f'only {n_out}'} of the {n} quants "
                                     f"from the reference (at least {rules.min_outside} needed), so there is no measured "
                                     f"quality spread to rank"),
-        (crit > rules.paper_rho_full, f"with {n} quants only |ρ| ≥ {crit_text} can reach significance, "
-                                      f"more than the paper's {paper_text}"),
+        too_few_check(n, f"{n} quants", rules.paper_rho_full, rules.alpha),
         power_check(raw),
     )
     if why:
@@ -582,12 +586,9 @@ def verdict_claim5(raw: dict, rules: Rules) -> Verdict:
     volume = need(raw, "volume_direction", "volume.silent")
     direction = need(raw, "volume_direction", "direction.silent")
     n = int(volume.get("n") or 0)
-    crit = critical_rho(n, rules.alpha)
-    crit_text, paper_text = distinct_texts(crit, rules.paper_rho_volume)
     why = _first_reason(
         (not _num(volume.get("rho")), "the silent-zone ρ of mean KLD with flip volume is undefined"),
-        (crit > rules.paper_rho_volume, f"with {n} quants in the silent zone only |ρ| ≥ {crit_text} can reach "
-                                        f"significance, more than the paper's {paper_text}"),
+        too_few_check(n, f"{n} quants in the silent zone", rules.paper_rho_volume, rules.alpha),
         power_check(raw),
     )
     if why:
