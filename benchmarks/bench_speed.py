@@ -13,7 +13,6 @@ Writes benchmarks/out/bench_speed/<profile>.json and .csv. Timings on a shared m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,16 +35,32 @@ def timed_bench(params, name: str, layout: Layout) -> list[dict]:
         start = time.perf_counter()
         frame = real(params, layout, ctx, task)
         seconds = time.perf_counter() - start
-        rows.append({"model": ctx.name, "task": task, "n_items": len(frame), "seconds": round(seconds, 2),
-                     "items_per_s": round(len(frame) / seconds, 3), "accuracy": round(float(frame["correct"].mean()), 4)})
+        rows.append(
+            {
+                "model": ctx.name,
+                "task": task,
+                "n_items": len(frame),
+                "seconds": round(seconds, 2),
+                "items_per_s": round(len(frame) / seconds, 3),
+                "accuracy": round(float(frame["correct"].mean()), 4),
+            }
+        )
         return frame
 
     run.run_task = timing
     try:
         start = time.perf_counter()
         run.run(params, layout, name, lambda: load_quant(params, name)[:2])
-        rows.append({"model": name, "task": "ALL (incl. model load)", "n_items": sum(r["n_items"] for r in rows),
-                     "seconds": round(time.perf_counter() - start, 2), "items_per_s": None, "accuracy": None})
+        rows.append(
+            {
+                "model": name,
+                "task": "ALL (incl. model load)",
+                "n_items": sum(r["n_items"] for r in rows),
+                "seconds": round(time.perf_counter() - start, 2),
+                "items_per_s": None,
+                "accuracy": None,
+            }
+        )
     finally:
         run.run_task = real
     return rows
@@ -76,7 +91,9 @@ def main() -> None:
     if quant:
         rows += timed_bench(params, quant, layout)
     for r in rows:
-        print(f"{r['model']:>12} {r['task']:<24} {r['n_items']:>5} items {r['seconds']:>8.1f} s  {r['items_per_s'] or '':>8} items/s  acc {r['accuracy'] if r['accuracy'] is not None else ''}")
+        print(
+            f"{r['model']:>12} {r['task']:<24} {r['n_items']:>5} items {r['seconds']:>8.1f} s  {r['items_per_s'] or '':>8} items/s  acc {r['accuracy'] if r['accuracy'] is not None else ''}"
+        )
     import pandas as pd
 
     io.write_csv(out.parent / f"{args.profile}.csv", pd.DataFrame(rows))

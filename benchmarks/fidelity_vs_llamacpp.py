@@ -149,8 +149,26 @@ def setup_llamacpp(work: Path, run: Path, windows: int, threads: int) -> tuple[P
     if not base.exists():
         t0 = time.perf_counter()
         tmp = base.with_suffix(".tmp.kld")
-        timed([llamacpp.find_tool("llama-perplexity"), "-m", ref, "-f", corpus, "-c", CTX, "--chunks", windows,
-               "--kl-divergence-base", tmp, "-t", threads], work, threads, work / "ref.log")
+        timed(
+            [
+                llamacpp.find_tool("llama-perplexity"),
+                "-m",
+                ref,
+                "-f",
+                corpus,
+                "-c",
+                CTX,
+                "--chunks",
+                windows,
+                "--kl-divergence-base",
+                tmp,
+                "-t",
+                threads,
+            ],
+            work,
+            threads,
+            work / "ref.log",
+        )
         tmp.rename(base)
         print(f"setup: llama-perplexity reference base {time.perf_counter() - t0:.1f} s", flush=True)
     q8 = work / "SmolLM2-135M-Instruct.Q8_0.gguf"
@@ -187,7 +205,16 @@ def main(argv=None) -> int:
     q8, quant_build_s = setup_llamacpp(work, run, args.windows, args.threads)
     base = work / f"ref-c{CTX}-w{args.windows}.kld"
     ours_cmd = [*silentzone_cmd(), "fidelity", QUANT]
-    lc_cmd = [llamacpp.find_tool("llama-perplexity"), "-m", q8, "--kl-divergence-base", base, "--kl-divergence", "-t", args.threads]
+    lc_cmd = [
+        llamacpp.find_tool("llama-perplexity"),
+        "-m",
+        q8,
+        "--kl-divergence-base",
+        base,
+        "--kl-divergence",
+        "-t",
+        args.threads,
+    ]
 
     warm_up(ours_cmd, run, args.threads, work)
     load_start = os.getloadavg()[0]
@@ -207,12 +234,18 @@ def main(argv=None) -> int:
 
     tokens = args.windows * CTX
     scored = args.windows * (CTX // 2 - 1)
-    print(f"\nQ8_0 vs stored reference, {args.windows} windows x {CTX} tokens ({scored} scored), {args.threads} threads, {args.rounds} rounds")
+    print(
+        f"\nQ8_0 vs stored reference, {args.windows} windows x {CTX} tokens ({scored} scored), {args.threads} threads, {args.rounds} rounds"
+    )
     print(f"{'':10s} {'min':>8s} {'median':>8s} {'max':>8s}   (wall s)   peak RSS GiB   window tokens/s (median)")
     for name in walls:
-        print(f"{name:10s} {summary(walls[name])}              {max(rss[name]):.3f}         {tokens / statistics.median(walls[name]):.0f}")
+        print(
+            f"{name:10s} {summary(walls[name])}              {max(rss[name]):.3f}         {tokens / statistics.median(walls[name]):.0f}"
+        )
     print(f"{'ratio':10s} {summary(ratios)}   (llama.cpp wall / ours wall; > 1: ours faster)")
-    print(f"ours, window loop only (tqdm, whole seconds): {summary(scoring)}; the rest of each wall is start-up, model load and quantization")
+    print(
+        f"ours, window loop only (tqdm, whole seconds): {summary(scoring)}; the rest of each wall is start-up, model load and quantization"
+    )
     kld_ours = mean_kld(work / "ours.log", r"mean KLD ([0-9.eE+-]+)")
     kld_lc = mean_kld(work / "llamacpp.log", r"Mean\s+KLD:\s+([0-9.eE+-]+)")
     # Not the same quantity: llama.cpp's base is the Q4_1 GGUF on its own kernels, ours the fp32 dequantization (docs/fidelity.md).

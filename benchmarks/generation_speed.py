@@ -86,10 +86,19 @@ def main(argv=None) -> int:
         if not same:
             bad = [k for k in want if want[k] != outputs.get(k)]
             print(f"DIFFERENT greedy tokens on {len(bad)} of {len(want)} items: {bad[:5]}", flush=True)
-    result = {"model": args.model, "items": args.items, "batch": args.batch, "max_new_tokens": args.max_new_tokens,
-              "threads": args.threads, "tokens_per_s_min": round(min(rates), 2), "tokens_per_s_median": round(statistics.median(rates), 2),
-              "tokens_per_s_max": round(max(rates), 2), "new_tokens": sum(len(v) for v in outputs.values()),
-              "load_avg": [round(load_start, 2), round(os.getloadavg()[0], 2)], "same_as_saved": same}
+    result = {
+        "model": args.model,
+        "items": args.items,
+        "batch": args.batch,
+        "max_new_tokens": args.max_new_tokens,
+        "threads": args.threads,
+        "tokens_per_s_min": round(min(rates), 2),
+        "tokens_per_s_median": round(statistics.median(rates), 2),
+        "tokens_per_s_max": round(max(rates), 2),
+        "new_tokens": sum(len(v) for v in outputs.values()),
+        "load_avg": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+        "same_as_saved": same,
+    }
     print(json.dumps(result))
     return 0 if same in (None, True) else 1
 

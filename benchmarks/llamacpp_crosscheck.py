@@ -40,7 +40,7 @@ QUANTS = {"q8_0": "kld-Q8_0.log", "q5_0": "kld-Q5_0.log", "q4_0": "kld-Q4_0.log"
 CTX = 512
 
 
-def scored_logits(model, window: np.ndarray, first: int) -> "np.ndarray":
+def scored_logits(model, window: np.ndarray, first: int) -> np.ndarray:
     import torch
 
     with torch.inference_mode():
@@ -67,9 +67,13 @@ def runtime_floor(ref_model, ids: list[int]) -> dict:
     y = base.targets()
     rows = np.arange(len(y))
     return {
-        "n_tokens": len(y), "kld_mean": kld.mean(), "kld_median": np.median(kld), "kld_p99": np.percentile(kld, 99),
+        "n_tokens": len(y),
+        "kld_mean": kld.mean(),
+        "kld_median": np.median(kld),
+        "kld_p99": np.percentile(kld, 99),
         "same_top_p": float(np.mean(lp_ours.argmax(1) == lp_lc.argmax(1))),
-        "ppl_ours": float(np.exp(-lp_ours[rows, y].mean())), "ppl_llamacpp": float(np.exp(-lp_lc[rows, y].mean())),
+        "ppl_ours": float(np.exp(-lp_ours[rows, y].mean())),
+        "ppl_llamacpp": float(np.exp(-lp_lc[rows, y].mean())),
     }
 
 
@@ -94,36 +98,73 @@ def main(argv=None) -> int:
     ids = tokenize(tokenizer, (FIXTURES / "corpus.txt").read_text(encoding="utf-8"))
     floor_stats = runtime_floor(ref_model, ids)
     print(f"tokens: first 256 equal llama.cpp's; corpus = {len(ids)} tokens", flush=True)
-    print("floor (our fp32 reference vs llama.cpp reference, mini/ 126 tokens): " + ", ".join(f"{k}={v:.6g}" for k, v in floor_stats.items()), flush=True)
+    print(
+        "floor (our fp32 reference vs llama.cpp reference, mini/ 126 tokens): "
+        + ", ".join(f"{k}={v:.6g}" for k, v in floor_stats.items()),
+        flush=True,
+    )
 
     first, stop = score_range(CTX, 0.5)
     windows = np.asarray(ids[: args.windows * CTX]).reshape(args.windows, CTX)
     ref_logits = [scored_logits(ref_model, w, first) for w in windows]
-    nll_R = np.concatenate([-torch.log_softmax(torch.from_numpy(l).double(), -1)[np.arange(len(l)), w[first + 1 :]].numpy()
-                            for l, w in zip(ref_logits, windows)])
-    print(f"reference PPL on {len(nll_R)} tokens: ours {np.exp(nll_R.mean()):.6f} (llama.cpp PPL(base) 17.911256)  ({time.time() - t0:.0f} s)", flush=True)
+    nll_R = np.concatenate(
+        [
+            -torch.log_softmax(torch.from_numpy(lg).double(), -1)[np.arange(len(lg)), w[first + 1 :]].numpy()
+            for lg, w in zip(ref_logits, windows)
+        ]
+    )
+    print(
+        f"reference PPL on {len(nll_R)} tokens: ours {np.exp(nll_R.mean()):.6f} (llama.cpp PPL(base) 17.911256)  ({time.time() - t0:.0f} s)",
+        flush=True,
+    )
     del ref_model
 
-    rows = [{"quant": "runtime floor (reference vs reference)", "tokens": floor_stats["n_tokens"],
-             "kld_mean_ours": floor_stats["kld_mean"], "kld_mean_llamacpp": 0.0, "kld_median_ours": floor_stats["kld_median"],
-             "kld_median_llamacpp": 0.0, "kld_p99_ours": floor_stats["kld_p99"], "kld_p99_llamacpp": 0.0,
-             "same_top_p_ours": floor_stats["same_top_p"], "same_top_p_llamacpp": 1.0,
-             "ppl_ratio_ours": floor_stats["ppl_ours"] / floor_stats["ppl_llamacpp"], "ppl_ratio_llamacpp": 1.0}]
+    rows = [
+        {
+            "quant": "runtime floor (reference vs reference)",
+            "tokens": floor_stats["n_tokens"],
+            "kld_mean_ours": floor_stats["kld_mean"],
+            "kld_mean_llamacpp": 0.0,
+            "kld_median_ours": floor_stats["kld_median"],
+            "kld_median_llamacpp": 0.0,
+            "kld_p99_ours": floor_stats["kld_p99"],
+            "kld_p99_llamacpp": 0.0,
+            "same_top_p_ours": floor_stats["same_top_p"],
+            "same_top_p_llamacpp": 1.0,
+            "ppl_ratio_ours": floor_stats["ppl_ours"] / floor_stats["ppl_llamacpp"],
+            "ppl_ratio_llamacpp": 1.0,
+        }
+    ]
     for name, log_name in QUANTS.items():
         model, _, report = load_quant(params, name, cache_dir=REPO / "data" / "models")
-        parts = [token_metrics(lR, scored_logits(model, w, first), w[first + 1 :], topk, floor) for lR, w in zip(ref_logits, windows)]
+        parts = [
+            token_metrics(lR, scored_logits(model, w, first), w[first + 1 :], topk, floor) for lR, w in zip(ref_logits, windows)
+        ]
         m = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         lc = parse_log(FIXTURES / "logs" / log_name)
-        rows.append({
-            "quant": f"{name} ({report['formats']})", "tokens": len(m["kld"]),
-            "kld_mean_ours": m["kld"].mean(), "kld_mean_llamacpp": lc["kld_mean"],
-            "kld_median_ours": np.median(m["kld"]), "kld_median_llamacpp": lc["kld_median"],
-            "kld_p99_ours": np.percentile(m["kld"], 99), "kld_p99_llamacpp": lc["kld_p99"],
-            "same_top_p_ours": m["top1"].mean(), "same_top_p_llamacpp": lc["same_top_p"],
-            "ppl_ratio_ours": float(np.exp((m["nll_q"] - m["nll_R"]).mean())), "ppl_ratio_llamacpp": lc["ppl_ratio"],
-        })
+        rows.append(
+            {
+                "quant": f"{name} ({report['formats']})",
+                "tokens": len(m["kld"]),
+                "kld_mean_ours": m["kld"].mean(),
+                "kld_mean_llamacpp": lc["kld_mean"],
+                "kld_median_ours": np.median(m["kld"]),
+                "kld_median_llamacpp": lc["kld_median"],
+                "kld_p99_ours": np.percentile(m["kld"], 99),
+                "kld_p99_llamacpp": lc["kld_p99"],
+                "same_top_p_ours": m["top1"].mean(),
+                "same_top_p_llamacpp": lc["same_top_p"],
+                "ppl_ratio_ours": float(np.exp((m["nll_q"] - m["nll_R"]).mean())),
+                "ppl_ratio_llamacpp": lc["ppl_ratio"],
+            }
+        )
         r = rows[-1]
-        print(f"{name}: " + ", ".join(f"{k}={v:.6g}" for k, v in r.items() if k not in ("quant", "tokens")) + f"  ({time.time() - t0:.0f} s)", flush=True)
+        print(
+            f"{name}: "
+            + ", ".join(f"{k}={v:.6g}" for k, v in r.items() if k not in ("quant", "tokens"))
+            + f"  ({time.time() - t0:.0f} s)",
+            flush=True,
+        )
         del model
     import pandas as pd
 
@@ -133,7 +174,11 @@ def main(argv=None) -> int:
     print("\n| quant | tokens | " + " | ".join(f"{c} ours / llama.cpp" for c in cols) + " |")
     print("|---|---:|" + "---:|" * len(cols))
     for r in rows:
-        print(f"| {r['quant']} | {r['tokens']} | " + " | ".join(f"{r[c + '_ours']:.6f} / {r[c + '_llamacpp']:.6f}" for c in cols) + " |")
+        print(
+            f"| {r['quant']} | {r['tokens']} | "
+            + " | ".join(f"{r[c + '_ours']:.6f} / {r[c + '_llamacpp']:.6f}" for c in cols)
+            + " |"
+        )
     print(f"\nwrote {args.out}; wall {time.time() - t0:.0f} s (2 threads, shared machine)")
     return 0
 

@@ -74,14 +74,14 @@ def bind_code(src: Path) -> None:
     global io, SilentzoneError, read_kld, parse_log, llamacpp, refstore, reference_gguf, timed
     sys.path.insert(0, str(src))
     sys.path.insert(1, str(BENCHMARKS))
+    from fidelity_vs_llamacpp import reference_gguf, timed
+
     import silentzone  # noqa: F401  (first: fidelity_vs_llamacpp's own sys.path entry then finds it imported)
     from silentzone import io, refstore
     from silentzone.errors import SilentzoneError
     from silentzone.ingest.llamacpp_kld import read_kld
     from silentzone.ingest.llamacpp_log import parse_log
     from silentzone.quant import llamacpp
-
-    from fidelity_vs_llamacpp import reference_gguf, timed
 
     if Path(silentzone.__file__).resolve().parent != (src / "silentzone").resolve():
         raise SystemExit(f"silentzone imported from {silentzone.__file__}, not from the snapshot {src}")
@@ -109,8 +109,11 @@ def snapshot_code(code: Path) -> None:
         shutil.rmtree(code)
     shutil.copytree(REPO / "src", code / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     git = lambda *a: subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
-    state = {"commit": git("rev-parse", "HEAD"), "uncommitted_src": git("status", "--porcelain", "--", "src").splitlines(),
-             "taken": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    state = {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_src": git("status", "--porcelain", "--", "src").splitlines(),
+        "taken": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     (code / "STATE.json").write_text(json.dumps(state, indent=1) + "\n")
 
 
@@ -130,7 +133,9 @@ def run_cli(run: Path, code: Path, args: list[str], threads: int, log: Path) -> 
 def run_ready(run: Path, code: Path, windows: int, threads: int) -> bool:
     """The run folder (and the code snapshot that made it) exist for these settings."""
     params_file = run / "params.yaml"
-    if not ((run / "data" / "reference" / "fidelity").exists() and params_file.exists() and (code / "src" / "silentzone").is_dir()):
+    if not (
+        (run / "data" / "reference" / "fidelity").exists() and params_file.exists() and (code / "src" / "silentzone").is_dir()
+    ):
         return False
     p = yaml.safe_load(params_file.read_text())
     return p["fidelity"]["n_windows"] == windows and p["threads"] == threads and p["cohort"] == MEMBERS
@@ -166,8 +171,26 @@ def llamacpp_base(work: Path, run: Path, windows: int, threads: int) -> Path:
         return base
     t0 = time.perf_counter()
     tmp = base.with_suffix(".tmp.kld")
-    timed([llamacpp.find_tool("llama-perplexity"), "-m", reference_gguf(run), "-f", corpus, "-c", CTX, "--chunks", windows,
-           "--kl-divergence-base", tmp, "-t", threads], work, threads, work / "logs" / "ref-base.log")
+    timed(
+        [
+            llamacpp.find_tool("llama-perplexity"),
+            "-m",
+            reference_gguf(run),
+            "-f",
+            corpus,
+            "-c",
+            CTX,
+            "--chunks",
+            windows,
+            "--kl-divergence-base",
+            tmp,
+            "-t",
+            threads,
+        ],
+        work,
+        threads,
+        work / "logs" / "ref-base.log",
+    )
     tmp.rename(base)
     stamp.write_text(json.dumps(record))
     print(f"setup: llama-perplexity reference base {time.perf_counter() - t0:.1f} s", flush=True)
@@ -179,12 +202,16 @@ def check_same_tokens(base, segment) -> None:
     ours = segment.windows()
     theirs = np.asarray(base.tokens, dtype=np.int64).reshape(base.n_chunk, base.n_ctx)
     if ours.shape != theirs.shape or segment.first(0) != base.first_scored:
-        raise SystemExit(f"token layout differs: ours {ours.shape} from {segment.first(0)}, llama.cpp {theirs.shape} from {base.first_scored}")
+        raise SystemExit(
+            f"token layout differs: ours {ours.shape} from {segment.first(0)}, llama.cpp {theirs.shape} from {base.first_scored}"
+        )
     diff = np.argwhere(ours != theirs)
     if len(diff):
         w, pos = diff[0]
-        raise SystemExit(f"{len(diff)} tokens differ between our store and llama.cpp's ref.kld, first at window {w} position {pos} "
-                         f"(ours {ours[w, pos]}, llama.cpp {theirs[w, pos]}); the two would not score the same text")
+        raise SystemExit(
+            f"{len(diff)} tokens differ between our store and llama.cpp's ref.kld, first at window {w} position {pos} "
+            f"(ours {ours[w, pos]}, llama.cpp {theirs[w, pos]}); the two would not score the same text"
+        )
 
 
 def stored_vs_ours(stored, ours_log_probs) -> dict:
@@ -205,9 +232,14 @@ def stored_vs_ours(stored, ours_log_probs) -> dict:
         nll_lc.append(-lp_lc[np.arange(n), y])
     kld, top1 = np.concatenate(kld), np.concatenate(top1)
     return {
-        "n_tokens": len(kld), "kld_mean": float(kld.mean()), "kld_se": float(kld.std(ddof=1) / np.sqrt(len(kld))),
-        "kld_median": float(np.median(kld)), "kld_p99": float(np.percentile(kld, 99)), "top1": float(top1.mean()),
-        "ppl_ours": float(np.exp(np.concatenate(nll_ours).mean())), "ppl_llamacpp": float(np.exp(np.concatenate(nll_lc).mean())),
+        "n_tokens": len(kld),
+        "kld_mean": float(kld.mean()),
+        "kld_se": float(kld.std(ddof=1) / np.sqrt(len(kld))),
+        "kld_median": float(np.median(kld)),
+        "kld_p99": float(np.percentile(kld, 99)),
+        "top1": float(top1.mean()),
+        "ppl_ours": float(np.exp(np.concatenate(nll_ours).mean())),
+        "ppl_llamacpp": float(np.exp(np.concatenate(nll_lc).mean())),
     }
 
 
@@ -233,8 +265,26 @@ def member_floor(run: Path, name: str, gguf: Path, corpus: Path, segment, work: 
 
     stored_path = work / f"member-{name}.kld"
     try:
-        timed([llamacpp.find_tool("llama-perplexity"), "-m", gguf, "-f", corpus, "-c", CTX, "--chunks", windows,
-               "--kl-divergence-base", stored_path, "-t", threads], work, threads, work / "logs" / f"member-base-{name}.log")
+        timed(
+            [
+                llamacpp.find_tool("llama-perplexity"),
+                "-m",
+                gguf,
+                "-f",
+                corpus,
+                "-c",
+                CTX,
+                "--chunks",
+                windows,
+                "--kl-divergence-base",
+                stored_path,
+                "-t",
+                threads,
+            ],
+            work,
+            threads,
+            work / "logs" / f"member-base-{name}.log",
+        )
         stored = read_kld(stored_path)
         if not np.array_equal(np.asarray(stored.tokens), np.asarray(read_kld(work / f"ref-c{CTX}-w{windows}.kld").tokens)):
             raise SystemExit(f"{stored_path}: its tokens differ from ref.kld's")
@@ -268,9 +318,13 @@ def ours_stats(run: Path, name: str) -> dict:
     table = pd.read_parquet(run / "data" / "fidelity" / f"{name}.parquet")
     kld = table["kld"].to_numpy(np.float64)
     return {
-        "report": report, "n_tokens": len(kld), "kld_mean": float(report["variants"]["kld_mean"]),
-        "kld_se": float(kld.std(ddof=1) / np.sqrt(len(kld))), "kld_median": float(np.median(kld)),
-        "kld_p99": float(np.percentile(kld, 99)), "top1": float(table["top1"].mean()),
+        "report": report,
+        "n_tokens": len(kld),
+        "kld_mean": float(report["variants"]["kld_mean"]),
+        "kld_se": float(kld.std(ddof=1) / np.sqrt(len(kld))),
+        "kld_median": float(np.median(kld)),
+        "kld_p99": float(np.percentile(kld, 99)),
+        "top1": float(table["top1"].mean()),
         "ppl_ratio": float(np.exp((table["nll_q"] - table["nll_R"]).mean())),
     }
 
@@ -282,11 +336,24 @@ def llamacpp_stats(log: Path, name: str) -> dict:
     except SilentzoneError as exc:  # e.g. the reference against itself: percentiles below 0 from uint16 rounding
         text = log.read_text(errors="replace")
         grab = lambda label: float(re.findall(rf"{label}\s*:\s*([-+0-9.eE]+)", text)[-1])  # noqa: E731
-        row = {"kld_mean": grab(r"Mean\s+KLD"), "kld_median": grab(r"Median\s+KLD"), "kld_p99": grab(r"99\.0%\s+KLD"),
-               "same_top_p": grab(r"Same top p") / 100, "ppl_ratio": grab(r"Mean PPL\(Q\)/PPL\(base\)"), "parse_note": str(exc)}
+        row = {
+            "kld_mean": grab(r"Mean\s+KLD"),
+            "kld_median": grab(r"Median\s+KLD"),
+            "kld_p99": grab(r"99\.0%\s+KLD"),
+            "same_top_p": grab(r"Same top p") / 100,
+            "ppl_ratio": grab(r"Mean PPL\(Q\)/PPL\(base\)"),
+            "parse_note": str(exc),
+        }
         row["kld_mean_se"] = float(re.findall(r"Mean\s+KLD\s*:\s*[-+0-9.eE]+\s*±\s*([-+0-9.eE]+)", text)[-1])
-    return {"kld_mean": row["kld_mean"], "kld_se": row["kld_mean_se"], "kld_median": row["kld_median"], "kld_p99": row["kld_p99"],
-            "top1": row["same_top_p"], "ppl_ratio": row["ppl_ratio"], **({"parse_note": row["parse_note"]} if "parse_note" in row else {})}
+    return {
+        "kld_mean": row["kld_mean"],
+        "kld_se": row["kld_mean_se"],
+        "kld_median": row["kld_median"],
+        "kld_p99": row["kld_p99"],
+        "top1": row["same_top_p"],
+        "ppl_ratio": row["ppl_ratio"],
+        **({"parse_note": row["parse_note"]} if "parse_note" in row else {}),
+    }
 
 
 def types_text(matrix_types: dict) -> str:
@@ -324,9 +391,12 @@ def main(argv=None) -> int:
     floor = runtime_floor(base, segment, head)
     del head
     print(f"tokens: ref.kld's {base.n_chunk} x {base.n_ctx} tokens are our store's; {floor['n_tokens']} scored", flush=True)
-    print(f"runtime floor KL(llama.cpp reference || our fp32 reference): mean {floor['kld_mean']:.6f} ± {floor['kld_se']:.6f}, "
-          f"median {floor['kld_median']:.6f}, p99 {floor['kld_p99']:.6f}, top-1 {floor['top1']:.4f}; "
-          f"reference PPL ours {floor['ppl_ours']:.4f}, llama.cpp {floor['ppl_llamacpp']:.4f}", flush=True)
+    print(
+        f"runtime floor KL(llama.cpp reference || our fp32 reference): mean {floor['kld_mean']:.6f} ± {floor['kld_se']:.6f}, "
+        f"median {floor['kld_median']:.6f}, p99 {floor['kld_p99']:.6f}, top-1 {floor['top1']:.4f}; "
+        f"reference PPL ours {floor['ppl_ours']:.4f}, llama.cpp {floor['ppl_llamacpp']:.4f}",
+        flush=True,
+    )
 
     perplexity = llamacpp.find_tool("llama-perplexity")
     names = ["reference", *(args.only or MEMBERS)]
@@ -338,10 +408,18 @@ def main(argv=None) -> int:
             ours_wall = run_cli(run, code, ["fidelity", name], args.threads, logs / f"ours-{name}.log")
         ours = ours_stats(run, name)
         qr = ours.pop("report")["quant_report"]
-        gguf = reference_gguf(run) if name == "reference" else (run / qr["file"] if not Path(qr["file"]).is_absolute() else Path(qr["file"]))
+        gguf = (
+            reference_gguf(run)
+            if name == "reference"
+            else (run / qr["file"] if not Path(qr["file"]).is_absolute() else Path(qr["file"]))
+        )
         log = logs / f"llamacpp-{name}.log"
-        lc_wall, _ = timed([perplexity, "-m", gguf, "--kl-divergence-base", base_path, "--kl-divergence", "-t", args.threads],
-                           work, args.threads, log)
+        lc_wall, _ = timed(
+            [perplexity, "-m", gguf, "--kl-divergence-base", base_path, "--kl-divergence", "-t", args.threads],
+            work,
+            args.threads,
+            log,
+        )
         lc = llamacpp_stats(log, name)
         mfloor = None
         if name != "reference" and not args.no_member_floors:
@@ -349,34 +427,70 @@ def main(argv=None) -> int:
             mfloor = member_floor(run, name, gguf, corpus, segment, work, args.windows, args.threads)
         bpw = float(qr["bpw"])  # the reference: 32 (our fp32 tensors); llama.cpp runs the Q4_1 GGUF itself
         types = "ours: fp32 dequantization; llama.cpp: the Q4_1 GGUF" if name == "reference" else types_text(qr["matrix_types"])
-        rows.append({
-            "member": name, "entry": json.dumps(MEMBERS.get(name), sort_keys=True) if name in MEMBERS else "reference",
-            "bpw": bpw, "types": types, "gguf": str(gguf.relative_to(work) if gguf.is_relative_to(work) else gguf),
-            "gguf_sha256": io.sha256_file(gguf), "tokens": ours["n_tokens"],
-            **{f"{k}_ours": v for k, v in ours.items() if k != "n_tokens"},
-            **{f"{k}_llamacpp": v for k, v in lc.items()},
-            "kld_mean_diff": lc["kld_mean"] - ours["kld_mean"],
-            **({} if mfloor is None else {
-                "member_floor_kld": mfloor["kld_mean"], "member_floor_se": mfloor["kld_se"], "member_floor_top1": mfloor["top1"],
-                "predicted_llamacpp": ours["kld_mean"] + floor["kld_mean"] + mfloor["kld_mean"]}),
-            "ours_wall_s": None if ours_wall is None else round(ours_wall, 1), "llamacpp_wall_s": round(lc_wall, 1),
-        })
+        rows.append(
+            {
+                "member": name,
+                "entry": json.dumps(MEMBERS.get(name), sort_keys=True) if name in MEMBERS else "reference",
+                "bpw": bpw,
+                "types": types,
+                "gguf": str(gguf.relative_to(work) if gguf.is_relative_to(work) else gguf),
+                "gguf_sha256": io.sha256_file(gguf),
+                "tokens": ours["n_tokens"],
+                **{f"{k}_ours": v for k, v in ours.items() if k != "n_tokens"},
+                **{f"{k}_llamacpp": v for k, v in lc.items()},
+                "kld_mean_diff": lc["kld_mean"] - ours["kld_mean"],
+                **(
+                    {}
+                    if mfloor is None
+                    else {
+                        "member_floor_kld": mfloor["kld_mean"],
+                        "member_floor_se": mfloor["kld_se"],
+                        "member_floor_top1": mfloor["top1"],
+                        "predicted_llamacpp": ours["kld_mean"] + floor["kld_mean"] + mfloor["kld_mean"],
+                    }
+                ),
+                "ours_wall_s": None if ours_wall is None else round(ours_wall, 1),
+                "llamacpp_wall_s": round(lc_wall, 1),
+            }
+        )
         r = rows[-1]
-        print(f"{name}: ours {r['kld_mean_ours']:.6f}, llama.cpp {r['kld_mean_llamacpp']:.6f} ± {r['kld_se_llamacpp']:.6f}, "
-              f"diff {r['kld_mean_diff']:+.6f}"
-              + (f", member floor {mfloor['kld_mean']:.6f} (ours + both floors {r['predicted_llamacpp']:.6f})" if mfloor else "")
-              + f"  (ours {r['ours_wall_s']} s, llama.cpp {r['llamacpp_wall_s']} s; "
-              f"{time.perf_counter() - t_start:.0f} s so far, load {os.getloadavg()[0]:.2f})", flush=True)
-    rows.append({
-        "member": "runtime floor", "entry": "KL(llama.cpp reference || our fp32 reference)", "bpw": None,
-        "types": "Q4_1 GGUF on llama.cpp vs its fp32 dequantization on transformers", "gguf": str(reference_gguf(run)),
-        "gguf_sha256": io.sha256_file(reference_gguf(run)), "tokens": floor["n_tokens"],
-        "kld_mean_ours": None, "kld_se_ours": None, "kld_median_ours": None, "kld_p99_ours": None, "top1_ours": None, "ppl_ratio_ours": None,
-        "kld_mean_llamacpp": None, "kld_se_llamacpp": None, "kld_median_llamacpp": None, "kld_p99_llamacpp": None,
-        "top1_llamacpp": None, "ppl_ratio_llamacpp": None,
-        "kld_mean_diff": floor["kld_mean"], "floor_kld_se": floor["kld_se"], "floor_kld_median": floor["kld_median"],
-        "floor_kld_p99": floor["kld_p99"], "floor_top1": floor["top1"], "floor_ppl_ratio": floor["ppl_llamacpp"] / floor["ppl_ours"],
-    })
+        print(
+            f"{name}: ours {r['kld_mean_ours']:.6f}, llama.cpp {r['kld_mean_llamacpp']:.6f} ± {r['kld_se_llamacpp']:.6f}, "
+            f"diff {r['kld_mean_diff']:+.6f}"
+            + (f", member floor {mfloor['kld_mean']:.6f} (ours + both floors {r['predicted_llamacpp']:.6f})" if mfloor else "")
+            + f"  (ours {r['ours_wall_s']} s, llama.cpp {r['llamacpp_wall_s']} s; "
+            f"{time.perf_counter() - t_start:.0f} s so far, load {os.getloadavg()[0]:.2f})",
+            flush=True,
+        )
+    rows.append(
+        {
+            "member": "runtime floor",
+            "entry": "KL(llama.cpp reference || our fp32 reference)",
+            "bpw": None,
+            "types": "Q4_1 GGUF on llama.cpp vs its fp32 dequantization on transformers",
+            "gguf": str(reference_gguf(run)),
+            "gguf_sha256": io.sha256_file(reference_gguf(run)),
+            "tokens": floor["n_tokens"],
+            "kld_mean_ours": None,
+            "kld_se_ours": None,
+            "kld_median_ours": None,
+            "kld_p99_ours": None,
+            "top1_ours": None,
+            "ppl_ratio_ours": None,
+            "kld_mean_llamacpp": None,
+            "kld_se_llamacpp": None,
+            "kld_median_llamacpp": None,
+            "kld_p99_llamacpp": None,
+            "top1_llamacpp": None,
+            "ppl_ratio_llamacpp": None,
+            "kld_mean_diff": floor["kld_mean"],
+            "floor_kld_se": floor["kld_se"],
+            "floor_kld_median": floor["kld_median"],
+            "floor_kld_p99": floor["kld_p99"],
+            "floor_top1": floor["top1"],
+            "floor_ppl_ratio": floor["ppl_llamacpp"] / floor["ppl_ours"],
+        }
+    )
 
     import pandas as pd
 
@@ -387,35 +501,62 @@ def main(argv=None) -> int:
     members = [r for r in rows if r["member"] in MEMBERS]
     diffs = [r["kld_mean_diff"] for r in members]
     summary = {
-        "windows": args.windows, "ctx": CTX, "scored_tokens": floor["n_tokens"], "threads": args.threads,
-        "runtime_floor_kld": round(floor["kld_mean"], 6), "runtime_floor_se": round(floor["kld_se"], 6),
-        "members": {r["member"]: {"bpw": None if r["bpw"] is None else round(r["bpw"], 3), "ours": round(r["kld_mean_ours"], 6),
-                                  "llamacpp": round(r["kld_mean_llamacpp"], 6), "llamacpp_se": round(r["kld_se_llamacpp"], 6),
-                                  "diff": round(r["kld_mean_diff"], 6),
-                                  **({"member_floor": round(r["member_floor_kld"], 6), "ours_plus_floors": round(r["predicted_llamacpp"], 6)}
-                                     if "member_floor_kld" in r else {})} for r in rows if r["member"] != "runtime floor"},
-        "diff_min": round(min(diffs), 6) if diffs else None, "diff_max": round(max(diffs), 6) if diffs else None,
+        "windows": args.windows,
+        "ctx": CTX,
+        "scored_tokens": floor["n_tokens"],
+        "threads": args.threads,
+        "runtime_floor_kld": round(floor["kld_mean"], 6),
+        "runtime_floor_se": round(floor["kld_se"], 6),
+        "members": {
+            r["member"]: {
+                "bpw": None if r["bpw"] is None else round(r["bpw"], 3),
+                "ours": round(r["kld_mean_ours"], 6),
+                "llamacpp": round(r["kld_mean_llamacpp"], 6),
+                "llamacpp_se": round(r["kld_se_llamacpp"], 6),
+                "diff": round(r["kld_mean_diff"], 6),
+                **(
+                    {"member_floor": round(r["member_floor_kld"], 6), "ours_plus_floors": round(r["predicted_llamacpp"], 6)}
+                    if "member_floor_kld" in r
+                    else {}
+                ),
+            }
+            for r in rows
+            if r["member"] != "runtime floor"
+        },
+        "diff_min": round(min(diffs), 6) if diffs else None,
+        "diff_max": round(max(diffs), 6) if diffs else None,
         "same_ranking": [r["member"] for r in sorted(members, key=lambda r: r["kld_mean_ours"])]
-                        == [r["member"] for r in sorted(members, key=lambda r: r["kld_mean_llamacpp"])],
-        "llama_perplexity": str(perplexity), "code": code_state, "wall_s": round(time.perf_counter() - t_start, 1),
-        "load_avg": [round(load_start, 2), round(load_end, 2)], "csv": str(csv_path.relative_to(REPO)),
+        == [r["member"] for r in sorted(members, key=lambda r: r["kld_mean_llamacpp"])],
+        "llama_perplexity": str(perplexity),
+        "code": code_state,
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "load_avg": [round(load_start, 2), round(load_end, 2)],
+        "csv": str(csv_path.relative_to(REPO)),
     }
     io.write_json(json_path, {"summary": summary, "rows": rows})
 
-    print(f"\n{args.windows} windows x {CTX} tokens of {CORPUS}, {floor['n_tokens']} scored (positions {base.first_scored}...{CTX - 2}); "
-          f"{args.threads} threads; wall {summary['wall_s']:.0f} s, load {load_start:.2f} -> {load_end:.2f}")
-    print("| member | bpw | 2-D matrix types | ours mean KLD | llama.cpp mean KLD | llama.cpp − ours | llama.cpp ± se "
-          "| member's floor | ours + both floors |")
+    print(
+        f"\n{args.windows} windows x {CTX} tokens of {CORPUS}, {floor['n_tokens']} scored (positions {base.first_scored}...{CTX - 2}); "
+        f"{args.threads} threads; wall {summary['wall_s']:.0f} s, load {load_start:.2f} -> {load_end:.2f}"
+    )
+    print(
+        "| member | bpw | 2-D matrix types | ours mean KLD | llama.cpp mean KLD | llama.cpp − ours | llama.cpp ± se "
+        "| member's floor | ours + both floors |"
+    )
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if r["member"] == "runtime floor":
-            print(f"| runtime floor: KL(llama.cpp ref ‖ our fp32 ref) | — | {r['types']} | — | — | {r['kld_mean_diff']:.6f} "
-                  f"| {r['floor_kld_se']:.6f} | — | — |")
+            print(
+                f"| runtime floor: KL(llama.cpp ref ‖ our fp32 ref) | — | {r['types']} | — | — | {r['kld_mean_diff']:.6f} "
+                f"| {r['floor_kld_se']:.6f} | — | — |"
+            )
             continue
         bpw = "—" if r["bpw"] is None else f"{r['bpw']:.3f}"
-        extra = (f"{r['member_floor_kld']:.6f} | {r['predicted_llamacpp']:.6f}" if "member_floor_kld" in r else "— | —")
-        print(f"| {r['member']} | {bpw} | {r['types']} | {r['kld_mean_ours']:.6f} | {r['kld_mean_llamacpp']:.6f} | "
-              f"{r['kld_mean_diff']:+.6f} | {r['kld_se_llamacpp']:.6f} | {extra} |")
+        extra = f"{r['member_floor_kld']:.6f} | {r['predicted_llamacpp']:.6f}" if "member_floor_kld" in r else "— | —"
+        print(
+            f"| {r['member']} | {bpw} | {r['types']} | {r['kld_mean_ours']:.6f} | {r['kld_mean_llamacpp']:.6f} | "
+            f"{r['kld_mean_diff']:+.6f} | {r['kld_se_llamacpp']:.6f} | {extra} |"
+        )
     print(f"wrote {csv_path.relative_to(REPO)} and {json_path.relative_to(REPO)}")
     print(json.dumps(summary))
     return 0

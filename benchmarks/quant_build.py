@@ -45,8 +45,14 @@ print(json.dumps({{"load_quant_s": time.perf_counter() - t}}))
 
 
 def run(quant: str, cache: Path, threads: int) -> dict:
-    code = CHILD.format(src=str(REPO / "src"), profiles=str(REPO / "profiles"), threads=threads, quant=quant,
-                        recipe=RECIPES[quant], cache=str(cache))
+    code = CHILD.format(
+        src=str(REPO / "src"),
+        profiles=str(REPO / "profiles"),
+        threads=threads,
+        quant=quant,
+        recipe=RECIPES[quant],
+        cache=str(cache),
+    )
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if proc.returncode:
@@ -94,14 +100,29 @@ def main(argv=None) -> int:
                 rows["built"].append(run(quant, cache, args.threads))
                 rows["cached"].append(run(quant, cache, args.threads))
                 shutil.rmtree(cache)
-            entry = {kind: {"load_quant_s": stats([r["load_quant_s"] for r in rs]), "quant_s": stats([r["quant_s"] for r in rs]),
-                            "what": rs[-1]["what"]} for kind, rs in rows.items()}
+            entry = {
+                kind: {
+                    "load_quant_s": stats([r["load_quant_s"] for r in rs]),
+                    "quant_s": stats([r["quant_s"] for r in rs]),
+                    "what": rs[-1]["what"],
+                }
+                for kind, rs in rows.items()
+            }
             summary[quant] = entry
             print(json.dumps({"quant": quant, **entry}), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps({"quants": summary, "rounds": args.rounds, "threads": args.threads,
-                      "load_avg": [round(load_start, 2), round(os.getloadavg()[0], 2)], "time": time.strftime("%H:%M")}))
+    print(
+        json.dumps(
+            {
+                "quants": summary,
+                "rounds": args.rounds,
+                "threads": args.threads,
+                "load_avg": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+                "time": time.strftime("%H:%M"),
+            }
+        )
+    )
     return 0
 
 

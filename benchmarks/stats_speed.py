@@ -28,16 +28,34 @@ def synthetic(n_quants: int, n_items: int, variants: list[str], seed: int = 0) -
     rng = np.random.default_rng(seed)
     distance = np.sort(rng.lognormal(-4, 1.2, n_quants))
     names = [f"q{i:02d}" for i in range(n_quants)]
-    items, rows = [], []
+    items = []
     for task in TASKS:
         ref = rng.random(n_items) < 0.6
-        items.append(pd.DataFrame({"model": "reference", "task": task, "item_id": np.arange(n_items).astype(str), "correct": ref,
-                                   "prompt_kld": np.nan}))
+        items.append(
+            pd.DataFrame(
+                {
+                    "model": "reference",
+                    "task": task,
+                    "item_id": np.arange(n_items).astype(str),
+                    "correct": ref,
+                    "prompt_kld": np.nan,
+                }
+            )
+        )
         for name, d in zip(names, distance):
             flip = rng.random(n_items) < min(0.5, 3 * d)
             correct = np.where(flip, rng.random(n_items) < 0.45, ref)
-            items.append(pd.DataFrame({"model": name, "task": task, "item_id": np.arange(n_items).astype(str), "correct": correct,
-                                       "prompt_kld": d * rng.lognormal(0, 0.5, n_items) * (1 + flip)}))
+            items.append(
+                pd.DataFrame(
+                    {
+                        "model": name,
+                        "task": task,
+                        "item_id": np.arange(n_items).astype(str),
+                        "correct": correct,
+                        "prompt_kld": d * rng.lognormal(0, 0.5, n_items) * (1 + flip),
+                    }
+                )
+            )
     items = pd.concat(items, ignore_index=True)
     scores = items.groupby(["model", "task"])["correct"].mean().unstack("task").add_prefix("score_")
     scores["composite"] = scores.mean(axis=1)
@@ -59,7 +77,9 @@ def main():
 
     from silentzone import analyses, config, io, schema, stats, zone
 
-    params = config.validate(config.build_profile("default", Path(__file__).resolve().parents[1] / "profiles"), "profiles/default.yaml")
+    params = config.validate(
+        config.build_profile("default", Path(__file__).resolve().parents[1] / "profiles"), "profiles/default.yaml"
+    )
     settings = params.stats_settings()
     variants = list(params.variants)
     cohort, items = synthetic(args.quants, args.items, variants, settings["seed"])
@@ -78,19 +98,37 @@ def main():
 
     silent = timed("silent zone (paired bootstrap)", lambda: zone.silent_zone(cohort, params, items=items))
     zones = {"full": schema.quant_names(cohort), "silent": zone.members(silent)}
-    table = timed("correlations (14 x 6 x 2 zones)", lambda: stats.correlation_table(cohort, variants, schema.score_columns(cohort), settings, zones))
+    table = timed(
+        "correlations (14 x 6 x 2 zones)",
+        lambda: stats.correlation_table(cohort, variants, schema.score_columns(cohort), settings, zones),
+    )
     flip_table = timed("flips", lambda: analyses.flips(items))
     timed("flip correlations (14 x 12 x 2)", lambda: analyses.flip_correlations(cohort, flip_table, variants, settings, zones))
     timed("failure prediction", lambda: analyses.failure_prediction(items, settings))
     timed("routing", lambda: analyses.routing(items, settings))
     n_corr = len(table)
-    print(f"{n_corr} score correlations, {settings['n_resamples']} permutations + {settings['n_bootstrap']} bootstrap each; "
-          f"silent zone: {len(zones['silent'])} of {args.quants} quants; {os.cpu_count()} CPUs visible, machine shared: "
-          f"load average {os.getloadavg()[0]:.2f}")
-    io.write_json(Path(__file__).parent / "out" / "stats_speed.json",
-                  {"quants": args.quants, "items_per_task": args.items, "tasks": len(TASKS), "variants": len(variants),
-                   "n_resamples": settings["n_resamples"], "n_bootstrap": settings["n_bootstrap"], "score_correlations": n_corr,
-                   "seconds": timings, "cpu_seconds": cpu, "cpus": os.cpu_count(), "load_average": round(os.getloadavg()[0], 2), "machine": platform.processor() or platform.machine()})
+    print(
+        f"{n_corr} score correlations, {settings['n_resamples']} permutations + {settings['n_bootstrap']} bootstrap each; "
+        f"silent zone: {len(zones['silent'])} of {args.quants} quants; {os.cpu_count()} CPUs visible, machine shared: "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    io.write_json(
+        Path(__file__).parent / "out" / "stats_speed.json",
+        {
+            "quants": args.quants,
+            "items_per_task": args.items,
+            "tasks": len(TASKS),
+            "variants": len(variants),
+            "n_resamples": settings["n_resamples"],
+            "n_bootstrap": settings["n_bootstrap"],
+            "score_correlations": n_corr,
+            "seconds": timings,
+            "cpu_seconds": cpu,
+            "cpus": os.cpu_count(),
+            "load_average": round(os.getloadavg()[0], 2),
+            "machine": platform.processor() or platform.machine(),
+        },
+    )
 
 
 if __name__ == "__main__":

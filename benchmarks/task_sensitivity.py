@@ -44,11 +44,17 @@ def main() -> None:
     ap.add_argument("--profile", default="default")
     ap.add_argument("--quants", nargs="+", default=QUANTS)
     ap.add_argument("--tasks", nargs="+", default=[n for n, t in registry.TASKS.items() if t.kind != "code"])
-    ap.add_argument("--items", type=int, nargs="+", default=[25],
-                    help="items per task: one number for every task, or one per --tasks entry")
-    ap.add_argument("--offset", type=int, nargs="+", default=[0],
-                    help="skip this many items of each task's seeded draw first (one number, or one per task): "
-                         "fresh items to validate a design chosen on the first ones")
+    ap.add_argument(
+        "--items", type=int, nargs="+", default=[25], help="items per task: one number for every task, or one per --tasks entry"
+    )
+    ap.add_argument(
+        "--offset",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="skip this many items of each task's seeded draw first (one number, or one per task): "
+        "fresh items to validate a design chosen on the first ones",
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--tag", default=None)
     args = ap.parse_args()
@@ -72,7 +78,7 @@ def main() -> None:
     layout = Layout(out / "work")
     shutil.rmtree(layout.root, ignore_errors=True)
     drawn = bench_items.draw_all(params)
-    bench_items.write_all({task: chosen[offset[task]:] for task, chosen in drawn.items()}, layout.prepared)
+    bench_items.write_all({task: chosen[offset[task] :] for task, chosen in drawn.items()}, layout.prepared)
 
     frames, seconds = {}, {}
     head_R = None
@@ -88,24 +94,41 @@ def main() -> None:
             start = time.perf_counter()
             frames[name, task] = bench.run_task(params, layout, ctx, task).set_index("item_id")
             seconds[name, task] = (time.perf_counter() - start) / len(frames[name, task])
-            print(f"{name} {task}: accuracy {frames[name, task]['correct'].mean():.3f}, {seconds[name, task]:.3f} s/item, "
-                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+            print(
+                f"{name} {task}: accuracy {frames[name, task]['correct'].mean():.3f}, {seconds[name, task]:.3f} s/item, "
+                f"load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
         del model
 
     rows = []
     for task in args.tasks:
         spec = registry.TASKS[task]
         ref = frames["reference", task]["correct"]
-        row = {"task": task, "kind": spec.kind, "metric": spec.metric, "n": len(ref), "chance": spec.chance,
-               "acc_R": round(float(ref.mean()), 3), "s_item_R": round(seconds["reference", task], 3)}
+        row = {
+            "task": task,
+            "kind": spec.kind,
+            "metric": spec.metric,
+            "n": len(ref),
+            "chance": spec.chance,
+            "acc_R": round(float(ref.mean()), 3),
+            "s_item_R": round(seconds["reference", task], 3),
+        }
         for q in args.quants:
             quant = frames[q, task]
             cq = quant["correct"].reindex(ref.index)
             lead, drop = int((cq & ~ref).sum()), int((~cq & ref).sum())
             z = (drop - lead) / math.sqrt(drop + lead) if drop + lead else 0.0
-            row.update({f"drop[{q}]": round(float(ref.mean() - cq.mean()), 3), f"L/D[{q}]": f"{lead}/{drop}", f"z[{q}]": round(z, 2),
-                        f"n(z=2)[{q}]": (int(math.ceil(len(ref) * (2 / z) ** 2)) if z > 0 else None),
-                        f"kld[{q}]": round(float(np.nanmean(quant["prompt_kld"])), 4), f"s_item[{q}]": round(seconds[q, task], 3)})
+            row.update(
+                {
+                    f"drop[{q}]": round(float(ref.mean() - cq.mean()), 3),
+                    f"L/D[{q}]": f"{lead}/{drop}",
+                    f"z[{q}]": round(z, 2),
+                    f"n(z=2)[{q}]": (int(math.ceil(len(ref) * (2 / z) ** 2)) if z > 0 else None),
+                    f"kld[{q}]": round(float(np.nanmean(quant["prompt_kld"])), 4),
+                    f"s_item[{q}]": round(seconds[q, task], 3),
+                }
+            )
         rows.append(row)
     table = pd.DataFrame(rows)
     composite = {q: composite_z(frames, args.tasks, q) for q in args.quants}
@@ -113,10 +136,19 @@ def main() -> None:
         print(f"\nprofile {args.profile}, {args.items} items per task, threads {params.threads}, load {os.getloadavg()[0]:.1f}")
         print(table.to_string(index=False))
     for q, c in composite.items():
-        print(f"composite (unweighted mean of the task scores) {q}: drop {c['drop']:.4f}, paired se {c['se']:.4f}, z {c['z']:.2f}")
-    print(f"seconds per model: " + ", ".join(f"{name} {sum(seconds[name, t] * len(frames[name, t]) for t in args.tasks):.0f}"
-                                             for name in ["reference", *args.quants]))
-    tag = args.tag or f"{args.profile}-n{'-'.join(map(str, args.items))}" + (f"-from{'-'.join(map(str, args.offset))}" if any(args.offset) else "")
+        print(
+            f"composite (unweighted mean of the task scores) {q}: drop {c['drop']:.4f}, paired se {c['se']:.4f}, z {c['z']:.2f}"
+        )
+    print(
+        "seconds per model: "
+        + ", ".join(
+            f"{name} {sum(seconds[name, t] * len(frames[name, t]) for t in args.tasks):.0f}"
+            for name in ["reference", *args.quants]
+        )
+    )
+    tag = args.tag or f"{args.profile}-n{'-'.join(map(str, args.items))}" + (
+        f"-from{'-'.join(map(str, args.offset))}" if any(args.offset) else ""
+    )
     io.write_csv(out / f"{tag}.csv", table)
     io.write_json(out / f"{tag}.json", {"args": vars(args), "threads": params.threads, "rows": rows, "composite": composite})
 
@@ -136,8 +168,14 @@ def composite_z(frames: dict, tasks: list[str], quant: str) -> dict:
 
     from silentzone import noise
 
-    items = pd.concat([frames[name, task]["correct"].rename("correct").reset_index().assign(model=name, task=task)
-                       for name in ("reference", quant) for task in tasks], ignore_index=True)
+    items = pd.concat(
+        [
+            frames[name, task]["correct"].rename("correct").reset_index().assign(model=name, task=task)
+            for name in ("reference", quant)
+            for task in tasks
+        ],
+        ignore_index=True,
+    )
     delta, se = noise.paired_se(noise.Outcomes.of(items, [quant], reference="reference"))
     drop, se = -float(delta[0]), float(se[0])
     return {"drop": drop, "se": se, "z": drop / se if se else float("nan")}

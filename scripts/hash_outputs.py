@@ -14,8 +14,17 @@ import hashlib
 import sys
 from pathlib import Path
 
-OUTPUTS = ["data/prepared", "data/reference", "data/fidelity", "data/bench", "data/processed", "results", "paper/_variables.yml",
-           "paper/figures", "paper/tables"]
+OUTPUTS = [
+    "data/prepared",
+    "data/reference",
+    "data/fidelity",
+    "data/bench",
+    "data/processed",
+    "results",
+    "paper/_variables.yml",
+    "paper/figures",
+    "paper/tables",
+]
 UNSTABLE_SUFFIXES = {".ipynb"}  # papermill's per-cell timestamps
 SKIP_PARTS = {".parts", ".ipynb_checkpoints", "__pycache__"}
 
@@ -27,8 +36,12 @@ def output_files(root: Path):
             yield base
         elif base.is_dir():
             for path in sorted(base.rglob("*")):
-                if (path.is_file() and not SKIP_PARTS & set(path.relative_to(root).parts) and not path.name.startswith(".dvc")
-                        and path.suffix not in UNSTABLE_SUFFIXES):
+                if (
+                    path.is_file()
+                    and not SKIP_PARTS & set(path.relative_to(root).parts)
+                    and not path.name.startswith(".dvc")
+                    and path.suffix not in UNSTABLE_SUFFIXES
+                ):
                     yield path
 
 

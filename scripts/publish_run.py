@@ -41,8 +41,13 @@ PAPER_SKIP = {"index.qmd", "index.embed.ipynb"}
 def check_complete(run: Path, paper: bool) -> str:
     params = yaml.safe_load((run / "params.yaml").read_text())
     profile = params.get("profile")
-    needed = [run / "data/processed/cohort.parquet", run / "data/processed/items.parquet", run / "results/numbers",
-              run / "paper/_variables.yml", run / "dvc.lock"]
+    needed = [
+        run / "data/processed/cohort.parquet",
+        run / "data/processed/items.parquet",
+        run / "results/numbers",
+        run / "paper/_variables.yml",
+        run / "dvc.lock",
+    ]
     if paper:
         needed += [run / "paper/_output/index.html", run / "paper/_output/index.pdf"]
     missing = [str(p) for p in needed if not p.exists()]

@@ -84,7 +84,13 @@ def tiny_pipeline(tmp_path_factory):
         src, dst = REPO / name, root / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("_output", "_variables.yml", "figures", "tables", "notebooks", "published", ".quarto"))
+            shutil.copytree(
+                src,
+                dst,
+                ignore=shutil.ignore_patterns(
+                    "_output", "_variables.yml", "figures", "tables", "notebooks", "published", ".quarto"
+                ),
+            )
         else:
             shutil.copy2(src, dst)
     # the committed runs' paper variables: the tiny paper sets them beside its own, as a checkout's paper does
@@ -94,7 +100,9 @@ def tiny_pipeline(tmp_path_factory):
         shutil.copy2(committed, dst)
     (root / "profiles").symlink_to(REPO / "profiles")
     (root / "src").symlink_to(REPO / "src")
-    subprocess.run([str(Path(sys.executable).parent / "silentzone"), "profile", "tiny"], cwd=root, check=True, capture_output=True)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "silentzone"), "profile", "tiny"], cwd=root, check=True, capture_output=True
+    )
     run_dvc("init", "--no-scm", "-q", cwd=root)
     run_dvc("repro", "paper-inputs", cwd=root)
     return root

@@ -35,15 +35,30 @@ def _items(seed=0, n_quants=4, tasks={"arc": 30, "gsm": 17, "mmlu": 23}):
             flip = np.zeros(n, bool) if m in ("reference", "q0") else rng.random(n) < 0.1 * int(m[1:])
             correct = ref ^ flip
             kld = np.full(n, np.nan) if m == "reference" else kld_scale * rng.lognormal(0, 0.3, n) * (1 + flip)
-            rows += [{"model": m, "task": task, "item_id": f"{task}/{i:03d}", "correct": bool(c), "prompt_kld": k,
-                      "n_prompt_tokens": 10} for i, (c, k) in enumerate(zip(correct, kld))]
+            rows += [
+                {
+                    "model": m,
+                    "task": task,
+                    "item_id": f"{task}/{i:03d}",
+                    "correct": bool(c),
+                    "prompt_kld": k,
+                    "n_prompt_tokens": 10,
+                }
+                for i, (c, k) in enumerate(zip(correct, kld))
+            ]
     return pd.DataFrame(rows)
 
 
 def test_flips_hand_worked():
     ref, q = [1, 1, 0, 0, 1], [1, 0, 1, 0, 0]
-    items = pd.DataFrame({"model": ["reference"] * 5 + ["q"] * 5, "task": "t", "item_id": [*range(5), *range(5)],
-                          "correct": np.array(ref + q, bool)})
+    items = pd.DataFrame(
+        {
+            "model": ["reference"] * 5 + ["q"] * 5,
+            "task": "t",
+            "item_id": [*range(5), *range(5)],
+            "correct": np.array(ref + q, bool),
+        }
+    )
     row = analyses.flips(items).iloc[0]
     assert (row["leapfrogs"], row["drops"], row["volume"], row["n_items"]) == (1, 2, 3, 5)
     assert row["direction"] == pytest.approx(1 / 3) and row["delta"] == pytest.approx(-0.2)
@@ -98,8 +113,13 @@ def test_flip_correlations_match_scipy(settings):
     items = _items(2, n_quants=6)
     table = analyses.flips(items)
     comp = table[table["task"] == "composite"].set_index("model")
-    cohort = pd.DataFrame({"model": ["reference", *comp.index], "is_reference": [True] + [False] * len(comp),
-                           "kld_mean": [0.0, *(comp["volume_rate"] + np.linspace(0, 0.05, len(comp)))]})
+    cohort = pd.DataFrame(
+        {
+            "model": ["reference", *comp.index],
+            "is_reference": [True] + [False] * len(comp),
+            "kld_mean": [0.0, *(comp["volume_rate"] + np.linspace(0, 0.05, len(comp)))],
+        }
+    )
     out = analyses.flip_correlations(cohort, table, ["kld_mean"], settings)
     row = out[out["target"] == "volume:composite"].iloc[0]
     assert row["rho"] == pytest.approx(ss.spearmanr(cohort["kld_mean"].iloc[1:], comp["volume_rate"]).statistic)
@@ -121,8 +141,10 @@ def test_flips_of_a_cohort_without_quants(settings):
 
 def test_auroc_matches_mann_whitney():
     rng = np.random.default_rng(4)
-    for failed, passed in [(rng.lognormal(0.2, 1, 17), rng.lognormal(0, 1, 40)),
-                           (np.round(rng.lognormal(size=9), 1), np.round(rng.lognormal(size=12), 1))]:  # ties
+    for failed, passed in [
+        (rng.lognormal(0.2, 1, 17), rng.lognormal(0, 1, 40)),
+        (np.round(rng.lognormal(size=9), 1), np.round(rng.lognormal(size=12), 1)),
+    ]:  # ties
         u = ss.mannwhitneyu(failed, passed).statistic
         assert analyses.auroc(failed, passed) == pytest.approx(u / (len(failed) * len(passed)))
         pairs = (failed[:, None] > passed[None, :]).mean() + 0.5 * (failed[:, None] == passed[None, :]).mean()
@@ -144,10 +166,17 @@ def test_failure_prediction(settings):
     # the first bootstrap drawn from the seed is (q0, arc): compare it with scipy's two-sample bootstrap
     first = out.iloc[0]
     q0 = items[(items["model"] == first["model"]) & (items["task"] == first["task"])]
-    res = ss.bootstrap((np.log(q0.loc[~q0["correct"], "prompt_kld"]), np.log(q0.loc[q0["correct"], "prompt_kld"])),
-                       lambda f, p, axis=-1: np.exp(f.mean(axis=axis) - p.mean(axis=axis)), n_resamples=s["n_bootstrap"],
-                       method="percentile", vectorized=True, rng=np.random.default_rng(s["seed"]))
-    assert (first["ci_low"], first["ci_high"]) == pytest.approx((res.confidence_interval.low, res.confidence_interval.high), abs=1e-12)
+    res = ss.bootstrap(
+        (np.log(q0.loc[~q0["correct"], "prompt_kld"]), np.log(q0.loc[q0["correct"], "prompt_kld"])),
+        lambda f, p, axis=-1: np.exp(f.mean(axis=axis) - p.mean(axis=axis)),
+        n_resamples=s["n_bootstrap"],
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(s["seed"]),
+    )
+    assert (first["ci_low"], first["ci_high"]) == pytest.approx(
+        (res.confidence_interval.low, res.confidence_interval.high), abs=1e-12
+    )
     all_passed = items.assign(correct=True)
     assert analyses.failure_prediction(all_passed, s)["refused"].eq("no failed items").all()
     broken = items.copy()
@@ -158,9 +187,15 @@ def test_failure_prediction(settings):
 
 def test_routing_hand_worked(settings):
     # items 0-3 disagree; lower KLD picks: a (passed), b (passed), a (failed), tie (not routed); item 4 agrees
-    items = pd.DataFrame({"model": ["a"] * 5 + ["b"] * 5, "task": "t", "item_id": [*range(5), *range(5)],
-                          "correct": [True, False, False, True, True, False, True, True, False, True],
-                          "prompt_kld": [0.1, 0.9, 0.2, 0.5, 0.3, 0.4, 0.3, 0.8, 0.5, 0.1]})
+    items = pd.DataFrame(
+        {
+            "model": ["a"] * 5 + ["b"] * 5,
+            "task": "t",
+            "item_id": [*range(5), *range(5)],
+            "correct": [True, False, False, True, True, False, True, True, False, True],
+            "prompt_kld": [0.1, 0.9, 0.2, 0.5, 0.3, 0.4, 0.3, 0.8, 0.5, 0.1],
+        }
+    )
     out = analyses.routing(items, settings)
     assert list(out.columns) == analyses.ROUTING_COLUMNS
     row = out[out["task"] == "t"].iloc[0]
@@ -176,7 +211,9 @@ def test_routing_random(settings):
     out = analyses.routing(items, settings)
     assert len(out) == 6 * 4  # 4 quants -> 6 pairs; 3 tasks + all
     row = out[(out["model_a"] == "q2") & (out["model_b"] == "q3") & (out["task"] == "all")].iloc[0]
-    wide = items[items["model"] != "reference"].pivot(index=["task", "item_id"], columns="model", values=["correct", "prompt_kld"])
+    wide = items[items["model"] != "reference"].pivot(
+        index=["task", "item_id"], columns="model", values=["correct", "prompt_kld"]
+    )
     dis = wide[wide[("correct", "q2")] != wide[("correct", "q3")]]
     picks = np.where(dis[("prompt_kld", "q2")] < dis[("prompt_kld", "q3")], dis[("correct", "q2")], dis[("correct", "q3")])
     assert row["n_disagree"] == len(dis) and row["accuracy"] == pytest.approx(picks.mean()) and row["accuracy"] != 0.5
@@ -190,11 +227,19 @@ def test_routing_random(settings):
 
 def test_routing_edges(settings):
     # every routed pick passes (k = n) in task "t"; task "u" has no disagreement at all (refused)
-    items = pd.DataFrame({"model": ["a"] * 4 + ["b"] * 4, "task": ["t", "t", "t", "u"] * 2, "item_id": [0, 1, 2, 3] * 2,
-                          "correct": [True, True, False, True, False, False, True, True],
-                          "prompt_kld": [0.1, 0.1, 0.9, 0.2, 0.5, 0.5, 0.2, 0.3]})
+    items = pd.DataFrame(
+        {
+            "model": ["a"] * 4 + ["b"] * 4,
+            "task": ["t", "t", "t", "u"] * 2,
+            "item_id": [0, 1, 2, 3] * 2,
+            "correct": [True, True, False, True, False, False, True, True],
+            "prompt_kld": [0.1, 0.1, 0.9, 0.2, 0.5, 0.5, 0.2, 0.3],
+        }
+    )
     out = analyses.routing(items, settings).set_index("task")
     test = ss.binomtest(3, 3, 0.5)
     assert out.loc["t", "accuracy"] == 1.0 and out.loc["t", "ci_high"] == 1.0
-    assert (out.loc["t", "ci_low"], out.loc["t", "p_binom"]) == pytest.approx((test.proportion_ci(0.95, method="exact").low, test.pvalue))
+    assert (out.loc["t", "ci_low"], out.loc["t", "p_binom"]) == pytest.approx(
+        (test.proportion_ci(0.95, method="exact").low, test.pvalue)
+    )
     assert out.loc["u", "n_disagree"] == 0 and np.isnan(out.loc["u", "accuracy"]) and "no disagreement" in out.loc["u", "refused"]

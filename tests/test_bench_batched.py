@@ -23,10 +23,22 @@ from silentzone.model import load_reference
 
 RTOL = 1e-5
 
-ARC = {"task": "arc_easy", "item_id": "t1", "kind": "mc", "contexts": ["Question: What is hot?\nAnswer:"] * 3,
-       "continuations": [" the sun", " ice", " a very cold glacier"], "label": 0}
-WINO = {"task": "winogrande", "item_id": "t2", "kind": "mc", "contexts": ["Anna helped Beth so Anna", "Anna helped Beth so Beth"],
-        "continuations": [" was thanked."] * 2, "label": 1}
+ARC = {
+    "task": "arc_easy",
+    "item_id": "t1",
+    "kind": "mc",
+    "contexts": ["Question: What is hot?\nAnswer:"] * 3,
+    "continuations": [" the sun", " ice", " a very cold glacier"],
+    "label": 0,
+}
+WINO = {
+    "task": "winogrande",
+    "item_id": "t2",
+    "kind": "mc",
+    "contexts": ["Anna helped Beth so Anna", "Anna helped Beth so Beth"],
+    "continuations": [" was thanked."] * 2,
+    "label": 1,
+}
 LAMB = {"task": "lambada", "item_id": "t3", "kind": "greedy", "context": "The cat sat on the", "target": " mat"}
 
 
@@ -150,9 +162,19 @@ def test_sliding_window_model_matches_its_own_forward():
     from silentzone.model.load import build_byte_tokenizer
 
     torch.manual_seed(0)
-    cfg = Gemma3TextConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           num_key_value_heads=1, head_dim=16, sliding_window=4, layer_types=["sliding_attention", "full_attention"],
-                           final_logit_softcapping=5.0, attn_implementation="sdpa")
+    cfg = Gemma3TextConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        final_logit_softcapping=5.0,
+        attn_implementation="sdpa",
+    )
     model = Gemma3ForCausalLM(cfg).eval()
     tokenizer = build_byte_tokenizer(300)
     cap = lm.softcap_of(model)

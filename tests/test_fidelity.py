@@ -110,8 +110,12 @@ def test_kld_topk_approaches_kld_as_k_grows():
     zR, zq = random_logits(rows=20, vocab=200, seed=7, spread=2.0)
     zq = zR + 0.3 * zq
     kld = metrics.token_metrics(zR, zq, np.zeros(20, int), topk=1, floor=FLOOR, work_dtype="float64")["kld"]
-    gaps = [np.abs(metrics.token_metrics(zR, zq, np.zeros(20, int), topk=k, floor=FLOOR, work_dtype="float64")["kld_topk"] - kld).mean()
-            for k in (5, 50, 150, 200)]
+    gaps = [
+        np.abs(
+            metrics.token_metrics(zR, zq, np.zeros(20, int), topk=k, floor=FLOOR, work_dtype="float64")["kld_topk"] - kld
+        ).mean()
+        for k in (5, 50, 150, 200)
+    ]
     assert gaps[-1] < 1e-12  # k = vocabulary: exactly kld
     assert gaps[0] > gaps[1] > gaps[2] > gaps[3]
 
@@ -231,7 +235,9 @@ def test_vocabulary_mismatch_is_one_line_error(setup, tmp_path):
     raw = params.model_dump(by_alias=True)
     raw["model"]["tiny"]["vocab_size"] = 400
     model, tokenizer = build_tiny(config.validate(raw, "params.yaml"))
-    with pytest.raises(SilentzoneError, match=r"quant 'wide': its vocabulary \(400 logits.*differs from the reference's \(384") as err:
+    with pytest.raises(
+        SilentzoneError, match=r"quant 'wide': its vocabulary \(400 logits.*differs from the reference's \(384"
+    ) as err:
         fidelity.per_token_table(params, scratch(layout, tmp_path), "wide", model, tokenizer)
     assert "\n" not in str(err.value)
 
@@ -241,7 +247,9 @@ def test_nan_logits_name_quant_corpus_window_position(setup, tmp_path):
     broken = copy.deepcopy(model)
     with torch.no_grad():
         broken.model.norm.weight[3] = float("nan")
-    with pytest.raises(SilentzoneError, match=r"quant 'broken': non-finite logits \(nan\) on corpus 'wiki', ctx 64, window 0, position 32;") as err:
+    with pytest.raises(
+        SilentzoneError, match=r"quant 'broken': non-finite logits \(nan\) on corpus 'wiki', ctx 64, window 0, position 32;"
+    ) as err:
         fidelity.per_token_table(params, scratch(layout, tmp_path), "broken", broken, tokenizer)
     assert "\n" not in str(err.value)
 
@@ -274,14 +282,51 @@ def test_cli_fidelity_runs_a_real_quant_and_reports_bpw(setup, tmp_path, capsys,
 def hand_table():
     """wiki@64: 5 tokens; wiki@32, fiction@64 and code@64: 2 tokens each, with simple values."""
     rows = []
-    for i, (kld, nll_q, nll_R, top1, dp) in enumerate([(0.0, 1.0, 1.0, True, 0.1), (1.0, 2.0, 1.0, True, -0.1), (2.0, 3.0, 2.0, False, 0.3),
-                                                        (3.0, 1.0, 2.0, True, 0.0), (4.0, 3.0, 1.0, False, 0.5)]):
-        rows.append(dict(corpus="wiki", ctx=64, window=0, pos=32 + i, token=i, kld=kld, rkld=kld / 2, kld_topk=kld * 0.9, top1=top1,
-                         nll_q=nll_q, nll_R=nll_R, nll_q_greedy=nll_q / 2, dp=dp))
+    for i, (kld, nll_q, nll_R, top1, dp) in enumerate(
+        [
+            (0.0, 1.0, 1.0, True, 0.1),
+            (1.0, 2.0, 1.0, True, -0.1),
+            (2.0, 3.0, 2.0, False, 0.3),
+            (3.0, 1.0, 2.0, True, 0.0),
+            (4.0, 3.0, 1.0, False, 0.5),
+        ]
+    ):
+        rows.append(
+            dict(
+                corpus="wiki",
+                ctx=64,
+                window=0,
+                pos=32 + i,
+                token=i,
+                kld=kld,
+                rkld=kld / 2,
+                kld_topk=kld * 0.9,
+                top1=top1,
+                nll_q=nll_q,
+                nll_R=nll_R,
+                nll_q_greedy=nll_q / 2,
+                dp=dp,
+            )
+        )
     for corpus, ctx, klds in [("wiki", 32, [5.0, 7.0]), ("fiction", 64, [0.25, 0.75]), ("code", 64, [10.0, 20.0])]:
         for i, kld in enumerate(klds):
-            rows.append(dict(corpus=corpus, ctx=ctx, window=0, pos=16 + i, token=i, kld=kld, rkld=0.0, kld_topk=0.0, top1=True,
-                             nll_q=1.0, nll_R=1.0, nll_q_greedy=1.0, dp=0.0))
+            rows.append(
+                dict(
+                    corpus=corpus,
+                    ctx=ctx,
+                    window=0,
+                    pos=16 + i,
+                    token=i,
+                    kld=kld,
+                    rkld=0.0,
+                    kld_topk=0.0,
+                    top1=True,
+                    nll_q=1.0,
+                    nll_R=1.0,
+                    nll_q_greedy=1.0,
+                    dp=0.0,
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -289,11 +334,20 @@ def test_compute_variants_hand_computed(tiny_params):
     v = variants.compute(hand_table(), tiny_params)
     # sorted wiki@64 KLDs 0,1,2,3,4: linear-interpolated percentile at q = p*(n-1) = 4p
     expected = {
-        "kld_mean": 2.0, "kld_median": 2.0, "kld_p90": 3.6, "kld_p99": 3.96, "kld_p99_9": 3.996,
+        "kld_mean": 2.0,
+        "kld_median": 2.0,
+        "kld_p90": 3.6,
+        "kld_p99": 3.96,
+        "kld_p99_9": 3.996,
         "kld_topk_mean": 1.8,
-        "ppl_ratio": math.exp(2.0 - 1.4), "abs_dln_ppl": 0.6, "ppl_greedy": math.exp(1.0),
-        "top1_disagree": 0.4, "rms_dp": math.sqrt((0.01 + 0.01 + 0.09 + 0 + 0.25) / 5),
-        "kld_mean_fiction": 0.5, "kld_mean_code": 15.0, "kld_mean_ctx128": 6.0,
+        "ppl_ratio": math.exp(2.0 - 1.4),
+        "abs_dln_ppl": 0.6,
+        "ppl_greedy": math.exp(1.0),
+        "top1_disagree": 0.4,
+        "rms_dp": math.sqrt((0.01 + 0.01 + 0.09 + 0 + 0.25) / 5),
+        "kld_mean_fiction": 0.5,
+        "kld_mean_code": 15.0,
+        "kld_mean_ctx128": 6.0,
     }
     assert set(v) == set(expected)
     for name, value in expected.items():

@@ -66,8 +66,14 @@ def base(tmp_path_factory):
         raw = config.read_yaml("params.yaml")
         raw["cohort"] = {q: raw["cohort"][q] for q in QUANTS}  # 2 quants are enough, and cheaper
         Path("params.yaml").write_text(config.dump(raw), encoding="utf-8")
-        for argv in (["prepare"], ["reference"], *(["fidelity", q] for q in QUANTS), ["bench", "reference"],
-                     *(["bench", q] for q in QUANTS), ["collect"]):
+        for argv in (
+            ["prepare"],
+            ["reference"],
+            *(["fidelity", q] for q in QUANTS),
+            ["bench", "reference"],
+            *(["bench", q] for q in QUANTS),
+            ["collect"],
+        ):
             assert cli.main(argv) == 0, argv
     return root
 
@@ -90,7 +96,9 @@ def snapshot(root: Path) -> dict[str, tuple]:
 
 
 def changes(before: dict, after: dict) -> list[str]:
-    return sorted(f"{k}: {before.get(k)} -> {after.get(k)}" for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    return sorted(
+        f"{k}: {before.get(k)} -> {after.get(k)}" for k in before.keys() | after.keys() if before.get(k) != after.get(k)
+    )
 
 
 class Run:
@@ -193,18 +201,57 @@ PARAM_CASES = [
     # unknown / misspelt keys, at several depths: the line names the closest valid key
     ("unknown-top-key", PREPARE, lambda r: r.set("seeed", 1), ("`seeed`", "did you mean `seed`")),
     ("misspelt-top-key", COLLECT, lambda r: r.rename("threads", "thread"), ("`thread`", "did you mean `threads`")),
-    ("misspelt-section-key", FIDELITY, lambda r: r.rename("fidelity.n_windows", "n_window"), ("`fidelity.n_window`", "did you mean `n_windows`")),
-    ("misspelt-bench-key", BENCH, lambda r: r.rename("bench.timeout_s", "timeout"), ("`bench.timeout`", "did you mean `timeout_s`")),
-    ("misspelt-corpus-key", BENCH, lambda r: r.rename("corpora.wiki.max_docs", "max_doc"), ("`corpora.wiki.max_doc`", "did you mean `max_docs`")),
-    ("misspelt-variant-key", COLLECT, lambda r: r.rename("variants.kld_mean.metric", "metirc"), ("`variants.kld_mean.metirc`", "did you mean `metric`")),
-    ("misspelt-tiny-key", REFERENCE, lambda r: r.rename("model.tiny.hidden_size", "hidden_sz"), ("`model.tiny.hidden_sz`", "did you mean `hidden_size`")),
-    ("misspelt-notebook-option", PREPARE, lambda r: r.rename("notebooks.04-routing.min_disagreements", "min_disagreement"),
-     ("`notebooks.04-routing.min_disagreement`", "did you mean `min_disagreements`")),
-    ("misspelt-recipe-class", FIDELITY, lambda r: r.rename("cohort.q4_0.embedding", "embeding"), ("cohort.q4_0", "'embeding'", "did you mean `embedding`")),
+    (
+        "misspelt-section-key",
+        FIDELITY,
+        lambda r: r.rename("fidelity.n_windows", "n_window"),
+        ("`fidelity.n_window`", "did you mean `n_windows`"),
+    ),
+    (
+        "misspelt-bench-key",
+        BENCH,
+        lambda r: r.rename("bench.timeout_s", "timeout"),
+        ("`bench.timeout`", "did you mean `timeout_s`"),
+    ),
+    (
+        "misspelt-corpus-key",
+        BENCH,
+        lambda r: r.rename("corpora.wiki.max_docs", "max_doc"),
+        ("`corpora.wiki.max_doc`", "did you mean `max_docs`"),
+    ),
+    (
+        "misspelt-variant-key",
+        COLLECT,
+        lambda r: r.rename("variants.kld_mean.metric", "metirc"),
+        ("`variants.kld_mean.metirc`", "did you mean `metric`"),
+    ),
+    (
+        "misspelt-tiny-key",
+        REFERENCE,
+        lambda r: r.rename("model.tiny.hidden_size", "hidden_sz"),
+        ("`model.tiny.hidden_sz`", "did you mean `hidden_size`"),
+    ),
+    (
+        "misspelt-notebook-option",
+        PREPARE,
+        lambda r: r.rename("notebooks.04-routing.min_disagreements", "min_disagreement"),
+        ("`notebooks.04-routing.min_disagreement`", "did you mean `min_disagreements`"),
+    ),
+    (
+        "misspelt-recipe-class",
+        FIDELITY,
+        lambda r: r.rename("cohort.q4_0.embedding", "embeding"),
+        ("cohort.q4_0", "'embeding'", "did you mean `embedding`"),
+    ),
     ("missing-key", COLLECT, lambda r: r.drop("seed"), ("missing key `seed`",)),
     # duplicate YAML keys: never "the last one wins"
     ("duplicate-key", COLLECT, lambda r: r.text("\n  ctx: 64\n", "\n  ctx: 64\n  ctx: 128\n"), ("duplicate key 'ctx'", "line")),
-    ("duplicate-quant", FIDELITY, lambda r: r.text("\ncohort:\n  q8_0: Q8_0\n", "\ncohort:\n  q8_0: Q8_0\n  q8_0: Q4_0\n"), ("duplicate key 'q8_0'", "line")),
+    (
+        "duplicate-quant",
+        FIDELITY,
+        lambda r: r.text("\ncohort:\n  q8_0: Q8_0\n", "\ncohort:\n  q8_0: Q8_0\n  q8_0: Q4_0\n"),
+        ("duplicate key 'q8_0'", "line"),
+    ),
     # wrong types: no silent coercion
     ("bool-for-int", FIDELITY, lambda r: r.set("fidelity.n_windows", True), ("`fidelity.n_windows`", "True")),
     ("string-for-float", BENCH, lambda r: r.set("fidelity.score_from", "0.5"), ("`fidelity.score_from`", "'0.5'")),
@@ -229,29 +276,89 @@ PARAM_CASES = [
     ("margin-negative", BENCH, lambda r: r.set("silent_zone.margin", -0.1), ("`silent_zone.margin`",)),
     ("margin-5", COLLECT, lambda r: r.set("silent_zone.margin", 5), ("`silent_zone.margin`",)),
     ("alpha-1.5", FIDELITY, lambda r: r.set("silent_zone.alpha", 1.5), ("`silent_zone.alpha`",)),
-    ("sweep-margin-2", COLLECT, lambda r: r.set("silent_zone.sweep_margins", [0.01, 2.0]), ("`silent_zone.sweep_margins`", "2.0")),
+    (
+        "sweep-margin-2",
+        COLLECT,
+        lambda r: r.set("silent_zone.sweep_margins", [0.01, 2.0]),
+        ("`silent_zone.sweep_margins`", "2.0"),
+    ),
     ("task-empty-subset", PREPARE, lambda r: r.set("bench.tasks.arc_easy", 0), ("`bench.tasks`", "arc_easy: 0")),
     # names that do not exist
-    ("unknown-task", PREPARE, lambda r: r.rename("bench.tasks.arc_easy", "arc_easyy"), ("`bench.tasks`", "'arc_easyy'", "did you mean `arc_easy`")),
+    (
+        "unknown-task",
+        PREPARE,
+        lambda r: r.rename("bench.tasks.arc_easy", "arc_easyy"),
+        ("`bench.tasks`", "'arc_easyy'", "did you mean `arc_easy`"),
+    ),
     ("unknown-metric", COLLECT, lambda r: r.set("variants.kld_mean.metric", "kl"), ("`variants.kld_mean.metric`", "'kl'")),
     ("unknown-agg", FIDELITY, lambda r: r.set("variants.kld_p90.agg", "p95"), ("`variants.kld_p90.agg`", "'p95'")),
     ("agg-on-scalar-metric", COLLECT, lambda r: r.set("variants.rms_dp.agg", "mean"), ("`variants.rms_dp`", "`agg`")),
-    ("primary-variant-missing", COLLECT, lambda r: r.set("stats.primary_variant", "kld_meen"), ("stats.primary_variant", "'kld_meen'", "did you mean `kld_mean`")),
-    ("variant-unscored-corpus", FIDELITY, lambda r: r.set("variants.kld_mean_code.corpus", "news"), ("variants.kld_mean_code.corpus", "'news'")),
-    ("variant-alt-ctx-off-primary", FIDELITY, lambda r: r.set("variants.kld_mean_fiction.ctx", "alt"), ("variants.kld_mean_fiction", "ctx_alt")),
+    (
+        "primary-variant-missing",
+        COLLECT,
+        lambda r: r.set("stats.primary_variant", "kld_meen"),
+        ("stats.primary_variant", "'kld_meen'", "did you mean `kld_mean`"),
+    ),
+    (
+        "variant-unscored-corpus",
+        FIDELITY,
+        lambda r: r.set("variants.kld_mean_code.corpus", "news"),
+        ("variants.kld_mean_code.corpus", "'news'"),
+    ),
+    (
+        "variant-alt-ctx-off-primary",
+        FIDELITY,
+        lambda r: r.set("variants.kld_mean_fiction.ctx", "alt"),
+        ("variants.kld_mean_fiction", "ctx_alt"),
+    ),
     ("primary-corpus-unscored", REFERENCE, lambda r: r.set("fidelity.primary_corpus", "code2"), ("`fidelity`", "'code2'")),
     ("corpus-twice", REFERENCE, lambda r: r.set("fidelity.corpora", ["wiki", "wiki", "code"]), ("`fidelity`", "twice")),
-    ("unknown-corpus-source", PREPARE, lambda r: r.set("corpora.wiki.source", "wikipedia"), ("`corpora.wiki.source`", "'wikipedia'")),
-    ("tiny-heads-not-dividing", REFERENCE, lambda r: r.set("model.tiny.num_attention_heads", 5), ("`model.tiny`", "num_attention_heads")),
-    ("tiny-kv-heads-not-dividing", BENCH, lambda r: r.set("model.tiny.num_key_value_heads", 3), ("`model.tiny`", "num_key_value_heads")),
+    (
+        "unknown-corpus-source",
+        PREPARE,
+        lambda r: r.set("corpora.wiki.source", "wikipedia"),
+        ("`corpora.wiki.source`", "'wikipedia'"),
+    ),
+    (
+        "tiny-heads-not-dividing",
+        REFERENCE,
+        lambda r: r.set("model.tiny.num_attention_heads", 5),
+        ("`model.tiny`", "num_attention_heads"),
+    ),
+    (
+        "tiny-kv-heads-not-dividing",
+        BENCH,
+        lambda r: r.set("model.tiny.num_key_value_heads", 3),
+        ("`model.tiny`", "num_key_value_heads"),
+    ),
     # recipes
     ("recipe-unknown-format", FIDELITY, lambda r: r.set("cohort.q8_0", "Q9_0"), ("cohort.q8_0", "Q9_0")),
-    ("recipe-unknown-layer-class", BENCH, lambda r: r.set("cohort.q4_0.layers", {"0": {"ffn_dwn": "Q8_0"}}), ("cohort.q4_0.layers.0", "'ffn_dwn'", "did you mean `ffn_down`")),
-    ("recipe-layer-key-not-int", COLLECT, lambda r: r.set("cohort.q4_0.layers", {"first": "Q8_0"}), ("cohort.q4_0.layers", "'first'")),
+    (
+        "recipe-unknown-layer-class",
+        BENCH,
+        lambda r: r.set("cohort.q4_0.layers", {"0": {"ffn_dwn": "Q8_0"}}),
+        ("cohort.q4_0.layers.0", "'ffn_dwn'", "did you mean `ffn_down`"),
+    ),
+    (
+        "recipe-layer-key-not-int",
+        COLLECT,
+        lambda r: r.set("cohort.q4_0.layers", {"first": "Q8_0"}),
+        ("cohort.q4_0.layers", "'first'"),
+    ),
     ("recipe-format-not-string", PREPARE, lambda r: r.set("cohort.q4_0.attn_v", 8), ("cohort.q4_0.attn_v", "8")),
-    ("recipe-layer-out-of-range", FIDELITY, lambda r: r.set("cohort.q8_0", {"default": "Q8_0", "layers": {"7": "Q4_0"}}), ("cohort.q8_0", "7", "2 layers")),
+    (
+        "recipe-layer-out-of-range",
+        FIDELITY,
+        lambda r: r.set("cohort.q8_0", {"default": "Q8_0", "layers": {"7": "Q4_0"}}),
+        ("cohort.q8_0", "7", "2 layers"),
+    ),
     ("quant-name-with-dot", COLLECT, lambda r: r.text("\ncohort:\n", "\ncohort:\n  q8.0: Q8_0\n"), ("cohort name 'q8.0'",)),
-    ("quant-named-reference", PREPARE, lambda r: r.text("\ncohort:\n", "\ncohort:\n  reference: Q8_0\n"), ("'reference'", "reserved")),
+    (
+        "quant-named-reference",
+        PREPARE,
+        lambda r: r.text("\ncohort:\n", "\ncohort:\n  reference: Q8_0\n"),
+        ("'reference'", "reserved"),
+    ),
     # the file itself
     ("not-yaml", COLLECT, lambda r: r.path("params.yaml").write_text("fidelity: [ctx: 64\nseed: 1\n"), ("invalid YAML",)),
     ("not-a-mapping", FIDELITY, lambda r: r.path("params.yaml").write_text("- seed\n- threads\n"), ("a mapping",)),
@@ -309,8 +416,12 @@ def _bounded_numbers():
             if kind is None:
                 continue
             for bound in field.metadata:
-                bad = {annotated_types.Ge: lambda b: b.ge - (1 if kind is int else 0.5), annotated_types.Gt: lambda b: b.gt,
-                       annotated_types.Le: lambda b: b.le + 1, annotated_types.Lt: lambda b: b.lt}.get(type(bound))
+                bad = {
+                    annotated_types.Ge: lambda b: b.ge - (1 if kind is int else 0.5),
+                    annotated_types.Gt: lambda b: b.gt,
+                    annotated_types.Le: lambda b: b.le + 1,
+                    annotated_types.Lt: lambda b: b.lt,
+                }.get(type(bound))
                 if bad is not None:
                     out.append(((*prefix, key), kind(bad(bound))))
 
@@ -325,9 +436,25 @@ COMMANDS = [PREPARE, COLLECT, FIDELITY, BENCH, REFERENCE]
 def test_every_bounded_number_is_covered():
     keys = {".".join(k) for k, _ in BOUNDED}
     assert len(keys) >= 30, sorted(keys)
-    for key in ("seed", "threads", "fidelity.n_windows", "fidelity.ctx", "fidelity.topk", "fidelity.score_from", "bench.gen_batch",
-                "bench.max_new_tokens", "bench.timeout_s", "bench.memory_mb", "bench.disk_mb", "stats.ci", "stats.n_resamples",
-                "silent_zone.margin", "silent_zone.alpha", "model.tiny.vocab_size", "corpora.wiki.max_docs"):
+    for key in (
+        "seed",
+        "threads",
+        "fidelity.n_windows",
+        "fidelity.ctx",
+        "fidelity.topk",
+        "fidelity.score_from",
+        "bench.gen_batch",
+        "bench.max_new_tokens",
+        "bench.timeout_s",
+        "bench.memory_mb",
+        "bench.disk_mb",
+        "stats.ci",
+        "stats.n_resamples",
+        "silent_zone.margin",
+        "silent_zone.alpha",
+        "model.tiny.vocab_size",
+        "corpora.wiki.max_docs",
+    ):
         assert key in keys, key
 
 
@@ -344,7 +471,9 @@ def test_prepare_with_a_damaged_corpus_writes_nothing(run, monkeypatch):
     from silentzone.data import corpora
 
     recorded = corpora.recorded_sha256
-    monkeypatch.setattr(corpora, "recorded_sha256", lambda m: "0" * 64 if m.endswith(".py") else recorded(m))  # the code corpus, last
+    monkeypatch.setattr(
+        corpora, "recorded_sha256", lambda m: "0" * 64 if m.endswith(".py") else recorded(m)
+    )  # the code corpus, last
     run.refuse(*PREPARE, names=("corpora:", ".py", "RECORD"))
     shutil.rmtree(run.path("data"))  # a first run leaves no data/ at all
     run.refuse(*PREPARE, names=("corpora:", ".py", "RECORD"))
@@ -387,7 +516,11 @@ def test_a_failing_fidelity_leaves_no_table_and_no_report(run, monkeypatch):
     monkeypatch.setattr(head, "lm_logits", nan_late)
     before = snapshot(run.root)
     rc, _, err = run.cli(*FIDELITY)
-    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("silentzone fidelity: error: quant 'q8_0': non-finite logits (nan)"), err
+    assert (
+        rc == 2
+        and len(err.splitlines()) == 1
+        and err.startswith("silentzone fidelity: error: quant 'q8_0': non-finite logits (nan)")
+    ), err
     assert not run.path("data/fidelity/q8_0.parquet").exists() and not run.path("data/fidelity/q8_0.report.json").exists()
     # only resume parts were added (an interrupted run resumes from them)
     assert all(c.startswith("data/fidelity/.parts") for c in changes(before, snapshot(run.root)))
@@ -452,7 +585,9 @@ def _restamp_fidelity(run, quant: str) -> None:
     """Update a report's stamped sha256 of its table, as a careless hand edit or a bug would."""
     report_path = run.path(f"data/fidelity/{quant}.report.json")
     report = json.loads(report_path.read_text())
-    report["provenance"]["files"][f"{quant}.parquet"] = hashlib.sha256(run.path(f"data/fidelity/{quant}.parquet").read_bytes()).hexdigest()
+    report["provenance"]["files"][f"{quant}.parquet"] = hashlib.sha256(
+        run.path(f"data/fidelity/{quant}.parquet").read_bytes()
+    ).hexdigest()
     report_path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
 
 
@@ -541,7 +676,7 @@ def test_a_damaged_reference_store_manifest(run, content):
 
 
 def test_a_damaged_reference_bench_segment_manifest(run):
-    run.path("data/reference/bench/winogrande/manifest.json").write_text("{\"files\": ")
+    run.path("data/reference/bench/winogrande/manifest.json").write_text('{"files": ')
     run.refuse(*BENCH, names=("data/reference/bench/winogrande", "silentzone bench reference"))
 
 
@@ -553,18 +688,24 @@ def test_a_flipped_byte_in_the_reference_head(run):
     run.refuse(*BENCH, names=("data/reference/head/weight.npy", "sha256", "silentzone reference"))
 
 
-@pytest.mark.parametrize("rel, names", [
-    ("data/bench/q8_0.stamp.json", ("data/bench/q8_0.stamp.json", "missing", "silentzone bench q8_0")),
-    ("data/bench/reference.stamp.json", ("data/bench/reference.stamp.json", "missing", "silentzone bench reference")),
-    ("data/fidelity/q4_0.report.json", ("data/fidelity/q4_0.report.json", "missing", "silentzone fidelity q4_0")),
-    ("data/bench/q4_0.parquet", ("data/bench/q4_0.parquet", "missing", "silentzone bench q4_0")),
-], ids=["bench-stamp", "bench-reference-stamp", "fidelity-report", "bench-table"])
+@pytest.mark.parametrize(
+    "rel, names",
+    [
+        ("data/bench/q8_0.stamp.json", ("data/bench/q8_0.stamp.json", "missing", "silentzone bench q8_0")),
+        ("data/bench/reference.stamp.json", ("data/bench/reference.stamp.json", "missing", "silentzone bench reference")),
+        ("data/fidelity/q4_0.report.json", ("data/fidelity/q4_0.report.json", "missing", "silentzone fidelity q4_0")),
+        ("data/bench/q4_0.parquet", ("data/bench/q4_0.parquet", "missing", "silentzone bench q4_0")),
+    ],
+    ids=["bench-stamp", "bench-reference-stamp", "fidelity-report", "bench-table"],
+)
 def test_a_missing_output_or_stamp(run, rel, names):
     run.path(rel).unlink()
     run.refuse(*COLLECT, names=names)
 
 
-@pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n\x00\xff", b"null", b"{\"files\": [1]}"], ids=["empty", "garbage", "null", "files-a-list"])
+@pytest.mark.parametrize(
+    "content", [b"", b"\x89PNG\r\n\x1a\n\x00\xff", b"null", b'{"files": [1]}'], ids=["empty", "garbage", "null", "files-a-list"]
+)
 def test_an_empty_or_garbage_stamp_or_report(run, content):
     run.path("data/bench/q4_0.stamp.json").write_bytes(content)
     run.refuse(*COLLECT, names=("data/bench/q4_0.stamp.json", "damaged", "silentzone bench q4_0"))
@@ -695,12 +836,16 @@ def test_bench_of_a_quant_against_a_stale_reference_bench_store(run):
     run.refuse(*BENCH, names=("data/reference/bench/", "stale", "silentzone bench reference"))
 
 
-@pytest.mark.parametrize("edit, names", [
-    (lambda m: m["wiki"].__setitem__("sha256", "0" * 64), ("data/prepared/corpora/wiki.txt", "sha256", "silentzone prepare")),
-    (lambda m: m.pop("code"), ("data/prepared/corpora.json", "'code'", "silentzone prepare")),
-    (lambda m: m["fiction"].pop("path"), ("data/prepared/corpora.json", "fiction", "silentzone prepare")),
-    (lambda m: m.__setitem__("wiki", "corpora/wiki.txt"), ("data/prepared/corpora.json", "wiki", "silentzone prepare")),
-], ids=["sha256", "corpus-removed", "entry-without-path", "entry-not-a-mapping"])
+@pytest.mark.parametrize(
+    "edit, names",
+    [
+        (lambda m: m["wiki"].__setitem__("sha256", "0" * 64), ("data/prepared/corpora/wiki.txt", "sha256", "silentzone prepare")),
+        (lambda m: m.pop("code"), ("data/prepared/corpora.json", "'code'", "silentzone prepare")),
+        (lambda m: m["fiction"].pop("path"), ("data/prepared/corpora.json", "fiction", "silentzone prepare")),
+        (lambda m: m.__setitem__("wiki", "corpora/wiki.txt"), ("data/prepared/corpora.json", "wiki", "silentzone prepare")),
+    ],
+    ids=["sha256", "corpus-removed", "entry-without-path", "entry-not-a-mapping"],
+)
 def test_an_edited_corpora_manifest(run, edit, names):
     path = run.path("data/prepared/corpora.json")
     manifest = json.loads(path.read_text())
@@ -720,8 +865,11 @@ def test_an_edited_prepared_corpus(run):
     run.refuse(*REFERENCE, names=("data/prepared/corpora/fiction.txt", "sha256", "silentzone prepare"))
 
 
-@pytest.mark.parametrize("content", [b"\x00\xff\xfe\x80binary garbage\n", b"{\"task\": \"winogrande\"\n", b'{"kind": "mc", "item_id": "x"}\n'],
-                         ids=["binary", "not-json", "not-an-item"])
+@pytest.mark.parametrize(
+    "content",
+    [b"\x00\xff\xfe\x80binary garbage\n", b'{"task": "winogrande"\n', b'{"kind": "mc", "item_id": "x"}\n'],
+    ids=["binary", "not-json", "not-an-item"],
+)
 def test_a_damaged_prepared_bench_file(run, content):
     run.path("data/prepared/bench/winogrande.jsonl").write_bytes(content)
     run.refuse(*BENCH, names=("data/prepared/bench/winogrande.jsonl", "silentzone prepare"))

@@ -73,8 +73,11 @@ def test_paper_scale_scores_count_the_raw_files(built):
         arc = [json.loads(x) for x in next(folder.glob("samples_arc_easy_*.jsonl")).read_text().splitlines()]
         gsm = [json.loads(x) for x in next(folder.glob("samples_gsm8k_*.jsonl")).read_text().splitlines()]
         lcb = json.loads((PAPER / "livecodebench" / f"{q}_codegeneration_1_0.2_eval_all.json").read_text())
-        want = [sum(s["acc"] for s in arc) / 20, sum(s["exact_match"] for s in gsm if s["filter"] == "strict-match") / 12,
-                sum(p["graded_list"][0] for p in lcb) / 10]
+        want = [
+            sum(s["acc"] for s in arc) / 20,
+            sum(s["exact_match"] for s in gsm if s["filter"] == "strict-match") / 12,
+            sum(p["graded_list"][0] for p in lcb) / 10,
+        ]
         row = cohort.loc["reference" if q == "Q4_1" else q]
         assert [row["score_arc_easy"], row["score_gsm8k"], row["score_livecodebench"]] == pytest.approx(want, abs=1e-15)
         assert row["composite"] == pytest.approx(sum(want) / 3, abs=1e-15)
@@ -112,7 +115,12 @@ def _fails(manifest: Path, message: str, tmp_path: Path, capsys):
 
 def test_mismatched_quant_names_between_fidelity_and_bench(paper_copy, tmp_path, capsys):
     manifest = _edit_manifest(paper_copy, lambda t: t.replace("  Q6_K: logs/", "  Q6_k: logs/"))
-    err = _fails(manifest, "quant names differ between fidelity and bench sources (Q6_k only under fidelity; Q6_K only under bench)", tmp_path, capsys)
+    err = _fails(
+        manifest,
+        "quant names differ between fidelity and bench sources (Q6_k only under fidelity; Q6_K only under bench)",
+        tmp_path,
+        capsys,
+    )
     assert f"{manifest}:7:" in err
 
 
@@ -131,7 +139,12 @@ def test_lm_eval_run_of_another_quant(paper_copy, tmp_path, capsys):
 def test_sample_file_from_a_different_task_set(paper_copy, tmp_path, capsys):
     src = next((paper_copy / "lm_eval" / "Q4_0").glob("samples_arc_easy_*.jsonl"))
     shutil.copyfile(src, src.with_name(src.name.replace("arc_easy", "arc_challenge")))
-    err = _fails(paper_copy / "manifest.yaml", "model 'Q4_0' has a different task set than its siblings: samples_arc_challenge_", tmp_path, capsys)
+    err = _fails(
+        paper_copy / "manifest.yaml",
+        "model 'Q4_0' has a different task set than its siblings: samples_arc_challenge_",
+        tmp_path,
+        capsys,
+    )
     assert "adds task 'arc_challenge'" in err
 
 
@@ -145,19 +158,34 @@ def test_duplicate_item_ids(paper_copy, tmp_path, capsys):
 def test_different_items_than_the_reference(paper_copy, tmp_path, capsys):
     path = next((paper_copy / "lm_eval" / "Q8_0").glob("samples_arc_easy_*.jsonl"))
     path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
-    _fails(paper_copy / "manifest.yaml", "('Q8_0', task arc_easy) has different items than the reference's (e.g. item 19)", tmp_path, capsys)
+    _fails(
+        paper_copy / "manifest.yaml",
+        "('Q8_0', task arc_easy) has different items than the reference's (e.g. item 19)",
+        tmp_path,
+        capsys,
+    )
 
 
 def test_truncated_log_in_a_cohort(paper_copy, tmp_path, capsys):
     log = paper_copy / "logs" / "kld-Q4_0.log"
     text = log.read_text()
     log.write_text(text[: text.rindex("Same top p")])
-    _fails(paper_copy / "manifest.yaml", f"{log}:66: statistics block starting at line 51 lacks same_top_p; the log is truncated", tmp_path, capsys)
+    _fails(
+        paper_copy / "manifest.yaml",
+        f"{log}:66: statistics block starting at line 51 lacks same_top_p; the log is truncated",
+        tmp_path,
+        capsys,
+    )
 
 
 def test_manifest_errors(paper_copy, tmp_path, capsys):
     _fails(_edit_manifest(paper_copy, lambda t: t + "extra: 1\n"), "unknown key 'extra'", tmp_path, capsys)
-    _fails(_edit_manifest(paper_copy, lambda t: t.replace("logs/kld-Q8_0.log", "logs/nope.log").replace("extra: 1\n", "")), "logs/nope.log not found (paths are relative to the manifest)", tmp_path, capsys)
+    _fails(
+        _edit_manifest(paper_copy, lambda t: t.replace("logs/kld-Q8_0.log", "logs/nope.log").replace("extra: 1\n", "")),
+        "logs/nope.log not found (paths are relative to the manifest)",
+        tmp_path,
+        capsys,
+    )
 
 
 EXTERNAL = REPO / "data" / "external"  # the published cohorts the repository ships
@@ -166,9 +194,31 @@ EXTERNAL = REPO / "data" / "external"  # the published cohorts the repository sh
 def test_published_cohort_csv(tmp_path):
     out = tmp_path / "qwen35.csv"
     src = EXTERNAL / "qwen3.5-35b-a3b__apex-quant.csv"
-    args = ["ingest", "csv", str(src), "--reference", "F16 (reference)", "--map", "kld_mean=kl_mean", "--map", "kld_median=kl_median",
-            "--map", "kld_p99_9=kl_99_9", "--map", "ppl=perplexity", "--map", "score_hellaswag=hellaswag_pct",
-            "--map", "score_mmlu=mmlu_pct", "--percent", "score_hellaswag", "--percent", "score_mmlu", "--out", str(out)]
+    args = [
+        "ingest",
+        "csv",
+        str(src),
+        "--reference",
+        "F16 (reference)",
+        "--map",
+        "kld_mean=kl_mean",
+        "--map",
+        "kld_median=kl_median",
+        "--map",
+        "kld_p99_9=kl_99_9",
+        "--map",
+        "ppl=perplexity",
+        "--map",
+        "score_hellaswag=hellaswag_pct",
+        "--map",
+        "score_mmlu=mmlu_pct",
+        "--percent",
+        "score_hellaswag",
+        "--percent",
+        "score_mmlu",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     got = pd.read_csv(out).set_index("model")
     raw = pd.read_csv(src, comment="#").set_index("quant")
@@ -183,7 +233,10 @@ def test_published_cohort_csv(tmp_path):
 
 def test_published_cohort_csv_errors():
     src = EXTERNAL / "qwen3.6-35b-a3b__apex-quant.csv"
-    with pytest.raises(SilentzoneError, match=r"qwen3.6-35b-a3b__apex-quant.csv:8: column 'card_size', row 'BF16 \(reference\)': '65 GB' is not a number"):
+    with pytest.raises(
+        SilentzoneError,
+        match=r"qwen3.6-35b-a3b__apex-quant.csv:8: column 'card_size', row 'BF16 \(reference\)': '65 GB' is not a number",
+    ):
         cohort_csv.read_cohort_csv(src, {"bpw": "card_size"}, "BF16 (reference)")
     with pytest.raises(SilentzoneError, match="no row with quant = 'BF16'"):
         cohort_csv.read_cohort_csv(src, {"kld_mean": "card_kl_mean"}, "BF16")
@@ -196,7 +249,9 @@ def test_published_cohort_csv_errors():
 def test_cohort_csv_name_column_and_percent(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("# made up\nsize,name,kl,acc\n16,BF16,,70.0\n8.5,Q8_0,0.01,69.5\n4.5,Q4_K_M,0.05,n/a\n")
-    got = cohort_csv.read_cohort_csv(path, {"model": "name", "bpw": "size", "kld_mean": "kl", "score_acc": "acc"}, "BF16", ["score_acc"])
+    got = cohort_csv.read_cohort_csv(
+        path, {"model": "name", "bpw": "size", "kld_mean": "kl", "score_acc": "acc"}, "BF16", ["score_acc"]
+    )
     assert got["model"].tolist() == ["reference", "Q8_0", "Q4_K_M"] and got["is_reference"].tolist() == [True, False, False]
     assert got["kld_mean"].tolist() == [0.0, 0.01, 0.05]  # the reference's empty KLD is its identity value
     assert got["score_acc"].tolist()[:2] == [0.70, 0.695] and math.isnan(got.loc[2, "composite"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +41,9 @@ def test_multiple_choice_rows():
 
 
 def test_generative_rows_need_a_filter_choice():
-    with pytest.raises(SilentzoneError, match=r"several filters \(flexible-extract, strict-match\); choose one with --filter gsm8k=NAME"):
+    with pytest.raises(
+        SilentzoneError, match=r"several filters \(flexible-extract, strict-match\); choose one with --filter gsm8k=NAME"
+    ):
         read_samples(GSM, "Q8_0")
     items = read_samples(GSM, "Q8_0", filter_name="strict-match")
     assert items["correct"].tolist() == [True, False, True] and items["generation"].tolist() == ["3", "11", "17"]
@@ -53,7 +54,24 @@ def test_read_model_folder_and_cli(tmp_path):
     items = read_model([FIX / "lm_eval"], "Q8_0", filters={"gsm8k": "strict-match"})
     assert sorted(items["task"].unique()) == ["arc_easy", "gsm8k"] and len(items) == 8
     out = tmp_path / "items.parquet"
-    assert main(["ingest", "lm-eval", str(FIX / "lm_eval"), "--model", "Q8_0", "--filter", "gsm8k=strict-match", "--metric", "arc_easy=acc_norm", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "ingest",
+                "lm-eval",
+                str(FIX / "lm_eval"),
+                "--model",
+                "Q8_0",
+                "--filter",
+                "gsm8k=strict-match",
+                "--metric",
+                "arc_easy=acc_norm",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     back = pd.read_parquet(out)
     raw = [json.loads(line) for line in ARC.read_text().splitlines()]
     assert back[back["task"] == "arc_easy"]["correct"].tolist() == [s["acc_norm"] == 1.0 for s in raw]
@@ -83,7 +101,7 @@ def test_bad_sample_files(tmp_path, edit, message):
 
 
 def test_two_runs_of_one_task_are_an_error(tmp_path):
-    other = tmp_path / f"samples_arc_easy_2025-04-01T00-00-00.000000.jsonl"
+    other = tmp_path / "samples_arc_easy_2025-04-01T00-00-00.000000.jsonl"
     other.write_text(ARC.read_text())
     with pytest.raises(SilentzoneError, match="task 'arc_easy' already read"):
         read_model([ARC, other], "Q8_0")
@@ -130,7 +148,9 @@ def test_ingest_never_imports_torch():
     import subprocess
     import sys
 
-    code = ("import sys, silentzone.ingest.cli, silentzone.ingest.manifest, silentzone.ingest.llamacpp_kld; "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys, silentzone.ingest.cli, silentzone.ingest.manifest, silentzone.ingest.llamacpp_kld; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -109,7 +109,9 @@ def test_damaged_files_fail_with_one_line(tmp_path):
     raw = lzma.open(MINI / "mini-ref-c128.kld.xz").read()
     cut = tmp_path / "cut.kld"
     cut.write_bytes(raw[:-10])
-    with pytest.raises(SilentzoneError, match=r"cut.kld: 12388346 bytes, but its header .* implies 12388356; the file is truncated"):
+    with pytest.raises(
+        SilentzoneError, match=r"cut.kld: 12388346 bytes, but its header .* implies 12388356; the file is truncated"
+    ):
         read_kld(cut)
     bad = tmp_path / "bad.kld"
     bad.write_bytes(b"_notlog_" + raw[8:2000])
@@ -136,7 +138,9 @@ def test_cli_kld_pair(tmp_path, capsys):
     from silentzone.cli import main
 
     out = tmp_path / "tokens.csv"
-    assert main(["ingest", "kld", str(MINI / "mini-ref-c128.kld.xz"), str(MINI / "mini-Q4_K_M-c128.kld.xz"), "--out", str(out)]) == 0
+    assert (
+        main(["ingest", "kld", str(MINI / "mini-ref-c128.kld.xz"), str(MINI / "mini-Q4_K_M-c128.kld.xz"), "--out", str(out)]) == 0
+    )
     printed = capsys.readouterr().out
     assert "n_ctx=128 n_vocab=49152 n_chunk=2 scored=63/chunk records=126 bytes=12388356" in printed
     import pandas as pd

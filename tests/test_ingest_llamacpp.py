@@ -14,15 +14,32 @@ from silentzone.cli import main
 from silentzone.errors import SilentzoneError
 from silentzone.ingest.llamacpp_log import parse_log, parse_logs, quant_from_model_file
 
-
 # kld_summary.csv column -> ours (values in *_pct columns are percent; ours are fractions)
 SUMMARY_TO_OURS = {
-    "mean_ppl_q": "ppl_q", "mean_ppl_q_unc": "ppl_q_se", "mean_ppl_base": "ppl_base", "mean_ppl_base_unc": "ppl_base_se",
-    "cor_ln_ppl_pct": "cor_ln_ppl", "mean_ln_ppl_ratio": "ln_ppl_ratio", "mean_ln_ppl_ratio_unc": "ln_ppl_ratio_se",
-    "mean_ppl_ratio": "ppl_ratio", "mean_ppl_ratio_unc": "ppl_ratio_se", "mean_ppl_diff": "ppl_diff", "mean_ppl_diff_unc": "ppl_diff_se",
-    "mean_kld": "kld_mean", "mean_kld_unc": "kld_mean_se", "maximum_kld": "kld_max", "minimum_kld": "kld_min", "median_kld": "kld_median",
-    "mean_dp_pct": "dp_mean", "mean_dp_pct_unc": "dp_mean_se", "maximum_dp_pct": "dp_max", "minimum_dp_pct": "dp_min",
-    "median_dp_pct": "dp_median", "rms_dp_pct": "rms_dp", "rms_dp_pct_unc": "rms_dp_se", "same_top_p_pct": "same_top_p",
+    "mean_ppl_q": "ppl_q",
+    "mean_ppl_q_unc": "ppl_q_se",
+    "mean_ppl_base": "ppl_base",
+    "mean_ppl_base_unc": "ppl_base_se",
+    "cor_ln_ppl_pct": "cor_ln_ppl",
+    "mean_ln_ppl_ratio": "ln_ppl_ratio",
+    "mean_ln_ppl_ratio_unc": "ln_ppl_ratio_se",
+    "mean_ppl_ratio": "ppl_ratio",
+    "mean_ppl_ratio_unc": "ppl_ratio_se",
+    "mean_ppl_diff": "ppl_diff",
+    "mean_ppl_diff_unc": "ppl_diff_se",
+    "mean_kld": "kld_mean",
+    "mean_kld_unc": "kld_mean_se",
+    "maximum_kld": "kld_max",
+    "minimum_kld": "kld_min",
+    "median_kld": "kld_median",
+    "mean_dp_pct": "dp_mean",
+    "mean_dp_pct_unc": "dp_mean_se",
+    "maximum_dp_pct": "dp_max",
+    "minimum_dp_pct": "dp_min",
+    "median_dp_pct": "dp_median",
+    "rms_dp_pct": "rms_dp",
+    "rms_dp_pct_unc": "rms_dp_se",
+    "same_top_p_pct": "same_top_p",
     "same_top_p_pct_unc": "same_top_p_se",
 }
 
@@ -65,15 +82,30 @@ def test_every_statistic_of_every_log_matches_kld_summary(summary, parsed):
 def test_readme_tables_agree(parsed):
     """The README's two result tables (value ± se columns), row by row."""
     text = (LLAMACPP_FIXTURES / "README.md").read_text()
-    rows = re.findall(r"^\| (Q[^|]+?) \| ([\d.]+) ± ([\d.]+) \| ([-\d.]+) ± ([\d.]+) \| ([\d.]+) ± ([\d.]+) \| (-?[\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) ± ([\d.]+) \|$", text, re.M)
+    rows = re.findall(
+        r"^\| (Q[^|]+?) \| ([\d.]+) ± ([\d.]+) \| ([-\d.]+) ± ([\d.]+) \| ([\d.]+) ± ([\d.]+) \| (-?[\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) ± ([\d.]+) \|$",
+        text,
+        re.M,
+    )
     assert len(rows) == 9
     logs = {"Q4_1 (self)": "kld-Q4_1_self.log", "Q4_K_M @256": "kld-c256-Q4_K_M.log"}
     by_source = parsed[parsed["model_from"] == "log_name"].set_index("source")
     for name, *values in rows:
         got = by_source.loc[logs.get(name, f"kld-{name}.log")]
         v = [float(x) for x in values]
-        ours = [got.ppl_q, got.ppl_q_se, got.ln_ppl_ratio, got.ln_ppl_ratio_se, got.kld_mean, got.kld_mean_se, got.kld_median,
-                got.kld_p99, got.kld_max, got.same_top_p * 100, got.same_top_p_se * 100]
+        ours = [
+            got.ppl_q,
+            got.ppl_q_se,
+            got.ln_ppl_ratio,
+            got.ln_ppl_ratio_se,
+            got.kld_mean,
+            got.kld_mean_se,
+            got.kld_median,
+            got.kld_p99,
+            got.kld_max,
+            got.same_top_p * 100,
+            got.same_top_p_se * 100,
+        ]
         assert ours == pytest.approx(v, abs=5e-7), name
 
 
@@ -95,13 +127,37 @@ def test_names_and_chunking(parsed):
 
 
 def test_cli_writes_one_row_per_log_with_required_columns(tmp_path):
-    logs = [str(LLAMACPP_FIXTURES / "logs" / f) for f in ("kld-Q8_0.log", "kld-Q2_K.log")] + [str(LLAMACPP_FIXTURES / "b4747" / "kld-Q4_K_M.log")]
+    logs = [str(LLAMACPP_FIXTURES / "logs" / f) for f in ("kld-Q8_0.log", "kld-Q2_K.log")] + [
+        str(LLAMACPP_FIXTURES / "b4747" / "kld-Q4_K_M.log")
+    ]
     out = tmp_path / "kld.csv"
     assert main(["ingest", "llamacpp", *logs, "--out", str(out), "--name", "kld-Q2_K.log=Q2_K_custom"]) == 0
     table = pd.read_csv(out)
     assert list(table["model"]) == ["Q8_0", "Q2_K_custom", "Q4_K_M"]
-    required = ["model", "source", "ppl_q", "ppl_base", "ln_ppl_ratio", "ppl_ratio", "kld_mean", "kld_mean_se", "kld_max", "kld_p99_9",
-                "kld_p99", "kld_p95", "kld_p90", "kld_median", "kld_p10", "kld_p5", "kld_p1", "kld_p0_1", "kld_min", "dp_mean", "rms_dp", "same_top_p"]
+    required = [
+        "model",
+        "source",
+        "ppl_q",
+        "ppl_base",
+        "ln_ppl_ratio",
+        "ppl_ratio",
+        "kld_mean",
+        "kld_mean_se",
+        "kld_max",
+        "kld_p99_9",
+        "kld_p99",
+        "kld_p95",
+        "kld_p90",
+        "kld_median",
+        "kld_p10",
+        "kld_p5",
+        "kld_p1",
+        "kld_p0_1",
+        "kld_min",
+        "dp_mean",
+        "rms_dp",
+        "same_top_p",
+    ]
     assert set(required) <= set(table.columns)
     assert table.loc[0, "same_top_p"] == 0.95353 and table.loc[1, "kld_p0_1"] == 0.000386
     assert table.loc[2, ["kld_p95", "kld_p90", "kld_p0_1"]].isna().all()
@@ -136,7 +192,16 @@ def test_malformed_logs_fail_with_file_and_line(tmp_path, transform, message):
 
 def test_reference_run_log_is_rejected_and_nothing_written(tmp_path, capsys):
     out = tmp_path / "kld.csv"
-    code = main(["ingest", "llamacpp", str(LLAMACPP_FIXTURES / "logs" / "kld-Q8_0.log"), str(LLAMACPP_FIXTURES / "logs" / "ref.log"), "--out", str(out)])
+    code = main(
+        [
+            "ingest",
+            "llamacpp",
+            str(LLAMACPP_FIXTURES / "logs" / "kld-Q8_0.log"),
+            str(LLAMACPP_FIXTURES / "logs" / "ref.log"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 2 and not out.exists()
     err = capsys.readouterr().err.strip()
     assert "ref.log:" in err and "no `====== KL divergence statistics ======` block" in err and len(err.splitlines()) == 1
@@ -144,5 +209,7 @@ def test_reference_run_log_is_rejected_and_nothing_written(tmp_path, capsys):
 
 def test_duplicate_identical_line_is_accepted(tmp_path):
     """b4747 prints `99.0% KLD` twice with the same value; that is one statistic, not an error."""
-    path = _variant(tmp_path, lambda t: t.replace("99.0%   KLD:   0.032627\n", "99.0%   KLD:   0.032627\n99.0%   KLD:   0.032627\n"))
+    path = _variant(
+        tmp_path, lambda t: t.replace("99.0%   KLD:   0.032627\n", "99.0%   KLD:   0.032627\n99.0%   KLD:   0.032627\n")
+    )
     assert parse_log(path)["kld_p99"] == 0.032627

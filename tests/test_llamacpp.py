@@ -115,7 +115,9 @@ def test_q4_k_m_types_and_576_wide_fallbacks(built):
     assert not any("ffn_down" in name for name in r["fallbacks"])
     k_types = {n for n, t in r["tensors"].items() if t in ("Q4_K", "Q6_K")}
     assert len(k_types) == 30 and all(".ffn_down." in n for n in k_types)
-    assert set(r["fallbacks_by_type"]["q6_K -> q8_0"]) == {f"blk.{i}.attn_v.weight" for i in (0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29)}
+    assert set(r["fallbacks_by_type"]["q6_K -> q8_0"]) == {
+        f"blk.{i}.attn_v.weight" for i in (0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29)
+    }
 
 
 def test_iq4_xs_falls_back_to_iq4_nl_on_576_wide_rows(built):
@@ -237,7 +239,9 @@ def test_llama_quantize_q8_0_equals_our_q8_0_round_trip(built, reference):
     theirs = dict(member.named_parameters())
     mismatched = [n for n, p in ours.named_parameters() if not torch.equal(p, theirs[n])]
     assert mismatched == []
-    assert not torch.equal(theirs["model.layers.0.self_attn.q_proj.weight"], dict(model.named_parameters())["model.layers.0.self_attn.q_proj.weight"])
+    assert not torch.equal(
+        theirs["model.layers.0.self_attn.q_proj.weight"], dict(model.named_parameters())["model.layers.0.self_attn.q_proj.weight"]
+    )
 
 
 @pytest.mark.model
@@ -247,7 +251,9 @@ def test_k_quant_member_runs_close_to_the_reference(built, reference):
     model, tokenizer = reference
     member, report = gguf_member.load_member(model, tokenizer, built["Q4_K_M"]["file"])
     assert report["matrix_types"] == {"Q4_K": 16, "Q5_0": 166, "Q6_K": 14, "Q8_0": 15}
-    ids = torch.tensor([tokenizer("The capital of France is Paris. The capital of Italy is", add_special_tokens=False)["input_ids"]])
+    ids = torch.tensor(
+        [tokenizer("The capital of France is Paris. The capital of Italy is", add_special_tokens=False)["input_ids"]]
+    )
     with torch.inference_mode():
         lp_ref = torch.log_softmax(model(ids).logits.double(), -1)
         lp_q = torch.log_softmax(member(ids).logits.double(), -1)
@@ -289,7 +295,9 @@ def test_gguf_of_another_model_is_one_line_naming_the_file(reference, tmp_path):
         gguf_member.load_member(model, tokenizer, other)
     assert "other_vocab.gguf" in one_line(exc) and "tokenizer.ggml.tokens" in one_line(exc) and "id 1000" in one_line(exc)
     # Same vocabulary and shape, but a tensor missing: incomplete
-    same = _fake_model_gguf(tmp_path / "embd_only.gguf", layers=30, width=576, heads=9, kv_heads=3, tokens=gguf_member.reference_tokens(tokenizer))
+    same = _fake_model_gguf(
+        tmp_path / "embd_only.gguf", layers=30, width=576, heads=9, kv_heads=3, tokens=gguf_member.reference_tokens(tokenizer)
+    )
     with pytest.raises(SilentzoneError) as exc:
         gguf_member.load_member(model, tokenizer, same)
     assert "embd_only.gguf" in one_line(exc) and "no tensor for the reference's model.layers.0." in one_line(exc)
@@ -372,5 +380,7 @@ def test_sentencepiece_space_runs_are_the_same_token_in_gguf_and_tokenizer_form(
     ref = ["<pad>", "\n\n", "\u2581\u2581", "\u2581\u2581\u2581", "a\u2581b"]
     assert gguf_member.first_vocabulary_difference(["<pad>", "\n\n", "  ", "   ", "a b"], ref) is None
     assert gguf_member.first_vocabulary_difference(["<pad>", "\n\n", "  ", "    ", "a b"], ref) == 3  # a different run length
-    assert gguf_member.first_vocabulary_difference(["<pad>", "\n\n", "\u2581\u2581", "\u2581\u2581\u2581"], ref) == 4  # one token short
+    assert (
+        gguf_member.first_vocabulary_difference(["<pad>", "\n\n", "\u2581\u2581", "\u2581\u2581\u2581"], ref) == 4
+    )  # one token short
     assert gguf_member.first_vocabulary_difference(["<pad>", "\n", "  ", "   ", "a b"], ref) == 1

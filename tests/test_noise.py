@@ -60,7 +60,9 @@ def test_spearman_brown_by_hand():
     # over splits: SB of the mean split correlation, the interval SB of its percentiles; below −1/3 prints as −1
     summary = noise.summarize_splits(np.array([0.5, 0.7, np.nan]), level=0.5)
     assert summary["split_rho"] == pytest.approx(0.6) and summary["reliability"] == pytest.approx(0.75)
-    assert summary["low"] == pytest.approx(noise.spearman_brown(0.55)) and summary["high"] == pytest.approx(noise.spearman_brown(0.65))
+    assert summary["low"] == pytest.approx(noise.spearman_brown(0.55)) and summary["high"] == pytest.approx(
+        noise.spearman_brown(0.65)
+    )
     assert summary["n_degenerate"] == 1
     assert noise.summarize_splits(np.array([-0.9, -0.8]), 0.95)["reliability"] == -1.0
     assert noise.summarize_splits(np.array([np.nan, np.nan]), 0.95)["reliability"] is None
@@ -96,8 +98,12 @@ def test_paired_se_and_mdd_by_hand(params):
     # composite Δ = (−1/4 + 0)/2; SE² = (3/16/4 + 1/2)/2² = 0.13671875
     ref = {"a": [1, 1, 0, 0], "b": [1, 0]}
     quant = {"a": [0, 1, 0, 0], "b": [0, 1]}
-    rows = [{MODEL: m, "task": t, "item_id": f"{t}{j}", "correct": bool(c)}
-            for m, table in ((REFERENCE, ref), ("q", quant), ("same", ref)) for t, v in table.items() for j, c in enumerate(v)]
+    rows = [
+        {MODEL: m, "task": t, "item_id": f"{t}{j}", "correct": bool(c)}
+        for m, table in ((REFERENCE, ref), ("q", quant), ("same", ref))
+        for t, v in table.items()
+        for j, c in enumerate(v)
+    ]
     outcomes = noise.Outcomes.of(pd.DataFrame(rows), ["q", "same"])
     delta, se = noise.paired_se(outcomes)
     assert delta[0] == pytest.approx(-0.125) and se[0] == pytest.approx(math.sqrt(0.13671875))
@@ -145,7 +151,9 @@ def test_reliability_is_near_zero_when_every_quant_has_the_same_true_score(param
     assert abs(full["reliability"]) < 0.2 and abs(full["split_rho"]) < 0.1 and abs(full["reliability_pearson"]) < 0.2
     assert full["low"] < 0 < full["high"]  # the splits straddle zero
     assert out.numbers["power"]["verdict"] == "underpowered"
-    assert out.numbers["power"]["reason"].startswith(f"the composite's split-half reliability across quants is {full['reliability']:.2f}")
+    assert out.numbers["power"]["reason"].startswith(
+        f"the composite's split-half reliability across quants is {full['reliability']:.2f}"
+    )
 
 
 def test_a_task_too_small_to_split_is_left_out(params):
@@ -218,12 +226,21 @@ def test_power_verdict_needs_both_targets():
     worst = {MODEL: "q2_k", "delta": -0.3, "z": -7.5}
     assert noise.power_verdict(0.95, None, worst, o)["verdict"] == "powered"
     low = noise.power_verdict(0.95, None, {**worst, "z": -4.0}, o)
-    assert low == {"verdict": "underpowered", "powered": False,
-                   "reason": "the most damaged quant, q2_k, sits 4.0 paired SE below the reference, fewer than 6"}
-    assert noise.power_verdict(0.85, None, worst, o)["reason"].startswith("the composite's split-half reliability across quants is 0.85, below 0.90")
-    assert noise.power_verdict(None, "fewer than 4 quants (n = 2)", worst, o)["reason"] == \
-        "the composite's split-half reliability across quants is undefined (fewer than 4 quants (n = 2))"
-    assert noise.power_verdict(0.95, None, {**worst, "delta": 0.01, "z": 0.5}, o)["reason"] == "no quant scores below the reference"
+    assert low == {
+        "verdict": "underpowered",
+        "powered": False,
+        "reason": "the most damaged quant, q2_k, sits 4.0 paired SE below the reference, fewer than 6",
+    }
+    assert noise.power_verdict(0.85, None, worst, o)["reason"].startswith(
+        "the composite's split-half reliability across quants is 0.85, below 0.90"
+    )
+    assert (
+        noise.power_verdict(None, "fewer than 4 quants (n = 2)", worst, o)["reason"]
+        == "the composite's split-half reliability across quants is undefined (fewer than 4 quants (n = 2))"
+    )
+    assert (
+        noise.power_verdict(0.95, None, {**worst, "delta": 0.01, "z": 0.5}, o)["reason"] == "no quant scores below the reference"
+    )
 
 
 def test_a_wide_cohort_of_many_items_is_powered(params):
@@ -248,20 +265,32 @@ def test_small_cohorts_refuse_with_reasons(tmp_path, params, n_quants):
     assert numbers["refused"].startswith(why)
     assert numbers["reliability"]["full"]["reliability"] is None and numbers["reliability"]["full"]["refused"] == why
     assert numbers["simulation"]["silent"]["refused"] == why and numbers["attenuation"]["full"]["rho_corrected"] is None
-    assert numbers["power"] == {"verdict": "underpowered", "powered": False,
-                                "reason": f"the composite's split-half reliability across quants is undefined ({why})"}
+    assert numbers["power"] == {
+        "verdict": "underpowered",
+        "powered": False,
+        "reason": f"the composite's split-half reliability across quants is undefined ({why})",
+    }
     if n_quants:  # a detectable difference needs no correlation: every quant still gets one
         assert len(out["detectable_difference"]) == n_quants and numbers["most_damaged"]["se"] > 0
     else:
         assert numbers["most_damaged"]["model"] == "" and numbers["mdd"]["mdd_median"] is None
     for figure in out["figures"].values():
         assert figure.exists() and figure.with_suffix(".csv").exists()
-    assert {p.name for p in (tmp_path / "tables").glob("*.csv")} == {"reliability.csv", "attenuation.csv", "detectable_difference.csv",
-                                                                      "simulation.csv"}
+    assert {p.name for p in (tmp_path / "tables").glob("*.csv")} == {
+        "reliability.csv",
+        "attenuation.csv",
+        "detectable_difference.csv",
+        "simulation.csv",
+    }
 
 
 def test_options_are_validated_like_params(tmp_path, params):
     with pytest.raises(Exception, match=r"notebooks\.07-noise-ceiling\.n_splits"):
         reports.options_of(params, config.NoiseOptions, {**OPTIONS, "n_splits": 1}, "07-noise-ceiling")
-    assert params.notebooks.options("07-noise-ceiling") == {"n_splits": 1000, "n_sims": 1000, "min_reliability": 0.9, "min_z": 6.0,
-                                                            "power": 0.8}
+    assert params.notebooks.options("07-noise-ceiling") == {
+        "n_splits": 1000,
+        "n_sims": 1000,
+        "min_reliability": 0.9,
+        "min_z": 6.0,
+        "power": 0.8,
+    }

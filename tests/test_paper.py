@@ -56,18 +56,31 @@ def test_notebooks_compute_in_one_reports_call_and_only_display_after_it():
     for nb_path in sorted((REPO / "notebooks").glob("*.ipynb")):
         cells = _code_cells(nb_path)[1:]  # after the parameters cell
         call = ast.parse(cells[0])
-        imports = {alias.name if isinstance(node, ast.Import) else node.module
-                   for node in call.body if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+        imports = {
+            alias.name if isinstance(node, ast.Import) else node.module
+            for node in call.body
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for alias in node.names
+        }
         assert imports <= {"IPython.display", "silentzone"}, nb_path.name  # no command module, no pandas
-        called = [n.func.attr for n in ast.walk(call) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-                  and isinstance(n.func.value, ast.Name) and n.func.value.id == "reports"]
+        called = [
+            n.func.attr
+            for n in ast.walk(call)
+            if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and isinstance(n.func.value, ast.Name)
+            and n.func.value.id == "reports"
+        ]
         assert len(called) == 1 and callable(getattr(reports, called[0])), nb_path.name
         for source in cells[1:]:
             body = ast.parse(source).body
             # one expression: out[...] or Image(filename=out["figures"][...]); no assignment, no call into pandas
             assert len(body) == 1 and isinstance(body[0], ast.Expr), (nb_path.name, source)
             expr = body[0].value
-            assert isinstance(expr, ast.Subscript) or (isinstance(expr, ast.Call) and ast.unparse(expr.func) == "Image"), (nb_path.name, source)
+            assert isinstance(expr, ast.Subscript) or (isinstance(expr, ast.Call) and ast.unparse(expr.func) == "Image"), (
+                nb_path.name,
+                source,
+            )
             labels += re.findall(r"^#\| label: ((?:fig|tbl)-[a-z0-9-]+)$", source, flags=re.M)
             if "Image(" in source:
                 assert re.search(r"^#\| label: fig-", source, flags=re.M), (nb_path.name, source)
@@ -81,8 +94,17 @@ def test_numbers_namespace_and_formatting():
     assert paper.format_value(0.0, "rho_silent") == "+0.00" and paper.format_value(-0.001, "rho") == "+0.00"
     assert paper.format_value(0.94, "rho_volume_silent") == "+0.94" and paper.format_value(-0.51, "ci_high") == "−0.51"
     # p-values: two decimals, two significant digits below 0.1, never 0, never rounded across 0.05
-    assert [paper.fmt_p(p) for p in (1.0, 0.2, 0.044, 0.0495, 0.0504, 0.004, 0.0002, 0.00004, 0.003)] == \
-        ["1.00", "0.20", "0.044", "0.0495", "0.050", "0.004", "0.0002", "0.00004", "0.003"]
+    assert [paper.fmt_p(p) for p in (1.0, 0.2, 0.044, 0.0495, 0.0504, 0.004, 0.0002, 0.00004, 0.003)] == [
+        "1.00",
+        "0.20",
+        "0.044",
+        "0.0495",
+        "0.050",
+        "0.004",
+        "0.0002",
+        "0.00004",
+        "0.003",
+    ]
     assert paper.format_value(0.423, "routing_low") == "42.3%" and paper.format_value(0.5, "accuracy_pooled") == "50.0%"
     assert paper.format_value(1.0833, "gm_ratio_low") == "1.08" and paper.format_value(0.86, "auroc_max") == "0.86"
     assert paper.format_value(0.00001129, "kld_mean_min") == "1.13×10⁻⁵" and paper.format_value(0.978, "kld_mean_max") == "0.978"
@@ -108,7 +130,9 @@ def test_a_correlation_reads_as_one_phrase():
     full = {"n": 30, "rho": -0.7213, "ci_low": -0.861, "ci_high": -0.512, "p_perm": 0.0002, "p_holm": 0.003, "refused": ""}
     assert paper.estimate_text(full) == "ρ = −0.72 [−0.86,\u00a0−0.51], p = 0.0002 (Holm 0.003)"
     assert paper.format_value({"full": full})["full"]["text"] == paper.estimate_text(full)
-    assert paper.estimate_text({"rho": None, "refused": "fewer than 4 quants (n = 3)"}) == "undefined (fewer than 4 quants (n = 3))"
+    assert (
+        paper.estimate_text({"rho": None, "refused": "fewer than 4 quants (n = 3)"}) == "undefined (fewer than 4 quants (n = 3))"
+    )
     assert paper.estimate_text({"rho": None, "n": 2}, min_n=4) == "undefined (n = 2, fewer than 4)"
     cohort = paper.format_value({"rho_full": 0.34, "ci_low_full": -0.19, "ci_high_full": 0.76, "p_full": 0.25, "n": 13})
     assert cohort["text"] == "ρ = +0.34 [−0.19,\u00a0+0.76], p = 0.25"
@@ -116,13 +140,25 @@ def test_a_correlation_reads_as_one_phrase():
 
 def _numbers(n=30, n_silent=10, rho=-0.6, p_holm=0.001, silent_p=0.5, vol=0.8, vol_p=0.001, dir_p=0.6, n_vol=None, powered=True):
     return {
-        "noise_ceiling": {"power": {"verdict": "powered" if powered else "underpowered", "powered": powered,
-                                    "reason": "x" if powered else "the composite's split-half reliability across quants is 0.40, below 0.90"}},
-        "fidelity_vs_score": {"n_quants": n, "n_silent": n_silent,
-                              "primary": {"full": {"n": n, "rho": rho, "p_perm": p_holm, "p_holm": p_holm, "ci_low": -0.9, "ci_high": -0.2},
-                                          "silent": {"n": n_silent, "rho": -0.1, "p_perm": silent_p, "p_holm": silent_p}}},
-        "volume_direction": {"volume": {"silent": {"n": n_vol or n_silent, "rho": vol, "p_perm": vol_p}},
-                             "direction": {"silent": {"n": n_vol or n_silent, "rho": 0.05, "p_perm": dir_p}}},
+        "noise_ceiling": {
+            "power": {
+                "verdict": "powered" if powered else "underpowered",
+                "powered": powered,
+                "reason": "x" if powered else "the composite's split-half reliability across quants is 0.40, below 0.90",
+            }
+        },
+        "fidelity_vs_score": {
+            "n_quants": n,
+            "n_silent": n_silent,
+            "primary": {
+                "full": {"n": n, "rho": rho, "p_perm": p_holm, "p_holm": p_holm, "ci_low": -0.9, "ci_high": -0.2},
+                "silent": {"n": n_silent, "rho": -0.1, "p_perm": silent_p, "p_holm": silent_p},
+            },
+        },
+        "volume_direction": {
+            "volume": {"silent": {"n": n_vol or n_silent, "rho": vol, "p_perm": vol_p}},
+            "direction": {"silent": {"n": n_vol or n_silent, "rho": 0.05, "p_perm": dir_p}},
+        },
         "failure_prediction": {"prompt_kld_available": True, "auroc_median": 0.55},
     }
 
@@ -146,13 +182,21 @@ def test_claim1_verdict_follows_the_written_rule():
 def test_an_underpowered_benchmark_leaves_claims_1_2_and_5_undecided():
     """The noise ceiling (notebook 07) is the last power check of claims 1, 2 and 5: a claim that
     would hold on its correlations is undecided when the benchmark cannot see the effect."""
-    zones = [{"k": 4, "n": 4, "rho": 0.1, "p_perm": 0.9, "ci_low": None, "ci_high": None},
-             {"k": 24, "n": 24, "rho": -0.6, "p_perm": 0.002, "ci_low": -0.8, "ci_high": -0.3}]
+    zones = [
+        {"k": 4, "n": 4, "rho": 0.1, "p_perm": 0.9, "ci_low": None, "ci_high": None},
+        {"k": 24, "n": 24, "rho": -0.6, "p_perm": 0.002, "ci_low": -0.8, "ci_high": -0.3},
+    ]
     weak = _numbers(n_silent=30, powered=False)
-    for verdict in (paper.verdict_claim1(_numbers(powered=False), RULES), paper.verdict_claim2(_numbers(powered=False), zones, RULES),
-                    paper.verdict_claim5(weak, RULES)):
+    for verdict in (
+        paper.verdict_claim1(_numbers(powered=False), RULES),
+        paper.verdict_claim2(_numbers(powered=False), zones, RULES),
+        paper.verdict_claim5(weak, RULES),
+    ):
         assert verdict.verdict == "undecided"
-        assert verdict.reason == "the benchmark is underpowered: the composite's split-half reliability across quants is 0.40, below 0.90"
+        assert (
+            verdict.reason
+            == "the benchmark is underpowered: the composite's split-half reliability across quants is 0.40, below 0.90"
+        )
     assert paper.verdict_claim5(_numbers(n_silent=30), RULES).verdict == "holds"
     # the earlier checks still come first: the spread check names its own reason
     assert "none of the 30 quants" in paper.verdict_claim1(_numbers(n_silent=30, powered=False), RULES).reason
@@ -166,9 +210,22 @@ def test_noise_numbers_print_as_points_percent_and_correlations():
     assert paper.format_value(0.254, "mdd_max") == "25.4" and paper.format_value(-0.0001, "half_width_median") == "0.0"
     assert paper.format_value(0.8, "power") == "80.0%" and paper.format_value(0.914, "reliability") == "0.914"
     assert paper.format_value(-0.7071, "rho_median") == "−0.71" and paper.format_value(0.057, "share_significant") == "5.7%"
-    switches = paper.noise_switches({"noise_ceiling": {"reliability": {"full": {"reliability": None}}, "power": {"powered": False},
-                                                       "most_damaged": {"model": "", "delta": None}, "tasks_left_out": ["humaneval"]}})
-    assert not switches["noise_reliability"] and not switches["noise_worst"] and switches["noise_left_out"] and not switches["powered"]
+    switches = paper.noise_switches(
+        {
+            "noise_ceiling": {
+                "reliability": {"full": {"reliability": None}},
+                "power": {"powered": False},
+                "most_damaged": {"model": "", "delta": None},
+                "tasks_left_out": ["humaneval"],
+            }
+        }
+    )
+    assert (
+        not switches["noise_reliability"]
+        and not switches["noise_worst"]
+        and switches["noise_left_out"]
+        and not switches["powered"]
+    )
     text = paper.noise_text({"noise_ceiling": {"tasks_left_out": ["humaneval", "mbpp"], "sim_percentiles": [5, 95]}})
     assert text == {"left_out_text": "HumanEval and MBPP", "n_left_out": 2, "sim_range": "5–95%"}
 
@@ -177,16 +234,36 @@ def test_noise_tables_print_points_and_refusals(tiny_params):
     import pandas as pd
 
     ctx = paper.TableContext(variants=paper.variant_names(tiny_params), ci_label="95% CI")
-    rel = pd.DataFrame({"zone": ["full", "full", "silent"], "score": ["score_arc_easy", "composite", "composite"], "n_quants": [5, 5, 2],
-                        "n_items": [4, 7, 7], "reliability": [0.913, 0.4, None], "low": [0.85, -1.0, None], "high": [0.96, 0.7, None],
-                        "reliability_pearson": [0.9, 0.41, None], "refused": [None, None, "fewer than 4 quants (n = 2)"]})
+    rel = pd.DataFrame(
+        {
+            "zone": ["full", "full", "silent"],
+            "score": ["score_arc_easy", "composite", "composite"],
+            "n_quants": [5, 5, 2],
+            "n_items": [4, 7, 7],
+            "reliability": [0.913, 0.4, None],
+            "low": [0.85, -1.0, None],
+            "high": [0.96, 0.7, None],
+            "reliability_pearson": [0.9, 0.41, None],
+            "refused": [None, None, "fewer than 4 quants (n = 2)"],
+        }
+    )
     table, notes = paper.table_noise_reliability(rel, ctx, Path("reliability.csv"))
     lines = table.splitlines()
     assert lines[2] == "| full cohort | ARC-Easy | 5 | 4 | 0.91 [0.85,\u00a00.96] | 0.9 |"
     assert lines[3].startswith("|  | composite | 5 | 7 | 0.4 [−1,\u00a00.7] |") and lines[4].endswith("| —† | — |")
     assert "fewer than 4 quants (n = 2)" in notes
-    mdd = pd.DataFrame({"model": ["q4_0", "q8_0"], "primary": [0.0091, 1.1e-5], "delta": [-0.1111, 0.0], "se": [0.0907, 0.0],
-                        "z": [-1.2247, None], "half_width": [0.1667, 0.0], "mdd": [0.2542, 0.0], "in_zone": [True, True]})
+    mdd = pd.DataFrame(
+        {
+            "model": ["q4_0", "q8_0"],
+            "primary": [0.0091, 1.1e-5],
+            "delta": [-0.1111, 0.0],
+            "se": [0.0907, 0.0],
+            "z": [-1.2247, None],
+            "half_width": [0.1667, 0.0],
+            "mdd": [0.2542, 0.0],
+            "in_zone": [True, True],
+        }
+    )
     table, _ = paper.table_detectable_difference(mdd, ctx, Path("detectable_difference.csv"))
     assert table.splitlines()[0] == "| Quant | Mean KLD | Δ | SE | z | Half-width | MDD | Silent |"
     assert table.splitlines()[2] == "| q4_0 | 0.0091 | −11.1 | 9.1 | −1.22 | 16.7 | 25.4 | yes |"
@@ -200,8 +277,10 @@ def test_critical_rho_is_the_two_sided_t_threshold():
 
 
 def test_claim2_needs_two_zones_and_a_spread():
-    zones = [{"k": 4, "n": 4, "rho": 0.1, "p_perm": 0.9, "ci_low": None, "ci_high": None},
-             {"k": 24, "n": 24, "rho": -0.6, "p_perm": 0.002, "ci_low": -0.8, "ci_high": -0.3}]
+    zones = [
+        {"k": 4, "n": 4, "rho": 0.1, "p_perm": 0.9, "ci_low": None, "ci_high": None},
+        {"k": 24, "n": 24, "rho": -0.6, "p_perm": 0.002, "ci_low": -0.8, "ci_high": -0.3},
+    ]
     assert paper.verdict_claim2(_numbers(), zones, RULES).verdict == "holds"
     assert paper.verdict_claim2(_numbers(), zones[:1], RULES).reason.startswith("one swept zone has")
     assert paper.verdict_claim2(_numbers(), [], RULES).reason.startswith("no swept zone has")
@@ -211,13 +290,18 @@ def test_claim2_needs_two_zones_and_a_spread():
 def test_claim3_counts_quants_with_enough_prompts():
     import pandas as pd
 
-    rows = pd.DataFrame({"task": ["all"] * 4, "auroc": [0.5, 0.6, 0.55, 0.9],
-                         "n_failed": [12, 15, 10, 3], "n_passed": [20, 10, 11, 30]})
+    rows = pd.DataFrame(
+        {"task": ["all"] * 4, "auroc": [0.5, 0.6, 0.55, 0.9], "n_failed": [12, 15, 10, 3], "n_passed": [20, 10, 11, 30]}
+    )
     assert paper.verdict_claim3(_numbers(), rows, RULES).verdict == "holds"
     v = paper.verdict_claim3(_numbers(), rows.iloc[2:], RULES)
     assert v.verdict == "undecided" and v.reason.startswith("one quant has at least 10 failed")
-    assert paper.verdict_claim3({**_numbers(), "failure_prediction": {"prompt_kld_available": True, "auroc_median": 0.8}},
-                                rows, RULES).verdict == "does not hold"
+    assert (
+        paper.verdict_claim3(
+            {**_numbers(), "failure_prediction": {"prompt_kld_available": True, "auroc_median": 0.8}}, rows, RULES
+        ).verdict
+        == "does not hold"
+    )
 
 
 def test_claim4_pools_routed_prompts_with_an_exact_interval():
@@ -256,10 +340,11 @@ def test_verdict_summary_reads_as_prose():
         return {f"c{i}": {"verdict": n} for i, n in enumerate(names)}
 
     assert paper.verdict_summary(v(*["undecided"] * 5)) == "all five are undecided for lack of power"
-    assert paper.verdict_summary(v("holds", "holds", "does not hold", "undecided", "undecided")) == \
-        "two hold, one does not and two are undecided for lack of power"
+    assert (
+        paper.verdict_summary(v("holds", "holds", "does not hold", "undecided", "undecided"))
+        == "two hold, one does not and two are undecided for lack of power"
+    )
     assert paper.verdict_summary(v("holds", "undecided")) == "one holds and one is undecided for lack of power"
-
 
 
 @pytest.fixture
@@ -294,12 +379,25 @@ def test_variant_names_read_as_prose(tiny_params):
 def test_tables_print_estimates_with_intervals_and_refusals_as_symbols(tiny_params):
     import pandas as pd
 
-    df = pd.DataFrame({"zone": ["full", "full", "silent", "silent"], "target": ["composite"] * 4,
-                       "variant": ["kld_mean", "top1_disagree"] * 2, "n": [30, 30, 12, 12],
-                       "rho": [-0.7213, None, -0.2, None], "ci_low": [-0.861, None, -0.6, None],
-                       "ci_high": [-0.512, None, 0.19, None], "p_perm": [0.0002, None, 0.5, None],
-                       "p_holm": [0.003, None, 1.0, None],
-                       "refused": [None, "constant top1_disagree: all 30 values equal 0", None, "constant top1_disagree: all 12 values equal 0"]})
+    df = pd.DataFrame(
+        {
+            "zone": ["full", "full", "silent", "silent"],
+            "target": ["composite"] * 4,
+            "variant": ["kld_mean", "top1_disagree"] * 2,
+            "n": [30, 30, 12, 12],
+            "rho": [-0.7213, None, -0.2, None],
+            "ci_low": [-0.861, None, -0.6, None],
+            "ci_high": [-0.512, None, 0.19, None],
+            "p_perm": [0.0002, None, 0.5, None],
+            "p_holm": [0.003, None, 1.0, None],
+            "refused": [
+                None,
+                "constant top1_disagree: all 30 values equal 0",
+                None,
+                "constant top1_disagree: all 12 values equal 0",
+            ],
+        }
+    )
     ctx = paper.TableContext(variants=paper.variant_names(tiny_params), ci_label="95% CI")
     table, notes = paper.table_variants_main(df, ctx, Path("variants.csv"))
     lines = table.splitlines()
@@ -335,7 +433,9 @@ def test_every_figure_and_table_is_referenced_from_the_text():
     assert len(embeds) == 9 and "![" not in text
     for notebook, label in embeds:
         cells = json.loads((REPO / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
-        options = ["".join(c["source"]) for c in cells if c["cell_type"] == "code" and f"#| label: {label}\n" in "".join(c["source"])]
+        options = [
+            "".join(c["source"]) for c in cells if c["cell_type"] == "code" and f"#| label: {label}\n" in "".join(c["source"])
+        ]
         assert len(options) == 1 and "#| fig-cap: " in options[0], (notebook, label)
 
 
@@ -347,8 +447,12 @@ def test_citations_are_narrative_where_the_authors_are_the_subject():
 def test_every_table_the_manuscript_includes_is_written_by_paper_inputs():
     text = QMD.read_text()
     included = set(re.findall(r"include tables/(\w+/[\w-]+)\.md", text))
-    written = {f"{folder}/{name}{suffix}" for outputs in paper.TABLES.values() for folder, name, _ in outputs
-               for suffix in ("", "-notes")} | {paper.SIDE_BY_SIDE_TABLE}
+    written = {
+        f"{folder}/{name}{suffix}"
+        for outputs in paper.TABLES.values()
+        for folder, name, _ in outputs
+        for suffix in ("", "-notes")
+    } | {paper.SIDE_BY_SIDE_TABLE}
     assert included == written
 
 
@@ -360,20 +464,29 @@ def test_the_manuscript_types_no_profile_facts():
 
 
 def test_quarto_error_is_quartos_own_message_on_one_line():
-    include = ("\x1b[91mERROR: Include directive failed.\n  in file /x/paper/index.qmd, \n"
-               "  could not find file /x/paper/tables/nope.md.\n\nStack trace:\n"
-               "    at retrieveInclude (file:///q/src/core/handlers/include-standalone.ts:61:13)\x1b[39m\n")
-    assert paper.quarto_error(include) == ("Include directive failed. in file /x/paper/index.qmd, "
-                                           "could not find file /x/paper/tables/nope.md.")
-    lua = ("WARNING (/q/filters/x.lua:255) Unknown var a.b\n"
-           "Error running filter /opt/q/src/resources/filters/main.lua:\n"
-           "Block, list of Blocks, or compatible element expected, got table\n"
-           "\twhile retrieving function argument content\nstack traceback:\n"
-           "\t...o/src/resources/filters/./customnodes/floatreftarget.lua:933: in field 'render'\n")
-    assert paper.quarto_error(lua) == ("Error running filter main.lua: Block, list of Blocks, or compatible element "
-                                       "expected, got table while retrieving function argument content")
-    typst = ("[typst]: Compiling index.typ to index.pdf...error: unknown variable: foo\n"
-             "   ┌─ paper/index.typ:12:3\n   │\n12 │ #foo\n   │  ^^^\n")
+    include = (
+        "\x1b[91mERROR: Include directive failed.\n  in file /x/paper/index.qmd, \n"
+        "  could not find file /x/paper/tables/nope.md.\n\nStack trace:\n"
+        "    at retrieveInclude (file:///q/src/core/handlers/include-standalone.ts:61:13)\x1b[39m\n"
+    )
+    assert paper.quarto_error(include) == (
+        "Include directive failed. in file /x/paper/index.qmd, could not find file /x/paper/tables/nope.md."
+    )
+    lua = (
+        "WARNING (/q/filters/x.lua:255) Unknown var a.b\n"
+        "Error running filter /opt/q/src/resources/filters/main.lua:\n"
+        "Block, list of Blocks, or compatible element expected, got table\n"
+        "\twhile retrieving function argument content\nstack traceback:\n"
+        "\t...o/src/resources/filters/./customnodes/floatreftarget.lua:933: in field 'render'\n"
+    )
+    assert paper.quarto_error(lua) == (
+        "Error running filter main.lua: Block, list of Blocks, or compatible element "
+        "expected, got table while retrieving function argument content"
+    )
+    typst = (
+        "[typst]: Compiling index.typ to index.pdf...error: unknown variable: foo\n"
+        "   ┌─ paper/index.typ:12:3\n   │\n12 │ #foo\n   │  ^^^\n"
+    )
     assert paper.quarto_error(typst) == "unknown variable: foo (at paper/index.typ:12:3)"
     assert paper.quarto_error("") == "(no output)"
 
@@ -388,9 +501,13 @@ def _fake_quarto(tmp_path, monkeypatch, script: str):
 
 
 def test_render_reports_quartos_error_in_one_line(tmp_path, monkeypatch):
-    _fake_quarto(tmp_path, monkeypatch, 'if [ "$1" = --version ]; then echo 1.7.34; exit 0; fi\n'
-                                        'printf "\\033[91mERROR: YAMLError: bad indentation\\033[39m\\n\\nStack trace:\\n    at x (y.ts:1:1)\\n" >&2\n'
-                                        'exit 1\n')
+    _fake_quarto(
+        tmp_path,
+        monkeypatch,
+        'if [ "$1" = --version ]; then echo 1.7.34; exit 0; fi\n'
+        'printf "\\033[91mERROR: YAMLError: bad indentation\\033[39m\\n\\nStack trace:\\n    at x (y.ts:1:1)\\n" >&2\n'
+        "exit 1\n",
+    )
     with pytest.raises(SilentzoneError) as err:
         paper.render(tmp_path / "paper")
     assert str(err.value) == f"quarto render {tmp_path / 'paper'} failed: YAMLError: bad indentation"
@@ -398,7 +515,9 @@ def test_render_reports_quartos_error_in_one_line(tmp_path, monkeypatch):
 
 def test_render_refuses_a_quarto_without_typst_and_manuscripts(tmp_path, monkeypatch):
     _fake_quarto(tmp_path, monkeypatch, "echo 1.3.450\n")
-    with pytest.raises(SilentzoneError, match=r"quarto 1\.3 is too old .* need >= 1\.4\); install Quarto >= 1\.4 with `make paper-tools`"):
+    with pytest.raises(
+        SilentzoneError, match=r"quarto 1\.3 is too old .* need >= 1\.4\); install Quarto >= 1\.4 with `make paper-tools`"
+    ):
         paper.render(tmp_path / "paper")
 
 
@@ -413,13 +532,13 @@ ALLOWED_NUMBERS = {"95"}
 
 
 def hand_typed_numbers(text: str) -> list[str]:
-    text = re.sub(r"\{\{<.*?>\}\}", " ", text)          # shortcodes: var, include
-    text = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", text)     # images (paths carry digits)
-    text = re.sub(r"\{#[^}]*\}", " ", text)                # cross-reference labels
-    text = re.sub(r"\[@[^\]]*\]", " ", text)               # citations
-    text = re.sub(r"`[^`]*`", " ", text)                   # code
-    text = re.sub(r"^#+ .*$", " ", text, flags=re.M)       # headings
-    text = re.sub(r"\bClaim \d\b", " ", text)              # the claims' names
+    text = re.sub(r"\{\{<.*?>\}\}", " ", text)  # shortcodes: var, include
+    text = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", text)  # images (paths carry digits)
+    text = re.sub(r"\{#[^}]*\}", " ", text)  # cross-reference labels
+    text = re.sub(r"\[@[^\]]*\]", " ", text)  # citations
+    text = re.sub(r"`[^`]*`", " ", text)  # code
+    text = re.sub(r"^#+ .*$", " ", text, flags=re.M)  # headings
+    text = re.sub(r"\bClaim \d\b", " ", text)  # the claims' names
     # A number glued to letters or a hyphen is part of a name (top-1, Qwen3.6-35B), not a result.
     found = re.findall(r"(?<![\w.\-])[-+−]?\d+(?:\.\d+)?%?(?![\w\-])", text)
     return [n for n in found if n.strip("+-−%") not in ALLOWED_NUMBERS]
@@ -459,21 +578,25 @@ def test_per_task_failure_and_routing_tables_pool_within_each_task():
     from scipy import stats
 
     ctx = paper.TableContext(variants={}, ci_label="95% CI", min_routed=1, alpha=0.05)
-    failure = pd.DataFrame([
-        # two quants score on lambada (median of 1.5 and 2.5 is 2.00), one is refused (no AUROC)
-        {"model": "a", "task": "lambada", "n_failed": 10, "n_passed": 5, "gm_ratio": 1.5, "auroc": 0.6},
-        {"model": "b", "task": "lambada", "n_failed": 20, "n_passed": 7, "gm_ratio": 2.5, "auroc": 0.8},
-        {"model": "c", "task": "lambada", "n_failed": 3, "n_passed": 0, "gm_ratio": None, "auroc": None},
-        {"model": "a", "task": "all", "n_failed": 99, "n_passed": 99, "gm_ratio": 9.0, "auroc": 0.99},
-    ])
+    failure = pd.DataFrame(
+        [
+            # two quants score on lambada (median of 1.5 and 2.5 is 2.00), one is refused (no AUROC)
+            {"model": "a", "task": "lambada", "n_failed": 10, "n_passed": 5, "gm_ratio": 1.5, "auroc": 0.6},
+            {"model": "b", "task": "lambada", "n_failed": 20, "n_passed": 7, "gm_ratio": 2.5, "auroc": 0.8},
+            {"model": "c", "task": "lambada", "n_failed": 3, "n_passed": 0, "gm_ratio": None, "auroc": None},
+            {"model": "a", "task": "all", "n_failed": 99, "n_passed": 99, "gm_ratio": 9.0, "auroc": 0.99},
+        ]
+    )
     table, _ = paper.table_failure_by_task(failure, ctx, Path("failure_prediction.csv"))
     assert table.splitlines()[2] == "| LAMBADA | 2 | 33 | 12 | 2.00 (1.50–2.50) | 0.70 (0.60–0.80) |"
 
-    routing = pd.DataFrame([
-        {"model_a": "a", "model_b": "b", "task": "piqa", "n_routed": 6, "n_correct": 4},
-        {"model_a": "a", "model_b": "c", "task": "piqa", "n_routed": 4, "n_correct": 1},
-        {"model_a": "a", "model_b": "b", "task": "all", "n_routed": 50, "n_correct": 50},
-    ])
+    routing = pd.DataFrame(
+        [
+            {"model_a": "a", "model_b": "b", "task": "piqa", "n_routed": 6, "n_correct": 4},
+            {"model_a": "a", "model_b": "c", "task": "piqa", "n_routed": 4, "n_correct": 1},
+            {"model_a": "a", "model_b": "b", "task": "all", "n_routed": 50, "n_correct": 50},
+        ]
+    )
     table, _ = paper.table_routing_by_task(routing, ctx, Path("routing.csv"))
     low, high = stats.beta.ppf(0.025, 5, 6), stats.beta.ppf(0.975, 6, 5)  # Clopper–Pearson, 5 of 10
     expected = f"50.0% [{100 * low:.1f}%,\u00a0{100 * high:.1f}%]"
@@ -481,23 +604,25 @@ def test_per_task_failure_and_routing_tables_pool_within_each_task():
 
 
 def test_visible_variables_follow_the_blocks_the_output_shows():
-    qmd = "\n".join([
-        "Model {{< var run.model >}}.",
-        '::: {.content-visible when-meta="has.failure"}',
-        "Failures {{< var a.shown >}}.",
-        ":::",
-        '::: {.content-visible unless-meta="has.failure"}',
-        "No failures {{< var a.hidden >}}.",
-        ":::",
-        '::: {.content-visible when-format="html"}',
-        "::: {#tbl-x}",
-        "Inside {{< var a.nested >}}.",
-        ":::",
-        ":::",
-        '::: {.content-visible when-format="pdf"}',
-        "PDF only {{< var a.pdf >}}.",
-        ":::",
-    ])
+    qmd = "\n".join(
+        [
+            "Model {{< var run.model >}}.",
+            '::: {.content-visible when-meta="has.failure"}',
+            "Failures {{< var a.shown >}}.",
+            ":::",
+            '::: {.content-visible unless-meta="has.failure"}',
+            "No failures {{< var a.hidden >}}.",
+            ":::",
+            '::: {.content-visible when-format="html"}',
+            "::: {#tbl-x}",
+            "Inside {{< var a.nested >}}.",
+            ":::",
+            ":::",
+            '::: {.content-visible when-format="pdf"}',
+            "PDF only {{< var a.pdf >}}.",
+            ":::",
+        ]
+    )
     variables = {"run": {"model": "m"}, "has": {"failure": True}, "a": {"shown": "1", "hidden": "2", "nested": "3", "pdf": "4"}}
     assert paper.visible_variables(qmd, variables) == [("run.model", "m"), ("a.shown", "1"), ("a.nested", "3")]
     assert paper.visible_variables(qmd, variables, html=False) == [("run.model", "m"), ("a.shown", "1"), ("a.pdf", "4")]
@@ -506,24 +631,37 @@ def test_visible_variables_follow_the_blocks_the_output_shows():
 
 
 def _run_variables(profile: str, model: str, rho_full: str) -> dict:
-    return {"run": {"profile": profile, "model": model, "n_items": 120, "n_tasks": 2},
-            "paper": {"qwen": {"model": "Qwen3.6-35B-A3B", "rho_full": "−0.72"}, "devstral": {"model": "Devstral-Small-2-24B", "rho_full": "−0.86"},
-                      "gm_ratio_low": "1.08", "gm_ratio_high": "1.22"},
-            "fidelity_vs_score": {"n_quants": 21, "primary": {"full": {"rho": rho_full}},
-                                  "top1_agreement": {"full": {"rho": "+0.70"}, "silent": {"rho": "+0.10"}}},
-            "derived": {"gm_ratio_range": "0.67 to 0.86"},
-            "verdicts": {"claim1": {"verdict": "holds"}}}
+    return {
+        "run": {"profile": profile, "model": model, "n_items": 120, "n_tasks": 2},
+        "paper": {
+            "qwen": {"model": "Qwen3.6-35B-A3B", "rho_full": "−0.72"},
+            "devstral": {"model": "Devstral-Small-2-24B", "rho_full": "−0.86"},
+            "gm_ratio_low": "1.08",
+            "gm_ratio_high": "1.22",
+        },
+        "fidelity_vs_score": {
+            "n_quants": 21,
+            "primary": {"full": {"rho": rho_full}},
+            "top1_agreement": {"full": {"rho": "+0.70"}, "silent": {"rho": "+0.10"}},
+        },
+        "derived": {"gm_ratio_range": "0.67 to 0.86"},
+        "verdicts": {"claim1": {"verdict": "holds"}},
+    }
 
 
 def test_side_by_side_has_one_column_per_family_and_skips_its_own_profile(tmp_path):
     for profile, model, rho in [("default", "smollm2", "−0.61"), ("gemma", "gemma-3-270m", "−0.55")]:
         (tmp_path / profile).mkdir()
-        (tmp_path / profile / "_variables.yml").write_text(yaml.safe_dump(_run_variables(profile, model, rho), allow_unicode=True), encoding="utf-8")
+        (tmp_path / profile / "_variables.yml").write_text(
+            yaml.safe_dump(_run_variables(profile, model, rho), allow_unicode=True), encoding="utf-8"
+        )
     this = _run_variables("default", "smollm2", "−0.58")
     families = paper.load_families("default", tmp_path)
     assert list(families) == ["gemma"]  # the committed run of this run's own profile is this run's past: not a column
-    rows = {line.split(" | ")[0].lstrip("| "): [c.strip() for c in line.strip("|\n ").split(" | ")]
-            for line in paper.table_side_by_side(this, families).splitlines()[2:]}
+    rows = {
+        line.split(" | ")[0].lstrip("| "): [c.strip() for c in line.strip("|\n ").split(" | ")]
+        for line in paper.table_side_by_side(this, families).splitlines()[2:]
+    }
     assert rows["Model"][1:] == ["Qwen3.6-35B-A3B / Devstral-Small-2-24B", "smollm2", "gemma-3-270m"]
     assert rows["ρ(mean KLD, score), full cohort"][1:] == ["−0.72 / −0.86", "−0.58", "−0.55"]
     assert rows["Per-prompt GM ratio, failed / passed"][1:] == ["1.08 to 1.22", "0.67 to 0.86", "0.67 to 0.86"]

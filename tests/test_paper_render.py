@@ -19,14 +19,23 @@ BIN = Path(sys.executable).parent
 QMD = REPO / "paper" / "index.qmd"
 EMBED = re.compile(r"\{\{< embed notebooks/([\w-]+)\.ipynb#(fig-[\w-]+) >\}\}")
 VIEWPORT = (1280, 900)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DEBIAN_TOOLS = "apt-get install chromium chromium-driver poppler-utils"
 
 pytestmark = [
     pytest.mark.pipeline,
-    pytest.mark.skipif(shutil.which("quarto") is None,
-                       reason="Quarto is not on PATH: `make paper-tools` installs it (CI: .ci/run sets it up)"),
+    pytest.mark.skipif(
+        shutil.which("quarto") is None, reason="Quarto is not on PATH: `make paper-tools` installs it (CI: .ci/run sets it up)"
+    ),
 ]
 
 
@@ -69,8 +78,10 @@ def browser(rendered):
 
     options = webdriver.ChromeOptions()
     options.binary_location = _tool("chromium")
-    for flag in CHROMIUM_FLAGS + [f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
-                                  f"--user-data-dir={rendered.parent / 'chromium-profile'}"]:
+    for flag in CHROMIUM_FLAGS + [
+        f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
+        f"--user-data-dir={rendered.parent / 'chromium-profile'}",
+    ]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(_tool("chromedriver")), options=options)
     try:
@@ -82,8 +93,12 @@ def browser(rendered):
 
 @pytest.fixture(scope="module")
 def pdf_text(rendered):
-    proc = subprocess.run([_tool("pdftotext"), "-enc", "UTF-8", str(rendered / "_output" / "index.pdf"), "-"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [_tool("pdftotext"), "-enc", "UTF-8", str(rendered / "_output" / "index.pdf"), "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return re.sub(r"\s+", " ", proc.stdout)
 
 
@@ -106,7 +121,7 @@ def test_visible_text_has_no_raw_shortcodes_missing_values_or_broken_references(
     text = browser.execute_script("return document.body.innerText")
     assert len(text) > 5000
     for bad in ["{{<", "?var", "?meta", "n/a", "?@fig-", "?@tbl-", "?@sec-"]:
-        assert bad not in text, f"{bad!r} in the rendered HTML: ...{text[max(0, text.find(bad) - 80):text.find(bad) + 80]}..."
+        assert bad not in text, f"{bad!r} in the rendered HTML: ...{text[max(0, text.find(bad) - 80) : text.find(bad) + 80]}..."
     assert re.findall(r"\(?\w+\d{4}\w*\?\)", text) == []  # pandoc's mark of an unknown citation key
     # the sidebar lists the analysis notebooks the figures come from, never the table snippets
     pages = browser.execute_script("return [...document.querySelectorAll('a[href$=\".html\"]')].map(a => a.getAttribute('href'))")
@@ -114,8 +129,7 @@ def test_visible_text_has_no_raw_shortcodes_missing_values_or_broken_references(
 
 
 def test_every_image_loaded(browser):
-    images = browser.execute_script(
-        "return [...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+    images = browser.execute_script("return [...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
     expected = len(EMBED.findall(QMD.read_text()))
     figures = [i for i in images if i[0].startswith("index_files/figure-html/notebooks-")]
     assert len(figures) == expected and expected >= 7, images
@@ -123,7 +137,9 @@ def test_every_image_loaded(browser):
 
 
 def test_every_figure_links_to_the_cell_of_the_executed_notebook_that_made_it(browser, rendered):
-    links = set(browser.execute_script("return [...document.querySelectorAll('a.quarto-notebook-link')].map(a => a.getAttribute('href'))"))
+    links = set(
+        browser.execute_script("return [...document.querySelectorAll('a.quarto-notebook-link')].map(a => a.getAttribute('href'))")
+    )
     embeds = EMBED.findall(QMD.read_text())
     assert len(embeds) >= 7
     for notebook, label in embeds:
@@ -140,7 +156,8 @@ def test_every_cross_reference_resolves(browser):
     xrefs = browser.execute_script("return [...document.querySelectorAll('a.quarto-xref')].map(a => a.getAttribute('href'))")
     missing = browser.execute_script(
         "return [...document.querySelectorAll('a.quarto-xref')].map(a => a.getAttribute('href'))"
-        ".filter(h => !h.startsWith('#') || !document.getElementById(decodeURIComponent(h.slice(1))))")
+        ".filter(h => !h.startsWith('#') || !document.getElementById(decodeURIComponent(h.slice(1))))"
+    )
     assert missing == []
     labels = set(re.findall(r"#((?:fig|tbl)-[\w-]+)", QMD.read_text()))
     assert labels and labels <= {h.lstrip("#") for h in xrefs}, sorted(labels - {h.lstrip("#") for h in xrefs})

@@ -86,7 +86,9 @@ def test_an_ingested_paper_scale_cohort_runs_through_notebooks_01_to_05(tmp_path
     """llama.cpp logs + lm-eval/LiveCodeBench samples (tests/fixtures/ingest/paper_scale) → the same
     notebooks, unchanged. Such cohorts carry no per-prompt KLD: 03 and 04 then report n/a."""
     for name in ["notebooks", "paper"]:
-        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("_output", "_variables.yml", "figures", "tables"))
+        shutil.copytree(
+            REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("_output", "_variables.yml", "figures", "tables")
+        )
     (tmp_path / "profiles").symlink_to(REPO / "profiles")
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
 

@@ -48,8 +48,10 @@ def test_committed_tables_carry_the_item_contract(profile):
     assert len(cohort) == len(params["cohort"]) + 1 and set(cohort["model"]) == set(per_model.index)
 
 
-@pytest.mark.skipif(not (PAPER / "index.html").exists() or "default" not in PROFILES,
-                    reason="the published paper (paper/published/, the default run's) is not committed yet")
+@pytest.mark.skipif(
+    not (PAPER / "index.html").exists() or "default" not in PROFILES,
+    reason="the published paper (paper/published/, the default run's) is not committed yet",
+)
 def test_the_committed_paper_prints_exactly_the_committed_numbers():
     variables = yaml.safe_load((PUBLISHED / "default" / "_variables.yml").read_text())
     html = (PAPER / "index.html").read_text()
@@ -59,12 +61,14 @@ def test_the_committed_paper_prints_exactly_the_committed_numbers():
     assert (PAPER / "index.pdf").stat().st_size > 10_000
 
 
-@pytest.mark.skipif(not (PAPER / "index.html").exists() or not {"default", "gemma"} <= set(PROFILES),
-                    reason="the published paper and both families' runs are not committed yet")
+@pytest.mark.skipif(
+    not (PAPER / "index.html").exists() or not {"default", "gemma"} <= set(PROFILES),
+    reason="the published paper and both families' runs are not committed yet",
+)
 def test_the_committed_paper_sets_the_families_side_by_side():
     html = paper.html_text((PAPER / "index.html").read_text())
     start = html.rindex("Paper and reproduction side by side")  # the heading, not its table-of-contents entry
-    section = html[start:html.index("Discussion", start)]
+    section = html[start : html.index("Discussion", start)]
     for profile in ("default", "gemma"):
         variables = yaml.safe_load((PUBLISHED / profile / "_variables.yml").read_text())
         for dotted in ("run.model", "fidelity_vs_score.primary.full.rho", "noise_ceiling.reliability.full.reliability"):
@@ -74,24 +78,34 @@ def test_the_committed_paper_sets_the_families_side_by_side():
 
 def test_publish_refuses_an_unfinished_run(tmp_path):
     (tmp_path / "params.yaml").write_text("profile: tiny\ncohort: {}\n")
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "publish_run.py"), str(tmp_path), "--into", str(tmp_path / "out")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "publish_run.py"), str(tmp_path), "--into", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "the run is not complete" in proc.stderr and "dvc repro" in proc.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_publish_copies_a_finished_run_and_its_hashes(tiny_pipeline, tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "publish_run.py"), str(tiny_pipeline), "--into", str(tmp_path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "publish_run.py"), str(tiny_pipeline), "--into", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "data" / "published" / "tiny"
     sums = (run / "SHA256SUMS").read_text()
-    rerun = subprocess.run([sys.executable, str(REPO / "scripts" / "hash_outputs.py"), str(tiny_pipeline)], capture_output=True, text=True)
+    rerun = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "hash_outputs.py"), str(tiny_pipeline)], capture_output=True, text=True
+    )
     assert sums == rerun.stdout and "data/processed/items.parquet" in sums and ".ipynb" not in sums
     assert (run / "items.parquet").read_bytes() == (tiny_pipeline / "data" / "processed" / "items.parquet").read_bytes()
     numbers = sorted(p.name for p in (run / "numbers").glob("*.json"))
     assert numbers == sorted(p.name for p in (tiny_pipeline / "results" / "numbers").glob("*.json"))
-    assert json.loads((run / "numbers" / numbers[0]).read_text()) == json.loads((tiny_pipeline / "results" / "numbers" / numbers[0]).read_text())
+    assert json.loads((run / "numbers" / numbers[0]).read_text()) == json.loads(
+        (tiny_pipeline / "results" / "numbers" / numbers[0]).read_text()
+    )
     assert not list((run / "figures").rglob("*.png")) and list((run / "figures").rglob("*.csv"))
     committed = yaml.safe_load((run / "_variables.yml").read_text())
     rebuilt = paper.build_variables(run, min_n=yaml.safe_load((run / "params.yaml").read_text())["stats"]["min_n"])

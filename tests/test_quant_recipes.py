@@ -109,8 +109,11 @@ def test_apply_changes_exactly_the_named_tensors(tiny_model):
     report = apply_recipe(tiny_model, {"ffn_down": "Q4_0", "layers": {"-1": {"attn_v": "Q8_0"}}})
     after = tiny_model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed == {"model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight",
-                       "model.layers.1.self_attn.v_proj.weight"}
+    assert changed == {
+        "model.layers.0.mlp.down_proj.weight",
+        "model.layers.1.mlp.down_proj.weight",
+        "model.layers.1.self_attn.v_proj.weight",
+    }
     for name in changed:
         fmt = report["tensors"][name]["format"]
         assert torch.equal(after[name], formats.quantize_dequantize(before[name], fmt))
@@ -140,8 +143,15 @@ def test_fallback_recorded_on_rows_not_divisible_by_32():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=1,
-                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    )
     model = LlamaForCausalLM(cfg)
     before = _snapshot(model)
     report = apply_recipe(model, {"default": "Q4_0"})
@@ -201,17 +211,48 @@ def test_every_profile_cohort_validates(profile):
     assert list(cohort) == params.quant_names()
     if profile in ("default", "gemma"):  # the floor: real llama.cpp mixes, with and without an imatrix
         made = [m for m in cohort.values() if m.kind == "llama-quantize"]
-        assert len(made) >= {"default": 10, "gemma": 5}[profile] and any(m.imatrix for m in made) and any(not m.imatrix for m in made)
+        assert (
+            len(made) >= {"default": 10, "gemma": 5}[profile]
+            and any(m.imatrix for m in made)
+            and any(not m.imatrix for m in made)
+        )
     minimum = {"default": 30, "quick": 8, "tiny": 4, "gemma": 20}[profile]
     assert len(cohort) >= minimum
 
 
 # Row lengths (input features) of each model's weight classes, from their configs.
 ROWS = {
-    "tiny": {"embedding": 64, "attn_q": 64, "attn_k": 64, "attn_v": 64, "attn_o": 64, "ffn_gate": 64, "ffn_up": 64, "ffn_down": 128},
-    "default": {"embedding": 576, "attn_q": 576, "attn_k": 576, "attn_v": 576, "attn_o": 576, "ffn_gate": 576, "ffn_up": 576, "ffn_down": 1536},
+    "tiny": {
+        "embedding": 64,
+        "attn_q": 64,
+        "attn_k": 64,
+        "attn_v": 64,
+        "attn_o": 64,
+        "ffn_gate": 64,
+        "ffn_up": 64,
+        "ffn_down": 128,
+    },
+    "default": {
+        "embedding": 576,
+        "attn_q": 576,
+        "attn_k": 576,
+        "attn_v": 576,
+        "attn_o": 576,
+        "ffn_gate": 576,
+        "ffn_up": 576,
+        "ffn_down": 1536,
+    },
     # gemma-3-270m: hidden 640, intermediate 2048, 4 heads x head_dim 256 = 1024 into o_proj
-    "gemma": {"embedding": 640, "attn_q": 640, "attn_k": 640, "attn_v": 640, "attn_o": 1024, "ffn_gate": 640, "ffn_up": 640, "ffn_down": 2048},
+    "gemma": {
+        "embedding": 640,
+        "attn_q": 640,
+        "attn_k": 640,
+        "attn_v": 640,
+        "attn_o": 1024,
+        "ffn_gate": 640,
+        "ffn_up": 640,
+        "ffn_down": 2048,
+    },
 }
 
 

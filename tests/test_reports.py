@@ -41,10 +41,14 @@ def write_cohort(folder: Path, params, n_quants: int, prompt_kld: bool = True, s
         for task, base in truth.items():
             flips = np.zeros(len(base), bool) if model == REFERENCE else rng.random(len(base)) < 0.15 * i
             kld = np.full(len(base), np.nan) if model == REFERENCE or not prompt_kld else rng.lognormal(-4 + i, 0.5, len(base))
-            rows += [{MODEL: model, "task": task, "item_id": f"{task}/{j}", "correct": bool(c), "prompt_kld": k, "n_prompt_tokens": 20}
-                     for j, (c, k) in enumerate(zip(base ^ flips, kld))]
+            rows += [
+                {MODEL: model, "task": task, "item_id": f"{task}/{j}", "correct": bool(c), "prompt_kld": k, "n_prompt_tokens": 20}
+                for j, (c, k) in enumerate(zip(base ^ flips, kld))
+            ]
     items = pd.DataFrame(rows)
-    cohort = pd.DataFrame({MODEL: models, "is_reference": [m == REFERENCE for m in models], "bpw": [32.0] + [8.0 - i for i in range(n_quants)]})
+    cohort = pd.DataFrame(
+        {MODEL: models, "is_reference": [m == REFERENCE for m in models], "bpw": [32.0] + [8.0 - i for i in range(n_quants)]}
+    )
     for j, name in enumerate(params.variants):
         cohort[name] = [0.0] + [0.01 * (i + 1) * (1 + 0.1 * j) for i in range(n_quants)]
     cohort = cohort.merge(scores(items), on=MODEL)
@@ -56,10 +60,21 @@ def write_cohort(folder: Path, params, n_quants: int, prompt_kld: bool = True, s
 
 
 def run_report(name, params, processed: Path, out: Path) -> tuple[dict, dict]:
-    paths = {"figures_dir": out / "figures" / name, "tables_dir": out / "tables" / name, "numbers_path": out / "numbers" / f"{name}.json"}
+    paths = {
+        "figures_dir": out / "figures" / name,
+        "tables_dir": out / "tables" / name,
+        "numbers_path": out / "numbers" / f"{name}.json",
+    }
     extra = {} if name in ("01-fidelity-vs-score", "05-volume-direction", "07-noise-ceiling") else {"published_path": PUBLISHED}
-    result = PIPELINE[name](params, processed, paths["figures_dir"], paths["tables_dir"], paths["numbers_path"],
-                            params.notebooks.options(name), **extra)
+    result = PIPELINE[name](
+        params,
+        processed,
+        paths["figures_dir"],
+        paths["tables_dir"],
+        paths["numbers_path"],
+        params.notebooks.options(name),
+        **extra,
+    )
     return result, json.loads(paths["numbers_path"].read_text())
 
 
@@ -81,7 +96,11 @@ def test_small_cohorts_complete_and_say_why(tmp_path, params, name, n_quants):
     assert numbers == json.loads(json.dumps(result["numbers"], default=float))  # what the notebook shows is what was written
     needed, refusal = EXPECTED_REFUSAL[name]
     if n_quants < needed:
-        what = "no quants in the cohort" if n_quants == 0 else f"routing needs at least 2 quants with per-prompt KLD; the cohort has {n_quants}"
+        what = (
+            "no quants in the cohort"
+            if n_quants == 0
+            else f"routing needs at least 2 quants with per-prompt KLD; the cohort has {n_quants}"
+        )
         assert numbers["refused"].startswith(refusal.format(n=n_quants, what=what))
     else:
         assert "refused" not in numbers
@@ -126,11 +145,15 @@ def test_cohort_without_per_prompt_kld(tmp_path, params, name):
 
 def test_published_cohorts(tmp_path, params):
     options = {**params.notebooks.options("06-published-cohorts"), "resamples": 200}
-    result = reports.published_cohorts(params, REPO / "data" / "external", tmp_path / "tables", tmp_path / "numbers.json", options)
+    result = reports.published_cohorts(
+        params, REPO / "data" / "external", tmp_path / "tables", tmp_path / "numbers.json", options
+    )
     numbers = json.loads((tmp_path / "numbers.json").read_text())
     assert set(numbers) == {"qwen3_6_35b_a3b", "qwen3_5_35b_a3b", "gemma_3_27b"} and numbers == result["numbers"]
     assert numbers["qwen3_5_35b_a3b"]["n"] == 14 and numbers["qwen3_5_35b_a3b"]["n_silent"] == 9  # margin 0.5 points
     assert numbers["qwen3_6_35b_a3b"]["n_silent"] == 7  # silent_k 7
     assert len(list((tmp_path / "tables").glob("*.correlations.json"))) == 3
     with pytest.raises(Exception, match="notebooks.06-published-cohorts.resamples"):
-        reports.published_cohorts(params, REPO / "data" / "external", tmp_path / "tables", tmp_path / "n.json", {**options, "resamples": 5})
+        reports.published_cohorts(
+            params, REPO / "data" / "external", tmp_path / "tables", tmp_path / "n.json", {**options, "resamples": 5}
+        )

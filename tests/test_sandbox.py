@@ -81,7 +81,9 @@ def test_process_cap_holds_and_would_not_without_the_uid_drop():
 
 
 def test_real_fork_bomb_is_contained():
-    result = run_program("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n", Limits(timeout_s=2))
+    result = run_program(
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n", Limits(timeout_s=2)
+    )
     assert result.status in {"timeout", "failed"}
     uid = sandbox.sandbox_uid()
     time.sleep(0.2)
@@ -132,7 +134,12 @@ def open_dir():
 
 def test_writes_outside_own_directory_are_refused(tmp_path, open_dir):
     os.chmod(tmp_path, 0o777)
-    targets = [Path(__file__).resolve().parents[1] / "sandbox_was_here.txt", open_dir / "x.txt", tmp_path / "x.txt", Path("/tmp/sandbox_was_here.txt")]
+    targets = [
+        Path(__file__).resolve().parents[1] / "sandbox_was_here.txt",
+        open_dir / "x.txt",
+        tmp_path / "x.txt",
+        Path("/tmp/sandbox_was_here.txt"),
+    ]
     for path in targets:
         result = run_program(f"open({str(path)!r}, 'w').write('x')\n", FAST)
         assert result.status == "failed", path
@@ -159,7 +166,6 @@ def test_non_utf8_output_and_runner_goes_on():
     assert result.status == "failed" and result.returncode == 3
     assert "bad" in result.stdout
     assert run_program("pass", FAST).status == "passed"
-
 
 
 def test_a_broken_sandbox_setup_raises_instead_of_recording_a_failure(tmp_path):
@@ -199,7 +205,13 @@ def test_bad_limits_raise_naming_the_limit(kwargs, name):
 
 def test_valid_limits_keep_the_bench_call_shape():
     limits = Limits(timeout_s=10.0, memory_mb=1024)
-    assert (limits.timeout_s, limits.memory_mb, limits.max_processes, limits.max_open_files, limits.disk_mb) == (10.0, 1024, 16, 64, 64)
+    assert (limits.timeout_s, limits.memory_mb, limits.max_processes, limits.max_open_files, limits.disk_mb) == (
+        10.0,
+        1024,
+        16,
+        64,
+        64,
+    )
 
 
 MB = 1 << 20
@@ -266,7 +278,14 @@ def test_files_under_the_disk_cap_pass_and_never_reach_the_host_disk(host_dirs, 
         go.touch()
         result = future.result()
     assert result.status == "passed"
-    assert result.stdout.split()[-6:] == [str(3 * MB), sandbox.WORK_DIR, sandbox.WORK_DIR, sandbox.WORK_DIR, str(8 * MB), "written"]
+    assert result.stdout.split()[-6:] == [
+        str(3 * MB),
+        sandbox.WORK_DIR,
+        sandbox.WORK_DIR,
+        sandbox.WORK_DIR,
+        str(8 * MB),
+        "written",
+    ]
     assert set(on_host) == {"work/program.py", "stdout", "stderr"} and on_host["work/program.py"] == len(prog.encode())
     assert not host_dirs[0].exists()
 
@@ -275,7 +294,10 @@ def test_default_disk_cap_and_its_file_count_cap():
     sizes = run_program("import os\nst = os.statvfs('.')\nprint(st.f_blocks * st.f_frsize, st.f_files)\n", FAST)
     assert sizes.status == "passed" and sizes.stdout.split() == [str(64 * MB), str(64 * sandbox.INODES_PER_MB)]
     # Empty files cost no bytes but do cost kernel memory: their number is capped as well.
-    flood = run_program("import os\nn = 0\ntry:\n    while n < 10000:\n        open(f'e{n}', 'w').close()\n        n += 1\nfinally:\n    print(n)\n", Limits(timeout_s=5, disk_mb=1))
+    flood = run_program(
+        "import os\nn = 0\ntry:\n    while n < 10000:\n        open(f'e{n}', 'w').close()\n        n += 1\nfinally:\n    print(n)\n",
+        Limits(timeout_s=5, disk_mb=1),
+    )
     assert flood.status == "failed" and 0 < int(flood.stdout) < sandbox.INODES_PER_MB
 
 

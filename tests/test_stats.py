@@ -5,7 +5,6 @@ hand-worked cases."""
 from __future__ import annotations
 
 import itertools
-import math
 import subprocess
 import sys
 import warnings
@@ -86,21 +85,30 @@ def test_permutation_p_hand_worked():
     # perfect order, n = 4: only the identity pairing reaches ρ = 1 (and only its reverse ρ = -1)
     assert stats.permutation_pvalue([1, 2, 3, 4], [10, 20, 30, 40], 10_000, np.random.default_rng(0)) == pytest.approx(2 / 24)
     # n = 5, ρ = 1: 2/120
-    assert stats.permutation_pvalue([5, 1, 3, 2, 4], [50, 10, 30, 20, 40], 10_000, np.random.default_rng(0)) == pytest.approx(2 / 120)
+    assert stats.permutation_pvalue([5, 1, 3, 2, 4], [50, 10, 30, 20, 40], 10_000, np.random.default_rng(0)) == pytest.approx(
+        2 / 120
+    )
 
 
 @pytest.mark.parametrize("x,y", [p for p in _pairs() if len(p[0]) >= 7])
 def test_permutation_p_matches_scipy_permutation_test(x, y):
     # same seed, same draws (rng.permuted over pairings): scipy's p exactly, exact enumeration for n = 7
-    res = ss.permutation_test((x,), lambda a, axis=-1: _spearman_rows(a, y) if np.ndim(a) > 1 else _spearman_rows(a, y)[0],
-                              permutation_type="pairings", n_resamples=1000, vectorized=True, rng=np.random.default_rng(11))
+    res = ss.permutation_test(
+        (x,),
+        lambda a, axis=-1: _spearman_rows(a, y) if np.ndim(a) > 1 else _spearman_rows(a, y)[0],
+        permutation_type="pairings",
+        n_resamples=1000,
+        vectorized=True,
+        rng=np.random.default_rng(11),
+    )
     assert stats.permutation_pvalue(x, y, 1000, np.random.default_rng(11)) == pytest.approx(res.pvalue, abs=1e-12)
 
 
 @pytest.mark.parametrize("x,y", _pairs())
 def test_bootstrap_matches_scipy_bootstrap(x, y):
-    res = ss.bootstrap((x, y), _spearman_rows, paired=True, vectorized=True, n_resamples=400, method="percentile",
-                       rng=np.random.default_rng(5))
+    res = ss.bootstrap(
+        (x, y), _spearman_rows, paired=True, vectorized=True, n_resamples=400, method="percentile", rng=np.random.default_rng(5)
+    )
     ref = res.bootstrap_distribution
     mine = stats.bootstrap_distribution(x, y, 400, np.random.default_rng(5))
     np.testing.assert_array_equal(np.isnan(mine), np.isnan(ref))  # degenerate resamples: constant x or y
@@ -142,9 +150,14 @@ def test_holm_matches_pingouin():
 def _cohort(n=10, seed=0):
     rng = np.random.default_rng(seed)
     kld = np.sort(rng.uniform(0.001, 0.2, n))
-    rows = {"model": ["reference"] + [f"q{i:02d}" for i in range(n)], "is_reference": [True] + [False] * n,
-            "kld_mean": [0.0, *kld], "top1_disagree": [0.0, *(kld * 0.3 + rng.uniform(0, 0.01, n))],
-            "score_a": [0.6, *(0.6 - kld + rng.normal(0, 0.01, n))], "score_b": [0.5, *(0.5 - 0.5 * kld + rng.normal(0, 0.02, n))]}
+    rows = {
+        "model": ["reference"] + [f"q{i:02d}" for i in range(n)],
+        "is_reference": [True] + [False] * n,
+        "kld_mean": [0.0, *kld],
+        "top1_disagree": [0.0, *(kld * 0.3 + rng.uniform(0, 0.01, n))],
+        "score_a": [0.6, *(0.6 - kld + rng.normal(0, 0.01, n))],
+        "score_b": [0.5, *(0.5 - 0.5 * kld + rng.normal(0, 0.02, n))],
+    }
     cohort = pd.DataFrame(rows)
     cohort["composite"] = cohort[["score_a", "score_b"]].mean(axis=1)
     return cohort
@@ -187,8 +200,9 @@ def test_silent_zone_margin_and_lowest_k(params):
 
 
 def test_zone_rules_on_a_table_of_quants():
-    quants = pd.DataFrame({"model": ["c", "a", "b", "d", "e"], "fid": [0.2, 0.1, 0.1, np.nan, 0.05],
-                           "composite": [65.5, 64.5, 65.25, 66.0, 65.0]})
+    quants = pd.DataFrame(
+        {"model": ["c", "a", "b", "d", "e"], "fid": [0.2, 0.1, 0.1, np.nan, 0.05], "composite": [65.5, 64.5, 65.25, 66.0, 65.0]}
+    )
     # rank order, ties by name; a quant without the fidelity value is never in the zone
     assert zone.lowest_k_members(quants, "fid", 3) == ["e", "a", "b"]
     assert zone.lowest_k_members(quants, "fid", 10) == ["e", "a", "b", "c"]
@@ -215,19 +229,34 @@ def test_paired_bootstrap_matches_scipy():
     for task in ("arc", "mmlu"):  # sorted task order, as the library resamples them
         t = items[items["task"] == task].pivot(index="item_id", columns="model", values="correct").astype(int)
         deltas.append((t["qa"] - t["reference"]).to_numpy())
-    res = ss.bootstrap(tuple(deltas), lambda *d, axis=-1: np.mean([di.mean(axis=axis) for di in d], axis=0), paired=False,
-                       vectorized=True, n_resamples=1000, method="percentile", rng=np.random.default_rng(2))
+    res = ss.bootstrap(
+        tuple(deltas),
+        lambda *d, axis=-1: np.mean([di.mean(axis=axis) for di in d], axis=0),
+        paired=False,
+        vectorized=True,
+        n_resamples=1000,
+        method="percentile",
+        rng=np.random.default_rng(2),
+    )
     out = zone.paired_score_deltas(items, 1000, np.random.default_rng(2), 0.95)
     row = out.iloc[0]
     assert row["model"] == "qa" and row["delta"] == pytest.approx(np.mean([d.mean() for d in deltas]))
-    assert (row["ci_low"], row["ci_high"]) == pytest.approx((res.confidence_interval.low, res.confidence_interval.high), abs=1e-12)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(
+        (res.confidence_interval.low, res.confidence_interval.high), abs=1e-12
+    )
 
 
 def test_silent_zone_paired_bootstrap(params):
     items = _items()
     scores = items.groupby(["model", "task"])["correct"].mean().unstack()
-    cohort = pd.DataFrame({"model": scores.index, "is_reference": scores.index == "reference", "kld_mean": [0.1, 0.2, 0.0],
-                           "composite": scores.mean(axis=1).to_numpy()})
+    cohort = pd.DataFrame(
+        {
+            "model": scores.index,
+            "is_reference": scores.index == "reference",
+            "kld_mean": [0.1, 0.2, 0.0],
+            "composite": scores.mean(axis=1).to_numpy(),
+        }
+    )
     by_items = zone.silent_zone(cohort, params, items=items, criterion="paired_bootstrap")
     assert by_items["delta"].to_numpy() == pytest.approx(cohort["composite"].iloc[:2].to_numpy() - cohort["composite"].iloc[2])
     assert (by_items["in_zone"] == ((by_items["ci_low"] <= 0) & (by_items["ci_high"] >= 0))).all()
@@ -262,8 +291,10 @@ def test_zone_sweep_defaults_come_from_params(params):
 
 
 def test_statistics_modules_do_not_import_torch():
-    code = ("import sys, silentzone.stats, silentzone.zone, silentzone.analyses, silentzone.published, silentzone.reports, "
-            "silentzone.cli; assert 'torch' not in sys.modules")
+    code = (
+        "import sys, silentzone.stats, silentzone.zone, silentzone.analyses, silentzone.published, silentzone.reports, "
+        "silentzone.cli; assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

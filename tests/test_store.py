@@ -82,7 +82,13 @@ def test_head_is_stored_once(built):
     assert head.manifest["model"] == params.model.name and head.vocab_size == 384 and head.cap is None
     np.testing.assert_array_equal(head.weight.numpy(), model.get_output_embeddings().weight.detach().numpy())
     for folder in folders:
-        assert sorted(p.name for p in folder.iterdir()) == ["firsts.npy", "hidden.npy", "manifest.json", "offsets.npy", "tokens.npy"]
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "firsts.npy",
+            "hidden.npy",
+            "manifest.json",
+            "offsets.npy",
+            "tokens.npy",
+        ]
 
 
 def test_corrupted_or_missing_store_is_one_line_error(built, tmp_path):
@@ -114,7 +120,11 @@ def test_short_corpus_is_one_line_error(built, tmp_path):
     with pytest.raises(SilentzoneError) as err:
         reference.run(big, other, model, tokenizer)
     message = str(err.value)
-    assert "\n" not in message and message.startswith("corpus 'wiki': ") and "fewer than n_windows x ctx = 10000 x 64 = 640000" in message
+    assert (
+        "\n" not in message
+        and message.startswith("corpus 'wiki': ")
+        and "fewer than n_windows x ctx = 10000 x 64 = 640000" in message
+    )
     assert "lower `fidelity.n_windows` or raise `corpora.wiki.max_docs`" in message
     assert not other.reference.exists()  # every window is cut before anything is written
 
@@ -208,4 +218,8 @@ def test_reference_and_fidelity_commands_end_to_end(workdir, capsys):
     (workdir / "data/reference/head/weight.npy").write_bytes(b"damaged")
     assert cli.main(["fidelity", "reference"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "head/weight.npy: reference store file corrupted" in err and "rerun `silentzone reference`" in err
+    assert (
+        err.count("\n") == 1
+        and "head/weight.npy: reference store file corrupted" in err
+        and "rerun `silentzone reference`" in err
+    )

@@ -8,17 +8,36 @@ import pytest
 from silentzone import provenance
 
 PACKAGE = provenance.SRC / "silentzone"
-MODULES = sorted(".".join(p.relative_to(provenance.SRC).with_suffix("").parts).removesuffix(".__init__") for p in PACKAGE.rglob("*.py"))
+MODULES = sorted(
+    ".".join(p.relative_to(provenance.SRC).with_suffix("").parts).removesuffix(".__init__") for p in PACKAGE.rglob("*.py")
+)
 STAGES = [m for m in MODULES if m.startswith("silentzone.stages.")]
-ANALYSIS = ["silentzone.stats", "silentzone.zone", "silentzone.noise", "silentzone.analyses", "silentzone.plots", "silentzone.published", "silentzone.reports"]
-CAPTURE = ["silentzone.model", "silentzone.quant", "silentzone.refstore", "silentzone.metrics", "silentzone.bench", "silentzone.data"]
+ANALYSIS = [
+    "silentzone.stats",
+    "silentzone.zone",
+    "silentzone.noise",
+    "silentzone.analyses",
+    "silentzone.plots",
+    "silentzone.published",
+    "silentzone.reports",
+]
+CAPTURE = [
+    "silentzone.model",
+    "silentzone.quant",
+    "silentzone.refstore",
+    "silentzone.metrics",
+    "silentzone.bench",
+    "silentzone.data",
+]
 
 
 @pytest.mark.parametrize("module", [m for m in MODULES if m not in ("silentzone.cli", "silentzone.__main__")])
 def test_nothing_imports_the_cli_or_another_stage(module):
     imported = provenance.imports_of(module)
     assert "silentzone.cli" not in imported
-    assert not [m for m in imported if m in STAGES and m != module], f"{module} imports a stage: stages are reached only through the cli"
+    assert not [m for m in imported if m in STAGES and m != module], (
+        f"{module} imports a stage: stages are reached only through the cli"
+    )
 
 
 @pytest.mark.parametrize("module", ANALYSIS)
@@ -29,6 +48,13 @@ def test_the_analysis_side_never_reaches_the_capture_side(module):
 
 def test_the_module_list_is_what_the_design_document_describes():
     design = (provenance.SRC.parent / "docs" / "design.md").read_text()
-    missing = [m for m in MODULES if m.count(".") >= 1 and m.rsplit(".", 1)[-1] + ".py" not in design
-               and m.rsplit(".", 1)[-1] + "/" not in design and m.rsplit(".", 1)[-1] != "__init__" and not m.endswith("__main__")]
+    missing = [
+        m
+        for m in MODULES
+        if m.count(".") >= 1
+        and m.rsplit(".", 1)[-1] + ".py" not in design
+        and m.rsplit(".", 1)[-1] + "/" not in design
+        and m.rsplit(".", 1)[-1] != "__init__"
+        and not m.endswith("__main__")
+    ]
     assert not missing, f"docs/design.md does not describe {missing}"

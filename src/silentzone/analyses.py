@@ -17,10 +17,46 @@ from . import stats
 from .errors import SilentzoneError
 from .schema import COMPOSITE, MODEL, REFERENCE, quant_names
 
-FLIP_COLUMNS = [MODEL, "task", "n_items", "leapfrogs", "drops", "volume", "volume_rate", "direction", "score_q", "score_ref", "delta"]
-FAILURE_COLUMNS = [MODEL, "task", "n_failed", "n_passed", "gm_failed", "gm_passed", "gm_ratio", "ci_low", "ci_high", "auroc", "refused"]
-ROUTING_COLUMNS = ["model_a", "model_b", "task", "n_disagree", "n_ties", "n_routed", "n_correct", "accuracy", "ci_low", "ci_high",
-                   "p_binom", "refused"]
+FLIP_COLUMNS = [
+    MODEL,
+    "task",
+    "n_items",
+    "leapfrogs",
+    "drops",
+    "volume",
+    "volume_rate",
+    "direction",
+    "score_q",
+    "score_ref",
+    "delta",
+]
+FAILURE_COLUMNS = [
+    MODEL,
+    "task",
+    "n_failed",
+    "n_passed",
+    "gm_failed",
+    "gm_passed",
+    "gm_ratio",
+    "ci_low",
+    "ci_high",
+    "auroc",
+    "refused",
+]
+ROUTING_COLUMNS = [
+    "model_a",
+    "model_b",
+    "task",
+    "n_disagree",
+    "n_ties",
+    "n_routed",
+    "n_correct",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "p_binom",
+    "refused",
+]
 
 
 def outcome_table(items: pd.DataFrame) -> pd.DataFrame:
@@ -30,7 +66,9 @@ def outcome_table(items: pd.DataFrame) -> pd.DataFrame:
     dupes = items.duplicated([MODEL, "task", "item_id"])
     if dupes.any():
         first = items[dupes].iloc[0]
-        raise SilentzoneError(f"item table: duplicate row for {first[MODEL]} {first['task']}/{first['item_id']}; keep one outcome per item")
+        raise SilentzoneError(
+            f"item table: duplicate row for {first[MODEL]} {first['task']}/{first['item_id']}; keep one outcome per item"
+        )
     wide = items.pivot(index=["task", "item_id"], columns=MODEL, values="correct")
     gaps = wide.isna()
     if gaps.any().any():
@@ -56,15 +94,21 @@ def flips(items: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
     rows = []
     for model in sorted(m for m in wide.columns if m != reference):
         q = wide[model]
-        per_task = pd.DataFrame({
-            "n_items": q.groupby(level="task").size(),
-            "leapfrogs": (q & ~ref).groupby(level="task").sum(),
-            "drops": (~q & ref).groupby(level="task").sum(),
-            "score_q": q.groupby(level="task").mean(),
-            "score_ref": ref.groupby(level="task").mean(),
-        }).reset_index()
-        composite = {"task": COMPOSITE, **per_task[["n_items", "leapfrogs", "drops"]].sum().to_dict(),
-                     "score_q": per_task["score_q"].mean(), "score_ref": per_task["score_ref"].mean()}
+        per_task = pd.DataFrame(
+            {
+                "n_items": q.groupby(level="task").size(),
+                "leapfrogs": (q & ~ref).groupby(level="task").sum(),
+                "drops": (~q & ref).groupby(level="task").sum(),
+                "score_q": q.groupby(level="task").mean(),
+                "score_ref": ref.groupby(level="task").mean(),
+            }
+        ).reset_index()
+        composite = {
+            "task": COMPOSITE,
+            **per_task[["n_items", "leapfrogs", "drops"]].sum().to_dict(),
+            "score_q": per_task["score_q"].mean(),
+            "score_ref": per_task["score_ref"].mean(),
+        }
         block = pd.concat([per_task, pd.DataFrame([composite])], ignore_index=True)
         block.insert(0, MODEL, model)
         rows.append(block)
@@ -78,8 +122,9 @@ def flips(items: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
     return out[FLIP_COLUMNS]
 
 
-def flip_correlations(cohort: pd.DataFrame, flip_table: pd.DataFrame, variants: list[str], settings: dict,
-                      zones: dict[str, list[str]] | None = None) -> pd.DataFrame:
+def flip_correlations(
+    cohort: pd.DataFrame, flip_table: pd.DataFrame, variants: list[str], settings: dict, zones: dict[str, list[str]] | None = None
+) -> pd.DataFrame:
     """Spearman of each variant with flip volume (volume_rate) and direction, per task and
     composite, in each zone. Quants whose direction is NaN (no flips) drop out of that pair.
     Returns stats.correlation_table's columns with target = "volume:<task>" / "direction:<task>"
@@ -117,7 +162,9 @@ def _quant_klds(items: pd.DataFrame, reference: str) -> pd.DataFrame:
     bad = quants[quants["prompt_kld"].isna() | (quants["prompt_kld"] < 0)]
     if len(bad):
         row = bad.iloc[0]
-        raise SilentzoneError(f"item table: prompt_kld of {row[MODEL]} {row['task']}/{row['item_id']} is {row['prompt_kld']}; rerun its bench stage")
+        raise SilentzoneError(
+            f"item table: prompt_kld of {row[MODEL]} {row['task']}/{row['item_id']} is {row['prompt_kld']}; rerun its bench stage"
+        )
     return quants
 
 
@@ -136,8 +183,19 @@ def failure_prediction(items: pd.DataFrame, settings: dict, reference: str = REF
         groups = [(t, g) for t, g in of_model.groupby("task", sort=True)] + [("all", of_model)]
         for task, g in groups:
             kld, correct = g["prompt_kld"].to_numpy(float), g["correct"].to_numpy(bool)
-            row = {MODEL: model, "task": task, "n_failed": int((~correct).sum()), "n_passed": int(correct.sum()),
-                   "gm_failed": None, "gm_passed": None, "gm_ratio": None, "ci_low": None, "ci_high": None, "auroc": None, "refused": None}
+            row = {
+                MODEL: model,
+                "task": task,
+                "n_failed": int((~correct).sum()),
+                "n_passed": int(correct.sum()),
+                "gm_failed": None,
+                "gm_passed": None,
+                "gm_ratio": None,
+                "ci_low": None,
+                "ci_high": None,
+                "auroc": None,
+                "refused": None,
+            }
             if row["n_failed"] == 0 or row["n_passed"] == 0:
                 row["refused"] = f"no {'failed' if row['n_failed'] == 0 else 'passed'} items"
             elif (kld == 0).any():
@@ -147,8 +205,14 @@ def failure_prediction(items: pd.DataFrame, settings: dict, reference: str = REF
                 lf, lp = logs[~correct], logs[correct]
                 boot = _gm_ratio_bootstrap(lf, lp, settings["n_bootstrap"], rng)
                 low, high = np.quantile(boot, [alpha, 1 - alpha])
-                row.update(gm_failed=float(np.exp(lf.mean())), gm_passed=float(np.exp(lp.mean())), gm_ratio=float(np.exp(lf.mean() - lp.mean())),
-                           ci_low=float(low), ci_high=float(high), auroc=auroc(kld[~correct], kld[correct]))
+                row.update(
+                    gm_failed=float(np.exp(lf.mean())),
+                    gm_passed=float(np.exp(lp.mean())),
+                    gm_ratio=float(np.exp(lf.mean() - lp.mean())),
+                    ci_low=float(low),
+                    ci_high=float(high),
+                    auroc=auroc(kld[~correct], kld[correct]),
+                )
             rows.append(row)
     return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
 
@@ -175,9 +239,17 @@ def routing(items: pd.DataFrame, settings: dict, reference: str = REFERENCE) -> 
         routed = disagree & (kld[:, i] != kld[:, j])
         good = routed & np.where(kld[:, i] < kld[:, j], correct[:, i], correct[:, j])
         for task, in_task in groups:
-            rows.append({"model_a": models[i], "model_b": models[j], "task": task, "n_disagree": int((disagree & in_task).sum()),
-                         "n_ties": int((disagree & ~routed & in_task).sum()), "n_routed": int((routed & in_task).sum()),
-                         "n_correct": int((good & in_task).sum())})
+            rows.append(
+                {
+                    "model_a": models[i],
+                    "model_b": models[j],
+                    "task": task,
+                    "n_disagree": int((disagree & in_task).sum()),
+                    "n_ties": int((disagree & ~routed & in_task).sum()),
+                    "n_routed": int((routed & in_task).sum()),
+                    "n_correct": int((good & in_task).sum()),
+                }
+            )
     out = pd.DataFrame(rows)
     k, n = out["n_correct"].to_numpy(), out["n_routed"].to_numpy()
     alpha = (1 - settings["ci"]) / 2

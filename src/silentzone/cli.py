@@ -102,13 +102,25 @@ def cmd_analyze_cohort(args) -> None:
     from . import io, published
 
     if args.resamples < 100:
-        raise SilentzoneError(f"{args.csv}: --resamples must be at least 100 (fewer cannot resolve p = 0.01), got {args.resamples}")
+        raise SilentzoneError(
+            f"{args.csv}: --resamples must be at least 100 (fewer cannot resolve p = 0.01), got {args.resamples}"
+        )
     if not 0.5 < args.ci < 1:
         raise SilentzoneError(f"{args.csv}: --ci must lie between 0.5 and 1 (e.g. 0.95), got {args.ci}")
     scores = [c.strip() for group in args.score for c in group.split(",") if c.strip()]
     start = time.perf_counter()
-    doc, tidy = published.analyze(Path(args.csv), args.fidelity, scores, args.name_col, args.reference_row, args.silent_margin,
-                                  args.silent_k, args.seed, args.resamples, args.ci)
+    doc, tidy = published.analyze(
+        Path(args.csv),
+        args.fidelity,
+        scores,
+        args.name_col,
+        args.reference_row,
+        args.silent_margin,
+        args.silent_k,
+        args.seed,
+        args.resamples,
+        args.ci,
+    )
     io.write_json(Path(args.out) / "correlations.json", doc)
     io.write_csv(Path(args.out) / "correlations.csv", tidy, float_format="%.9g")
     print(published.report(doc))
@@ -134,7 +146,9 @@ def _add_commands(sub, asked: str) -> None:
     p.set_defaults(handler=cmd_profile)
 
     sub.add_parser("prepare", help="build the calibration corpora and benchmark item subsets").set_defaults(handler=cmd_prepare)
-    sub.add_parser("reference", help="run the reference over the corpora and store what fidelity needs").set_defaults(handler=cmd_reference)
+    sub.add_parser("reference", help="run the reference over the corpora and store what fidelity needs").set_defaults(
+        handler=cmd_reference
+    )
 
     p = sub.add_parser("fidelity", help="per-token fidelity of one quant against the reference")
     p.add_argument("quant", help="quant name from params `cohort` (or `reference` for the self-check)")
@@ -144,18 +158,41 @@ def _add_commands(sub, asked: str) -> None:
     p.add_argument("model", help='"reference" (run it first) or a quant name from params `cohort`')
     p.set_defaults(handler=cmd_bench)
 
-    sub.add_parser("collect", help="join per-model outputs into data/processed/{cohort,items}.parquet").set_defaults(handler=cmd_collect)
+    sub.add_parser("collect", help="join per-model outputs into data/processed/{cohort,items}.parquet").set_defaults(
+        handler=cmd_collect
+    )
 
     p = sub.add_parser("analyze-cohort", help="fidelity-vs-score correlations, full and silent zone, for any cohort CSV")
     p.add_argument("csv", help="cohort CSV: one row per quant, fidelity and score columns (`#` comment lines allowed)")
-    p.add_argument("--fidelity", action="append", required=True, metavar="COL", help="fidelity column (larger = further from the reference); repeat for several")
-    p.add_argument("--score", action="append", required=True, metavar="COL[,COL...]", help="score column(s); the composite is their mean")
+    p.add_argument(
+        "--fidelity",
+        action="append",
+        required=True,
+        metavar="COL",
+        help="fidelity column (larger = further from the reference); repeat for several",
+    )
+    p.add_argument(
+        "--score", action="append", required=True, metavar="COL[,COL...]", help="score column(s); the composite is their mean"
+    )
     p.add_argument("--name-col", default=None, help="column naming the quant (default: the first column)")
-    p.add_argument("--reference-row", default=None, metavar="NAME", help="name of the reference row (default: the one row whose name contains 'reference')")
+    p.add_argument(
+        "--reference-row",
+        default=None,
+        metavar="NAME",
+        help="name of the reference row (default: the one row whose name contains 'reference')",
+    )
     # Not required at the argparse level: its error would be a usage block, not one line (published.NO_RULE).
     zone = p.add_mutually_exclusive_group()
-    zone.add_argument("--silent-margin", type=float, default=None, metavar="X", help="silent zone: |composite − reference composite| ≤ X, in score units (this or --silent-k is required)")
-    zone.add_argument("--silent-k", type=int, default=None, metavar="K", help="silent zone: the K quants with the lowest first --fidelity")
+    zone.add_argument(
+        "--silent-margin",
+        type=float,
+        default=None,
+        metavar="X",
+        help="silent zone: |composite − reference composite| ≤ X, in score units (this or --silent-k is required)",
+    )
+    zone.add_argument(
+        "--silent-k", type=int, default=None, metavar="K", help="silent zone: the K quants with the lowest first --fidelity"
+    )
     defaults = config.ANALYZE_COHORT_DEFAULTS
     p.add_argument("--seed", type=int, default=defaults["seed"], help="seed of every resample (default: profiles/default.yaml's)")
     p.add_argument("--resamples", type=int, default=defaults["resamples"], help="permutation and bootstrap resamples")
@@ -172,7 +209,11 @@ def _add_commands(sub, asked: str) -> None:
     # so that, e.g., `silentzone prepare` never imports scipy.
     delegated = {
         "paper": ("silentzone.paper", "write paper/_variables.yml from results/numbers, or render the manuscript", cmd_paper),
-        "ingest": ("silentzone.ingest.cli", "turn llama.cpp / lm-eval / LiveCodeBench outputs into cohort and item tables", cmd_ingest),
+        "ingest": (
+            "silentzone.ingest.cli",
+            "turn llama.cpp / lm-eval / LiveCodeBench outputs into cohort and item tables",
+            cmd_ingest,
+        ),
     }
     for name, (module, help_text, handler) in delegated.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -217,8 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: usage errors print their own line
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
     except Exception as exc:  # noqa: BLE001 — the one place every unexpected failure becomes one line
-        return _fail(f"{_prog(command)}: error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                     "(a bug or an unreadable input; rerun with --debug for the traceback and report it)", debug)
+        return _fail(
+            f"{_prog(command)}: error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            "(a bug or an unreadable input; rerun with --debug for the traceback and report it)",
+            debug,
+        )
     return int(result or 0)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import re
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -54,7 +53,9 @@ class TinyModel(Section):
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"`num_attention_heads` = {self.num_attention_heads} must divide `hidden_size` = {self.hidden_size}")
         if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(f"`num_key_value_heads` = {self.num_key_value_heads} must divide `num_attention_heads` = {self.num_attention_heads}")
+            raise ValueError(
+                f"`num_key_value_heads` = {self.num_key_value_heads} must divide `num_attention_heads` = {self.num_attention_heads}"
+            )
         return self
 
 
@@ -222,11 +223,11 @@ class PublishedOptions(Section):
 class NoiseOptions(Section):
     """07-noise-ceiling: how many random item splits and perfect-ranking replicates, and the power rule."""
 
-    n_splits: int = Field(default=1000, ge=10, le=1_000_000)      # split-half reliability: random splits of each task's items
-    n_sims: int = Field(default=1000, ge=10, le=1_000_000)        # perfect-ranking simulation: replicates of the cohort
-    min_reliability: float = Field(default=0.9, gt=0.0, le=1.0)   # "powered": composite split-half reliability across quants
-    min_z: float = Field(default=6.0, gt=0.0, le=100.0)           # "powered": the most damaged quant's paired z below the reference
-    power: float = Field(default=0.8, gt=0.5, lt=1.0)             # minimal detectable difference at this power
+    n_splits: int = Field(default=1000, ge=10, le=1_000_000)  # split-half reliability: random splits of each task's items
+    n_sims: int = Field(default=1000, ge=10, le=1_000_000)  # perfect-ranking simulation: replicates of the cohort
+    min_reliability: float = Field(default=0.9, gt=0.0, le=1.0)  # "powered": composite split-half reliability across quants
+    min_z: float = Field(default=6.0, gt=0.0, le=100.0)  # "powered": the most damaged quant's paired z below the reference
+    power: float = Field(default=0.8, gt=0.5, lt=1.0)  # minimal detectable difference at this power
 
 
 class Notebooks(Section):
@@ -252,7 +253,7 @@ class Notebooks(Section):
 
 # ---------------------------------------------------------------------------------------- whole
 
-Recipe = Union[str, dict[str, Any]]
+Recipe = Union[str, dict[str, Any]]  # noqa: UP007 -- a runtime alias pydantic reads; `|` needs Python 3.10 types at import
 
 
 class Params(Section):
@@ -289,8 +290,10 @@ class Params(Section):
         spans = sorted((c.source, c.skip_docs, c.skip_docs + c.max_docs, n) for n, c in self.corpora.items())
         for (src_a, _, end_a, a), (src_b, start_b, _, b) in zip(spans, spans[1:]):
             if src_a == src_b and start_b < end_a:
-                raise ValueError(f"corpora.{a} and corpora.{b} share documents of {src_a}; give corpora.{b}.skip_docs >= {end_a} "
-                                 "(a calibration text must never be measured on)")
+                raise ValueError(
+                    f"corpora.{a} and corpora.{b} share documents of {src_a}; give corpora.{b}.skip_docs >= {end_a} "
+                    "(a calibration text must never be measured on)"
+                )
         missing = [c for c in self.fidelity.corpora if c not in self.corpora]
         if missing:
             raise ValueError(f"fidelity.corpora names {missing} but `corpora` defines only {list(self.corpora)}")
@@ -302,13 +305,17 @@ class Params(Section):
             # only the primary corpus is stored at ctx_alt (Params.store_specs): fidelity would fail after all its work
             alt = v.ctx == "alt" or (v.ctx == self.fidelity.ctx_alt != self.fidelity.ctx)
             if alt and (v.corpus or self.fidelity.primary_corpus) != self.fidelity.primary_corpus:
-                raise ValueError(f"variants.{name}: ctx_alt is scored on fidelity.primary_corpus {self.fidelity.primary_corpus!r} only, "
-                                 f"not on {v.corpus!r}; drop its `ctx` or its `corpus`")
+                raise ValueError(
+                    f"variants.{name}: ctx_alt is scored on fidelity.primary_corpus {self.fidelity.primary_corpus!r} only, "
+                    f"not on {v.corpus!r}; drop its `ctx` or its `corpus`"
+                )
         from .quant.members import validate_cohort
 
         validate_cohort(self.cohort, (info.context or {}).get("source", str(PARAMS_FILE)), self.corpora)
         if self.stats.primary_variant not in self.variants:
-            raise ValueError(f"stats.primary_variant {self.stats.primary_variant!r} is not a variant{_closest(self.stats.primary_variant, self.variants)}")
+            raise ValueError(
+                f"stats.primary_variant {self.stats.primary_variant!r} is not a variant{_closest(self.stats.primary_variant, self.variants)}"
+            )
         return self
 
     # -- derived, so no stage computes them its own way
@@ -341,7 +348,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark
+                )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
@@ -389,7 +398,9 @@ def build_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> dict:
     """The full parameter set of a profile (default.yaml with the profile's overrides), validated."""
     profiles_dir = Path(profiles_dir)
     if name not in profile_names(profiles_dir):
-        raise SilentzoneError(f"profile {name!r} not found in {profiles_dir}/; choose one of {', '.join(profile_names(profiles_dir))}")
+        raise SilentzoneError(
+            f"profile {name!r} not found in {profiles_dir}/; choose one of {', '.join(profile_names(profiles_dir))}"
+        )
     raw = read_yaml(profiles_dir / "default.yaml")
     if name != "default":
         raw = deep_merge(raw, read_yaml(profiles_dir / f"{name}.yaml"))
@@ -460,7 +471,11 @@ def _valid_keys(loc: list[str]) -> list[str]:
             continue
         if model is None:
             return []
-    return [(f.alias or n) for n, f in model.model_fields.items()] if isinstance(model, type) and issubclass(model, BaseModel) else []
+    return (
+        [(f.alias or n) for n, f in model.model_fields.items()]
+        if isinstance(model, type) and issubclass(model, BaseModel)
+        else []
+    )
 
 
 def _section_type(annotation):

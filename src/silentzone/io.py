@@ -124,8 +124,10 @@ def read_text(path, what: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise SilentzoneError(f"{path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; a binary or damaged file, "
-                              f"not {what} (save it as UTF-8)") from None
+        raise SilentzoneError(
+            f"{path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; a binary or damaged file, "
+            f"not {what} (save it as UTF-8)"
+        ) from None
 
 
 def read_parquet(path, what: str = "table"):

@@ -83,8 +83,12 @@ class Layout:
 
     def notebook_outputs(self, name: str) -> dict[str, Path]:
         r = self.results
-        return {"notebook": r / "notebooks" / f"{name}.ipynb", "figures_dir": r / "figures" / name,
-                "tables_dir": r / "tables" / name, "numbers_path": r / "numbers" / f"{name}.json"}
+        return {
+            "notebook": r / "notebooks" / f"{name}.ipynb",
+            "figures_dir": r / "figures" / name,
+            "tables_dir": r / "tables" / name,
+            "numbers_path": r / "numbers" / f"{name}.json",
+        }
 
     # -- paper
     @property

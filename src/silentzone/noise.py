@@ -77,11 +77,36 @@ if TYPE_CHECKING:
 
 KLD_RELIABILITY = 1.0  # the primary variant's own reliability across quants, taken as 1 (module docstring)
 SIM_PERCENTILES = (0.05, 0.95)
-RELIABILITY_COLUMNS = ["zone", "score", "n_quants", "n_items", "split_rho", "reliability", "low", "high",
-                       "split_r_pearson", "reliability_pearson", "low_pearson", "high_pearson", "n_degenerate", "refused"]
+RELIABILITY_COLUMNS = [
+    "zone",
+    "score",
+    "n_quants",
+    "n_items",
+    "split_rho",
+    "reliability",
+    "low",
+    "high",
+    "split_r_pearson",
+    "reliability_pearson",
+    "low_pearson",
+    "high_pearson",
+    "n_degenerate",
+    "refused",
+]
 MDD_COLUMNS = [MODEL, "primary", "delta", "se", "z", "half_width", "mdd", "ci_low", "ci_high", "in_zone"]
-SIMULATION_COLUMNS = ["zone", "rho_observed", "n_observed", "rho_median", "rho_p05", "rho_p95", "n_median", "share_defined",
-                      "share_significant", "share_below_observed", "refused"]
+SIMULATION_COLUMNS = [
+    "zone",
+    "rho_observed",
+    "n_observed",
+    "rho_median",
+    "rho_p05",
+    "rho_p95",
+    "n_median",
+    "share_defined",
+    "share_significant",
+    "share_below_observed",
+    "refused",
+]
 ATTENUATION_COLUMNS = ["zone", "n", "rho", "reliability", "rho_corrected", "capped", "refused"]
 DRAW_CHUNK = 1 << 22  # simulated outcomes per chunk of replicates (bounds memory on large cohorts)
 
@@ -134,8 +159,11 @@ def attenuation_corrected(rho: float | None, reliability: float | None, kld_reli
     if rho is None or (isinstance(rho, float) and math.isnan(rho)):
         return {"rho_corrected": None, "capped": False, "refused": "the observed ρ is undefined"}
     if reliability is None or not reliability > 0:
-        return {"rho_corrected": None, "capped": False,
-                "refused": "the composite has no reliable variance across these quants (split-half reliability ≤ 0 or undefined)"}
+        return {
+            "rho_corrected": None,
+            "capped": False,
+            "refused": "the composite has no reliable variance across these quants (split-half reliability ≤ 0 or undefined)",
+        }
     corrected = rho / math.sqrt(reliability * kld_reliability)
     capped = abs(corrected) > 1
     return {"rho_corrected": float(np.clip(corrected, -1.0, 1.0)), "capped": bool(capped), "refused": None}
@@ -163,7 +191,7 @@ class Outcomes:
     """0/1 outcomes per task (items × models, tasks sorted), the reference's column apart."""
 
     tasks: list[str]
-    models: list[str]            # the quants, in the cohort table's order
+    models: list[str]  # the quants, in the cohort table's order
     blocks: dict[str, np.ndarray]  # task -> (n_items, n_quants) float 0/1
     reference: dict[str, np.ndarray]  # task -> (n_items,) float 0/1
 
@@ -187,7 +215,9 @@ class Outcomes:
 # ---------------------------------------------------------------- split-half reliability
 
 
-def split_half_correlations(blocks: dict[str, np.ndarray], n_splits: int, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def split_half_correlations(
+    blocks: dict[str, np.ndarray], n_splits: int, rng: np.random.Generator
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per task (≥ 2 items) and for the composite of those tasks: (Spearman r, Pearson r) of the
     two half-scores across the models (columns), one value per split. Tasks in the given order,
     each split drawn for every task from the one generator."""
@@ -219,12 +249,18 @@ def summarize_splits(r: np.ndarray, level: float) -> dict:
     tail = (1 - level) / 2
     low, high = np.quantile(valid, [tail, 1 - tail])
     mean = float(valid.mean())
-    return {"split_rho": mean, "reliability": _sb_printable(mean), "low": _sb_printable(low), "high": _sb_printable(high),
-            "n_degenerate": int(len(r) - len(valid))}
+    return {
+        "split_rho": mean,
+        "reliability": _sb_printable(mean),
+        "low": _sb_printable(low),
+        "high": _sb_printable(high),
+        "n_degenerate": int(len(r) - len(valid)),
+    }
 
 
-def reliability_table(outcomes: Outcomes, members: dict[str, list[str]], n_splits: int, level: float, min_n: int,
-                      rng: np.random.Generator) -> pd.DataFrame:
+def reliability_table(
+    outcomes: Outcomes, members: dict[str, list[str]], n_splits: int, level: float, min_n: int, rng: np.random.Generator
+) -> pd.DataFrame:
     """One row per zone and score (each task that can be split, then the composite): the
     split-half reliability across that zone's quants, Spearman and Pearson; refused rows say why."""
     rows = []
@@ -240,16 +276,29 @@ def reliability_table(outcomes: Outcomes, members: dict[str, list[str]], n_split
             why = "no task has 2 or more items to split"
         corr = {} if why else split_half_correlations({t: outcomes.blocks[t][:, cols] for t in splittable}, n_splits, rng)
         for score in scores:
-            row = {"zone": zone_name, "score": score if score == COMPOSITE else score_column(score), "n_quants": len(cols),
-                   "n_items": n_items[score]}
+            row = {
+                "zone": zone_name,
+                "score": score if score == COMPOSITE else score_column(score),
+                "n_quants": len(cols),
+                "n_items": n_items[score],
+            }
             if why:
                 rows.append({**row, "n_degenerate": None, "refused": why})
                 continue
             spearman_r, pearson_r = corr[score]
             s, p = summarize_splits(spearman_r, level), summarize_splits(pearson_r, level)
             refused = None if s["reliability"] is not None else f"every one of {n_splits} splits gave constant half-scores"
-            rows.append({**row, **s, "split_r_pearson": p["split_rho"], "reliability_pearson": p["reliability"],
-                         "low_pearson": p["low"], "high_pearson": p["high"], "refused": refused})
+            rows.append(
+                {
+                    **row,
+                    **s,
+                    "split_r_pearson": p["split_rho"],
+                    "reliability_pearson": p["reliability"],
+                    "low_pearson": p["low"],
+                    "high_pearson": p["high"],
+                    "refused": refused,
+                }
+            )
     return pd.DataFrame(rows, columns=RELIABILITY_COLUMNS)
 
 
@@ -270,7 +319,9 @@ def paired_se(outcomes: Outcomes) -> tuple[np.ndarray, np.ndarray]:
     return delta, np.sqrt(var)
 
 
-def mdd_table(outcomes: Outcomes, zone_table: pd.DataFrame, half_widths: pd.DataFrame, alpha: float, power: float) -> pd.DataFrame:
+def mdd_table(
+    outcomes: Outcomes, zone_table: pd.DataFrame, half_widths: pd.DataFrame, alpha: float, power: float
+) -> pd.DataFrame:
     """Per quant, most damaged first: primary, Δ, SE, z = Δ/SE, the run's paired bootstrap
     half-width and interval, MDD = (z_{1−α/2} + z_power)·SE, and zone membership. A quant without
     a flip has SE 0: its z and MDD are NaN (its observed flip volume, which the MDD assumes, is 0)."""
@@ -278,8 +329,15 @@ def mdd_table(outcomes: Outcomes, zone_table: pd.DataFrame, half_widths: pd.Data
     za, zp = z_factor(alpha, power)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(se > 0, delta / np.where(se > 0, se, 1.0), np.nan)
-    table = pd.DataFrame({MODEL: pd.Series(outcomes.models, dtype=object), "delta": delta, "se": se, "z": z,
-                          "mdd": np.where(se > 0, (za + zp) * se, np.nan)})
+    table = pd.DataFrame(
+        {
+            MODEL: pd.Series(outcomes.models, dtype=object),
+            "delta": delta,
+            "se": se,
+            "z": z,
+            "mdd": np.where(se > 0, (za + zp) * se, np.nan),
+        }
+    )
     table = table.merge(zone_table[[MODEL, "primary", "in_zone"]].astype({MODEL: object}), on=MODEL, how="left")
     table = table.merge(half_widths[[MODEL, "ci_low", "ci_high"]].astype({MODEL: object}), on=MODEL, how="left")
     table["half_width"] = (table["ci_high"] - table["ci_low"]) / 2
@@ -315,12 +373,14 @@ def flip_probabilities(outcomes: Outcomes, kld: np.ndarray, slopes: dict[str, fl
         drops = np.clip((volume + drop) / 2, drop, np.minimum(s_ref, 1 - s_ref + drop))
         leaps = drops - drop
         d = drops / s_ref if s_ref > 0 else np.zeros_like(drops)
-        l = leaps / (1 - s_ref) if s_ref < 1 else np.zeros_like(leaps)
-        out[t] = (np.clip(d, 0.0, 1.0), np.clip(l, 0.0, 1.0))
+        lp = leaps / (1 - s_ref) if s_ref < 1 else np.zeros_like(leaps)
+        out[t] = (np.clip(d, 0.0, 1.0), np.clip(lp, 0.0, 1.0))
     return out
 
 
-def zone_masks(delta: np.ndarray, se: np.ndarray, criterion: str, alpha: float, margin: float, fixed: np.ndarray | None) -> np.ndarray:
+def zone_masks(
+    delta: np.ndarray, se: np.ndarray, criterion: str, alpha: float, margin: float, fixed: np.ndarray | None
+) -> np.ndarray:
     """Silent-zone membership per replicate (rows) and quant: the run's rule on simulated Δ
     (paired_bootstrap by its normal approximation; lowest_k: the fixed KLD ranks)."""
     if criterion == "paired_bootstrap":
@@ -330,8 +390,17 @@ def zone_masks(delta: np.ndarray, se: np.ndarray, criterion: str, alpha: float, 
     return np.broadcast_to(fixed, delta.shape).copy()
 
 
-def simulate(outcomes: Outcomes, kld: np.ndarray, n_sims: int, rng: np.random.Generator, criterion: str, alpha: float,
-             margin: float, fixed: np.ndarray | None, min_n: int) -> dict:
+def simulate(
+    outcomes: Outcomes,
+    kld: np.ndarray,
+    n_sims: int,
+    rng: np.random.Generator,
+    criterion: str,
+    alpha: float,
+    margin: float,
+    fixed: np.ndarray | None,
+    min_n: int,
+) -> dict:
     """Replicates of the cohort under perfect KLD ranking (module docstring): per replicate the
     full-cohort and silent-zone Spearman ρ(KLD, composite) (NaN where refused) and the zone size."""
     slopes = fitted_drop_slopes(outcomes, kld)
@@ -348,7 +417,7 @@ def simulate(outcomes: Outcomes, kld: np.ndarray, n_sims: int, rng: np.random.Ge
         stop = min(n_sims, start + chunk)
         x = (rng.random((stop - start, len(ref_all), Q)) < p_right).astype(np.int8)
         d = x - ref_all[None, :, None].astype(np.int8)
-        s1 = np.add.reduceat(d, bounds[:-1], axis=1, dtype=np.int64) / n_items[None, :, None]          # mean d per task
+        s1 = np.add.reduceat(d, bounds[:-1], axis=1, dtype=np.int64) / n_items[None, :, None]  # mean d per task
         s2 = np.add.reduceat(np.abs(d), bounds[:-1], axis=1, dtype=np.int64) / n_items[None, :, None]  # mean d² per task
         delta[start:stop] = s1.mean(axis=1)
         var[start:stop] = (np.maximum(s2 - s1 * s1, 0.0) / n_items[None, :, None]).sum(axis=1) / (T * T)
@@ -373,14 +442,27 @@ def simulation_summary(rho: np.ndarray, n: np.ndarray, observed: float | None, a
     approximation at each replicate's zone size) and at or below the observed ρ."""
     ok = ~np.isnan(rho)
     if not ok.any():
-        return {"rho_median": None, "rho_p05": None, "rho_p95": None, "n_median": float(np.median(n)) if len(n) else None,
-                "share_defined": 0.0, "share_significant": None, "share_below_observed": None}
+        return {
+            "rho_median": None,
+            "rho_p05": None,
+            "rho_p95": None,
+            "n_median": float(np.median(n)) if len(n) else None,
+            "share_defined": 0.0,
+            "share_significant": None,
+            "share_below_observed": None,
+        }
     values = rho[ok]
     p05, p95 = np.quantile(values, SIM_PERCENTILES)
     significant = (values < 0) & (np.abs(values) >= critical_rho(n[ok], alpha))
-    return {"rho_median": float(np.median(values)), "rho_p05": float(p05), "rho_p95": float(p95), "n_median": float(np.median(n)),
-            "share_defined": float(ok.mean()), "share_significant": float(significant.mean()),
-            "share_below_observed": None if observed is None else float((values <= observed + 1e-12).mean())}
+    return {
+        "rho_median": float(np.median(values)),
+        "rho_p05": float(p05),
+        "rho_p95": float(p95),
+        "n_median": float(np.median(n)),
+        "share_defined": float(ok.mean()),
+        "share_significant": float(significant.mean()),
+        "share_below_observed": None if observed is None else float((values <= observed + 1e-12).mean()),
+    }
 
 
 # ---------------------------------------------------------------- the whole analysis
@@ -418,8 +500,10 @@ def power_verdict(reliability: float | None, why_reliability: str | None, worst:
     if reliability is None:
         reason = f"the composite's split-half reliability across quants is undefined ({why_reliability or 'no quants'})"
     elif reliability < opts.min_reliability:
-        reason = (f"the composite's split-half reliability across quants is {reliability:.2f}, below {opts.min_reliability:.2f}: "
-                  f"much of its spread across quants is item noise")
+        reason = (
+            f"the composite's split-half reliability across quants is {reliability:.2f}, below {opts.min_reliability:.2f}: "
+            f"much of its spread across quants is item noise"
+        )
     elif worst is None:
         reason = "no quant has a paired standard error"
     elif worst["delta"] >= 0:
@@ -427,17 +511,26 @@ def power_verdict(reliability: float | None, why_reliability: str | None, worst:
     elif worst["z"] is None:
         reason = f"{worst[MODEL]} differs from the reference on every item in the same direction, so its paired SE is 0"
     elif worst["z"] > -opts.min_z:
-        reason = (f"the most damaged quant, {worst[MODEL]}, sits {abs(worst['z']):.1f} paired SE below the reference, "
-                  f"fewer than {opts.min_z:g}")
+        reason = (
+            f"the most damaged quant, {worst[MODEL]}, sits {abs(worst['z']):.1f} paired SE below the reference, "
+            f"fewer than {opts.min_z:g}"
+        )
     else:
-        return {"verdict": "powered", "powered": True,
-                "reason": (f"the composite's split-half reliability across quants is {reliability:.2f} (at least "
-                           f"{opts.min_reliability:.2f}) and the most damaged quant, {worst[MODEL]}, sits "
-                           f"{abs(worst['z']):.1f} paired SE below the reference (at least {opts.min_z:g})")}
+        return {
+            "verdict": "powered",
+            "powered": True,
+            "reason": (
+                f"the composite's split-half reliability across quants is {reliability:.2f} (at least "
+                f"{opts.min_reliability:.2f}) and the most damaged quant, {worst[MODEL]}, sits "
+                f"{abs(worst['z']):.1f} paired SE below the reference (at least {opts.min_z:g})"
+            ),
+        }
     return {"verdict": "underpowered", "powered": False, "reason": reason}
 
 
-def noise_ceiling(cohort: pd.DataFrame, items: pd.DataFrame, zone_table: pd.DataFrame, params: Params, opts: NoiseOptions) -> NoiseCeiling:
+def noise_ceiling(
+    cohort: pd.DataFrame, items: pd.DataFrame, zone_table: pd.DataFrame, params: Params, opts: NoiseOptions
+) -> NoiseCeiling:
     """The whole analysis (module docstring) on one cohort; zone_table is zone.silent_zone's."""
     s, sz = params.stats, params.silent_zone
     primary, min_n, alpha = s.primary_variant, s.min_n, sz.alpha
@@ -456,8 +549,9 @@ def noise_ceiling(cohort: pd.DataFrame, items: pd.DataFrame, zone_table: pd.Data
         rho, why = observed_rho(cohort, names, primary, min_n)
         rel = _pick(reliability, zone_name, COMPOSITE).get("reliability")
         fixed = attenuation_corrected(rho, rel)
-        att_rows.append({"zone": zone_name, "n": len(names), "rho": rho, "reliability": rel, **fixed,
-                         "refused": why or fixed["refused"]})
+        att_rows.append(
+            {"zone": zone_name, "n": len(names), "rho": rho, "reliability": rel, **fixed, "refused": why or fixed["refused"]}
+        )
     attenuation = pd.DataFrame(att_rows, columns=ATTENUATION_COLUMNS)
 
     # minimal detectable difference (the run's paired bootstrap gives the half-widths the zone uses)
@@ -474,14 +568,20 @@ def noise_ceiling(cohort: pd.DataFrame, items: pd.DataFrame, zone_table: pd.Data
     simulated = [q for q in quants if not math.isnan(have_kld[q])]
     sim_why = None
     if len(simulated) < min_n:
-        sim_why = f"fewer than {min_n} quants (n = {len(simulated)})" + ("" if len(simulated) == len(quants) else f" with {primary}")
+        sim_why = f"fewer than {min_n} quants (n = {len(simulated)})" + (
+            "" if len(simulated) == len(quants) else f" with {primary}"
+        )
     obs = {z: observed_rho(cohort, names, primary, min_n) for z, names in members.items()}
     replicates = pd.DataFrame(columns=["zone", "replicate", "n", "rho"])
     sim_rows = []
     slopes = {}
     if sim_why is None:
-        sub = Outcomes(outcomes.tasks, simulated, {t: b[:, [quants.index(q) for q in simulated]] for t, b in outcomes.blocks.items()},
-                       outcomes.reference)
+        sub = Outcomes(
+            outcomes.tasks,
+            simulated,
+            {t: b[:, [quants.index(q) for q in simulated]] for t, b in outcomes.blocks.items()},
+            outcomes.reference,
+        )
         kld = have_kld[simulated].to_numpy()
         fixed = None
         if sz.criterion == "lowest_k":
@@ -494,40 +594,79 @@ def noise_ceiling(cohort: pd.DataFrame, items: pd.DataFrame, zone_table: pd.Data
             rho, n = sim[f"rho_{zone_name}"], sim[f"n_{zone_name}"]
             parts.append(pd.DataFrame({"zone": zone_name, "replicate": np.arange(len(rho)), "n": n, "rho": rho}))
             summary = simulation_summary(rho, n, obs[zone_name][0], alpha)
-            sim_rows.append({"zone": zone_name, "rho_observed": obs[zone_name][0], "n_observed": len(members[zone_name]),
-                             **summary, "refused": None if summary["rho_median"] is not None else
-                             f"every replicate's {zone_name} ρ was refused (fewer than {min_n} quants or a constant composite)"})
+            sim_rows.append(
+                {
+                    "zone": zone_name,
+                    "rho_observed": obs[zone_name][0],
+                    "n_observed": len(members[zone_name]),
+                    **summary,
+                    "refused": None
+                    if summary["rho_median"] is not None
+                    else f"every replicate's {zone_name} ρ was refused (fewer than {min_n} quants or a constant composite)",
+                }
+            )
         replicates = pd.concat(parts, ignore_index=True)
     else:
         for zone_name in ("full", "silent"):
-            sim_rows.append({"zone": zone_name, "rho_observed": obs[zone_name][0], "n_observed": len(members[zone_name]),
-                             "share_defined": 0.0, "refused": sim_why})
+            sim_rows.append(
+                {
+                    "zone": zone_name,
+                    "rho_observed": obs[zone_name][0],
+                    "n_observed": len(members[zone_name]),
+                    "share_defined": 0.0,
+                    "refused": sim_why,
+                }
+            )
     simulation = pd.DataFrame(sim_rows, columns=SIMULATION_COLUMNS)
 
     # numbers
     comp_full = _pick(reliability, "full", COMPOSITE)
-    tasks_full = reliability[(reliability["zone"] == "full") & (reliability["score"] != COMPOSITE) & reliability["reliability"].notna()]
+    tasks_full = reliability[
+        (reliability["zone"] == "full") & (reliability["score"] != COMPOSITE) & reliability["reliability"].notna()
+    ]
     worst = None
     if len(mdd):
         w = mdd.iloc[0]
-        worst = {MODEL: w[MODEL], **{k: (None if pd.isna(w[k]) else float(w[k])) for k in ("delta", "se", "z", "mdd", "half_width", "primary")}}
+        worst = {
+            MODEL: w[MODEL],
+            **{k: (None if pd.isna(w[k]) else float(w[k])) for k in ("delta", "se", "z", "mdd", "half_width", "primary")},
+        }
     verdict = power_verdict(comp_full.get("reliability"), comp_full.get("refused"), worst, opts)
     za, zp = z_factor(alpha, opts.power)
 
     def rel_numbers(zone_name):
         r = _pick(reliability, zone_name, COMPOSITE)
-        return {k: r.get(k) for k in ("n_quants", "reliability", "low", "high", "split_rho", "reliability_pearson", "low_pearson",
-                                      "high_pearson", "n_degenerate")} | {"refused": r.get("refused") or ""}
+        return {
+            k: r.get(k)
+            for k in (
+                "n_quants",
+                "reliability",
+                "low",
+                "high",
+                "split_rho",
+                "reliability_pearson",
+                "low_pearson",
+                "high_pearson",
+                "n_degenerate",
+            )
+        } | {"refused": r.get("refused") or ""}
 
     def att_numbers(zone_name):
         r = attenuation[attenuation["zone"] == zone_name].iloc[0]
-        return {"n": int(r["n"]), "rho": r["rho"], "reliability": r["reliability"], "rho_corrected": r["rho_corrected"],
-                "capped": bool(r["capped"]), "refused": r["refused"] or ""}
+        return {
+            "n": int(r["n"]),
+            "rho": r["rho"],
+            "reliability": r["reliability"],
+            "rho_corrected": r["rho_corrected"],
+            "capped": bool(r["capped"]),
+            "refused": r["refused"] or "",
+        }
 
     def sim_numbers(zone_name):
         r = simulation[simulation["zone"] == zone_name].iloc[0]
-        return {k: (None if pd.isna(r[k]) else r[k]) for k in SIMULATION_COLUMNS if k not in ("zone", "refused")} | \
-            {"refused": r["refused"] or ""}
+        return {k: (None if pd.isna(r[k]) else r[k]) for k in SIMULATION_COLUMNS if k not in ("zone", "refused")} | {
+            "refused": r["refused"] or ""
+        }
 
     left_out = [t for t in outcomes.tasks if outcomes.n_items(t) < 2]
     flipped = mdd[mdd["se"] > 0]  # the detectable-difference summaries: quants with at least one flip
@@ -545,13 +684,24 @@ def noise_ceiling(cohort: pd.DataFrame, items: pd.DataFrame, zone_table: pd.Data
         "reliability_task_max": float(tasks_full["reliability"].max()) if len(tasks_full) else None,
         "kld_reliability": KLD_RELIABILITY,
         "attenuation": {"full": att_numbers("full"), "silent": att_numbers("silent")},
-        "simulation": {"full": sim_numbers("full"), "silent": sim_numbers("silent"),
-                       "slope_mean": float(np.mean(list(slopes.values()))) if slopes else None},
-        "mdd": {"z_alpha": za, "z_power": zp, "factor": za + zp,
-                "n_flipped": len(flipped), "n_unflipped": len(mdd) - len(flipped),
-                "mdd_median": _stat(flipped["mdd"], "median"), "mdd_min": _stat(flipped["mdd"], "min"),
-                "mdd_max": _stat(flipped["mdd"], "max"), "half_width_median": _stat(flipped["half_width"], "median")},
-        "most_damaged": worst or {MODEL: "", "delta": None, "se": None, "z": None, "mdd": None, "half_width": None, "primary": None},
+        "simulation": {
+            "full": sim_numbers("full"),
+            "silent": sim_numbers("silent"),
+            "slope_mean": float(np.mean(list(slopes.values()))) if slopes else None,
+        },
+        "mdd": {
+            "z_alpha": za,
+            "z_power": zp,
+            "factor": za + zp,
+            "n_flipped": len(flipped),
+            "n_unflipped": len(mdd) - len(flipped),
+            "mdd_median": _stat(flipped["mdd"], "median"),
+            "mdd_min": _stat(flipped["mdd"], "min"),
+            "mdd_max": _stat(flipped["mdd"], "max"),
+            "half_width_median": _stat(flipped["half_width"], "median"),
+        },
+        "most_damaged": worst
+        or {MODEL: "", "delta": None, "se": None, "z": None, "mdd": None, "half_width": None, "primary": None},
         "rule": {"min_reliability": opts.min_reliability, "min_z": opts.min_z, "power": opts.power, "alpha": alpha},
         "power": verdict,
     }

@@ -26,8 +26,8 @@ from pathlib import Path
 import yaml
 
 from . import io
-from .layout import DEFAULT
 from .errors import SilentzoneError
+from .layout import DEFAULT
 
 PAPER_DIR = Path("paper")
 PUBLISHED_DIR = Path("data/published")  # committed runs of each profile (scripts/publish_run.py)
@@ -77,7 +77,7 @@ def fmt_p(p: float) -> str:
         return f"{p:.2f}"
     if p <= 0:
         return "0"
-    for digits in ((2, 3, 4) if p >= 0.0095 else (1, 2)):
+    for digits in (2, 3, 4) if p >= 0.0095 else (1, 2):
         decimals = digits - 1 - math.floor(math.log10(p))
         text = f"{p:.{decimals}f}"
         if (float(text) < 0.05) == (p < 0.05):
@@ -101,7 +101,7 @@ def fmt_sig(x: float, digits: int = 3) -> str:
         return "0"
     if abs(x) < 0.001:
         exponent = math.floor(math.log10(abs(x)))
-        mantissa = x / 10 ** exponent
+        mantissa = x / 10**exponent
         if f"{mantissa:.{digits - 1}f}".startswith(("10", "-10")):  # 9.996e-5 rounds to 1.00e-4
             mantissa, exponent = mantissa / 10, exponent + 1
         return _minus(f"{mantissa:.{digits - 1}f}") + "×10" + str(exponent).translate(_SUPERSCRIPT)
@@ -167,7 +167,7 @@ NBSP = "\u00a0"
 
 
 def _ci(low, high, fmt=fmt_signed) -> str:
-    """" [−0.86, −0.51]": a line may break before the bracket, never inside it."""
+    """ " [−0.86, −0.51]": a line may break before the bracket, never inside it."""
     if low is None or high is None or any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
         return ""
     return f" [{fmt(low)},{NBSP}{fmt(high)}]"
@@ -216,7 +216,7 @@ def build_variables(results_dir: Path, paper_dir: Path = PAPER_DIR, min_n: int |
 
 
 def value_range(raw: dict, namespace: str, low: str, high: str) -> str:
-    """"0.82 to 1.09" from two numbers of a notebook, "—" when either is missing."""
+    """ "0.82 to 1.09" from two numbers of a notebook, "—" when either is missing."""
     node = raw.get(namespace) or {}
     if not (_num(node.get(low)) and _num(node.get(high))):
         return DASH
@@ -230,8 +230,10 @@ def need(raw: dict, namespace: str, dotted: str, source: str = "results/numbers"
         raise SilentzoneError(f"{source}/*-{namespace.replace('_', '-')}.json: missing; rerun its notebook (`dvc repro`)")
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise SilentzoneError(f"{source}/*-{namespace.replace('_', '-')}.json: no key `{dotted}`; "
-                                  f"the notebook must write it (or src/silentzone/paper.py must stop reading it)")
+            raise SilentzoneError(
+                f"{source}/*-{namespace.replace('_', '-')}.json: no key `{dotted}`; "
+                f"the notebook must write it (or src/silentzone/paper.py must stop reading it)"
+            )
         node = node[part]
     return node
 
@@ -239,9 +241,16 @@ def need(raw: dict, namespace: str, dotted: str, source: str = "results/numbers"
 # --- the profile's facts, from params -------------------------------------------------------------
 
 TASK_NAMES = {
-    "arc_easy": "ARC-Easy", "arc_challenge": "ARC-Challenge", "hellaswag": "HellaSwag", "piqa": "PIQA",
-    "winogrande": "Winogrande", "sciq": "SciQ", "openbookqa": "OpenBookQA", "humaneval": "HumanEval",
-    "mbpp": "MBPP", "lambada": "LAMBADA",
+    "arc_easy": "ARC-Easy",
+    "arc_challenge": "ARC-Challenge",
+    "hellaswag": "HellaSwag",
+    "piqa": "PIQA",
+    "winogrande": "Winogrande",
+    "sciq": "SciQ",
+    "openbookqa": "OpenBookQA",
+    "humaneval": "HumanEval",
+    "mbpp": "MBPP",
+    "lambada": "LAMBADA",
 }
 # Citation keys of references.bib for models the profiles ship; others are described by their source.
 MODEL_CITATIONS = {"smollm2-135m-instruct": "allal2025smollm2"}
@@ -256,7 +265,7 @@ NUMBER_WORDS = ["no", "one", "two", "three", "four", "five", "six", "seven", "ei
 
 
 def count(n: int, noun: str, words: bool = False) -> str:
-    """"1 item", "8 items"; with words=True "no quant", "two quants" (prose below ten)."""
+    """ "1 item", "8 items"; with words=True "no quant", "two quants" (prose below ten)."""
     number = NUMBER_WORDS[n] if words and 0 <= n < len(NUMBER_WORDS) else str(n)
     return f"{number} {noun if n == 1 or (words and n == 0) else noun + 's'}"
 
@@ -300,9 +309,13 @@ def variant_name(name: str, spec: dict, params: dict) -> str:
         k = (params.get("fidelity") or {}).get("topk")
         text = f"{agg or 'mean'} top-k KLD" + (f" (k = {k})" if k else "")
     else:
-        text = {"ppl_ratio": "perplexity ratio", "abs_dln_ppl": "|Δ ln PPL|",
-                "ppl_greedy": "perplexity on the reference's greedy tokens",
-                "top1_disagree": "top-1 disagreement", "rms_dp": "RMS Δp"}.get(metric, metric)
+        text = {
+            "ppl_ratio": "perplexity ratio",
+            "abs_dln_ppl": "|Δ ln PPL|",
+            "ppl_greedy": "perplexity on the reference's greedy tokens",
+            "top1_disagree": "top-1 disagreement",
+            "rms_dp": "RMS Δp",
+        }.get(metric, metric)
     fidelity = params.get("fidelity") or {}
     corpus = spec.get("corpus")
     if corpus and corpus != fidelity.get("primary_corpus"):
@@ -327,9 +340,11 @@ def model_facts(params: dict) -> dict:
     quantized = ""
     if source == "tiny":
         tiny = model.get("tiny") or {}
-        text = (f"a randomly initialised {tiny.get('num_hidden_layers', '?')}-layer llama built in code "
-                f"(hidden size {tiny.get('hidden_size', '?')}, vocabulary {tiny.get('vocab_size', '?')}), "
-                f"with no language ability: this profile exercises the pipeline, it cannot test the claims")
+        text = (
+            f"a randomly initialised {tiny.get('num_hidden_layers', '?')}-layer llama built in code "
+            f"(hidden size {tiny.get('hidden_size', '?')}, vocabulary {tiny.get('vocab_size', '?')}), "
+            f"with no language ability: this profile exercises the pipeline, it cannot test the claims"
+        )
     elif source.startswith(("package:", "gguf:")):
         path = source.split(":", 1)[1]
         file = path.rsplit("/", 1)[-1]
@@ -340,17 +355,23 @@ def model_facts(params: dict) -> dict:
         if quantized:
             text += f", itself a {quantized} quant, dequantized to fp32 to serve as the reference"
     elif source.startswith("hf:"):
-        text = f"`{name}`" + (f" [@{cite}]" if cite else "") + f", a Hugging Face model directory"
+        text = f"`{name}`" + (f" [@{cite}]" if cite else "") + ", a Hugging Face model directory"
     else:
         text = f"`{name}`"
-    return {"model": name, "model_text": text, "reference_format": quantized or DASH,
-            "is_tiny": source == "tiny", "quantized_reference": bool(quantized)}
+    return {
+        "model": name,
+        "model_text": text,
+        "reference_format": quantized or DASH,
+        "is_tiny": source == "tiny",
+        "quantized_reference": bool(quantized),
+    }
 
 
 def run_facts(params: dict) -> dict:
     from .bench import registry
 
     tasks = (params.get("bench") or {}).get("tasks") or {}
+
     def of_kind(kind: str) -> list[str]:
         return [t for t in tasks if registry.TASKS.get(t) and registry.TASKS[t].kind == kind]
 
@@ -392,19 +413,20 @@ def run_facts(params: dict) -> dict:
 
 # --- verdicts: one per claim, by the rules the Methods section states --------------------------------
 
+
 @dataclass(frozen=True)
 class Rules:
     """The thresholds of the decision rules; the Methods section prints them from _variables.yml."""
 
-    alpha: float = 0.05           # 1 - stats.ci
-    min_outside: int = 3          # quants the benchmark must tell from the reference for a ranking to exist
+    alpha: float = 0.05  # 1 - stats.ci
+    min_outside: int = 3  # quants the benchmark must tell from the reference for a ranking to exist
     paper_rho_full: float = 0.72  # the weaker of the paper's two full-cohort |rho| (Qwen)
     paper_rho_volume: float = 0.55  # the weaker of its two silent-zone |rho(KLD, volume)| (Devstral)
-    auroc_useful: float = 0.70    # conventional "acceptable discrimination"
-    min_prompts: int = 10         # failed and passed prompts a quant needs for its AUROC to count
+    auroc_useful: float = 0.70  # conventional "acceptable discrimination"
+    min_prompts: int = 10  # failed and passed prompts a quant needs for its AUROC to count
     min_failure_quants: int = 3
-    router_useful: float = 0.60   # a router right this often would be worth using
-    min_routed: int = 1           # routed prompts a pair needs to count (notebook 04's min_disagreements)
+    router_useful: float = 0.60  # a router right this often would be worth using
+    min_routed: int = 1  # routed prompts a pair needs to count (notebook 04's min_disagreements)
 
 
 @dataclass(frozen=True)
@@ -413,9 +435,13 @@ class Verdict:
     reason: str
 
     def as_dict(self) -> dict:
-        return {"verdict": self.verdict, "reason": self.reason[:1].upper() + self.reason[1:],
-                "holds": self.verdict == "holds", "fails": self.verdict == "does not hold",
-                "undecided": self.verdict == "undecided"}
+        return {
+            "verdict": self.verdict,
+            "reason": self.reason[:1].upper() + self.reason[1:],
+            "holds": self.verdict == "holds",
+            "fails": self.verdict == "does not hold",
+            "undecided": self.verdict == "undecided",
+        }
 
 
 def distinct_texts(larger: float, smaller: float, decimals: int = 2) -> tuple[str, str]:
@@ -473,9 +499,12 @@ def verdict_claim1(raw: dict, rules: Rules) -> Verdict:
     n_out = n - int(need(raw, "fidelity_vs_score", "n_silent"))
     why = _first_reason(
         (not _num(full.get("rho")), "the full-cohort ρ is undefined"),
-        (n_out < rules.min_outside, f"the benchmark tells {'none' if n_out == 0 else f'only {n_out}'} of the {n} quants "
-                                    f"from the reference (at least {rules.min_outside} needed), so there is no measured "
-                                    f"quality spread to rank"),
+        (
+            n_out < rules.min_outside,
+            f"the benchmark tells {'none' if n_out == 0 else f'only {n_out}'} of the {n} quants "
+            f"from the reference (at least {rules.min_outside} needed), so there is no measured "
+            f"quality spread to rank",
+        ),
         too_few_check(n, f"{n} quants", rules.paper_rho_full, rules.alpha),
         power_check(raw),
     )
@@ -498,10 +527,17 @@ def sweep_zones(sweep) -> list[dict]:
     if sweep is None or sweep.empty:
         return []
     rows = sweep[(sweep["criterion"] == "lowest_k") & sweep["rho"].notna()].sort_values("threshold")
-    return [{"k": int(r["threshold"]), "n": int(r["n"]), "rho": float(r["rho"]),
-             "p_perm": None if math.isnan(r["p_perm"]) else float(r["p_perm"]),
-             "ci_low": None if math.isnan(r["ci_low"]) else float(r["ci_low"]),
-             "ci_high": None if math.isnan(r["ci_high"]) else float(r["ci_high"])} for _, r in rows.iterrows()]
+    return [
+        {
+            "k": int(r["threshold"]),
+            "n": int(r["n"]),
+            "rho": float(r["rho"]),
+            "p_perm": None if math.isnan(r["p_perm"]) else float(r["p_perm"]),
+            "ci_low": None if math.isnan(r["ci_low"]) else float(r["ci_low"]),
+            "ci_high": None if math.isnan(r["ci_high"]) else float(r["ci_high"]),
+        }
+        for _, r in rows.iterrows()
+    ]
 
 
 def verdict_claim2(raw: dict, zones: list[dict], rules: Rules) -> Verdict:
@@ -509,13 +545,21 @@ def verdict_claim2(raw: dict, zones: list[dict], rules: Rules) -> Verdict:
     n_out = n - int(need(raw, "fidelity_vs_score", "n_silent"))
     largest = zones[-1] if zones else None
     why = _first_reason(
-        (len(zones) < 2, f"{count(len(zones), 'swept zone', words=True)} {'has' if len(zones) <= 1 else 'have'} "
-                         f"enough quants for a ρ (at least two are needed)"),
-        (n_out < rules.min_outside, f"the benchmark tells {'none' if n_out == 0 else f'only {n_out}'} of the {n} quants "
-                                    f"from the reference, so no zone can show a ranking"),
-        (largest is not None and critical_rho(largest["n"], rules.alpha) > rules.paper_rho_full,
-         f"the largest zone ({largest['n'] if largest else 0} quants) cannot reach significance at the paper's "
-         f"|ρ| = {rules.paper_rho_full:.2f}"),
+        (
+            len(zones) < 2,
+            f"{count(len(zones), 'swept zone', words=True)} {'has' if len(zones) <= 1 else 'have'} "
+            f"enough quants for a ρ (at least two are needed)",
+        ),
+        (
+            n_out < rules.min_outside,
+            f"the benchmark tells {'none' if n_out == 0 else f'only {n_out}'} of the {n} quants "
+            f"from the reference, so no zone can show a ranking",
+        ),
+        (
+            largest is not None and critical_rho(largest["n"], rules.alpha) > rules.paper_rho_full,
+            f"the largest zone ({largest['n'] if largest else 0} quants) cannot reach significance at the paper's "
+            f"|ρ| = {rules.paper_rho_full:.2f}",
+        ),
         power_check(raw),
     )
     if why:
@@ -523,7 +567,7 @@ def verdict_claim2(raw: dict, zones: list[dict], rules: Rules) -> Verdict:
     small = zones[0]
     sig_large = largest["rho"] < 0 and largest["p_perm"] is not None and largest["p_perm"] < rules.alpha
     sig_small = small["p_perm"] is not None and small["p_perm"] < rules.alpha
-    text = (f"k = {small['k']}: {estimate_text(small)}; k = {largest['k']}: {estimate_text(largest)}")
+    text = f"k = {small['k']}: {estimate_text(small)}; k = {largest['k']}: {estimate_text(largest)}"
     if sig_large and not sig_small:
         return Verdict("holds", text)
     return Verdict("does not hold", text)
@@ -538,9 +582,11 @@ def verdict_claim3(raw: dict, failure, rules: Rules) -> Verdict:
         enough = int(((rows["n_failed"] >= rules.min_prompts) & (rows["n_passed"] >= rules.min_prompts)).sum())
     why = _first_reason(
         (not available, "this cohort has no per-prompt KLD"),
-        (enough < rules.min_failure_quants,
-         f"{count(enough, 'quant', words=True)} {'has' if enough <= 1 else 'have'} at least {rules.min_prompts} failed "
-         f"and {rules.min_prompts} passed prompts (at least {rules.min_failure_quants} needed)"),
+        (
+            enough < rules.min_failure_quants,
+            f"{count(enough, 'quant', words=True)} {'has' if enough <= 1 else 'have'} at least {rules.min_prompts} failed "
+            f"and {rules.min_prompts} passed prompts (at least {rules.min_failure_quants} needed)",
+        ),
         (median is None, "no quant has an AUROC"),
     )
     if why:
@@ -568,13 +614,17 @@ def pooled_routing(routing, alpha: float, min_routed: int = 1) -> dict:
 def verdict_claim4(pooled: dict, rules: Rules, prompt_kld: bool = True) -> Verdict:
     why = _first_reason(
         (not prompt_kld, "this cohort has no per-prompt KLD"),
-        (pooled["n_routed"] == 0, f"no pair of quants has {rules.min_routed} or more prompts on which exactly one of "
-                                  f"them passes and their KLDs differ"),
+        (
+            pooled["n_routed"] == 0,
+            f"no pair of quants has {rules.min_routed} or more prompts on which exactly one of them passes and their KLDs differ",
+        ),
     )
     if why:
         return Verdict("undecided", why)
-    text = (f"pooled accuracy {fmt_pct(pooled['accuracy'])}{_ci(pooled['ci_low'], pooled['ci_high'], fmt_pct)} "
-            f"over {pooled['n_routed']} routed prompts")
+    text = (
+        f"pooled accuracy {fmt_pct(pooled['accuracy'])}{_ci(pooled['ci_low'], pooled['ci_high'], fmt_pct)} "
+        f"over {pooled['n_routed']} routed prompts"
+    )
     if pooled["ci_high"] < rules.router_useful:
         return Verdict("holds", text + f", below the {fmt_pct(rules.router_useful)} of a useful router")
     if pooled["ci_low"] >= rules.router_useful:
@@ -602,21 +652,23 @@ def verdict_claim5(raw: dict, rules: Rules) -> Verdict:
 def noise_switches(raw: dict) -> dict:
     """`has.*` switches of the noise-ceiling section (notebook 07): which of its sentences have numbers."""
     node = raw.get("noise_ceiling") or {}
-    reliability = ((node.get("reliability") or {}).get("full") or {})
-    attenuation = ((node.get("attenuation") or {}).get("full") or {})
-    simulation = ((node.get("simulation") or {}).get("silent") or {})
+    reliability = (node.get("reliability") or {}).get("full") or {}
+    attenuation = (node.get("attenuation") or {}).get("full") or {}
+    simulation = (node.get("simulation") or {}).get("silent") or {}
     worst = node.get("most_damaged") or {}
-    return {"noise_reliability": _num(reliability.get("reliability")),
-            "noise_tasks": _num(node.get("reliability_task_min")),
-            "noise_attenuation": _num(attenuation.get("rho_corrected")),
-            "noise_capped": bool(attenuation.get("capped")),
-            "noise_simulation": _num(simulation.get("rho_median")),
-            "noise_observed": _num(simulation.get("rho_observed")) and _num(simulation.get("share_below_observed")),
-            "noise_mdd": _num((node.get("mdd") or {}).get("mdd_median")),
-            "noise_worst": bool(worst.get("model")) and _num(worst.get("delta")),
-            "noise_worst_z": _num(worst.get("z")),
-            "noise_left_out": bool(node.get("tasks_left_out")),
-            "powered": bool((node.get("power") or {}).get("powered"))}
+    return {
+        "noise_reliability": _num(reliability.get("reliability")),
+        "noise_tasks": _num(node.get("reliability_task_min")),
+        "noise_attenuation": _num(attenuation.get("rho_corrected")),
+        "noise_capped": bool(attenuation.get("capped")),
+        "noise_simulation": _num(simulation.get("rho_median")),
+        "noise_observed": _num(simulation.get("rho_observed")) and _num(simulation.get("share_below_observed")),
+        "noise_mdd": _num((node.get("mdd") or {}).get("mdd_median")),
+        "noise_worst": bool(worst.get("model")) and _num(worst.get("delta")),
+        "noise_worst_z": _num(worst.get("z")),
+        "noise_left_out": bool(node.get("tasks_left_out")),
+        "powered": bool((node.get("power") or {}).get("powered")),
+    }
 
 
 def noise_text(raw: dict) -> dict:
@@ -625,12 +677,15 @@ def noise_text(raw: dict) -> dict:
     node = raw.get("noise_ceiling") or {}
     left_out = [task_name(t) for t in node.get("tasks_left_out") or []]
     low, high = node.get("sim_percentiles") or (None, None)
-    return {"left_out_text": join_words(left_out) or DASH, "n_left_out": len(left_out),
-            "sim_range": f"{low}–{high}%" if _num(low) and _num(high) else DASH}
+    return {
+        "left_out_text": join_words(left_out) or DASH,
+        "n_left_out": len(left_out),
+        "sim_range": f"{low}–{high}%" if _num(low) and _num(high) else DASH,
+    }
 
 
 def verdict_summary(verdicts: dict) -> str:
-    """"two hold, one does not and two are undecided for lack of power" (only the non-zero parts)."""
+    """ "two hold, one does not and two are undecided for lack of power" (only the non-zero parts)."""
     counts = {v: sum(1 for d in verdicts.values() if d["verdict"] == v) for v in ("holds", "does not hold", "undecided")}
 
     def word(n):
@@ -651,19 +706,58 @@ def verdict_summary(verdicts: dict) -> str:
 # --- tables ---------------------------------------------------------------------------------------
 
 HEADERS = {
-    "quant": "Quant", "model": "Quant", "bpw": "Bits/weight", "top1_disagree": "Top-1 disagreement",
-    "composite": "Composite", "zone": "Zone", "target": "Score", "variant": "Variant", "n": "n",
-    "p_perm": "p", "p_holm": "p~Holm~", "criterion": "Zone rule", "threshold": "Threshold", "task": "Task",
-    "n_failed": "Failed", "n_passed": "Passed", "gm_failed": "GM KLD, failed", "gm_passed": "GM KLD, passed",
-    "auroc": "AUROC", "n_disagree": "Disagreements", "n_ties": "Ties", "n_routed": "Routed",
-    "n_correct": "Correct", "p_binom": "p (binomial)", "n_items": "Items", "leapfrogs": "L",
-    "drops": "D", "volume": "L + D", "volume_rate": "Volume share", "direction": "f", "score_q": "Score",
-    "score_ref": "Reference", "delta": "Δ score", "cohort": "Cohort", "pair": "Pair",
+    "quant": "Quant",
+    "model": "Quant",
+    "bpw": "Bits/weight",
+    "top1_disagree": "Top-1 disagreement",
+    "composite": "Composite",
+    "zone": "Zone",
+    "target": "Score",
+    "variant": "Variant",
+    "n": "n",
+    "p_perm": "p",
+    "p_holm": "p~Holm~",
+    "criterion": "Zone rule",
+    "threshold": "Threshold",
+    "task": "Task",
+    "n_failed": "Failed",
+    "n_passed": "Passed",
+    "gm_failed": "GM KLD, failed",
+    "gm_passed": "GM KLD, passed",
+    "auroc": "AUROC",
+    "n_disagree": "Disagreements",
+    "n_ties": "Ties",
+    "n_routed": "Routed",
+    "n_correct": "Correct",
+    "p_binom": "p (binomial)",
+    "n_items": "Items",
+    "leapfrogs": "L",
+    "drops": "D",
+    "volume": "L + D",
+    "volume_rate": "Volume share",
+    "direction": "f",
+    "score_q": "Score",
+    "score_ref": "Reference",
+    "delta": "Δ score",
+    "cohort": "Cohort",
+    "pair": "Pair",
 }
 ZONES = {"full": "full cohort", "silent": "silent zone"}
 COHORT_SOURCES = {"apex-quant": "APEX quant", "unsloth-dynamic2": "Unsloth Dynamic 2.0"}
-INT_COLUMNS = {"n", "n_failed", "n_passed", "n_disagree", "n_ties", "n_routed", "n_correct", "n_items",
-               "leapfrogs", "drops", "volume", "n_degenerate"}
+INT_COLUMNS = {
+    "n",
+    "n_failed",
+    "n_passed",
+    "n_disagree",
+    "n_ties",
+    "n_routed",
+    "n_correct",
+    "n_items",
+    "leapfrogs",
+    "drops",
+    "volume",
+    "n_degenerate",
+}
 
 
 def cohort_label(name: str) -> str:
@@ -709,7 +803,7 @@ class TableContext:
         if value == "composite":
             return "composite"
         if value.startswith("score_"):
-            return task_name(value[len("score_"):])
+            return task_name(value[len("score_") :])
         if ":" in value:
             what, task = value.split(":", 1)
             what = {"volume": "flip volume", "direction": "direction f"}.get(what, what)
@@ -752,14 +846,15 @@ def cell(value, column: str) -> str:
 
 
 def estimate_cell(row, column: str, notes: Notes, fmt=None) -> str:
-    """"−0.72 [−0.86, −0.51]" from a value and its ci_low/ci_high; a refusal as "—†"."""
+    """ "−0.72 [−0.86, −0.51]" from a value and its ci_low/ci_high; a refusal as "—†"."""
     value = row.get(column)
     if _isnan(value):
         reason = row.get("refused")
         return DASH + (notes.mark(str(reason)) if isinstance(reason, str) and reason else "")
     fmt = fmt or (lambda v: cell(v, column))
-    return fmt(value) + _ci(None if _isnan(row.get("ci_low")) else row.get("ci_low"),
-                            None if _isnan(row.get("ci_high")) else row.get("ci_high"), fmt)
+    return fmt(value) + _ci(
+        None if _isnan(row.get("ci_low")) else row.get("ci_low"), None if _isnan(row.get("ci_high")) else row.get("ci_high"), fmt
+    )
 
 
 def markdown_table(headers: list[str], rows: list[list[str]], align: str | None = None, group: int = 0) -> str:
@@ -794,8 +889,10 @@ def markdown_table(headers: list[str], rows: list[list[str]], align: str | None 
 def _require(df, columns: list[str], path: Path) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise SilentzoneError(f"{path}: no column {', '.join(missing)}; the notebook must write it "
-                              f"(or src/silentzone/paper.py must stop reading it)")
+        raise SilentzoneError(
+            f"{path}: no column {', '.join(missing)}; the notebook must write it "
+            f"(or src/silentzone/paper.py must stop reading it)"
+        )
 
 
 def table_variants_main(df, ctx: TableContext, path: Path) -> str:
@@ -856,31 +953,53 @@ def table_sweep(df, ctx: TableContext, path: Path) -> str:
     _require(df, ["criterion", "threshold", "n", "rho", "ci_low", "ci_high", "p_perm", "refused"], path)
     notes = Notes(ctx.humanize)
     names = {"margin": "margin", "lowest_k": "k lowest KLD"}
-    rows = [[names.get(r["criterion"], r["criterion"]), cell(r["threshold"], "threshold"), cell(r["n"], "n"),
-             estimate_cell(r.to_dict(), "rho", notes), cell(r["p_perm"], "p_perm")] for _, r in df.iterrows()]
+    rows = [
+        [
+            names.get(r["criterion"], r["criterion"]),
+            cell(r["threshold"], "threshold"),
+            cell(r["n"], "n"),
+            estimate_cell(r.to_dict(), "rho", notes),
+            cell(r["p_perm"], "p_perm"),
+        ]
+        for _, r in df.iterrows()
+    ]
     return markdown_table(["Zone rule", "Threshold", "n", f"ρ [{ctx.ci_label}]", "p"], rows, "lrrrr", group=1), notes.markdown()
 
 
 def table_failure(df, ctx: TableContext, path: Path) -> str:
     _require(df, ["model", "task", "n_failed", "n_passed", "gm_ratio", "ci_low", "ci_high", "auroc", "refused"], path)
     notes = Notes(ctx.humanize)
-    rows = [[str(r["model"]), cell(r["n_failed"], "n_failed"), cell(r["n_passed"], "n_passed"),
-             estimate_cell(r.to_dict(), "gm_ratio", notes), cell(r["auroc"], "auroc")]
-            for _, r in df[df["task"] == "all"].iterrows()]
+    rows = [
+        [
+            str(r["model"]),
+            cell(r["n_failed"], "n_failed"),
+            cell(r["n_passed"], "n_passed"),
+            estimate_cell(r.to_dict(), "gm_ratio", notes),
+            cell(r["auroc"], "auroc"),
+        ]
+        for _, r in df[df["task"] == "all"].iterrows()
+    ]
     return markdown_table(["Quant", "Failed", "Passed", f"GM ratio [{ctx.ci_label}]", "AUROC"], rows), notes.markdown()
 
 
 def table_routing(df, ctx: TableContext, path: Path) -> str:
     _require(df, ["model_a", "model_b", "task", "n_disagree", "n_routed", "accuracy", "ci_low", "ci_high", "p_binom"], path)
     sel = df[(df["task"] == "all") & (df["n_routed"] >= max(1, ctx.min_routed))].sort_values(["accuracy", "model_a", "model_b"])
-    rows = [[f"{r['model_a']} vs. {r['model_b']}", cell(r["n_disagree"], "n_disagree"), cell(r["n_routed"], "n_routed"),
-             estimate_cell(r.to_dict(), "accuracy", Notes(ctx.humanize)), cell(r["p_binom"], "p_binom")]
-            for _, r in sel.iterrows()]
+    rows = [
+        [
+            f"{r['model_a']} vs. {r['model_b']}",
+            cell(r["n_disagree"], "n_disagree"),
+            cell(r["n_routed"], "n_routed"),
+            estimate_cell(r.to_dict(), "accuracy", Notes(ctx.humanize)),
+            cell(r["p_binom"], "p_binom"),
+        ]
+        for _, r in sel.iterrows()
+    ]
     return markdown_table(["Pair", "Disagreements", "Routed", f"Accuracy [{ctx.ci_label}]", "p (binomial)"], rows), ""
 
 
 def _range_text(values, fmt) -> str:
-    """"0.61 (0.52–0.70)": the median and the range of a column over quants, "—" when empty."""
+    """ "0.61 (0.52–0.70)": the median and the range of a column over quants, "—" when empty."""
     values = [v for v in values if not _isnan(v)]
     if not values:
         return DASH
@@ -895,9 +1014,16 @@ def table_failure_by_task(df, ctx: TableContext, path: Path) -> str:
     rows = []
     for task, g in df[df["task"] != "all"].groupby("task", sort=True):
         scored = g[g["auroc"].notna()]
-        rows.append([task_name(str(task)), str(len(scored)), str(int(g["n_failed"].sum())), str(int(g["n_passed"].sum())),
-                     _range_text(scored["gm_ratio"].tolist(), lambda v: f"{v:.2f}"),
-                     _range_text(scored["auroc"].tolist(), lambda v: f"{v:.2f}")])
+        rows.append(
+            [
+                task_name(str(task)),
+                str(len(scored)),
+                str(int(g["n_failed"].sum())),
+                str(int(g["n_passed"].sum())),
+                _range_text(scored["gm_ratio"].tolist(), lambda v: f"{v:.2f}"),
+                _range_text(scored["auroc"].tolist(), lambda v: f"{v:.2f}"),
+            ]
+        )
     return markdown_table(["Task", "Quants", "Failed", "Passed", "GM ratio, median (range)", "AUROC, median (range)"], rows), ""
 
 
@@ -908,8 +1034,14 @@ def table_routing_by_task(df, ctx: TableContext, path: Path) -> str:
     rows = []
     for task, g in df[df["task"] != "all"].groupby("task", sort=True):
         pooled = pooled_routing(g.assign(task="all"), ctx.alpha, ctx.min_routed)
-        text = DASH if pooled["accuracy"] is None else fmt_pct(pooled["accuracy"]) + _ci(pooled["ci_low"], pooled["ci_high"], fmt_pct)
-        rows.append([task_name(str(task)), str(int((g["n_routed"] >= max(1, ctx.min_routed)).sum())), str(pooled["n_routed"]), text])
+        text = (
+            DASH
+            if pooled["accuracy"] is None
+            else fmt_pct(pooled["accuracy"]) + _ci(pooled["ci_low"], pooled["ci_high"], fmt_pct)
+        )
+        rows.append(
+            [task_name(str(task)), str(int((g["n_routed"] >= max(1, ctx.min_routed)).sum())), str(pooled["n_routed"]), text]
+        )
     return markdown_table(["Task", "Pairs", "Routed prompts", f"Pooled accuracy [{ctx.ci_label}]"], rows), ""
 
 
@@ -939,17 +1071,36 @@ def table_published_main(df, ctx: TableContext, path: Path) -> str:
             line += [cell(row["n"], "n"), estimate_cell(row, "rho", notes), cell(row["p_perm"], "p_perm")]
         rows.append(line)
     # the metric shares the cohort's column: eight columns do not fit the HTML text column
-    headers = ["Cohort: fidelity metric", "n", f"Full cohort: ρ [{ctx.ci_label}]", "p", "n", f"Silent zone: ρ [{ctx.ci_label}]", "p"]
+    headers = [
+        "Cohort: fidelity metric",
+        "n",
+        f"Full cohort: ρ [{ctx.ci_label}]",
+        "p",
+        "n",
+        f"Silent zone: ρ [{ctx.ci_label}]",
+        "p",
+    ]
     return markdown_table(headers, rows, "lrrrrrr"), notes.markdown()
 
 
 def table_published_full(df, ctx: TableContext, path: Path) -> str:
     _require(df, ["cohort", "zone", "variant", "n", "rho", "ci_low", "ci_high", "p_perm", "p_holm", "refused"], path)
     notes = Notes(ctx.humanize)
-    rows = [[cohort_label(r["cohort"]), ZONES.get(r["zone"], r["zone"]), str(r["variant"]),
-             cell(r["n"], "n"), estimate_cell(r.to_dict(), "rho", notes), cell(r["p_perm"], "p_perm"),
-             cell(r["p_holm"], "p_holm")] for _, r in df.iterrows()]
-    return markdown_table(["Cohort", "Zone", "Fidelity", "n", f"ρ [{ctx.ci_label}]", "p", "p~Holm~"], rows, "lllrrrr", group=2), notes.markdown()
+    rows = [
+        [
+            cohort_label(r["cohort"]),
+            ZONES.get(r["zone"], r["zone"]),
+            str(r["variant"]),
+            cell(r["n"], "n"),
+            estimate_cell(r.to_dict(), "rho", notes),
+            cell(r["p_perm"], "p_perm"),
+            cell(r["p_holm"], "p_holm"),
+        ]
+        for _, r in df.iterrows()
+    ]
+    return markdown_table(
+        ["Cohort", "Zone", "Fidelity", "n", f"ρ [{ctx.ci_label}]", "p", "p~Holm~"], rows, "lllrrrr", group=2
+    ), notes.markdown()
 
 
 def table_noise_reliability(df, ctx: TableContext, path: Path) -> str:
@@ -964,10 +1115,24 @@ def table_noise_reliability(df, ctx: TableContext, path: Path) -> str:
             shown = DASH + (notes.mark(str(row["refused"])) if isinstance(row["refused"], str) and row["refused"] else "")
         else:
             shown = fmt_sig(value, 2) + _ci(row["low"], row["high"], lambda v: fmt_sig(v, 2))
-        rows.append([ZONES.get(row["zone"], row["zone"]), ctx.target(row["score"]), cell(row["n_quants"], "n"),
-                     cell(row["n_items"], "n_items"), shown,
-                     DASH if _isnan(row["reliability_pearson"]) else fmt_sig(row["reliability_pearson"], 2)])
-    headers = ["Zone", "Score", "Quants", "Items", f"Reliability, Spearman [{ctx.ci_label.replace('CI', 'of splits')}]", "Pearson"]
+        rows.append(
+            [
+                ZONES.get(row["zone"], row["zone"]),
+                ctx.target(row["score"]),
+                cell(row["n_quants"], "n"),
+                cell(row["n_items"], "n_items"),
+                shown,
+                DASH if _isnan(row["reliability_pearson"]) else fmt_sig(row["reliability_pearson"], 2),
+            ]
+        )
+    headers = [
+        "Zone",
+        "Score",
+        "Quants",
+        "Items",
+        f"Reliability, Spearman [{ctx.ci_label.replace('CI', 'of splits')}]",
+        "Pearson",
+    ]
     return markdown_table(headers, rows, "llrrrr", group=1), notes.markdown()
 
 
@@ -975,15 +1140,23 @@ def table_detectable_difference(df, ctx: TableContext, path: Path) -> str:
     """Per quant, most damaged first: Δ, paired SE, z, the bootstrap half-width and the MDD, in
     percentage points of the composite (notebook 07)."""
     _require(df, ["model", "primary", "delta", "se", "z", "half_width", "mdd", "in_zone"], path)
-    rows = [[str(r["model"]), cell(r["primary"], "primary"),
-             *(DASH if _isnan(r[c]) else fmt_points(r[c]) for c in ("delta", "se")),
-             DASH if _isnan(r["z"]) else _minus(f"{r['z']:+.2f}"),
-             *(DASH if _isnan(r[c]) else fmt_points(r[c]) for c in ("half_width", "mdd")),
-             "yes" if str(r["in_zone"]) == "True" else "no"] for _, r in df.iterrows()]
+    rows = [
+        [
+            str(r["model"]),
+            cell(r["primary"], "primary"),
+            *(DASH if _isnan(r[c]) else fmt_points(r[c]) for c in ("delta", "se")),
+            DASH if _isnan(r["z"]) else _minus(f"{r['z']:+.2f}"),
+            *(DASH if _isnan(r[c]) else fmt_points(r[c]) for c in ("half_width", "mdd")),
+            "yes" if str(r["in_zone"]) == "True" else "no",
+        ]
+        for _, r in df.iterrows()
+    ]
     # short headers: eight columns must fit the text column (the browser test measures it); units in the note
     headers = ["Quant", _capital(ctx.variants.get(ctx.primary, ctx.primary)), "Δ", "SE", "z", "Half-width", "MDD", "Silent"]
-    note = ("Δ: composite of the quant minus the reference's; SE: its paired standard error; z = Δ/SE; half-width of the "
-            "paired-bootstrap interval; MDD: minimal detectable difference. Δ, SE, half-width and MDD in percentage points.")
+    note = (
+        "Δ: composite of the quant minus the reference's; SE: its paired standard error; z = Δ/SE; half-width of the "
+        "paired-bootstrap interval; MDD: minimal detectable difference. Δ, SE, half-width and MDD in percentage points."
+    )
     return markdown_table(headers, rows, "lrrrrrrl"), note
 
 
@@ -991,19 +1164,26 @@ def table_detectable_difference(df, ctx: TableContext, path: Path) -> str:
 TABLES = {
     ("01-fidelity-vs-score", "variants_full_vs_silent"): [
         ("main", "variants", table_variants_main),
-        ("appendix", "variants", lambda df, ctx, p: table_correlations_long(df, ctx, p, "variant"))],
+        ("appendix", "variants", lambda df, ctx, p: table_correlations_long(df, ctx, p, "variant")),
+    ],
     ("01-fidelity-vs-score", "primary_by_task"): [
-        ("appendix", "primary_by_task", lambda df, ctx, p: table_correlations_long(df, ctx, p, "target"))],
+        ("appendix", "primary_by_task", lambda df, ctx, p: table_correlations_long(df, ctx, p, "target"))
+    ],
     ("01-fidelity-vs-score", "cohort_summary"): [("appendix", "cohort", table_cohort)],
     ("02-silent-zone-sweep", "zone_sweep"): [("appendix", "zone_sweep", table_sweep)],
-    ("03-failure-prediction", "failure_prediction"): [("main", "failure_by_task", table_failure_by_task),
-                                                      ("appendix", "failure_prediction", table_failure)],
+    ("03-failure-prediction", "failure_prediction"): [
+        ("main", "failure_by_task", table_failure_by_task),
+        ("appendix", "failure_prediction", table_failure),
+    ],
     ("04-routing", "routing"): [("main", "routing_by_task", table_routing_by_task), ("appendix", "routing", table_routing)],
     ("05-volume-direction", "flips"): [("appendix", "flips", table_flips)],
     ("05-volume-direction", "flip_correlations"): [
-        ("appendix", "flip_correlations", lambda df, ctx, p: table_correlations_long(df, ctx, p, "target"))],
+        ("appendix", "flip_correlations", lambda df, ctx, p: table_correlations_long(df, ctx, p, "target"))
+    ],
     ("06-published-cohorts", "published_correlations"): [
-        ("main", "published", table_published_main), ("appendix", "published", table_published_full)],
+        ("main", "published", table_published_main),
+        ("appendix", "published", table_published_full),
+    ],
     ("07-noise-ceiling", "reliability"): [("appendix", "noise_reliability", table_noise_reliability)],
     ("07-noise-ceiling", "detectable_difference"): [("appendix", "detectable_difference", table_detectable_difference)],
 }
@@ -1048,18 +1228,34 @@ SIDE_BY_SIDE_ROWS = [
     ("Model", (SLASH, ("paper.qwen.model", "paper.devstral.model")), ("{}", ("run.model",))),
     ("Quants, full cohort", (SLASH, ("paper.qwen.n_quants", "paper.devstral.n_quants")), ("{}", ("fidelity_vs_score.n_quants",))),
     ("Benchmark items per model (tasks)", None, ("{} ({})", ("run.n_items", "run.n_tasks"))),
-    ("ρ(mean KLD, score), full cohort", (SLASH, ("paper.qwen.rho_full", "paper.devstral.rho_full")),
-     ("{}", ("fidelity_vs_score.primary.full.rho",))),
-    ("ρ(mean KLD, score), silent zone", (SLASH, ("paper.qwen.rho_silent", "paper.devstral.rho_silent")),
-     ("{}", ("fidelity_vs_score.primary.silent.rho",))),
+    (
+        "ρ(mean KLD, score), full cohort",
+        (SLASH, ("paper.qwen.rho_full", "paper.devstral.rho_full")),
+        ("{}", ("fidelity_vs_score.primary.full.rho",)),
+    ),
+    (
+        "ρ(mean KLD, score), silent zone",
+        (SLASH, ("paper.qwen.rho_silent", "paper.devstral.rho_silent")),
+        ("{}", ("fidelity_vs_score.primary.silent.rho",)),
+    ),
     ("Quants in the silent zone", None, ("{}", ("fidelity_vs_score.n_silent",))),
     ("Measurement variants", ("{}", ("paper.n_variants",)), ("{}", ("fidelity_vs_score.n_variants",))),
-    ("ρ(top-1 agreement, score), full / silent", (SLASH, ("paper.top1_rho_full", "paper.top1_rho_silent")),
-     (SLASH, ("fidelity_vs_score.top1_agreement.full.rho", "fidelity_vs_score.top1_agreement.silent.rho"))),
-    ("Per-prompt GM ratio, failed / passed", (RANGE, ("paper.gm_ratio_low", "paper.gm_ratio_high")), ("{}", ("derived.gm_ratio_range",))),
+    (
+        "ρ(top-1 agreement, score), full / silent",
+        (SLASH, ("paper.top1_rho_full", "paper.top1_rho_silent")),
+        (SLASH, ("fidelity_vs_score.top1_agreement.full.rho", "fidelity_vs_score.top1_agreement.silent.rho")),
+    ),
+    (
+        "Per-prompt GM ratio, failed / passed",
+        (RANGE, ("paper.gm_ratio_low", "paper.gm_ratio_high")),
+        ("{}", ("derived.gm_ratio_range",)),
+    ),
     ("KLD-router accuracy", (RANGE, ("paper.routing_low", "paper.routing_high")), ("{}", ("derived.routing_range",))),
-    ("ρ(mean KLD, flip volume), silent zone", (SLASH, ("paper.qwen.rho_volume_silent", "paper.devstral.rho_volume_silent")),
-     ("{}", ("volume_direction.volume.silent.rho",))),
+    (
+        "ρ(mean KLD, flip volume), silent zone",
+        (SLASH, ("paper.qwen.rho_volume_silent", "paper.devstral.rho_volume_silent")),
+        ("{}", ("volume_direction.volume.silent.rho",)),
+    ),
     ("Most damaged quant, paired z", None, ("{}", ("noise_ceiling.most_damaged.z",))),
     ("Split-half reliability of the composite", None, ("{}", ("noise_ceiling.reliability.full.reliability",))),
 ] + [(f"Claim {i} verdict", None, ("{}", (f"verdicts.claim{i}.verdict",))) for i in range(1, 6)]
@@ -1073,8 +1269,10 @@ def load_families(profile: str, published: Path = PUBLISHED_DIR) -> dict[str, di
         if name != profile:
             variables = yaml.safe_load(path.read_text(encoding="utf-8"))
             if not isinstance(variables, dict) or "run" not in variables:
-                raise SilentzoneError(f"{path}: not a run's paper variables (no `run` section); republish it with "
-                                      "`python scripts/publish_run.py RUN_DIR`")
+                raise SilentzoneError(
+                    f"{path}: not a run's paper variables (no `run` section); republish it with "
+                    "`python scripts/publish_run.py RUN_DIR`"
+                )
             families[name] = variables
     return families
 
@@ -1092,14 +1290,18 @@ def side_by_side_cell(variables: dict, spec) -> str:
 def table_side_by_side(variables: dict, families: dict[str, dict]) -> str:
     """The paper's models, this run and each committed run of another profile, one column each."""
     runs = [variables, *families.values()]
-    headers = (["Quantity", "Paper: Qwen / Devstral", f"This run: {variables['run'].get('profile')}"]
-               + [f"Committed run: {name}" for name in families])
-    rows = [[label, side_by_side_cell(variables, paper_cell)] + [side_by_side_cell(run, run_cell) for run in runs]
-            for label, paper_cell, run_cell in SIDE_BY_SIDE_ROWS]
+    headers = ["Quantity", "Paper: Qwen / Devstral", f"This run: {variables['run'].get('profile')}"] + [
+        f"Committed run: {name}" for name in families
+    ]
+    rows = [
+        [label, side_by_side_cell(variables, paper_cell)] + [side_by_side_cell(run, run_cell) for run in runs]
+        for label, paper_cell, run_cell in SIDE_BY_SIDE_ROWS
+    ]
     return markdown_table(headers, rows, align="l" * len(headers))
 
 
 # --- inputs and render ----------------------------------------------------------------------------
+
 
 def rules_from(params: dict) -> Rules:
     """alpha from stats.ci; the prompt and pair minimums are the notebooks' own, so the verdicts
@@ -1136,9 +1338,13 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         # ranges for the side-by-side table: one dash, not "— to —", when a range does not exist
         "gm_ratio_range": value_range(raw, "failure_prediction", "gm_ratio_min", "gm_ratio_max"),
         "routing_range": value_range(raw, "routing", "accuracy_min", "accuracy_max"),
-        "routing_pooled": {"n_routed": pooled["n_routed"], "n_correct": pooled["n_correct"],
-                           "text": DASH if pooled["accuracy"] is None else
-                           fmt_pct(pooled["accuracy"]) + _ci(pooled["ci_low"], pooled["ci_high"], fmt_pct)},
+        "routing_pooled": {
+            "n_routed": pooled["n_routed"],
+            "n_correct": pooled["n_correct"],
+            "text": DASH
+            if pooled["accuracy"] is None
+            else fmt_pct(pooled["accuracy"]) + _ci(pooled["ci_low"], pooled["ci_high"], fmt_pct),
+        },
         "noise": noise_text(raw),
     }
     verdicts = {
@@ -1149,13 +1355,19 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "claim5": verdict_claim5(raw, rules).as_dict(),
     }
     variables["verdicts"] = {**verdicts, "summary": verdict_summary(verdicts)}
-    variables["rules"] = {"alpha": f"{rules.alpha:g}", "min_outside": rules.min_outside,
-                          "paper_rho_full": f"{rules.paper_rho_full:.2f}", "paper_rho_volume": f"{rules.paper_rho_volume:.2f}",
-                          "auroc_useful": f"{rules.auroc_useful:.2f}", "min_prompts": rules.min_prompts,
-                          "min_failure_quants": rules.min_failure_quants, "router_useful": fmt_pct(rules.router_useful),
-                          "min_routed": rules.min_routed}
+    variables["rules"] = {
+        "alpha": f"{rules.alpha:g}",
+        "min_outside": rules.min_outside,
+        "paper_rho_full": f"{rules.paper_rho_full:.2f}",
+        "paper_rho_volume": f"{rules.paper_rho_volume:.2f}",
+        "auroc_useful": f"{rules.auroc_useful:.2f}",
+        "min_prompts": rules.min_prompts,
+        "min_failure_quants": rules.min_failure_quants,
+        "router_useful": fmt_pct(rules.router_useful),
+        "min_routed": rules.min_routed,
+    }
     # `when-meta` switches: sentences that only make sense when their numbers exist.
-    full_top1 = (raw.get("fidelity_vs_score", {}).get("top1_agreement") or {})
+    full_top1 = raw.get("fidelity_vs_score", {}).get("top1_agreement") or {}
     variables["has"] = {
         "top1": all(_num((full_top1.get(z) or {}).get("rho")) for z in ("full", "silent")),
         "sweep": len(zones) >= 2,
@@ -1192,8 +1404,13 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
     notebooks.mkdir(parents=True)
     for path in sorted((results / "notebooks").glob("*.ipynb")):
         shutil.copy2(path, notebooks / path.name)
-    ctx = TableContext(variants=variant_names(params), ci_label=f"{facts['ci_pct']} CI", min_routed=rules.min_routed,
-                       primary=params["stats"]["primary_variant"], alpha=rules.alpha)
+    ctx = TableContext(
+        variants=variant_names(params),
+        ci_label=f"{facts['ci_pct']} CI",
+        min_routed=rules.min_routed,
+        primary=params["stats"]["primary_variant"],
+        alpha=rules.alpha,
+    )
     n_tables = write_tables(results, paper_dir, ctx)
     families = load_families(str(facts["profile"]))
     io.write_text(paper_dir / "tables" / f"{SIDE_BY_SIDE_TABLE}.md", table_side_by_side(variables, families))
@@ -1234,7 +1451,7 @@ def visible_variables(qmd_text: str, variables: dict, html: bool = True) -> list
     """(key, printed value) of every `{{< var >}}` in a block the rendered output shows."""
     stack, found = [], []
     for line in qmd_text.splitlines():
-        if (m := _FENCE_OPEN.match(line)):
+        if m := _FENCE_OPEN.match(line):
             stack.append(_block_visible(m.group(2), variables, html))
             continue
         if _FENCE_CLOSE.match(line) and stack:
@@ -1261,8 +1478,13 @@ def numbers_missing_from_html(qmd_text: str, variables: dict, html: str) -> list
     """The `{{< var >}}` values a rendered paper should show and does not: [] when the HTML prints
     exactly the numbers of `variables` (a committed paper checked against its committed numbers)."""
     text = re.sub(r"\s+", " ", html_text(html))
-    return sorted({f"{key} = {value!r}" for key, value in visible_variables(qmd_text, variables)
-                   if not all(piece in text for piece in printed_pieces(value))})
+    return sorted(
+        {
+            f"{key} = {value!r}"
+            for key, value in visible_variables(qmd_text, variables)
+            if not all(piece in text for piece in printed_pieces(value))
+        }
+    )
 
 
 _CITATION = re.compile(r"\s*\[@[^\]]*\]\s*|\s*(?<![\w.])@[\w:-]+\s*")
@@ -1291,8 +1513,11 @@ def _error_start(line: str) -> str | None:
 
 
 def _is_stack(text: str) -> bool:
-    return (text.startswith(("at ", "[C]:", "(...tail calls...)")) or "│" in text
-            or bool(re.search(r"\.(?:lua|ts|js):\d+:? in ", text)))
+    return (
+        text.startswith(("at ", "[C]:", "(...tail calls...)"))
+        or "│" in text
+        or bool(re.search(r"\.(?:lua|ts|js):\d+:? in ", text))
+    )
 
 
 def quarto_error(output: str) -> str:
@@ -1317,7 +1542,7 @@ def quarto_error(output: str) -> str:
         messages.append(" ".join(p for p in parts if p))
         i = j
     if not messages:
-        rest = [l.strip() for l in lines if l.strip() and not _is_stack(l.strip()) and l.strip() not in _STOP]
+        rest = [s for s in (line.strip() for line in lines) if s and not _is_stack(s) and s not in _STOP]
         messages = rest[-1:] or ["(no output)"]
     text = "; ".join(dict.fromkeys(messages))
     text = re.sub(r"\S*/resources/filters/\S*?([\w.-]+\.lua)", r"\1", text)
@@ -1349,11 +1574,15 @@ def render(paper_dir: Path = PAPER_DIR) -> None:
     paper_dir = Path(paper_dir)
     quarto = shutil.which("quarto")
     if quarto is None:
-        raise SilentzoneError(f"quarto: not installed, so {paper_dir}/ was not rendered (all other stages completed); {QUARTO_HELP}")
+        raise SilentzoneError(
+            f"quarto: not installed, so {paper_dir}/ was not rendered (all other stages completed); {QUARTO_HELP}"
+        )
     version = quarto_version(quarto)
     if version < QUARTO_MIN:
-        raise SilentzoneError(f"quarto {'.'.join(map(str, version))} is too old for {paper_dir}/ (manuscript projects and "
-                              f"Typst PDF need >= {'.'.join(map(str, QUARTO_MIN))}); {QUARTO_HELP}")
+        raise SilentzoneError(
+            f"quarto {'.'.join(map(str, version))} is too old for {paper_dir}/ (manuscript projects and "
+            f"Typst PDF need >= {'.'.join(map(str, QUARTO_MIN))}); {QUARTO_HELP}"
+        )
     start = time.perf_counter()
     out = paper_dir / "_output"
     try:
@@ -1364,6 +1593,8 @@ def render(paper_dir: Path = PAPER_DIR) -> None:
         raise SilentzoneError(f"quarto render {paper_dir} failed: {quarto_error(proc.stderr + proc.stdout)}")
     made = [p.name for p in (out / "index.html", out / "index.pdf") if p.exists()]
     if len(made) < 2:
-        raise SilentzoneError(f"quarto render {paper_dir}: no {'index.html' if 'index.html' not in made else 'index.pdf'} "
-                              f"in {out}; check the formats in {paper_dir}/_quarto.yml (html and typst)")
+        raise SilentzoneError(
+            f"quarto render {paper_dir}: no {'index.html' if 'index.html' not in made else 'index.pdf'} "
+            f"in {out}; check the formats in {paper_dir}/_quarto.yml (html and typst)"
+        )
     print(f"{out}: {', '.join(made)} ({time.perf_counter() - start:.1f} s)")

@@ -5,7 +5,6 @@ figure with nothing to draw is still written, saying why, so the manuscript's re
 from __future__ import annotations
 
 import textwrap
-
 from pathlib import Path
 
 import matplotlib
@@ -45,16 +44,32 @@ def empty(data: pd.DataFrame, figures_dir, name: str, note: str, x_label: str = 
     return save(fig, data, figures_dir, name)
 
 
-def fidelity_vs_score(cohort: pd.DataFrame, x: str, silent_members: list[str], figures_dir, name="kld_vs_composite",
-                      x_label="mean KLD to the reference (nats/token, log scale)", y=COMPOSITE):
+def fidelity_vs_score(
+    cohort: pd.DataFrame,
+    x: str,
+    silent_members: list[str],
+    figures_dir,
+    name="kld_vs_composite",
+    x_label="mean KLD to the reference (nats/token, log scale)",
+    y=COMPOSITE,
+):
     data = cohort[[MODEL, x, y, "bpw"]].copy()
     data["zone"] = [REFERENCE if q == REFERENCE else ("silent" if q in set(silent_members) else "outside") for q in data[MODEL]]
     plot = data[data[MODEL] != REFERENCE]
     if plot.empty:
         return empty(data, figures_dir, name, "no quants in the cohort: nothing to plot", x_label)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    sns.scatterplot(data=plot, x=x, y=y, hue="zone", style="zone", hue_order=["silent", "outside"],
-                    style_order=["silent", "outside"], s=60, ax=ax)
+    sns.scatterplot(
+        data=plot,
+        x=x,
+        y=y,
+        hue="zone",
+        style="zone",
+        hue_order=["silent", "outside"],
+        style_order=["silent", "outside"],
+        s=60,
+        ax=ax,
+    )
     ref = data[data[MODEL] == REFERENCE]
     if len(ref):
         ax.axhline(float(ref[y].iloc[0]), color="black", lw=1, ls="--", label="reference score")
@@ -69,7 +84,9 @@ def fidelity_vs_score(cohort: pd.DataFrame, x: str, silent_members: list[str], f
 def zone_sweep(sweep: pd.DataFrame, figures_dir, x: str, name: str, x_label: str, paper_value: float | None = None):
     """ρ (with CI band) as the silent zone grows; `sweep` has columns x, n, rho, ci_low, ci_high."""
     if sweep.empty:
-        return empty(sweep, figures_dir, name, "every zone's correlation was refused (see the table's `refused`): nothing to plot", x_label)
+        return empty(
+            sweep, figures_dir, name, "every zone's correlation was refused (see the table's `refused`): nothing to plot", x_label
+        )
     # Refused rows made these columns object dtype (None); matplotlib needs floats.
     values = sweep[[x, "rho", "ci_low", "ci_high"]].astype(float)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -96,24 +113,42 @@ def prompt_kld_by_outcome(items: pd.DataFrame, figures_dir, name="prompt_kld_fai
     if note or plot.empty:
         return empty(data, figures_dir, name, note or "no quant prompt with a KLD above 0: nothing to plot", x_label)
     fig, ax = plt.subplots(figsize=(7.0, max(3.0, 0.28 * data[MODEL].nunique() + 1.5)))
-    sns.boxplot(data=plot, y=MODEL, x="prompt_kld", hue="outcome", hue_order=["passed", "failed"],
-                log_scale=True, fliersize=1, ax=ax)
+    sns.boxplot(
+        data=plot, y=MODEL, x="prompt_kld", hue="outcome", hue_order=["passed", "failed"], log_scale=True, fliersize=1, ax=ax
+    )
     ax.set_xlabel(x_label)
     ax.set_ylabel("quant")
     return save(fig, data, figures_dir, name)
 
 
-def ratio_intervals(table: pd.DataFrame, figures_dir, name: str, value: str, low: str, high: str, label: str,
-                    chance: float | None = None, paper_range: tuple[float, float] | None = None, by: str = MODEL,
-                    note: str = "no rows to show (every row refused; see the table)"):
+def ratio_intervals(
+    table: pd.DataFrame,
+    figures_dir,
+    name: str,
+    value: str,
+    low: str,
+    high: str,
+    label: str,
+    chance: float | None = None,
+    paper_range: tuple[float, float] | None = None,
+    by: str = MODEL,
+    note: str = "no rows to show (every row refused; see the table)",
+):
     """A dot with its CI per row (GM ratios per model, routing accuracy per pair); `note` says why
     when there is no row."""
     data = table.sort_values(value).reset_index(drop=True)
     if data.empty:
         return empty(data, figures_dir, name, note, label)
     fig, ax = plt.subplots(figsize=(6.4, max(2.5, 0.3 * len(data) + 1.2)))
-    ax.errorbar(data[value], range(len(data)), xerr=[data[value] - data[low], data[high] - data[value]],
-                fmt="o", color="C0", ecolor="C0", capsize=2)
+    ax.errorbar(
+        data[value],
+        range(len(data)),
+        xerr=[data[value] - data[low], data[high] - data[value]],
+        fmt="o",
+        color="C0",
+        ecolor="C0",
+        capsize=2,
+    )
     ax.set_yticks(range(len(data)), data[by])
     if chance is not None:
         ax.axvline(chance, color="black", lw=0.8, ls="--", label=f"chance / no signal ({chance:g})")
@@ -143,8 +178,14 @@ def volume_direction(flips: pd.DataFrame, x: str, figures_dir, name="kld_vs_volu
     return save(fig, data, figures_dir, name)
 
 
-def simulated_rho(replicates: pd.DataFrame, observed: dict, figures_dir, name="simulated_silent_rho", note: str | None = None,
-                  x_label="Spearman ρ (KLD vs composite) if KLD ranked quality perfectly"):
+def simulated_rho(
+    replicates: pd.DataFrame,
+    observed: dict,
+    figures_dir,
+    name="simulated_silent_rho",
+    note: str | None = None,
+    x_label="Spearman ρ (KLD vs composite) if KLD ranked quality perfectly",
+):
     """Histograms of the perfect-ranking replicates' ρ, silent zone and full cohort, with the
     observed ρ of each marked; `replicates` has zone, replicate, n, rho; `observed` zone -> ρ or None.
     The CSV holds every replicate and the observed values (kind = simulated / observed)."""
@@ -162,8 +203,13 @@ def simulated_rho(replicates: pd.DataFrame, observed: dict, figures_dir, name="s
         part = plot[plot["zone"] == zone]
         if part.empty:
             continue
-        ax.hist(part["rho"], bins=bins, color=colors[zone], alpha=0.35 if zone == "full" else 0.6,
-                label=f"{labels[zone]}, simulated ({len(part)} replicates)")
+        ax.hist(
+            part["rho"],
+            bins=bins,
+            color=colors[zone],
+            alpha=0.35 if zone == "full" else 0.6,
+            label=f"{labels[zone]}, simulated ({len(part)} replicates)",
+        )
         rho = observed.get(zone)
         if rho is not None:
             ax.axvline(rho, color=colors[zone], lw=2, ls="--", label=f"{labels[zone]}, observed (ρ = {rho:+.2f})")
@@ -175,8 +221,14 @@ def simulated_rho(replicates: pd.DataFrame, observed: dict, figures_dir, name="s
     return save(fig, data, figures_dir, name)
 
 
-def reliability_by_score(table: pd.DataFrame, figures_dir, name="split_half_reliability", threshold: float | None = None,
-                         note: str | None = None, x_label="split-half reliability across quants (Spearman–Brown)"):
+def reliability_by_score(
+    table: pd.DataFrame,
+    figures_dir,
+    name="split_half_reliability",
+    threshold: float | None = None,
+    note: str | None = None,
+    x_label="split-half reliability across quants (Spearman–Brown)",
+):
     """Split-half reliability with its percentile interval per score (each task, then the
     composite); `table` has score, reliability, low, high (and what else reports keeps)."""
     data = table.reset_index(drop=True)
@@ -186,8 +238,15 @@ def reliability_by_score(table: pd.DataFrame, figures_dir, name="split_half_reli
     values = plot[["reliability", "low", "high"]].astype(float)
     fig, ax = plt.subplots(figsize=(6.4, max(2.5, 0.35 * len(plot) + 1.4)))
     y = range(len(plot))
-    ax.errorbar(values["reliability"], y, xerr=[values["reliability"] - values["low"], values["high"] - values["reliability"]],
-                fmt="o", color="C0", ecolor="C0", capsize=3)
+    ax.errorbar(
+        values["reliability"],
+        y,
+        xerr=[values["reliability"] - values["low"], values["high"] - values["reliability"]],
+        fmt="o",
+        color="C0",
+        ecolor="C0",
+        capsize=3,
+    )
     ax.set_yticks(list(y), [s.removeprefix("score_") for s in plot["score"]])
     if threshold is not None:
         ax.axvline(threshold, color=PAPER_COLOR, ls=":", label=f"target ({threshold:g})")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from . import io
@@ -28,13 +28,25 @@ ALWAYS = ("silentzone.config", "silentzone.layout", "silentzone.errors")
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "prepare": (("silentzone.stages.prepare",), ("seed", "corpora", "bench.tasks")),
     "reference": (("silentzone.stages.reference", "silentzone.model"), ("seed", "model", "threads", "corpora", "fidelity")),
-    "fidelity": (("silentzone.stages.fidelity", "silentzone.quant.load"), ("seed", "model", "threads", "corpora", "fidelity", "variants", "cohort.{name}")),
+    "fidelity": (
+        ("silentzone.stages.fidelity", "silentzone.quant.load"),
+        ("seed", "model", "threads", "corpora", "fidelity", "variants", "cohort.{name}"),
+    ),
     "bench-reference": (("silentzone.stages.bench", "silentzone.quant.load"), ("seed", "model", "threads", "bench")),
-    "bench": (("silentzone.stages.bench", "silentzone.quant.load"), ("seed", "model", "threads", "corpora", "fidelity.ctx", "bench", "cohort.{name}")),
+    "bench": (
+        ("silentzone.stages.bench", "silentzone.quant.load"),
+        ("seed", "model", "threads", "corpora", "fidelity.ctx", "bench", "cohort.{name}"),
+    ),
     "collect": (("silentzone.stages.collect",), ("cohort", "variants", "fidelity")),
 }
-COMMANDS = {"prepare": "silentzone prepare", "reference": "silentzone reference", "fidelity": "silentzone fidelity {name}",
-            "bench-reference": "silentzone bench reference", "bench": "silentzone bench {name}", "collect": "silentzone collect"}
+COMMANDS = {
+    "prepare": "silentzone prepare",
+    "reference": "silentzone reference",
+    "fidelity": "silentzone fidelity {name}",
+    "bench-reference": "silentzone bench reference",
+    "bench": "silentzone bench {name}",
+    "collect": "silentzone collect",
+}
 
 
 # --------------------------------------------------------------------------- module closure
@@ -81,7 +93,7 @@ def closure(entries) -> set[str]:
     return seen
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_sha256(stage: str) -> str:
     entries, _ = STAGES[stage]
     h = hashlib.sha256()
@@ -114,8 +126,13 @@ def command(stage: str, name: str | None = None) -> str:
 
 def stamp(params, stage: str, files: list[Path], name: str | None = None) -> dict:
     """The stamp of outputs just written (their sha256 by file name)."""
-    return {"stage": stage, "command": command(stage, name), "params_sha256": params_sha256(params, stage, name),
-            "code_sha256": code_sha256(stage), "files": {Path(f).name: io.sha256_file(f) for f in files}}
+    return {
+        "stage": stage,
+        "command": command(stage, name),
+        "params_sha256": params_sha256(params, stage, name),
+        "code_sha256": code_sha256(stage),
+        "files": {Path(f).name: io.sha256_file(f) for f in files},
+    }
 
 
 def write_stamp(path: Path, params, stage: str, files: list[Path], name: str | None = None) -> None:
@@ -165,8 +182,14 @@ def verify(found: dict, where: Path, params, stage: str, folder: Path, name: str
 def write_ingest_stamp(folder: Path, names: list[str]) -> None:
     """The stamp of tables `silentzone ingest cohort` wrote: measured elsewhere, so no params or code
     to compare, only the bytes (a damaged or hand-edited table is still refused)."""
-    io.write_json(Path(folder) / "stamp.json", {"stage": "ingest", "command": "silentzone ingest cohort MANIFEST --out FOLDER",
-                                                "files": {n: io.sha256_file(Path(folder) / n) for n in names}})
+    io.write_json(
+        Path(folder) / "stamp.json",
+        {
+            "stage": "ingest",
+            "command": "silentzone ingest cohort MANIFEST --out FOLDER",
+            "files": {n: io.sha256_file(Path(folder) / n) for n in names},
+        },
+    )
 
 
 def verify_processed(folder: Path, params) -> None:
@@ -178,6 +201,8 @@ def verify_processed(folder: Path, params) -> None:
         for name, digest in found["files"].items():
             path = Path(folder) / name
             if not path.exists() or io.sha256_file(path) != digest:
-                raise SilentzoneError(f"{path}: missing, or its sha256 differs from {where} (damaged or edited); rerun `{found['command']}`")
+                raise SilentzoneError(
+                    f"{path}: missing, or its sha256 differs from {where} (damaged or edited); rerun `{found['command']}`"
+                )
         return
     verify(found, where, params, "collect", folder)

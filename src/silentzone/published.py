@@ -34,8 +34,10 @@ from .schema import COMPOSITE, KLD_TOLERANCE, MODEL, SCORE_PREFIX, composite
 
 DEFAULT_SEED = ANALYZE_COHORT_DEFAULTS["seed"]
 DEFAULT_RESAMPLES = ANALYZE_COHORT_DEFAULTS["resamples"]
-NO_RULE = ("published cohorts have no per-item outcomes, so the default silent zone (paired bootstrap over items) is "
-           "impossible; give --silent-margin X (in score units) or --silent-k K")
+NO_RULE = (
+    "published cohorts have no per-item outcomes, so the default silent zone (paired bootstrap over items) is "
+    "impossible; give --silent-margin X (in score units) or --silent-k K"
+)
 # A cell left empty on purpose: the value was not published. Every cell may be missing (published
 # tables have gaps); an analysis uses the rows that have what it needs.
 MISSING = frozenset({"", "#N/A", "#N/A N/A", "#NA", "<NA>", "N/A", "NA", "NULL", "None", "n/a", "null"})
@@ -54,9 +56,15 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
     import csv
 
     text = io.read_text(path, "a CSV file")
-    lines = [(i, line) for i, line in enumerate(text.splitlines(keepends=True), start=1) if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        (i, line)
+        for i, line in enumerate(text.splitlines(keepends=True), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not lines:
-        raise SilentzoneError(f"{path}: no header line (the file is empty or all comments); a cohort CSV has a header and one row per quant")
+        raise SilentzoneError(
+            f"{path}: no header line (the file is empty or all comments); a cohort CSV has a header and one row per quant"
+        )
     reader = csv.reader((line for _, line in lines), skipinitialspace=True, strict=True)
     rows = []
     while True:
@@ -66,18 +74,24 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
         except StopIteration:
             break
         except csv.Error as exc:
-            raise SilentzoneError(f"{path}:{lines[min(start, len(lines) - 1)][0]}: not a readable CSV row ({exc}); fix the quoting") from None
+            raise SilentzoneError(
+                f"{path}:{lines[min(start, len(lines) - 1)][0]}: not a readable CSV row ({exc}); fix the quoting"
+            ) from None
         rows.append((lines[start][0], cells))
     width = len(rows[0][1])
     for line, cells in rows[1:]:
         if len(cells) != width:
-            raise SilentzoneError(f"{path}:{line}: {len(cells)} cells, but the header has {width}; a comma too many or too few "
-                                  "(quote a cell that holds a comma)")
+            raise SilentzoneError(
+                f"{path}:{line}: {len(cells)} cells, but the header has {width}; a comma too many or too few "
+                "(quote a cell that holds a comma)"
+            )
     seen: dict[str, int] = {}
     for i, name in enumerate(rows[0][1]):
         if name in seen:
-            raise SilentzoneError(f"{path}:{rows[0][0]}: column {name!r} appears twice in the header (cells {seen[name] + 1} and {i + 1}); "
-                                  "rename one")
+            raise SilentzoneError(
+                f"{path}:{rows[0][0]}: column {name!r} appears twice in the header (cells {seen[name] + 1} and {i + 1}); "
+                "rename one"
+            )
         seen[name] = i
     return rows
 
@@ -106,7 +120,9 @@ def read_table(path: str | Path, columns: list[str], name_col: str | None = None
     name_col = name_col or raw.columns[0]
     missing = [c for c in [name_col, *columns] if c not in raw.columns]
     if missing:
-        raise SilentzoneError(f"{_at(path, lines)}: no column {', '.join(map(repr, missing))}; columns are {', '.join(raw.columns)}")
+        raise SilentzoneError(
+            f"{_at(path, lines)}: no column {', '.join(map(repr, missing))}; columns are {', '.join(raw.columns)}"
+        )
     table = pd.DataFrame({MODEL: _names(raw[name_col], path, name_col, lines)})
     for col in dict.fromkeys(columns):
         table[col] = _numbers(raw[col], table[MODEL], path, col, lines)
@@ -123,15 +139,19 @@ def _names(column: pd.Series, path: Path, name_col: str, lines: list[int]) -> pd
     names = column.str.strip()
     empty = names.isin(MISSING)
     if empty.any():
-        raise SilentzoneError(f"{_at(path, lines, int(empty.to_numpy().argmax()))}: row has no name in column {name_col!r}; name every row")
+        raise SilentzoneError(
+            f"{_at(path, lines, int(empty.to_numpy().argmax()))}: row has no name in column {name_col!r}; name every row"
+        )
     folded = names.str.casefold()
     dupes = folded.duplicated()
     if dupes.any():
         i = int(dupes.to_numpy().argmax())
         first = names.iloc[int((folded == folded.iloc[i]).to_numpy().argmax())]
         case = f" (as {first!r}: names differ only in case)" if first != names.iloc[i] else ""
-        raise SilentzoneError(f"{_at(path, lines, i)}: quant {names.iloc[i]!r} appears twice in column {name_col!r}{case}; names must be unique, "
-                              "one row per quant")
+        raise SilentzoneError(
+            f"{_at(path, lines, i)}: quant {names.iloc[i]!r} appears twice in column {name_col!r}{case}; names must be unique, "
+            "one row per quant"
+        )
     return names
 
 
@@ -145,8 +165,10 @@ def _numbers(column: pd.Series, names: pd.Series, path: Path, col: str, lines: l
         cell = column.iloc[i]
         where = f"{_at(path, lines, i)}: column {col!r}, row {names.iloc[i]!r}: {cell!r}"
         if text.iloc[i].casefold() in NAN_SPELLINGS:
-            raise SilentzoneError(f"{where} is NaN, a failed computation rather than a value; leave the cell empty (or n/a) if nothing was "
-                                  "published, else give the number")
+            raise SilentzoneError(
+                f"{where} is NaN, a failed computation rather than a value; leave the cell empty (or n/a) if nothing was "
+                "published, else give the number"
+            )
         if np.isinf(values.iloc[i]):
             raise SilentzoneError(f"{where} is not finite; give the published number, or leave the cell empty if there is none")
         raise SilentzoneError(f"{where} is not a number; fix the cell or choose another column")
@@ -161,19 +183,24 @@ def find_reference(table: pd.DataFrame, name: str | None, path: Path) -> str | N
         return name
     hits = table.loc[table[MODEL].str.contains("reference", case=False), MODEL].tolist()
     if len(hits) > 1:
-        raise SilentzoneError(f"{path}: several rows look like the reference ({', '.join(hits)}); choose one with --reference-row")
+        raise SilentzoneError(
+            f"{path}: several rows look like the reference ({', '.join(hits)}); choose one with --reference-row"
+        )
     return hits[0] if hits else None
 
 
 # ---------------------------------------------------------------- correlations
 
 
-def silent_members(quants: pd.DataFrame, reference: pd.Series | None, primary: str, margin: float | None, k: int | None,
-                   path: Path) -> tuple[list[str], str]:
+def silent_members(
+    quants: pd.DataFrame, reference: pd.Series | None, primary: str, margin: float | None, k: int | None, path: Path
+) -> tuple[list[str], str]:
     """Members of the silent zone (zone.margin_members / zone.lowest_k_members) and the rule in words."""
     if margin is not None:
         if reference is None or pd.isna(reference[COMPOSITE]):
-            raise SilentzoneError(f"{path}: --silent-margin needs a reference row with every --score column; pass --reference-row or use --silent-k")
+            raise SilentzoneError(
+                f"{path}: --silent-margin needs a reference row with every --score column; pass --reference-row or use --silent-k"
+            )
         return zone.margin_members(quants, float(reference[COMPOSITE]), margin), f"|composite - {reference[MODEL]}| <= {margin:g}"
     return zone.lowest_k_members(quants, primary, k), f"the {k} quants with the lowest {primary}"
 
@@ -198,7 +225,9 @@ def _check_columns(path: Path, fidelities: list[str], scores: list[str], name_co
             raise SilentzoneError(f"{path}: {option} names column {dupes[0]!r} twice; name each column once")
     both = [c for c in fidelities if c in scores]
     if both:
-        raise SilentzoneError(f"{path}: column {both[0]!r} is both a --fidelity and a --score column; a column cannot predict itself")
+        raise SilentzoneError(
+            f"{path}: column {both[0]!r} is both a --fidelity and a --score column; a column cannot predict itself"
+        )
     if name_col is not None and name_col in (*fidelities, *scores):
         raise SilentzoneError(f"{path}: --name-col {name_col!r} is also a --fidelity/--score column; the name column holds names")
 
@@ -206,10 +235,13 @@ def _check_columns(path: Path, fidelities: list[str], scores: list[str], name_co
 def _check_values(path: Path, table: pd.DataFrame, fidelities: list[str], scores: list[str]) -> None:
     """Physical sanity: KLD ≥ 0 and perplexity ≥ 1 where the column name says so; scores are shares
     ([0, 1]) or percentages ([0, 100]), all score columns in one of the two (their mean is the composite)."""
+
     def first_bad(col: str, bad: pd.Series, why: str):
         i = int(bad.to_numpy().argmax())
-        raise SilentzoneError(f"{location(path, i)}: column {col!r}, row {table[MODEL].iloc[i]!r}: {table[col].iloc[i]:g} is impossible ({why}); "
-                              "fix the cell (a typo or a sign lost in copying?)")
+        raise SilentzoneError(
+            f"{location(path, i)}: column {col!r}, row {table[MODEL].iloc[i]!r}: {table[col].iloc[i]:g} is impossible ({why}); "
+            "fix the cell (a typo or a sign lost in copying?)"
+        )
 
     for col in fidelities:
         tokens = _tokens(col)
@@ -226,9 +258,11 @@ def _check_values(path: Path, table: pd.DataFrame, fidelities: list[str], scores
     if len(set(percent.values())) > 1:
         shares = [c for c, p in percent.items() if not p]
         pct = [c for c, p in percent.items() if p]
-        raise SilentzoneError(f"{path}: score columns mix units: {', '.join(map(repr, pct))} hold percentages (values above 1), "
-                              f"{', '.join(map(repr, shares))} only values in [0, 1] (shares); the composite averages them, so give every "
-                              "--score column in one unit")
+        raise SilentzoneError(
+            f"{path}: score columns mix units: {', '.join(map(repr, pct))} hold percentages (values above 1), "
+            f"{', '.join(map(repr, shares))} only values in [0, 1] (shares); the composite averages them, so give every "
+            "--score column in one unit"
+        )
 
 
 def _result(row: pd.Series) -> dict:
@@ -236,9 +270,18 @@ def _result(row: pd.Series) -> dict:
     return {k: (None if pd.isna(row[k]) else row[k]) for k in keys}  # pandas stores a missing refusal as NaN
 
 
-def analyze(path: Path, fidelities: list[str], scores: list[str], name_col: str | None = None, reference_row: str | None = None,
-            margin: float | None = None, k: int | None = None, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES,
-            ci: float = 0.95) -> tuple[dict, pd.DataFrame]:
+def analyze(
+    path: Path,
+    fidelities: list[str],
+    scores: list[str],
+    name_col: str | None = None,
+    reference_row: str | None = None,
+    margin: float | None = None,
+    k: int | None = None,
+    seed: int = DEFAULT_SEED,
+    resamples: int = DEFAULT_RESAMPLES,
+    ci: float = 0.95,
+) -> tuple[dict, pd.DataFrame]:
     """The correlations document (see the module docstring) and the tidy table behind it.
     Exactly one of `margin` and `k` chooses the silent zone."""
     path = Path(path)
@@ -249,7 +292,9 @@ def analyze(path: Path, fidelities: list[str], scores: list[str], name_col: str 
     if margin is not None and not np.isfinite(margin):
         raise SilentzoneError(f"{path}: --silent-margin {margin} is not a finite margin; give one in score units, e.g. 0.5")
     if (k is not None and k < 1) or (margin is not None and margin < 0):
-        raise SilentzoneError(f"{path}: --silent-k must be at least 1 and --silent-margin at least 0, got {k if margin is None else margin}")
+        raise SilentzoneError(
+            f"{path}: --silent-k must be at least 1 and --silent-margin at least 0, got {k if margin is None else margin}"
+        )
     if seed < 0:
         raise SilentzoneError(f"{path}: --seed must be a non-negative integer, got {seed}")
     _check_columns(path, fidelities, scores, name_col)
@@ -262,12 +307,16 @@ def analyze(path: Path, fidelities: list[str], scores: list[str], name_col: str 
     for fid in fidelities:
         usable = quants[fid].notna()
         if usable.sum() < stats.MIN_N:
-            raise SilentzoneError(f"{path}: only {int(usable.sum())} rows have both {fid!r} and every score column "
-                                  f"({', '.join(quants.loc[usable, MODEL]) or 'none'}); need at least {stats.MIN_N}")
+            raise SilentzoneError(
+                f"{path}: only {int(usable.sum())} rows have both {fid!r} and every score column "
+                f"({', '.join(quants.loc[usable, MODEL]) or 'none'}); need at least {stats.MIN_N}"
+            )
     ranked = int(quants[fidelities[0]].notna().sum())
     if k is not None and k > ranked:
-        raise SilentzoneError(f"{path}: --silent-k {k} but only {ranked} quants have {fidelities[0]!r} and every score column; "
-                              f"choose K below {ranked} (the silent zone is a part of the cohort)")
+        raise SilentzoneError(
+            f"{path}: --silent-k {k} but only {ranked} quants have {fidelities[0]!r} and every score column; "
+            f"choose K below {ranked} (the silent zone is a part of the cohort)"
+        )
     members, rule = silent_members(quants, reference, fidelities[0], margin, k, path)
     settings = {"seed": seed, "n_resamples": resamples, "n_bootstrap": resamples, "ci": ci, "min_n": stats.MIN_N}
     tidy = stats.correlation_table(quants, fidelities, [COMPOSITE], settings, {"full": quants[MODEL].tolist(), "silent": members})
@@ -277,8 +326,18 @@ def analyze(path: Path, fidelities: list[str], scores: list[str], name_col: str 
         silent = tidy[(tidy["zone"] == "silent") & (tidy["variant"] == fid)].iloc[0]
         used = [m for m in members if pd.notna(quants.loc[quants[MODEL] == m, fid].iloc[0])]
         results.append({"fidelity": fid, "full": _result(full), "silent": {**_result(silent), "members": used}})
-    doc = {"cohort": path.stem, "n": int(len(quants)), "score": scores, "name_col": name_col, "reference": ref_name,
-           "silent_rule": rule, "seed": seed, "resamples": resamples, "ci": ci, "results": results}
+    doc = {
+        "cohort": path.stem,
+        "n": int(len(quants)),
+        "score": scores,
+        "name_col": name_col,
+        "reference": ref_name,
+        "silent_rule": rule,
+        "seed": seed,
+        "resamples": resamples,
+        "ci": ci,
+        "results": results,
+    }
     return doc, tidy
 
 
@@ -290,8 +349,10 @@ def _fmt(r: dict) -> str:
 
 def report(doc: dict) -> str:
     """The correlations document as a few lines for a terminal or a notebook."""
-    lines = [f"{doc['cohort']}: {doc['n']} quants, composite = mean({', '.join(doc['score'])}), reference = {doc['reference']}",
-             f"silent zone: {doc['silent_rule']}"]
+    lines = [
+        f"{doc['cohort']}: {doc['n']} quants, composite = mean({', '.join(doc['score'])}), reference = {doc['reference']}",
+        f"silent zone: {doc['silent_rule']}",
+    ]
     width = max(len(r["fidelity"]) for r in doc["results"])
     for r in doc["results"]:
         lines.append(f"  {r['fidelity']:<{width}}  full    {_fmt(r['full'])}")

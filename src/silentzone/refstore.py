@@ -123,7 +123,9 @@ class SegmentWriter:
     def add(self, seq_id: str, tokens, first: int, hidden: np.ndarray) -> None:
         tokens = np.asarray(tokens, dtype=np.int32)
         if hidden.shape[0] != len(tokens) - 1 - first:
-            raise ValueError(f"segment {self.folder.name}: {seq_id} has {hidden.shape[0]} hidden rows for {len(tokens)} tokens from {first}")
+            raise ValueError(
+                f"segment {self.folder.name}: {seq_id} has {hidden.shape[0]} hidden rows for {len(tokens)} tokens from {first}"
+            )
         self.ids.append(seq_id)
         self.tokens.append(tokens)
         self.firsts.append(int(first))
@@ -158,9 +160,17 @@ class Segment:
         self._row_offsets = np.concatenate([[0], np.cumsum(rows)])
         # checksums only prove the files are the ones sealed: check they also fit together, and that no
         # NaN/inf was sealed in, before any stage computes (and writes) anything from them
-        if (self._hidden.ndim != 2 or len(self._offsets) != len(self.ids) + 1 or len(self._firsts) != len(self.ids)
-                or self._offsets[-1] != len(self._tokens) or (rows < 0).any() or self._row_offsets[-1] != len(self._hidden)):
-            raise SilentzoneError(f"{self.folder / 'hidden.npy'}: its rows do not match the segment's tokens and offsets (damaged); {rerun}")
+        if (
+            self._hidden.ndim != 2
+            or len(self._offsets) != len(self.ids) + 1
+            or len(self._firsts) != len(self.ids)
+            or self._offsets[-1] != len(self._tokens)
+            or (rows < 0).any()
+            or self._row_offsets[-1] != len(self._hidden)
+        ):
+            raise SilentzoneError(
+                f"{self.folder / 'hidden.npy'}: its rows do not match the segment's tokens and offsets (damaged); {rerun}"
+            )
         _finite(self._hidden, self.folder / "hidden.npy", rerun)
         self.index = {seq_id: i for i, seq_id in enumerate(self.ids)}
 

@@ -59,7 +59,10 @@ class Cohort:
 
 def load(params: Params, processed_dir, with_zone: bool = True) -> Cohort:
     processed_dir = Path(processed_dir)
-    data = Cohort(io.read_parquet(processed_dir / "cohort.parquet", "cohort table"), io.read_parquet(processed_dir / "items.parquet", "item table"))
+    data = Cohort(
+        io.read_parquet(processed_dir / "cohort.parquet", "cohort table"),
+        io.read_parquet(processed_dir / "items.parquet", "item table"),
+    )
     if with_zone:
         data.zone = zone.silent_zone(data.cohort, params, items=data.items)
     return data
@@ -75,8 +78,9 @@ def prompt_kld_available(items: pd.DataFrame) -> bool:
     return bool(items.loc[items[MODEL] != REFERENCE, "prompt_kld"].notna().any())
 
 
-def per_prompt_table(items: pd.DataFrame, analysis: Callable[[pd.DataFrame], pd.DataFrame], columns: list[str],
-                     min_quants: int, what: str) -> tuple[pd.DataFrame, str | None]:
+def per_prompt_table(
+    items: pd.DataFrame, analysis: Callable[[pd.DataFrame], pd.DataFrame], columns: list[str], min_quants: int, what: str
+) -> tuple[pd.DataFrame, str | None]:
     """analysis(items) when at least `min_quants` quants carry per-prompt KLD; else an empty table
     with `columns` and the reason. A table with only some KLDs missing is the analysis's error."""
     n = items.loc[items[MODEL] != REFERENCE, MODEL].nunique()
@@ -94,7 +98,9 @@ def published_value(path: Path, *keys: str) -> float:
     value = config.read_yaml(path)
     for key in keys:
         if not isinstance(value, dict) or key not in value:
-            raise SilentzoneError(f"{path}: no `{'.'.join(keys)}`; restore it (the paper's published values, see the file's header)")
+            raise SilentzoneError(
+                f"{path}: no `{'.'.join(keys)}`; restore it (the paper's published values, see the file's header)"
+            )
         value = value[key]
     return value
 
@@ -107,7 +113,9 @@ def options_of(params: Params, model, options: dict | None, name: str):
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         key = ".".join(str(p) for p in err["loc"])
-        raise SilentzoneError(f"{params.source}: `notebooks.{name}.{key}`: {err['msg']}; fix it there (or the `options` given to the notebook)") from None
+        raise SilentzoneError(
+            f"{params.source}: `notebooks.{name}.{key}`: {err['msg']}; fix it there (or the `options` given to the notebook)"
+        ) from None
 
 
 def write_numbers(path, numbers: dict) -> dict:
@@ -148,10 +156,14 @@ def fidelity_vs_score(params: Params, processed_dir, figures_dir, tables_dir, nu
     io.write_csv(tables / "cohort_summary.csv", summary, float_format="%.6g")
     numbers = _refused(_fidelity_numbers(params, data, table), too_few_quants(params, len(data.full)))
     numbers = write_numbers(numbers_path, numbers)
-    return {"summary": data.summary(), "figures": {"kld_vs_composite": figure}, "numbers": numbers,
-            "variants_full_vs_silent": table[["zone", "variant", "n", "rho", "ci_low", "ci_high", "p_perm", "p_holm", "refused"]],
-            "primary_by_task": per_task[["zone", "target", "n", "rho", "ci_low", "ci_high", "p_perm", "refused"]],
-            "cohort_summary": summary}
+    return {
+        "summary": data.summary(),
+        "figures": {"kld_vs_composite": figure},
+        "numbers": numbers,
+        "variants_full_vs_silent": table[["zone", "variant", "n", "rho", "ci_low", "ci_high", "p_perm", "p_holm", "refused"]],
+        "primary_by_task": per_task[["zone", "target", "n", "rho", "ci_low", "ci_high", "p_perm", "refused"]],
+        "cohort_summary": summary,
+    }
 
 
 def _fidelity_numbers(params: Params, data: Cohort, table: pd.DataFrame) -> dict:
@@ -193,12 +205,21 @@ def _fidelity_numbers(params: Params, data: Cohort, table: pd.DataFrame) -> dict
 
 # ---------------------------------------------------------------- 02 · silent-zone sweep
 
-SWEEP_AXES = {"margin": "silent-zone margin on |composite_q − composite_R| (share of items)",
-              "lowest_k": "k quants with the lowest mean KLD"}
+SWEEP_AXES = {
+    "margin": "silent-zone margin on |composite_q − composite_R| (share of items)",
+    "lowest_k": "k quants with the lowest mean KLD",
+}
 
 
-def silent_zone_sweep(params: Params, processed_dir, figures_dir, tables_dir, numbers_path, options: dict | None = None,
-                      published_path: Path = PUBLISHED_VALUES) -> dict:
+def silent_zone_sweep(
+    params: Params,
+    processed_dir,
+    figures_dir,
+    tables_dir,
+    numbers_path,
+    options: dict | None = None,
+    published_path: Path = PUBLISHED_VALUES,
+) -> dict:
     """ρ of the primary variant and the composite as the zone grows by margin and by k."""
     data = load(params, processed_dir)
     sweep = zone.zone_sweep(data.cohort, params)
@@ -207,96 +228,159 @@ def silent_zone_sweep(params: Params, processed_dir, figures_dir, tables_dir, nu
     figures = {}
     for criterion, label in SWEEP_AXES.items():
         part = sweep[(sweep["criterion"] == criterion) & sweep["rho"].notna()].rename(columns={"threshold": criterion})
-        figures[f"sweep_{criterion}"] = plots.zone_sweep(part[[criterion, "n", "rho", "ci_low", "ci_high", "p_perm"]], figures_dir, x=criterion,
-                                                         name=f"sweep_{criterion}", x_label=label, paper_value=paper_rho)
+        figures[f"sweep_{criterion}"] = plots.zone_sweep(
+            part[[criterion, "n", "rho", "ci_low", "ci_high", "p_perm"]],
+            figures_dir,
+            x=criterion,
+            name=f"sweep_{criterion}",
+            x_label=label,
+            paper_value=paper_rho,
+        )
     ok = sweep[sweep["rho"].notna()]
     by_k = ok[ok["criterion"] == "lowest_k"].sort_values("threshold")
     at_k = by_k[by_k["threshold"] == params.silent_zone.k]
-    numbers = _refused({
-        "n_zones": int(len(sweep)),
-        "n_refused": int(sweep["rho"].isna().sum()),
-        "rho_min": _extreme(ok["rho"], "min"),
-        "rho_max": _extreme(ok["rho"], "max"),
-        "default_k": params.silent_zone.k,
-        "rho_at_default_k": None if at_k.empty else float(at_k["rho"].iloc[0]),
-        "rho_largest_k": None if by_k.empty else float(by_k["rho"].iloc[-1]),
-        "largest_k": None if by_k.empty else int(by_k["threshold"].iloc[-1]),
-    }, too_few_quants(params, len(data.full)))
+    numbers = _refused(
+        {
+            "n_zones": int(len(sweep)),
+            "n_refused": int(sweep["rho"].isna().sum()),
+            "rho_min": _extreme(ok["rho"], "min"),
+            "rho_max": _extreme(ok["rho"], "max"),
+            "default_k": params.silent_zone.k,
+            "rho_at_default_k": None if at_k.empty else float(at_k["rho"].iloc[0]),
+            "rho_largest_k": None if by_k.empty else float(by_k["rho"].iloc[-1]),
+            "largest_k": None if by_k.empty else int(by_k["threshold"].iloc[-1]),
+        },
+        too_few_quants(params, len(data.full)),
+    )
     numbers = write_numbers(numbers_path, numbers)
-    return {"summary": data.summary(), "figures": figures, "numbers": numbers,
-            "zone_sweep": sweep[["criterion", "threshold", "n", "rho", "ci_low", "ci_high", "p_perm", "refused"]]}
+    return {
+        "summary": data.summary(),
+        "figures": figures,
+        "numbers": numbers,
+        "zone_sweep": sweep[["criterion", "threshold", "n", "rho", "ci_low", "ci_high", "p_perm", "refused"]],
+    }
 
 
 # ---------------------------------------------------------------- 03 · failure prediction
 
 
-def failure_prediction(params: Params, processed_dir, figures_dir, tables_dir, numbers_path, options: dict | None = None,
-                       published_path: Path = PUBLISHED_VALUES) -> dict:
+def failure_prediction(
+    params: Params,
+    processed_dir,
+    figures_dir,
+    tables_dir,
+    numbers_path,
+    options: dict | None = None,
+    published_path: Path = PUBLISHED_VALUES,
+) -> dict:
     """Per-prompt KLD of failed against passed prompts: geometric-mean ratio and AUROC per quant."""
     data = load(params, processed_dir)
-    fp, why = per_prompt_table(data.items, lambda items: analyses.failure_prediction(items, params.stats_settings()),
-                               analyses.FAILURE_COLUMNS, 1, "failure prediction")
+    fp, why = per_prompt_table(
+        data.items,
+        lambda items: analyses.failure_prediction(items, params.stats_settings()),
+        analyses.FAILURE_COLUMNS,
+        1,
+        "failure prediction",
+    )
     io.write_csv(Path(tables_dir) / "failure_prediction.csv", fp, float_format="%.6g")
     overall = fp[(fp["task"] == "all") & fp["gm_ratio"].notna()].copy()
     low, high = published_value(published_path, "gm_ratio_low"), published_value(published_path, "gm_ratio_high")
     figures = {
-        "prompt_kld_failed_vs_passed": plots.prompt_kld_by_outcome(data.items.iloc[:0] if why else data.items, figures_dir, note=why),
-        "gm_ratio_per_model": plots.ratio_intervals(overall, figures_dir, "gm_ratio_per_model", "gm_ratio", "ci_low", "ci_high",
-                                                    "geometric-mean per-prompt KLD, failed / passed (95% bootstrap CI)", chance=1.0,
-                                                    paper_range=(low, high), note=why or "no rows to show (every row refused; see the table)"),
+        "prompt_kld_failed_vs_passed": plots.prompt_kld_by_outcome(
+            data.items.iloc[:0] if why else data.items, figures_dir, note=why
+        ),
+        "gm_ratio_per_model": plots.ratio_intervals(
+            overall,
+            figures_dir,
+            "gm_ratio_per_model",
+            "gm_ratio",
+            "ci_low",
+            "ci_high",
+            "geometric-mean per-prompt KLD, failed / passed (95% bootstrap CI)",
+            chance=1.0,
+            paper_range=(low, high),
+            note=why or "no rows to show (every row refused; see the table)",
+        ),
     }
     silent_rows = overall[overall[MODEL].isin(data.silent)]
-    numbers = _refused({
-        "prompt_kld_available": prompt_kld_available(data.items),
-        "n_models": int(len(overall)),
-        "gm_ratio_min": _extreme(overall["gm_ratio"], "min"),
-        "gm_ratio_max": _extreme(overall["gm_ratio"], "max"),
-        "gm_ratio_median": _extreme(overall["gm_ratio"], "median"),
-        "gm_ratio_silent_min": _extreme(silent_rows["gm_ratio"], "min"),
-        "gm_ratio_silent_max": _extreme(silent_rows["gm_ratio"], "max"),
-        "auroc_min": _extreme(overall["auroc"], "min"),
-        "auroc_max": _extreme(overall["auroc"], "max"),
-        "auroc_median": _extreme(overall["auroc"], "median"),
-        "n_refused": int(fp["refused"].notna().sum()),
-    }, why)
+    numbers = _refused(
+        {
+            "prompt_kld_available": prompt_kld_available(data.items),
+            "n_models": int(len(overall)),
+            "gm_ratio_min": _extreme(overall["gm_ratio"], "min"),
+            "gm_ratio_max": _extreme(overall["gm_ratio"], "max"),
+            "gm_ratio_median": _extreme(overall["gm_ratio"], "median"),
+            "gm_ratio_silent_min": _extreme(silent_rows["gm_ratio"], "min"),
+            "gm_ratio_silent_max": _extreme(silent_rows["gm_ratio"], "max"),
+            "auroc_min": _extreme(overall["auroc"], "min"),
+            "auroc_max": _extreme(overall["auroc"], "max"),
+            "auroc_median": _extreme(overall["auroc"], "median"),
+            "n_refused": int(fp["refused"].notna().sum()),
+        },
+        why,
+    )
     numbers = write_numbers(numbers_path, numbers)
-    return {"summary": data.summary(), "figures": figures, "numbers": numbers,
-            "failure_prediction": overall[[MODEL, "n_failed", "n_passed", "gm_ratio", "ci_low", "ci_high", "auroc"]]}
+    return {
+        "summary": data.summary(),
+        "figures": figures,
+        "numbers": numbers,
+        "failure_prediction": overall[[MODEL, "n_failed", "n_passed", "gm_ratio", "ci_low", "ci_high", "auroc"]],
+    }
 
 
 # ---------------------------------------------------------------- 04 · routing
 
 
-def routing(params: Params, processed_dir, figures_dir, tables_dir, numbers_path, options: dict | None = None,
-            published_path: Path = PUBLISHED_VALUES) -> dict:
+def routing(
+    params: Params,
+    processed_dir,
+    figures_dir,
+    tables_dir,
+    numbers_path,
+    options: dict | None = None,
+    published_path: Path = PUBLISHED_VALUES,
+) -> dict:
     """KLD as a router between two quants on their disagreement prompts."""
     opts = options_of(params, config.RoutingOptions, options, "04-routing")
     data = load(params, processed_dir)
-    routes, why = per_prompt_table(data.items, lambda items: analyses.routing(items, params.stats_settings()),
-                                   analyses.ROUTING_COLUMNS, 2, "routing")
+    routes, why = per_prompt_table(
+        data.items, lambda items: analyses.routing(items, params.stats_settings()), analyses.ROUTING_COLUMNS, 2, "routing"
+    )
     io.write_csv(Path(tables_dir) / "routing.csv", routes, float_format="%.6g")
     pairs = routes[(routes["task"] == "all") & routes["accuracy"].notna()].copy()
     pairs = pairs[pairs["n_routed"] >= opts.min_disagreements]
     pairs["pair"] = pairs["model_a"] + " | " + pairs["model_b"]
     silent_pairs = pairs[pairs["model_a"].isin(data.silent) & pairs["model_b"].isin(data.silent)]
     low, high = published_value(published_path, "routing_low"), published_value(published_path, "routing_high")
-    figure = plots.ratio_intervals(_readable(pairs, silent_pairs), figures_dir, "routing_accuracy", "accuracy", "ci_low", "ci_high",
-                                   "KLD-router accuracy on disagreement prompts (95% Clopper-Pearson CI)", chance=0.5,
-                                   paper_range=(low, high), by="pair",
-                                   note=why or f"no pair with {opts.min_disagreements} or more routed prompts")
+    figure = plots.ratio_intervals(
+        _readable(pairs, silent_pairs),
+        figures_dir,
+        "routing_accuracy",
+        "accuracy",
+        "ci_low",
+        "ci_high",
+        "KLD-router accuracy on disagreement prompts (95% Clopper-Pearson CI)",
+        chance=0.5,
+        paper_range=(low, high),
+        by="pair",
+        note=why or f"no pair with {opts.min_disagreements} or more routed prompts",
+    )
     pooled = pairs["n_correct"].sum() / pairs["n_routed"].sum() if len(pairs) else None
-    numbers = _refused({
-        "prompt_kld_available": prompt_kld_available(data.items),
-        "n_pairs": int(len(pairs)),
-        "n_silent_pairs": int(len(silent_pairs)),
-        "accuracy_min": _extreme(pairs["accuracy"], "min"),
-        "accuracy_max": _extreme(pairs["accuracy"], "max"),
-        "accuracy_median": _extreme(pairs["accuracy"], "median"),
-        "accuracy_pooled": None if pooled is None else float(pooled),
-        "silent_accuracy_min": _extreme(silent_pairs["accuracy"], "min"),
-        "silent_accuracy_max": _extreme(silent_pairs["accuracy"], "max"),
-        "share_below_chance": None if pairs.empty else float((pairs["accuracy"] < 0.5).mean()),
-    }, why)
+    numbers = _refused(
+        {
+            "prompt_kld_available": prompt_kld_available(data.items),
+            "n_pairs": int(len(pairs)),
+            "n_silent_pairs": int(len(silent_pairs)),
+            "accuracy_min": _extreme(pairs["accuracy"], "min"),
+            "accuracy_max": _extreme(pairs["accuracy"], "max"),
+            "accuracy_median": _extreme(pairs["accuracy"], "median"),
+            "accuracy_pooled": None if pooled is None else float(pooled),
+            "silent_accuracy_min": _extreme(silent_pairs["accuracy"], "min"),
+            "silent_accuracy_max": _extreme(silent_pairs["accuracy"], "max"),
+            "share_below_chance": None if pairs.empty else float((pairs["accuracy"] < 0.5).mean()),
+        },
+        why,
+    )
     numbers = write_numbers(numbers_path, numbers)
     shown = pairs.sort_values("accuracy")[["pair", "n_disagree", "n_routed", "accuracy", "ci_low", "ci_high", "p_binom"]]
     return {"summary": data.summary(), "figures": {"routing_accuracy": figure}, "numbers": numbers, "routing": shown}
@@ -319,17 +403,32 @@ def volume_direction(params: Params, processed_dir, figures_dir, tables_dir, num
     primary, tables = params.stats.primary_variant, Path(tables_dir)
     flip_table = analyses.flips(data.items)
     io.write_csv(tables / "flips.csv", flip_table, float_format="%.6g")
-    corr = analyses.flip_correlations(data.cohort, flip_table, [primary, "top1_disagree"], params.stats_settings(),
-                                      zones={"full": data.full, "silent": data.silent})
+    corr = analyses.flip_correlations(
+        data.cohort,
+        flip_table,
+        [primary, "top1_disagree"],
+        params.stats_settings(),
+        zones={"full": data.full, "silent": data.silent},
+    )
     io.write_csv(tables / "flip_correlations.csv", corr, float_format="%.6g")
     per_quant = flip_table.merge(data.cohort[[MODEL, primary]], on=MODEL).rename(columns={"volume_rate": "volume_share"})
-    figure = plots.volume_direction(per_quant[[MODEL, "task", primary, "volume_share", "direction", "leapfrogs", "drops", "n_items"]],
-                                    primary, figures_dir, x_label=KLD_LABEL)
+    figure = plots.volume_direction(
+        per_quant[[MODEL, "task", primary, "volume_share", "direction", "leapfrogs", "drops", "n_items"]],
+        primary,
+        figures_dir,
+        x_label=KLD_LABEL,
+    )
     numbers = _refused(_flip_numbers(flip_table, corr, primary), too_few_quants(params, len(data.full)))
     numbers = write_numbers(numbers_path, numbers)
-    return {"summary": data.summary(), "figures": {"kld_vs_volume_direction": figure}, "numbers": numbers,
-            "flips": flip_table[flip_table["task"] == COMPOSITE],
-            "flip_correlations": corr[corr["variant"] == primary][["zone", "target", "n", "rho", "ci_low", "ci_high", "p_perm", "refused"]]}
+    return {
+        "summary": data.summary(),
+        "figures": {"kld_vs_volume_direction": figure},
+        "numbers": numbers,
+        "flips": flip_table[flip_table["task"] == COMPOSITE],
+        "flip_correlations": corr[corr["variant"] == primary][
+            ["zone", "target", "n", "rho", "ci_low", "ci_high", "p_perm", "refused"]
+        ],
+    }
 
 
 def identity_errors(flip_table: pd.DataFrame) -> tuple[float, float]:
@@ -372,8 +471,16 @@ def published_cohorts(params: Params, external_dir, tables_dir, numbers_path, op
     opts = options_of(params, config.PublishedOptions, options, "06-published-cohorts")
     docs, tidy_tables = {}, []
     for name, spec in opts.cohorts.items():
-        doc, tidy = published.analyze(Path(external_dir) / f"{name}.csv", spec.fidelity, spec.score, reference_row=spec.reference_row,
-                                      margin=spec.silent_margin, k=spec.silent_k, seed=params.seed, resamples=opts.resamples)
+        doc, tidy = published.analyze(
+            Path(external_dir) / f"{name}.csv",
+            spec.fidelity,
+            spec.score,
+            reference_row=spec.reference_row,
+            margin=spec.silent_margin,
+            k=spec.silent_k,
+            seed=params.seed,
+            resamples=opts.resamples,
+        )
         docs[name] = doc
         tidy_tables.append(tidy.assign(cohort=name))
         io.write_json(Path(tables_dir) / f"{name}.correlations.json", doc)
@@ -381,8 +488,12 @@ def published_cohorts(params: Params, external_dir, tables_dir, numbers_path, op
     io.write_csv(Path(tables_dir) / "published_correlations.csv", tidy, float_format="%.6g")
     numbers = {_short(name): _published_numbers(doc) for name, doc in docs.items()}
     numbers = write_numbers(numbers_path, numbers)
-    return {"summary": "\n".join(published.report(doc) for doc in docs.values()), "figures": {}, "numbers": numbers,
-            "published_correlations": tidy}
+    return {
+        "summary": "\n".join(published.report(doc) for doc in docs.values()),
+        "figures": {},
+        "numbers": numbers,
+        "published_correlations": tidy,
+    }
 
 
 def _short(name: str) -> str:
@@ -394,9 +505,16 @@ def _published_numbers(doc: dict) -> dict:
     first = doc["results"][0]
     full, silent = first["full"], first["silent"]
     return {
-        "fidelity": first["fidelity"], "n": full["n"], "score": ", ".join(doc["score"]),
-        "rho_full": full["rho"], "p_full": full["p_perm"], "ci_low_full": full["ci_low"], "ci_high_full": full["ci_high"],
-        "n_silent": len(silent["members"]), "rho_silent": silent["rho"], "p_silent": silent["p_perm"],
+        "fidelity": first["fidelity"],
+        "n": full["n"],
+        "score": ", ".join(doc["score"]),
+        "rho_full": full["rho"],
+        "p_full": full["p_perm"],
+        "ci_low_full": full["ci_low"],
+        "ci_high_full": full["ci_high"],
+        "n_silent": len(silent["members"]),
+        "rho_silent": silent["rho"],
+        "p_silent": silent["p_perm"],
         "silent_refused": silent["refused"] or "",
     }
 
@@ -418,22 +536,36 @@ def noise_ceiling(params: Params, processed_dir, figures_dir, tables_dir, number
     io.write_csv(tables / "simulation.csv", result.simulation, float_format="%.6g")
     why = too_few_quants(params, len(data.full))
     full = result.reliability[result.reliability["zone"] == "full"]
-    observed = {z: (None if pd.isna(r) else float(r)) for z, r in zip(result.simulation["zone"], result.simulation["rho_observed"])}
+    observed = {
+        z: (None if pd.isna(r) else float(r)) for z, r in zip(result.simulation["zone"], result.simulation["rho_observed"])
+    }
     sim_refused = result.simulation["refused"].dropna()
     rel_refused = full.loc[full["reliability"].isna(), "refused"].dropna()
     figures = {
-        "simulated_silent_rho": plots.simulated_rho(result.replicates, observed, figures_dir,
-                                                    note=str(sim_refused.iloc[0]) if len(sim_refused) == len(result.simulation) else None),
-        "split_half_reliability": plots.reliability_by_score(full, figures_dir, threshold=opts.min_reliability,
-                                                             note=None if full["reliability"].notna().any() or rel_refused.empty
-                                                             else str(rel_refused.iloc[0])),
+        "simulated_silent_rho": plots.simulated_rho(
+            result.replicates,
+            observed,
+            figures_dir,
+            note=str(sim_refused.iloc[0]) if len(sim_refused) == len(result.simulation) else None,
+        ),
+        "split_half_reliability": plots.reliability_by_score(
+            full,
+            figures_dir,
+            threshold=opts.min_reliability,
+            note=None if full["reliability"].notna().any() or rel_refused.empty else str(rel_refused.iloc[0]),
+        ),
     }
     numbers = write_numbers(numbers_path, _refused(result.numbers, why))
     power = result.numbers["power"]
     summary = f"{data.summary()}\npower: {power['verdict']} ({power['reason']})"
-    return {"summary": summary, "figures": figures, "numbers": numbers,
-            "reliability": result.reliability[["zone", "score", "n_quants", "n_items", "reliability", "low", "high",
-                                               "reliability_pearson", "refused"]],
-            "attenuation": result.attenuation,
-            "simulation": result.simulation,
-            "detectable_difference": result.mdd}
+    return {
+        "summary": summary,
+        "figures": figures,
+        "numbers": numbers,
+        "reliability": result.reliability[
+            ["zone", "score", "n_quants", "n_items", "reliability", "low", "high", "reliability_pearson", "refused"]
+        ],
+        "attenuation": result.attenuation,
+        "simulation": result.simulation,
+        "detectable_difference": result.mdd,
+    }

@@ -25,9 +25,27 @@ TOKEN_COLUMNS = [*TOKEN_KEYS, "token", *TOKEN_METRICS]
 
 # item table (data/bench/<model>.parquet, data/processed/items.parquet): one row per model and item
 ITEM_KEYS = [MODEL, "task", "item_id"]
-ITEM_COLUMNS = [*ITEM_KEYS, "correct", "chosen", "chosen_norm", "choice_logprobs", "generation", "test_status", "prompt_kld", "n_prompt_tokens"]
-ITEM_TYPES = {MODEL: str, "task": str, "item_id": str, "correct": bool, "chosen": "Int64", "chosen_norm": "Int64",
-              "prompt_kld": "float64", "n_prompt_tokens": "int64"}
+ITEM_COLUMNS = [
+    *ITEM_KEYS,
+    "correct",
+    "chosen",
+    "chosen_norm",
+    "choice_logprobs",
+    "generation",
+    "test_status",
+    "prompt_kld",
+    "n_prompt_tokens",
+]
+ITEM_TYPES = {
+    MODEL: str,
+    "task": str,
+    "item_id": str,
+    "correct": bool,
+    "chosen": "Int64",
+    "chosen_norm": "Int64",
+    "prompt_kld": "float64",
+    "n_prompt_tokens": "int64",
+}
 
 # cohort table (data/processed/cohort.parquet): one row per model; then the variants, score_<task>, composite
 COHORT_KEYS = [MODEL, "is_reference", "bpw"]

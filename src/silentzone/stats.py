@@ -142,8 +142,16 @@ def bootstrap_ci(x, y, n_bootstrap: int, rng: np.random.Generator, ci: float = 0
     return float(low), float(high), int(len(dist) - len(valid))
 
 
-def correlate(x, y, rng: np.random.Generator, n_resamples: int, n_bootstrap: int, ci: float = 0.95,
-              min_n: int = MIN_N, names: tuple[str, str] = ("x", "y")) -> dict:
+def correlate(
+    x,
+    y,
+    rng: np.random.Generator,
+    n_resamples: int,
+    n_bootstrap: int,
+    ci: float = 0.95,
+    min_n: int = MIN_N,
+    names: tuple[str, str] = ("x", "y"),
+) -> dict:
     """ρ, permutation p and bootstrap CI of one pair of columns, or a refused record.
     Returns {n, rho, p_perm, ci_low, ci_high, n_degenerate, refused}."""
     x, y = _check_pair(x, y)
@@ -152,7 +160,15 @@ def correlate(x, y, rng: np.random.Generator, n_resamples: int, n_bootstrap: int
         return {"n": len(x), "rho": None, "p_perm": None, "ci_low": None, "ci_high": None, "n_degenerate": None, "refused": why}
     p = permutation_pvalue(x, y, n_resamples, rng)
     low, high, degenerate = bootstrap_ci(x, y, n_bootstrap, rng, ci)
-    return {"n": len(x), "rho": spearman(x, y), "p_perm": p, "ci_low": low, "ci_high": high, "n_degenerate": degenerate, "refused": None}
+    return {
+        "n": len(x),
+        "rho": spearman(x, y),
+        "p_perm": p,
+        "ci_low": low,
+        "ci_high": high,
+        "n_degenerate": degenerate,
+        "refused": None,
+    }
 
 
 def holm(pvalues) -> np.ndarray:
@@ -175,11 +191,19 @@ def holm(pvalues) -> np.ndarray:
 def require_columns(table: pd.DataFrame, columns, what: str) -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise SilentzoneError(f"{what}: no column {', '.join(map(repr, missing))}; available: {', '.join(map(str, table.columns))}")
+        raise SilentzoneError(
+            f"{what}: no column {', '.join(map(repr, missing))}; available: {', '.join(map(str, table.columns))}"
+        )
 
 
-def correlation_table(table: pd.DataFrame, variants: list[str], targets: list[str], settings: dict,
-                      zones: dict[str, list[str]] | None = None, name_col: str = MODEL) -> pd.DataFrame:
+def correlation_table(
+    table: pd.DataFrame,
+    variants: list[str],
+    targets: list[str],
+    settings: dict,
+    zones: dict[str, list[str]] | None = None,
+    name_col: str = MODEL,
+) -> pd.DataFrame:
     """Spearman of every variant with every target, in every zone, from one seeded generator.
 
     table: one row per model (name in `name_col`) with the variant and target columns.
@@ -199,8 +223,16 @@ def correlation_table(table: pd.DataFrame, variants: list[str], targets: list[st
             block = []
             for variant in variants:
                 pair = sub[[variant, target]].apply(pd.to_numeric, errors="coerce").dropna()
-                res = correlate(pair[variant].to_numpy(), pair[target].to_numpy(), rng, settings["n_resamples"],
-                                settings["n_bootstrap"], settings["ci"], settings["min_n"], (variant, target))
+                res = correlate(
+                    pair[variant].to_numpy(),
+                    pair[target].to_numpy(),
+                    rng,
+                    settings["n_resamples"],
+                    settings["n_bootstrap"],
+                    settings["ci"],
+                    settings["min_n"],
+                    (variant, target),
+                )
                 block.append({"zone": zone, "target": target, "variant": variant, **res})
             adjusted = holm([np.nan if r["p_perm"] is None else r["p_perm"] for r in block])
             for r, p in zip(block, adjusted):
@@ -209,8 +241,9 @@ def correlation_table(table: pd.DataFrame, variants: list[str], targets: list[st
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def variant_correlations(cohort: pd.DataFrame, params: Params, items: pd.DataFrame | None = None,
-                         targets: tuple[str, ...] = (COMPOSITE,)) -> tuple[pd.DataFrame, pd.DataFrame]:
+def variant_correlations(
+    cohort: pd.DataFrame, params: Params, items: pd.DataFrame | None = None, targets: tuple[str, ...] = (COMPOSITE,)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The study's main table in one call: every registered variant present in the cohort against
     the composite (or `targets`), full cohort and silent zone (by `silent_zone.criterion`).
     Returns (correlation table, zone)."""

@@ -17,15 +17,34 @@ from .errors import SilentzoneError
 # The study's 14 variants (name -> metric), as profiles/default.yaml defines them (a test checks the
 # two agree): what tables made without a params.yaml (silentzone ingest) carry as columns.
 STANDARD = {
-    "kld_mean": "kld", "kld_median": "kld", "kld_p90": "kld", "kld_p99": "kld", "kld_p99_9": "kld", "kld_topk_mean": "kld_topk",
-    "ppl_ratio": "ppl_ratio", "abs_dln_ppl": "abs_dln_ppl", "ppl_greedy": "ppl_greedy", "top1_disagree": "top1_disagree",
-    "rms_dp": "rms_dp", "kld_mean_fiction": "kld", "kld_mean_code": "kld", "kld_mean_ctx128": "kld",
+    "kld_mean": "kld",
+    "kld_median": "kld",
+    "kld_p90": "kld",
+    "kld_p99": "kld",
+    "kld_p99_9": "kld",
+    "kld_topk_mean": "kld_topk",
+    "ppl_ratio": "ppl_ratio",
+    "abs_dln_ppl": "abs_dln_ppl",
+    "ppl_greedy": "ppl_greedy",
+    "top1_disagree": "top1_disagree",
+    "rms_dp": "rms_dp",
+    "kld_mean_fiction": "kld",
+    "kld_mean_code": "kld",
+    "kld_mean_ctx128": "kld",
 }
 # percentiles interpolate linearly between order statistics, as llama.cpp's perplexity tool does
 AGGREGATIONS = {"mean": np.mean, "median": np.median, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
 # the value of each metric when a model is compared with itself; ppl_greedy has none
-IDENTITY = {"kld": 0.0, "rkld": 0.0, "kld_topk": 0.0, "ppl_ratio": 1.0, "abs_dln_ppl": 0.0, "top1_disagree": 0.0, "rms_dp": 0.0,
-            "ppl_greedy": math.nan}
+IDENTITY = {
+    "kld": 0.0,
+    "rkld": 0.0,
+    "kld_topk": 0.0,
+    "ppl_ratio": 1.0,
+    "abs_dln_ppl": 0.0,
+    "top1_disagree": 0.0,
+    "rms_dp": 0.0,
+    "ppl_greedy": math.nan,
+}
 
 
 def aggregate(values: np.ndarray, agg: str) -> float:
@@ -56,8 +75,10 @@ def compute(per_token: pd.DataFrame, params) -> dict[str, float]:
         ctx = f.ctx_alt if spec.ctx == "alt" else (spec.ctx or f.ctx)
         rows = per_token[(per_token["corpus"] == corpus) & (per_token["ctx"] == ctx)]
         if rows.empty:
-            raise SilentzoneError(f"fidelity table: no tokens for variant {name!r} (corpus {corpus!r}, ctx {ctx}); "
-                                  "rerun `silentzone reference` and `silentzone fidelity` with that corpus/ctx")
+            raise SilentzoneError(
+                f"fidelity table: no tokens for variant {name!r} (corpus {corpus!r}, ctx {ctx}); "
+                "rerun `silentzone reference` and `silentzone fidelity` with that corpus/ctx"
+            )
         out[name] = metric_value(rows, spec.metric, spec.agg)
     return out
 

@@ -49,8 +49,9 @@ def lowest_k_members(quants: pd.DataFrame, primary: str, k: int) -> list[str]:
     return ranked[MODEL].head(k).tolist()
 
 
-def paired_score_deltas(items: pd.DataFrame, n_bootstrap: int, rng: np.random.Generator, ci: float = 0.95,
-                        reference: str = REFERENCE) -> pd.DataFrame:
+def paired_score_deltas(
+    items: pd.DataFrame, n_bootstrap: int, rng: np.random.Generator, ci: float = 0.95, reference: str = REFERENCE
+) -> pd.DataFrame:
     """Composite score_q − score_R per quant with a paired percentile bootstrap CI over items.
 
     Composite = mean over tasks of per-task accuracy. Each resample draws items with replacement
@@ -84,8 +85,15 @@ def reference_score(cohort: pd.DataFrame, score: str = COMPOSITE) -> float:
     return float(refs[score].iloc[0])
 
 
-def silent_zone(cohort: pd.DataFrame, params: Params, items: pd.DataFrame | None = None, criterion: str | None = None,
-                margin: float | None = None, k: int | None = None, score: str = COMPOSITE) -> pd.DataFrame:
+def silent_zone(
+    cohort: pd.DataFrame,
+    params: Params,
+    items: pd.DataFrame | None = None,
+    criterion: str | None = None,
+    margin: float | None = None,
+    k: int | None = None,
+    score: str = COMPOSITE,
+) -> pd.DataFrame:
     """Which quants of the cohort table are in the silent zone, by one rule (default
     `silent_zone.criterion`; `margin`/`k` default to `silent_zone.margin`/`k`).
 
@@ -98,8 +106,15 @@ def silent_zone(cohort: pd.DataFrame, params: Params, items: pd.DataFrame | None
     primary = params.stats.primary_variant
     stats.require_columns(cohort, [MODEL, score, primary], "cohort table")
     quants = cohort[cohort[MODEL].isin(quant_names(cohort))]
-    out = pd.DataFrame({MODEL: quants[MODEL].to_numpy(), "delta": quants[score].to_numpy(dtype=float) - reference_score(cohort, score),
-                        "ci_low": np.nan, "ci_high": np.nan, "primary": quants[primary].to_numpy(dtype=float)})
+    out = pd.DataFrame(
+        {
+            MODEL: quants[MODEL].to_numpy(),
+            "delta": quants[score].to_numpy(dtype=float) - reference_score(cohort, score),
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "primary": quants[primary].to_numpy(dtype=float),
+        }
+    )
     if criterion == "paired_bootstrap":
         out = _paired_bootstrap(out, items, params)
         inside = out.loc[(out["ci_low"] <= 0) & (out["ci_high"] >= 0), MODEL]
@@ -108,7 +123,9 @@ def silent_zone(cohort: pd.DataFrame, params: Params, items: pd.DataFrame | None
     elif criterion == "lowest_k":
         inside = lowest_k_members(quants, primary, sz.k if k is None else int(k))
     else:
-        raise SilentzoneError(f"{params.source}: silent_zone.criterion must be {', '.join(RULES[:-1])} or {RULES[-1]}, got {criterion!r}")
+        raise SilentzoneError(
+            f"{params.source}: silent_zone.criterion must be {', '.join(RULES[:-1])} or {RULES[-1]}, got {criterion!r}"
+        )
     out["in_zone"] = out[MODEL].isin(inside)
     out.attrs["criterion"] = criterion
     return out[ZONE_COLUMNS]
@@ -116,7 +133,9 @@ def silent_zone(cohort: pd.DataFrame, params: Params, items: pd.DataFrame | None
 
 def _paired_bootstrap(out: pd.DataFrame, items: pd.DataFrame | None, params: Params) -> pd.DataFrame:
     if items is None:
-        raise SilentzoneError("silent_zone.criterion = paired_bootstrap needs the item table; pass items or choose margin / lowest_k")
+        raise SilentzoneError(
+            "silent_zone.criterion = paired_bootstrap needs the item table; pass items or choose margin / lowest_k"
+        )
     boot = paired_score_deltas(items, params.stats.n_bootstrap, np.random.default_rng(params.seed), 1 - params.silent_zone.alpha)
     out = out.drop(columns=["delta", "ci_low", "ci_high"]).merge(boot, on=MODEL, how="left", validate="one_to_one")
     missing = out.loc[out["delta"].isna(), MODEL].tolist()
@@ -138,8 +157,14 @@ def sweep_ks(params: Params, n_quants: int) -> list[int]:
     return [k for k in params.silent_zone.sweep_ks if k <= n_quants] or list(range(params.stats.min_n, n_quants + 1))
 
 
-def zone_sweep(cohort: pd.DataFrame, params: Params, variant: str | None = None, score: str = COMPOSITE,
-               margins: list[float] | None = None, ks: list[int] | None = None) -> pd.DataFrame:
+def zone_sweep(
+    cohort: pd.DataFrame,
+    params: Params,
+    variant: str | None = None,
+    score: str = COMPOSITE,
+    margins: list[float] | None = None,
+    ks: list[int] | None = None,
+) -> pd.DataFrame:
     """How ρ(variant, score) changes with the zone: one row per margin, then per k (defaults:
     `silent_zone.sweep_margins`, `sweep_ks(params, n)`; variant: `stats.primary_variant`).
     Returns criterion, threshold, n, members (comma-joined), rho, p_perm, ci_low, ci_high,
@@ -154,7 +179,15 @@ def zone_sweep(cohort: pd.DataFrame, params: Params, variant: str | None = None,
         for t in thresholds:
             inside = members(silent_zone(cohort, params, criterion=criterion, margin=t, k=t, score=score))
             pair = cohort[cohort[MODEL].isin(inside)][[variant, score]].astype(float).dropna()
-            res = stats.correlate(pair[variant].to_numpy(), pair[score].to_numpy(), rng, s["n_resamples"], s["n_bootstrap"],
-                                  s["ci"], s["min_n"], (variant, score))
+            res = stats.correlate(
+                pair[variant].to_numpy(),
+                pair[score].to_numpy(),
+                rng,
+                s["n_resamples"],
+                s["n_bootstrap"],
+                s["ci"],
+                s["min_n"],
+                (variant, score),
+            )
             rows.append({"criterion": criterion, "threshold": t, "members": ",".join(inside), **res})
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)

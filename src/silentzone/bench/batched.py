@@ -129,12 +129,17 @@ def score(model, requests: list[Request], cap: float | None, batch_tokens: int) 
                     targets.extend(tokens[ts : ts + tl])
                     counts.append(tl)
             causal = torch.ones(width, width, dtype=torch.bool).tril()
-            allowed = (causal & (block[:, :, None] == block[:, None, :])
-                       & ((part[:, None, :] == -1) | (part[:, :, None] == part[:, None, :])))
+            allowed = (
+                causal
+                & (block[:, :, None] == block[:, None, :])
+                & ((part[:, None, :] == -1) | (part[:, :, None] == part[:, None, :]))
+            )
             mask = _attention_mask(model, allowed, pos, device)
             hidden = decoder(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask).last_hidden_state
             flat = hidden.reshape(-1, hidden.shape[-1])
-            picked, greedy = _continuation_scores(model, flat, torch.tensor(rows, device=device), torch.tensor(targets, device=device), cap)
+            picked, greedy = _continuation_scores(
+                model, flat, torch.tensor(rows, device=device), torch.tensor(targets, device=device), cap
+            )
             starts = np.concatenate([[0], np.cumsum(counts)])
             c = 0
             for r, i in enumerate(batch):

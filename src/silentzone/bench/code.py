@@ -81,7 +81,9 @@ def generate(model, tokenizer, items: list[dict], max_new_tokens: int, batch_siz
     prompts = [prompt_ids(tokenizer, it) for it in items]
     stops = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops)
-    gen_config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=sorted(stops))
+    gen_config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=sorted(stops)
+    )
     order = sorted(range(len(items)), key=lambda i: (len(prompts[i]), i))
     results: list[Generated | None] = [None] * len(items)
     for b in range(0, len(order), batch_size):
@@ -90,8 +92,12 @@ def generate(model, tokenizer, items: list[dict], max_new_tokens: int, batch_siz
         ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in batch], device=model.device)
         mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch], device=model.device)
         with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config,
-                                 stopping_criteria=StoppingCriteriaList([_fence_criteria(tokenizer, width)]))
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=gen_config,
+                stopping_criteria=StoppingCriteriaList([_fence_criteria(tokenizer, width)]),
+            )
         for row, i in enumerate(batch):
             new = out[row, width:].tolist()
             keep, closed = stop_index(tokenizer, new, stops)

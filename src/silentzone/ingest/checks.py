@@ -16,11 +16,9 @@ applies the same tolerance to published tables.
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
-from ..errors import SilentzoneError
 
 from .. import io
+from ..errors import SilentzoneError
 from ..schema import KLD_TOLERANCE  # noqa: F401 (re-exported: the readers take it from here)
 
 read_text = io.read_text
@@ -46,7 +44,11 @@ def domain(column: str) -> tuple[float, float, str] | None:
     if column == "bpw":
         return (1e-9, MAX_BPW, f"bits per weight lie in (0, {MAX_BPW:g}]")
     if metric in ("kld", "kld_topk", "rkld"):
-        return (-KLD_TOLERANCE, math.inf, f"a KL divergence is ≥ 0 (tolerance {KLD_TOLERANCE:.3g}, one uint16 step of llama.cpp's log-probs)")
+        return (
+            -KLD_TOLERANCE,
+            math.inf,
+            f"a KL divergence is ≥ 0 (tolerance {KLD_TOLERANCE:.3g}, one uint16 step of llama.cpp's log-probs)",
+        )
     if column == "ppl" or metric == "ppl_greedy":
         return (1.0, math.inf, "a perplexity is ≥ 1")
     if metric == "ppl_ratio":
@@ -67,4 +69,3 @@ def check_value(column: str, value: float, where: str, fix: str) -> None:
     bounds = domain(column)
     if bounds and not bounds[0] <= value <= bounds[1]:
         raise SilentzoneError(f"{where}: {column} = {value!r} is impossible ({bounds[2]}); {fix}")
-

@@ -26,7 +26,13 @@ def add_arguments(parser):
     p = sub.add_parser("llamacpp", help="llama-perplexity --kl-divergence logs -> one CSV row per log")
     p.add_argument("logs", nargs="+", metavar="LOG")
     p.add_argument("--out", required=True, help="CSV to write")
-    p.add_argument("--name", action="append", default=[], metavar="LOG=NAME", help="quant name for a log (default: from its model file, else its file name)")
+    p.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        metavar="LOG=NAME",
+        help="quant name for a log (default: from its model file, else its file name)",
+    )
 
     p = sub.add_parser("kld", help="read a llama.cpp --kl-divergence-base file (.kld or .kld.xz)")
     p.add_argument("base")
@@ -36,8 +42,16 @@ def add_arguments(parser):
     p = sub.add_parser("lm-eval", help="lm-evaluation-harness --log_samples output -> item rows")
     p.add_argument("paths", nargs="+", metavar="PATH", help="samples_<task>_<date>.jsonl files or folders holding them")
     p.add_argument("--model", required=True, help="model name for the item table (`reference` for the reference)")
-    p.add_argument("--metric", action="append", default=[], metavar="TASK=METRIC", help="per-item metric deciding correctness (default: acc, exact_match, pass@1, …)")
-    p.add_argument("--filter", action="append", default=[], metavar="TASK=FILTER", help="which filter's rows to use when a task logs several")
+    p.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="TASK=METRIC",
+        help="per-item metric deciding correctness (default: acc, exact_match, pass@1, …)",
+    )
+    p.add_argument(
+        "--filter", action="append", default=[], metavar="TASK=FILTER", help="which filter's rows to use when a task logs several"
+    )
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("livecodebench", help="LiveCodeBench *_eval_all.json -> item rows")
@@ -52,7 +66,13 @@ def add_arguments(parser):
     p = sub.add_parser("csv", help="a published cohort CSV -> the cohort schema, through a column map")
     p.add_argument("csv")
     p.add_argument("--reference", required=True, help="the reference row's name, e.g. 'BF16 (reference)'")
-    p.add_argument("--map", action="append", default=[], metavar="OURS=THEIRS", help="e.g. kld_mean=card_kl_mean, score_hellaswag=card_hellaswag_pct, ppl=card_ppl; model=COL names the quant column (default: the first)")
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="OURS=THEIRS",
+        help="e.g. kld_mean=card_kl_mean, score_hellaswag=card_hellaswag_pct, ppl=card_ppl; model=COL names the quant column (default: the first)",
+    )
     p.add_argument("--percent", action="append", default=[], metavar="OURS", help="a mapped column given in percent")
     p.add_argument("--out", required=True)
 
@@ -81,8 +101,14 @@ def write_table(path: str, frame) -> None:
 
 
 def run(args):
-    handler = {"llamacpp": run_llamacpp, "kld": run_kld, "lm-eval": run_lm_eval, "livecodebench": run_livecodebench,
-               "csv": run_csv, "cohort": run_cohort}[args.source]
+    handler = {
+        "llamacpp": run_llamacpp,
+        "kld": run_kld,
+        "lm-eval": run_lm_eval,
+        "livecodebench": run_livecodebench,
+        "csv": run_csv,
+        "cohort": run_cohort,
+    }[args.source]
     return handler(args)
 
 
@@ -104,8 +130,10 @@ def run_kld(args):
     from .llamacpp_kld import read_kld, summary, token_stats, token_table
 
     base = read_kld(args.base)
-    print(f"{args.base}: n_ctx={base.n_ctx} n_vocab={base.n_vocab} n_chunk={base.n_chunk} "
-          f"scored={base.n_scored}/chunk records={len(base.records)} bytes={base.size_bytes}")
+    print(
+        f"{args.base}: n_ctx={base.n_ctx} n_vocab={base.n_vocab} n_chunk={base.n_chunk} "
+        f"scored={base.n_scored}/chunk records={len(base.records)} bytes={base.size_bytes}"
+    )
     if args.other:
         stats = token_stats(base, read_kld(args.other))
         for key, value in summary(stats).items():
@@ -129,7 +157,9 @@ def run_livecodebench(args):
 
     frame = read_eval_all(args.eval_all, args.model, args.release, args.start_date, args.end_date, args.task)
     write_table(args.out, frame)
-    print(f"{args.out}: {len(frame)} problems of {args.model}, {args.release} {frame['window_start'].iloc[0]} – {frame['window_end'].iloc[0]}")
+    print(
+        f"{args.out}: {len(frame)} problems of {args.model}, {args.release} {frame['window_start'].iloc[0]} – {frame['window_end'].iloc[0]}"
+    )
     return 0
 
 

@@ -56,24 +56,32 @@ def finish_cohort(frame, tasks):
 def _check_map(column_map: dict[str, str], percent) -> None:
     for target, col in column_map.items():
         if target not in (MODEL, "bpw", *VARIANTS, *CONVENIENCE) and not target.startswith(SCORE_PREFIX):
-            raise SilentzoneError(f"--map {target}={col}: unknown target; use {MODEL}, bpw, a variant ({', '.join(VARIANTS)}), "
-                                  f"{SCORE_PREFIX}<task>, ppl or same_top_p")
+            raise SilentzoneError(
+                f"--map {target}={col}: unknown target; use {MODEL}, bpw, a variant ({', '.join(VARIANTS)}), "
+                f"{SCORE_PREFIX}<task>, ppl or same_top_p"
+            )
     for target in percent:
         if target not in column_map:
             raise SilentzoneError(f"--percent {target}: not a mapped column; map it with --map {target}=SOURCE")
         if target not in PERCENT_TARGETS and not target.startswith(SCORE_PREFIX):
-            raise SilentzoneError(f"--percent {target}: only shares can be given in percent ({SCORE_PREFIX}<task>, {', '.join(PERCENT_TARGETS)}); "
-                                  f"{target} is not a share")
+            raise SilentzoneError(
+                f"--percent {target}: only shares can be given in percent ({SCORE_PREFIX}<task>, {', '.join(PERCENT_TARGETS)}); "
+                f"{target} is not a share"
+            )
     by_source: dict[str, str] = {}
     for target, col in column_map.items():
         if col in by_source:
-            raise SilentzoneError(f"--map {target}={col}: column {col!r} already fills {by_source[col]}; one source column per target")
+            raise SilentzoneError(
+                f"--map {target}={col}: column {col!r} already fills {by_source[col]}; one source column per target"
+            )
         by_source[col] = target
     for source, derived in DERIVED.items():
         both = [d for d in derived if d in column_map]
         if source in column_map and both:
-            raise SilentzoneError(f"--map {both[0]}={column_map[both[0]]}: {both[0]} is also derived from --map {source}={column_map[source]}; "
-                                  "map one of them (one source per value)")
+            raise SilentzoneError(
+                f"--map {both[0]}={column_map[both[0]]}: {both[0]} is also derived from --map {source}={column_map[source]}; "
+                "map one of them (one source per value)"
+            )
 
 
 def read_cohort_csv(path, column_map: dict[str, str], reference: str, percent=()):
@@ -125,8 +133,10 @@ def _check_column(path: Path, table, target: str, col: str, in_percent: bool) ->
         fix = f"if {col!r} is in percent, pass --percent {target}"
     else:
         fix = "fix the cell, or map another column"
-    raise SilentzoneError(f"{published.location(path, i)}: column {col!r} (--map {target}), row {table[MODEL].iloc[i]!r}: {value:g} is "
-                          f"impossible ({why}); {fix}")
+    raise SilentzoneError(
+        f"{published.location(path, i)}: column {col!r} (--map {target}), row {table[MODEL].iloc[i]!r}: {value:g} is "
+        f"impossible ({why}); {fix}"
+    )
 
 
 def _derive(frame, path: Path) -> None:

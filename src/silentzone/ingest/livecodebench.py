@@ -24,8 +24,19 @@ from . import ITEM_COLUMNS
 from .checks import read_text
 
 TASK = "livecodebench"
-EXTRA_COLUMNS = ["pass_at_1", "n_generations", "generation", "test_status", "difficulty", "platform",
-                 "contest_date", "release", "window_start", "window_end", "source"]
+EXTRA_COLUMNS = [
+    "pass_at_1",
+    "n_generations",
+    "generation",
+    "test_status",
+    "difficulty",
+    "platform",
+    "contest_date",
+    "release",
+    "window_start",
+    "window_end",
+    "source",
+]
 REQUIRED = ("question_id", "contest_date", "graded_list")
 
 
@@ -58,7 +69,9 @@ def _line_of(text: str, question_id: str) -> int:
     return text.count("\n", 0, pos) + 1 if pos >= 0 else 1
 
 
-def read_eval_all(path: str | Path, model: str, release: str, start_date: str | None = None, end_date: str | None = None, task: str = TASK):
+def read_eval_all(
+    path: str | Path, model: str, release: str, start_date: str | None = None, end_date: str | None = None, task: str = TASK
+):
     import pandas as pd
 
     path = Path(path)
@@ -71,19 +84,25 @@ def read_eval_all(path: str | Path, model: str, release: str, start_date: str | 
         raise SilentzoneError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); the file is truncated or edited") from None
     if not isinstance(problems, list) or not problems:
         raise SilentzoneError(f"{path}: expected a non-empty JSON list of problems (LiveCodeBench *_eval_all.json)")
-    start = _date(start_date, f"--start-date") if start_date else None
-    end = _date(end_date, f"--end-date") if end_date else None
+    start = _date(start_date, "--start-date") if start_date else None
+    end = _date(end_date, "--end-date") if end_date else None
     if start and end and start > end:
-        raise SilentzoneError(f"{path}: the window starts ({start_date}) after it ends ({end_date}); swap --start-date and --end-date")
+        raise SilentzoneError(
+            f"{path}: the window starts ({start_date}) after it ends ({end_date}); swap --start-date and --end-date"
+        )
     rows, seen = [], {}
     for problem in problems:
         qid = str(problem.get("question_id")) if isinstance(problem, dict) else None
         where = f"{path}:{_line_of(text, qid) if qid else 1}"
         missing = [k for k in REQUIRED if not isinstance(problem, dict) or k not in problem]
         if missing:
-            raise SilentzoneError(f"{where}: problem lacks {', '.join(missing)}; is this an *_eval_all.json (run with --evaluate)?")
+            raise SilentzoneError(
+                f"{where}: problem lacks {', '.join(missing)}; is this an *_eval_all.json (run with --evaluate)?"
+            )
         if not isinstance(problem["question_id"], (str, int)) or isinstance(problem["question_id"], bool) or not qid.strip():
-            raise SilentzoneError(f"{where}: question_id {problem['question_id']!r} is not an id; the file is edited: use the file LiveCodeBench wrote")
+            raise SilentzoneError(
+                f"{where}: question_id {problem['question_id']!r} is not an id; the file is edited: use the file LiveCodeBench wrote"
+            )
         if qid in seen:
             raise SilentzoneError(f"{where}: duplicate question_id {qid}; one entry per problem")
         seen[qid] = True
@@ -92,22 +111,40 @@ def read_eval_all(path: str | Path, model: str, release: str, start_date: str | 
             raise SilentzoneError(f"{where}: graded_list of {qid} must be a non-empty list of true/false")
         pass_at_1 = sum(graded) / len(graded)
         if "pass@1" in problem and not (isinstance(problem["pass@1"], (int, float)) and not isinstance(problem["pass@1"], bool)):
-            raise SilentzoneError(f"{where}: pass@1 {problem['pass@1']!r} of {qid} is not a number; the file is edited: use the file LiveCodeBench wrote")
+            raise SilentzoneError(
+                f"{where}: pass@1 {problem['pass@1']!r} of {qid} is not a number; the file is edited: use the file LiveCodeBench wrote"
+            )
         if "pass@1" in problem and not math.isclose(float(problem["pass@1"]), pass_at_1, abs_tol=1e-9):
-            raise SilentzoneError(f"{where}: pass@1 {problem['pass@1']} of {qid} disagrees with graded_list ({pass_at_1}); the file is inconsistent")
+            raise SilentzoneError(
+                f"{where}: pass@1 {problem['pass@1']} of {qid} disagrees with graded_list ({pass_at_1}); the file is inconsistent"
+            )
         date = _date(problem["contest_date"], where)
         if (start and date < start) or (end and date > end):
             continue
         codes = problem.get("code_list") or problem.get("output_list") or [""]
-        rows.append({
-            MODEL: model, "task": task, "item_id": qid, "correct": bool(graded[0]), "prompt_kld": math.nan,
-            "n_prompt_tokens": pd.NA, "pass_at_1": pass_at_1, "n_generations": len(graded), "generation": str(codes[0]),
-            "test_status": _status(problem, graded[0]), "difficulty": problem.get("difficulty"),
-            "platform": problem.get("platform"), "contest_date": date.date().isoformat(), "release": release,
-            "source": path.name,
-        })
+        rows.append(
+            {
+                MODEL: model,
+                "task": task,
+                "item_id": qid,
+                "correct": bool(graded[0]),
+                "prompt_kld": math.nan,
+                "n_prompt_tokens": pd.NA,
+                "pass_at_1": pass_at_1,
+                "n_generations": len(graded),
+                "generation": str(codes[0]),
+                "test_status": _status(problem, graded[0]),
+                "difficulty": problem.get("difficulty"),
+                "platform": problem.get("platform"),
+                "contest_date": date.date().isoformat(),
+                "release": release,
+                "source": path.name,
+            }
+        )
     if not rows:
-        raise SilentzoneError(f"{path}: no problem dated within {start_date or '…'} – {end_date or '…'}; check --start-date/--end-date")
+        raise SilentzoneError(
+            f"{path}: no problem dated within {start_date or '…'} – {end_date or '…'}; check --start-date/--end-date"
+        )
     # Without a stated window, the window is the span of contest dates actually present.
     dates = [r["contest_date"] for r in rows]
     for r in rows:

@@ -74,8 +74,11 @@ class KldFile:
     def positions(self) -> dict[str, np.ndarray]:
         """ctx, window (chunk) and pos (the scored position, predicting the token after it) of every record."""
         pos = np.arange(self.first_scored, self.n_ctx - 1)
-        return {"ctx": np.full(self.n_chunk * len(pos), self.n_ctx), "window": np.repeat(np.arange(self.n_chunk), len(pos)),
-                "pos": np.tile(pos, self.n_chunk)}
+        return {
+            "ctx": np.full(self.n_chunk * len(pos), self.n_ctx),
+            "window": np.repeat(np.arange(self.n_chunk), len(pos)),
+            "pos": np.tile(pos, self.n_chunk),
+        }
 
 
 def _read_bytes(path: Path) -> bytes | np.ndarray:
@@ -126,8 +129,10 @@ def read_kld(path: str | Path) -> KldFile:
     bad = np.flatnonzero((tokens < 0) | (tokens >= n_vocab))
     if bad.size:
         i = int(bad[0])
-        raise SilentzoneError(f"{path}: token {i} (chunk {i // n_ctx}, position {i % n_ctx}) is id {int(tokens[i])}, outside the vocabulary "
-                              f"[0, {n_vocab}); the file is damaged or not from llama-perplexity")
+        raise SilentzoneError(
+            f"{path}: token {i} (chunk {i // n_ctx}, position {i % n_ctx}) is id {int(tokens[i])}, outside the vocabulary "
+            f"[0, {n_vocab}); the file is damaged or not from llama-perplexity"
+        )
     records = buf[tokens_end:].view("<u2").reshape(n_records, nv)
     return KldFile(path, n_ctx, n_vocab, n_chunk, tokens, records, int(buf.size))
 
@@ -142,8 +147,14 @@ def check_rows(f: KldFile, rows: slice, lp: np.ndarray) -> None:
     mass = np.where(kept, np.exp(lp), 0.0).sum(axis=1)
     dropped = (~kept).sum(axis=1) * np.exp(np.minimum(low, 0.0))
     flat = scale == 0  # all logits equal: llama.cpp stores q = 0 everywhere and min_log_prob = -ln(n_vocab)
-    ok = (np.isfinite(scale) & np.isfinite(low) & (scale >= 0) & (scale <= 16 / 65535 * (1 + 1e-5))
-          & (65535 * scale + low <= 1e-4) & np.where(flat, ~kept.any(axis=1), (mass <= 1 + 1e-3) & (mass + dropped >= 1 - 1e-3)))
+    ok = (
+        np.isfinite(scale)
+        & np.isfinite(low)
+        & (scale >= 0)
+        & (scale <= 16 / 65535 * (1 + 1e-5))
+        & (65535 * scale + low <= 1e-4)
+        & np.where(flat, ~kept.any(axis=1), (mass <= 1 + 1e-3) & (mass + dropped >= 1 - 1e-3))
+    )
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
         r = rows.start + i
@@ -183,8 +194,10 @@ def token_stats(base: KldFile, other: KldFile, batch: int = 64) -> dict[str, np.
     low = np.flatnonzero(out["kld"] < -KLD_TOLERANCE)
     if low.size:  # valid rows cannot give this; kept as the last guard on what we write
         i = int(low[0])
-        raise SilentzoneError(f"{other.path}: token {i} has KLD {out['kld'][i]:.6g} against {base.path}, below −{KLD_TOLERANCE:.3g} "
-                              "(one uint16 step); the files are damaged or do not belong together")
+        raise SilentzoneError(
+            f"{other.path}: token {i} has KLD {out['kld'][i]:.6g} against {base.path}, below −{KLD_TOLERANCE:.3g} "
+            "(one uint16 step); the files are damaged or do not belong together"
+        )
     return out
 
 

@@ -26,13 +26,54 @@ BLOCKS = {
 # The columns every table of logs carries, in this order (statistics a version lacks are NaN); the
 # quant measured is `model`, as in every table of silentzone.schema.
 COLUMNS = [
-    MODEL, "source", "model_file", "n_ctx", "n_chunks",
-    "ppl_q", "ppl_q_se", "ppl_base", "ppl_base_se", "cor_ln_ppl", "ln_ppl_ratio", "ln_ppl_ratio_se",
-    "ppl_ratio", "ppl_ratio_se", "ppl_diff", "ppl_diff_se",
-    "kld_mean", "kld_mean_se", "kld_max", "kld_p99_9", "kld_p99", "kld_p95", "kld_p90", "kld_median",
-    "kld_p10", "kld_p5", "kld_p1", "kld_p0_1", "kld_min",
-    "dp_mean", "dp_mean_se", "dp_max", "dp_p99_9", "dp_p99", "dp_p95", "dp_p90", "dp_p75", "dp_median",
-    "dp_p25", "dp_p10", "dp_p5", "dp_p1", "dp_p0_1", "dp_min", "rms_dp", "rms_dp_se", "same_top_p", "same_top_p_se",
+    MODEL,
+    "source",
+    "model_file",
+    "n_ctx",
+    "n_chunks",
+    "ppl_q",
+    "ppl_q_se",
+    "ppl_base",
+    "ppl_base_se",
+    "cor_ln_ppl",
+    "ln_ppl_ratio",
+    "ln_ppl_ratio_se",
+    "ppl_ratio",
+    "ppl_ratio_se",
+    "ppl_diff",
+    "ppl_diff_se",
+    "kld_mean",
+    "kld_mean_se",
+    "kld_max",
+    "kld_p99_9",
+    "kld_p99",
+    "kld_p95",
+    "kld_p90",
+    "kld_median",
+    "kld_p10",
+    "kld_p5",
+    "kld_p1",
+    "kld_p0_1",
+    "kld_min",
+    "dp_mean",
+    "dp_mean_se",
+    "dp_max",
+    "dp_p99_9",
+    "dp_p99",
+    "dp_p95",
+    "dp_p90",
+    "dp_p75",
+    "dp_median",
+    "dp_p25",
+    "dp_p10",
+    "dp_p5",
+    "dp_p1",
+    "dp_p0_1",
+    "dp_min",
+    "rms_dp",
+    "rms_dp_se",
+    "same_top_p",
+    "same_top_p_se",
 ]
 
 # Lines every version since the token-probability block exists (2024) prints; absent = truncated.
@@ -59,7 +100,9 @@ STAT_LINE = re.compile(
     rf"^(?P<label>[^:]+?)\s*:\s*(?P<value>{NUMBER})\s*(?P<pct>%)?\s*(?:±\s*(?P<se>{NUMBER})\s*(?P<se_pct>%)?)?\s*$"
 )
 MODEL_FILE = re.compile(r"llama_model_loader: loaded meta data .* from (?P<path>\S+\.gguf)\b")
-CHUNKS = re.compile(r"(?:kl_divergence|perplexity): (?:computing|calculating perplexity) over (?P<n>\d+) chunks, n_ctx=(?P<ctx>\d+)")
+CHUNKS = re.compile(
+    r"(?:kl_divergence|perplexity): (?:computing|calculating perplexity) over (?P<n>\d+) chunks, n_ctx=(?P<ctx>\d+)"
+)
 # A llama.cpp type at the end of a GGUF name: SmolLM2-135M-Instruct.Q4_K_M, Qwen3.6-35B-A3B-UD-Q4_K_XL
 QUANT_TYPE = re.compile(r"(?:^|[.\-_])(?P<type>(?:UD-)?(?:I?Q\d(?:_[0-9A-Z]+)*|[BM]?F(?:16|32)|BF16|TQ\d_\d))$", re.IGNORECASE)
 
@@ -110,7 +153,9 @@ def parse_log(path: str | Path, name: str | None = None) -> dict:
     except OSError as exc:
         raise SilentzoneError(f"{path}: cannot read ({exc.strerror}); check the path") from None
     if not raw.strip():
-        raise SilentzoneError(f"{path}: empty file; not a `llama-perplexity --kl-divergence` log (ingest the log of a finished run)")
+        raise SilentzoneError(
+            f"{path}: empty file; not a `llama-perplexity --kl-divergence` log (ingest the log of a finished run)"
+        )
     lines = raw.splitlines()
     row: dict = {"source": path.name, "model_file": None, "n_ctx": math.nan, "n_chunks": math.nan}
     at: dict[str, int] = {}  # statistic -> the line that printed it
@@ -121,7 +166,9 @@ def parse_log(path: str | Path, name: str | None = None) -> dict:
         if text in BLOCKS:
             block = BLOCKS[text]
             if block in seen_blocks:
-                raise SilentzoneError(f"{path}:{number}: second `{text}` block (first at line {seen_blocks[block]}); one run per log")
+                raise SilentzoneError(
+                    f"{path}:{number}: second `{text}` block (first at line {seen_blocks[block]}); one run per log"
+                )
             seen_blocks[block] = number
             continue
         if block is None:
@@ -150,7 +197,9 @@ def _header_line(path: Path, number: int, text: str, row: dict) -> None:
     elif match := CHUNKS.search(text):
         row["n_chunks"], row["n_ctx"] = int(match.group("n")), int(match.group("ctx"))
         if row["n_chunks"] < 1 or row["n_ctx"] < 2:
-            raise SilentzoneError(f"{path}:{number}: {row['n_chunks']} chunks of n_ctx={row['n_ctx']} score no token; the log is edited or the run was empty")
+            raise SilentzoneError(
+                f"{path}:{number}: {row['n_chunks']} chunks of n_ctx={row['n_ctx']} score no token; the log is edited or the run was empty"
+            )
 
 
 def _stat_line(path: Path, number: int, block: str, text: str, row: dict, at: dict) -> None:
@@ -160,14 +209,20 @@ def _stat_line(path: Path, number: int, block: str, text: str, row: dict, at: di
         raise SilentzoneError(f"{path}:{number}: unrecognised statistics line {text!r}; is the log cut or edited?")
     in_percent = bool(match.group("pct") or match.group("se_pct"))
     if in_percent != (block == "dp" or key == "cor_ln_ppl") or (key in WITH_SE) != (match.group("se") is not None):
-        raise SilentzoneError(f"{path}:{number}: statistics line {text!r} is cut short or edited (expected `value{' ± se' if key in WITH_SE else ''}{' %' if block == 'dp' or key == 'cor_ln_ppl' else ''}`)")
+        raise SilentzoneError(
+            f"{path}:{number}: statistics line {text!r} is cut short or edited (expected `value{' ± se' if key in WITH_SE else ''}{' %' if block == 'dp' or key == 'cor_ln_ppl' else ''}`)"
+        )
     value = _number(match.group("value"), in_percent)
     se = _number(match.group("se"), in_percent) if match.group("se") is not None else None
     if not math.isfinite(value) or (se is not None and not math.isfinite(se)):
-        raise SilentzoneError(f"{path}:{number}: {' '.join(text.split())!r} is not a finite number; the run diverged (NaN/inf logits) or the log was "
-                              "edited: rerun llama-perplexity and ingest its log")
+        raise SilentzoneError(
+            f"{path}:{number}: {' '.join(text.split())!r} is not a finite number; the run diverged (NaN/inf logits) or the log was "
+            "edited: rerun llama-perplexity and ingest its log"
+        )
     if se is not None and se < 0:
-        raise SilentzoneError(f"{path}:{number}: {' '.join(text.split())!r} has a negative standard error; the log is edited or corrupt: use the log llama-perplexity wrote")
+        raise SilentzoneError(
+            f"{path}:{number}: {' '.join(text.split())!r} has a negative standard error; the log is edited or corrupt: use the log llama-perplexity wrote"
+        )
     if key in row and not _same(row[key], value):
         raise SilentzoneError(f"{path}:{number}: `{key}` printed twice with different values ({row[key]} vs {value})")
     row[key] = value
@@ -200,7 +255,11 @@ def _check_complete(path: Path, n_lines: int, seen_blocks: dict, row: dict) -> N
 # corrupt log. KLD: ≥ −KLD_TOLERANCE (silentzone.ingest.checks says why).
 def _bounds(key: str) -> tuple[float, float, str] | None:
     if key.startswith("kld_"):
-        return -KLD_TOLERANCE, math.inf, f"a KL divergence is ≥ 0 (tolerance {KLD_TOLERANCE:.3g}, one uint16 step of the stored log-probs)"
+        return (
+            -KLD_TOLERANCE,
+            math.inf,
+            f"a KL divergence is ≥ 0 (tolerance {KLD_TOLERANCE:.3g}, one uint16 step of the stored log-probs)",
+        )
     if key in ("ppl_q", "ppl_base"):
         return 1.0, math.inf, "a perplexity is ≥ 1"
     if key == "ppl_ratio":
@@ -231,19 +290,27 @@ def check_statistics(path: Path, row: dict, at: dict) -> None:
     """Physical sanity of one log's statistics: every value in its domain, the percentiles of KLD and
     Δp ordered as printed (min ≤ 0.1 % ≤ … ≤ median ≤ … ≤ max), each mean between its min and max,
     and the perplexity lines consistent with each other (to their printed digits)."""
+
     def fail(key: str, message: str):
         raise SilentzoneError(f"{path}:{at.get(key, 1)}: {message}; {CONSISTENT}")
 
     for key in at:
         bounds = _bounds(key)
         if bounds and not bounds[0] <= row[key] <= bounds[1]:
-            shown = f"{row[key] * 100:g} %" if key.startswith("dp_") or key in ("same_top_p", "rms_dp", "cor_ln_ppl") else f"{row[key]:g}"
+            shown = (
+                f"{row[key] * 100:g} %"
+                if key.startswith("dp_") or key in ("same_top_p", "rms_dp", "cor_ln_ppl")
+                else f"{row[key]:g}"
+            )
             fail(key, f"`{key}` = {shown} is impossible ({bounds[2]})")
     for block in ("kld", "dp"):
         ranked = sorted((r, at[k], k) for k in at if k.startswith(f"{block}_") and (r := _rank(block, k)) is not None)
         for (_, _, lower), (_, _, upper) in zip(ranked, ranked[1:]):
             if row[lower] > row[upper]:
-                fail(lower, f"`{lower}` = {row[lower]:g} is above `{upper}` = {row[upper]:g} (line {at[upper]}); percentiles must be ordered")
+                fail(
+                    lower,
+                    f"`{lower}` = {row[lower]:g} is above `{upper}` = {row[upper]:g} (line {at[upper]}); percentiles must be ordered",
+                )
         mean = f"{block}_mean"
         if not row[f"{block}_min"] <= row[mean] <= row[f"{block}_max"]:
             fail(mean, f"`{mean}` = {row[mean]:g} lies outside [min {row[f'{block}_min']:g}, max {row[f'{block}_max']:g}]")
@@ -252,9 +319,15 @@ def check_statistics(path: Path, row: dict, at: dict) -> None:
     # llama.cpp prints ratio = PPL(Q)/PPL(base), ln ratio = its log, diff = PPL(Q) − PPL(base), each to 6 decimals.
     ratio = row["ppl_q"] / row["ppl_base"]
     if abs(row["ppl_ratio"] - ratio) > 1e-5 * ratio + 1e-6:
-        fail("ppl_ratio", f"PPL(Q)/PPL(base) = {row['ppl_ratio']:g}, but PPL(Q) {row['ppl_q']:g} / PPL(base) {row['ppl_base']:g} = {ratio:.6f}")
+        fail(
+            "ppl_ratio",
+            f"PPL(Q)/PPL(base) = {row['ppl_ratio']:g}, but PPL(Q) {row['ppl_q']:g} / PPL(base) {row['ppl_base']:g} = {ratio:.6f}",
+        )
     if abs(row["ln_ppl_ratio"] - math.log(row["ppl_ratio"])) > 1e-5:
-        fail("ln_ppl_ratio", f"ln(PPL(Q)/PPL(base)) = {row['ln_ppl_ratio']:g}, but ln({row['ppl_ratio']:g}) = {math.log(row['ppl_ratio']):.6f}")
+        fail(
+            "ln_ppl_ratio",
+            f"ln(PPL(Q)/PPL(base)) = {row['ln_ppl_ratio']:g}, but ln({row['ppl_ratio']:g}) = {math.log(row['ppl_ratio']):.6f}",
+        )
     diff = row["ppl_q"] - row["ppl_base"]
     if abs(row["ppl_diff"] - diff) > 1e-5 + 1e-7 * row["ppl_q"]:
         fail("ppl_diff", f"PPL(Q)-PPL(base) = {row['ppl_diff']:g}, but {row['ppl_q']:g} − {row['ppl_base']:g} = {diff:.6f}")
@@ -274,8 +347,10 @@ def check_one_per_quant(paths, frame) -> None:
         seen_file[real] = path
         key = str(r[MODEL]).casefold()
         if key in seen_model:
-            raise SilentzoneError(f"{path}: quant {r[MODEL]!r} is already measured by {seen_model[key]}; one log per quant "
-                                  "(if it is another quant, name it with --name LOG=NAME)")
+            raise SilentzoneError(
+                f"{path}: quant {r[MODEL]!r} is already measured by {seen_model[key]}; one log per quant "
+                "(if it is another quant, name it with --name LOG=NAME)"
+            )
         seen_model[key] = path
         values = tuple(None if isinstance(v, float) and math.isnan(v) else v for v in r[stats])
         if values in seen_stats:

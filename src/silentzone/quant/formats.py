@@ -144,7 +144,6 @@ def quantize_bytes(array: np.ndarray, fmt: str) -> np.ndarray:
     return quants.quantize(np.ascontiguousarray(array, dtype=np.float32), _qtype(check_format(fmt)))
 
 
-
 def _decode_q8_0(encoded: np.ndarray) -> np.ndarray:
     """gguf.quants' Q8_0 dequantize_blocks (d·q in float32) in torch's threads: 2x faster, the same
     bits (an fp16 scale times an int8 is exact in float32; tests/test_quant_cache.py compares them).

@@ -51,7 +51,9 @@ def open_gguf(path):
     try:
         reader = GGUFReader(path)
     except Exception as exc:  # gguf-py raises ValueError, IndexError, struct errors... on a cut-off or damaged file
-        raise SilentzoneError(f"{path}: not a readable GGUF file, truncated or damaged ({type(exc).__name__}: {_first_line(exc)}); re-create or re-download it") from None
+        raise SilentzoneError(
+            f"{path}: not a readable GGUF file, truncated or damaged ({type(exc).__name__}: {_first_line(exc)}); re-create or re-download it"
+        ) from None
     size = os.path.getsize(path)
     for tensor in reader.tensors:
         block, type_size = GGML_QUANT_SIZES[tensor.tensor_type]
@@ -129,10 +131,14 @@ def check_member(reader, path, model, tokenizer) -> dict:
     cfg = model.config.get_text_config()
     want_arch = ARCHITECTURES.get(cfg.model_type)
     if want_arch is None:
-        raise SilentzoneError(f"{path}: the reference's model type {cfg.model_type!r} is not supported for GGUF members; supported: {', '.join(sorted(ARCHITECTURES))}")
+        raise SilentzoneError(
+            f"{path}: the reference's model type {cfg.model_type!r} is not supported for GGUF members; supported: {', '.join(sorted(ARCHITECTURES))}"
+        )
     arch = field(reader, "general.architecture")
     if arch != want_arch:
-        raise SilentzoneError(f"{path}: general.architecture is {arch!r}, the reference is {want_arch!r}; a member must be a GGUF of the reference model")
+        raise SilentzoneError(
+            f"{path}: general.architecture is {arch!r}, the reference is {want_arch!r}; a member must be a GGUF of the reference model"
+        )
     for key, want in (
         (f"{arch}.block_count", cfg.num_hidden_layers),
         (f"{arch}.embedding_length", cfg.hidden_size),
@@ -141,11 +147,15 @@ def check_member(reader, path, model, tokenizer) -> dict:
     ):
         got = field(reader, key)
         if got is None or int(got) != int(want):
-            raise SilentzoneError(f"{path}: {key} is {got}, the reference has {want}; a member must be a GGUF of the reference model")
+            raise SilentzoneError(
+                f"{path}: {key} is {got}, the reference has {want}; a member must be a GGUF of the reference model"
+            )
     tokens = field(reader, "tokenizer.ggml.tokens")
     ref_tokens = reference_tokens(tokenizer)
     if tokens is None:
-        raise SilentzoneError(f"{path}: no tokenizer.ggml.tokens in the metadata, so its vocabulary cannot be checked against the reference's")
+        raise SilentzoneError(
+            f"{path}: no tokenizer.ggml.tokens in the metadata, so its vocabulary cannot be checked against the reference's"
+        )
     diff = first_vocabulary_difference(list(tokens), ref_tokens)
     if diff is not None:
         raise SilentzoneError(
@@ -168,7 +178,9 @@ def check_member(reader, path, model, tokenizer) -> dict:
             continue
         hf_names = gguf_to_hf.get(tensor.name)
         if not hf_names:
-            raise SilentzoneError(f"{path}: tensor {tensor.name} has no counterpart in the reference model; a member must be a GGUF of the reference model")
+            raise SilentzoneError(
+                f"{path}: tensor {tensor.name} has no counterpart in the reference model; a member must be a GGUF of the reference model"
+            )
         # A tied model maps `output.weight` and `token_embd.weight` onto the one shared matrix; the
         # GGUF of a tied model stores only token_embd.
         hf_name = hf_names[0]
@@ -181,12 +193,16 @@ def check_member(reader, path, model, tokenizer) -> dict:
         shape = tuple(int(d) for d in reversed(list(tensor.shape)))  # GGUF lists ne0 (the row length) first
         want = tuple(params[hf_name].shape)
         if shape != want:
-            raise SilentzoneError(f"{path}: tensor {tensor.name} has shape {list(shape)}, the reference's {hf_name} has {list(want)}; a member must be a GGUF of the reference model")
+            raise SilentzoneError(
+                f"{path}: tensor {tensor.name} has shape {list(shape)}, the reference's {hf_name} has {list(want)}; a member must be a GGUF of the reference model"
+            )
         out[tensor.name] = hf_name
         covered.update(n for n in params if params[n] is params[hf_name])
     missing = [n for n in params if n not in covered]
     if missing:
-        raise SilentzoneError(f"{path}: no tensor for the reference's {missing[0]} ({len(missing)} parameters uncovered); the file is incomplete or of another model")
+        raise SilentzoneError(
+            f"{path}: no tensor for the reference's {missing[0]} ({len(missing)} parameters uncovered); the file is incomplete or of another model"
+        )
     return out
 
 
@@ -238,7 +254,11 @@ def load_member(reference_model, reference_tokenizer, path):
             # F32 tensors come back as read-only views of the file's memmap; torch wants writable memory.
             w = w if w.flags.writeable else w.copy()
             param.copy_(torch.from_numpy(w).reshape(param.shape).to(param.dtype))
-    report = {"file": str(path), "architecture": field(reader, "general.architecture"), "file_type": field(reader, "general.file_type")}
+    report = {
+        "file": str(path),
+        "architecture": field(reader, "general.architecture"),
+        "file_type": field(reader, "general.file_type"),
+    }
     report.update(tensor_types(reader))
     report["params"] = {hf: g for g, hf in name_map.items()}
     return model.eval(), report

@@ -66,7 +66,9 @@ def find_tool(name: str) -> Path:
     if found:
         return Path(found)
     where = f"${ENV_BIN}, " if os.environ.get(ENV_BIN) else ""
-    raise SilentzoneError(f"{name}: llama.cpp tool not found in {where}.llamacpp/bin or PATH; run `make llamacpp` (builds it, ~6 min) or set ${ENV_BIN}")
+    raise SilentzoneError(
+        f"{name}: llama.cpp tool not found in {where}.llamacpp/bin or PATH; run `make llamacpp` (builds it, ~6 min) or set ${ENV_BIN}"
+    )
 
 
 def tools_available() -> bool:
@@ -99,7 +101,9 @@ def run_tool(name: str, args: list, what: str, threads: int | None = None, timeo
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     try:
-        proc = subprocess.run([str(tool), *map(str, args)], capture_output=True, text=True, errors="replace", env=env, timeout=timeout)
+        proc = subprocess.run(
+            [str(tool), *map(str, args)], capture_output=True, text=True, errors="replace", env=env, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         raise SilentzoneError(f"{what}: {name} did not finish within {timeout:.0f} s") from None
     output = proc.stdout + "\n" + proc.stderr
@@ -168,7 +172,9 @@ def quantize(src_gguf, out_gguf, qtype: str, imatrix=None, threads: int = 2, tim
     }
 
 
-def compute_imatrix(src_gguf, corpus_txt, out, ctx: int = 512, chunks: int = 8, threads: int = 2, timeout: float | None = 3600) -> Path:
+def compute_imatrix(
+    src_gguf, corpus_txt, out, ctx: int = 512, chunks: int = 8, threads: int = 2, timeout: float | None = 3600
+) -> Path:
     """`llama-imatrix` of model `src_gguf` over the first `chunks` windows of `ctx` tokens of `corpus_txt` -> `out`.
 
     The output is llama.cpp's GGUF imatrix format (give `out` a .gguf suffix; a .dat suffix gives
@@ -183,7 +189,9 @@ def compute_imatrix(src_gguf, corpus_txt, out, ctx: int = 512, chunks: int = 8, 
         run_tool(
             "llama-imatrix",
             ["-m", src, "-f", corpus, "-o", tmp, "-c", ctx, "--chunks", chunks, "-t", threads, "--no-ppl"],
-            what, threads=threads, timeout=timeout,
+            what,
+            threads=threads,
+            timeout=timeout,
         )
         if tmp.stat().st_size == 0:
             raise SilentzoneError(f"{what}: llama-imatrix wrote no data (is the text shorter than one {ctx}-token chunk?)")
@@ -222,7 +230,9 @@ def _legacy_imatrix_entries(path: Path) -> dict:
                 raise ValueError("entry past the end of the file")
             out[name] = nval
     except (struct.error, UnicodeDecodeError, ValueError) as exc:
-        raise SilentzoneError(f"{path}: not an imatrix file (GGUF or legacy .dat): {exc}; recompute it with compute_imatrix") from None
+        raise SilentzoneError(
+            f"{path}: not an imatrix file (GGUF or legacy .dat): {exc}; recompute it with compute_imatrix"
+        ) from None
     return out
 
 
@@ -238,17 +248,28 @@ def check_imatrix(imatrix, src_gguf) -> None:
     widths = {t.name: int(t.shape[0]) for t in reader.tensors if len(t.shape) >= 2}
     matched = [name for name in entries if name in widths]
     if not matched:
-        raise SilentzoneError(f"{imatrix}: none of its {len(entries)} entries names a tensor of {src}; it was computed on another model, recompute it with compute_imatrix on {src.name}")
+        raise SilentzoneError(
+            f"{imatrix}: none of its {len(entries)} entries names a tensor of {src}; it was computed on another model, recompute it with compute_imatrix on {src.name}"
+        )
     for name in matched:
         # An entry holds ne0 values per expert; ne0 is the row length of the weight it weights.
         if entries[name] % widths[name]:
-            raise SilentzoneError(f"{imatrix}: entry {name} has {entries[name]} values, {src.name}'s tensor has rows of {widths[name]}; it was computed on another model, recompute it")
+            raise SilentzoneError(
+                f"{imatrix}: entry {name} has {entries[name]} values, {src.name}'s tensor has rows of {widths[name]}; it was computed on another model, recompute it"
+            )
     missing = [name for name in widths if name not in entries and name != "token_embd.weight"]
     if missing:
-        raise SilentzoneError(f"{imatrix}: no entry for {missing[0]} ({len(missing)} of {src.name}'s weight matrices uncovered); it was computed on another model, recompute it")
+        raise SilentzoneError(
+            f"{imatrix}: no entry for {missing[0]} ({len(missing)} of {src.name}'s weight matrices uncovered); it was computed on another model, recompute it"
+        )
 
 
 def describe(path) -> dict:
     """tensor_types of a GGUF plus its architecture and llama.cpp file type."""
     reader = open_gguf(path)
-    return {"file": str(path), "architecture": field(reader, "general.architecture"), "file_type": field(reader, "general.file_type"), **tensor_types(reader)}
+    return {
+        "file": str(path),
+        "architecture": field(reader, "general.architecture"),
+        "file_type": field(reader, "general.file_type"),
+        **tensor_types(reader),
+    }

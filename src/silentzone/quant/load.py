@@ -12,7 +12,6 @@ llama.cpp's tools come from `make llamacpp` (the pinned llama-cpp-python sdist's
 PATH: see llamacpp.py.
 """
 
-
 from __future__ import annotations
 
 import json
@@ -22,7 +21,7 @@ import numpy as np
 
 from ..errors import SilentzoneError
 from ..schema import REFERENCE
-from .members import validate_cohort
+from .members import Member, validate_cohort
 from .recipes import apply_recipe
 
 
@@ -67,8 +66,12 @@ def recipe_key(recipe: dict, reference_sha256: str) -> str:
 
     import gguf
 
-    state = {"recipe": recipe, "reference_sha256": reference_sha256, "version": QUANT_CACHE_VERSION,
-             "gguf": getattr(gguf, "__version__", None) or _dist_version("gguf")}
+    state = {
+        "recipe": recipe,
+        "reference_sha256": reference_sha256,
+        "version": QUANT_CACHE_VERSION,
+        "gguf": getattr(gguf, "__version__", None) or _dist_version("gguf"),
+    }
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -126,7 +129,9 @@ def read_quant_cache(folder: Path, key: str) -> dict:
 
         arrays = load_file(folder / "tensors.safetensors")
         store = {name: (meta["tensors"][name]["format"], arrays[name]) for name in meta["tensors"]}
-        if any(list(arrays[n].shape) != meta["tensors"][n]["shape"] for n in meta["tensors"]) or set(arrays) != set(meta["tensors"]):
+        if any(list(arrays[n].shape) != meta["tensors"][n]["shape"] for n in meta["tensors"]) or set(arrays) != set(
+            meta["tensors"]
+        ):
             raise ValueError("arrays differ from its manifest")
         return store
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -142,9 +147,13 @@ def write_quant_cache(folder: Path, key: str, recipe: dict, store: dict) -> None
 
     with io.atomic_dir(folder) as tmp:
         save_file({name: np.ascontiguousarray(array) for name, (_, array) in sorted(store.items())}, tmp / "tensors.safetensors")
-        meta = {"key": key, "recipe": recipe, "version": QUANT_CACHE_VERSION,
-                "tensors": {name: {"format": fmt, "shape": list(array.shape)} for name, (fmt, array) in sorted(store.items())},
-                "files": {"tensors.safetensors": io.sha256_file(tmp / "tensors.safetensors")}}
+        meta = {
+            "key": key,
+            "recipe": recipe,
+            "version": QUANT_CACHE_VERSION,
+            "tensors": {name: {"format": fmt, "shape": list(array.shape)} for name, (fmt, array) in sorted(store.items())},
+            "files": {"tensors.safetensors": io.sha256_file(tmp / "tensors.safetensors")},
+        }
         io.write_json(tmp / "manifest.json", meta)
 
 
@@ -154,7 +163,7 @@ def _load_file_member(params, member, model, tokenizer, cache_dir):
 
     from ..layout import DEFAULT as LAYOUT
     from . import gguf_member
-    
+
     if member.kind == "gguf":
         path = Path(member.path)
         if not path.is_file():
@@ -193,8 +202,14 @@ def imatrix_file(params, reference_gguf: Path, corpus: str, cache: Path, prepare
     out = cache / f"imatrix-{corpus}.gguf"
     record = {"reference_sha256": io.sha256_file(reference_gguf), "corpus_sha256": entry["sha256"], "ctx": params.fidelity.ctx}
     if not _record_matches(out, record):
-        llamacpp.compute_imatrix(reference_gguf, Path(prepared_dir) / entry["path"], out, ctx=params.fidelity.ctx, chunks=1 << 20,
-                                 threads=params.threads)
+        llamacpp.compute_imatrix(
+            reference_gguf,
+            Path(prepared_dir) / entry["path"],
+            out,
+            ctx=params.fidelity.ctx,
+            chunks=1 << 20,
+            threads=params.threads,
+        )
         _write_record(out, record)
     return out
 
@@ -207,12 +222,17 @@ def llamacpp_file(params, member: Member, cache: Path, prepared_dir: Path) -> Pa
 
     kind, reference_gguf = resolve_source(params.model.source)
     if kind != "gguf":
-        raise SilentzoneError(f"{params.source}: llama-quantize members need a GGUF reference (model.source package:… or gguf:…), "
-                              f"but model.source is {params.model.source!r}; use recipes or gguf: members instead")
+        raise SilentzoneError(
+            f"{params.source}: llama-quantize members need a GGUF reference (model.source package:… or gguf:…), "
+            f"but model.source is {params.model.source!r}; use recipes or gguf: members instead"
+        )
     imatrix = imatrix_file(params, reference_gguf, member.imatrix, cache, prepared_dir) if member.imatrix else None
     out = cache / (member.qtype + (f"+imatrix-{member.imatrix}" if member.imatrix else "") + ".gguf")
-    record = {"reference_sha256": io.sha256_file(reference_gguf), "qtype": member.qtype,
-              "imatrix_sha256": io.sha256_file(imatrix) if imatrix else None}
+    record = {
+        "reference_sha256": io.sha256_file(reference_gguf),
+        "qtype": member.qtype,
+        "imatrix_sha256": io.sha256_file(imatrix) if imatrix else None,
+    }
     if not _record_matches(out, record):
         llamacpp.quantize(reference_gguf, out, member.qtype, imatrix=imatrix, threads=params.threads)
         _write_record(out, record)

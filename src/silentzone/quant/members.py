@@ -55,10 +55,14 @@ def parse(value, where: str) -> Member:
     if isinstance(value, dict) and LLAMA_QUANTIZE in value:
         unknown = sorted(set(value) - {LLAMA_QUANTIZE, "imatrix"})
         if unknown:
-            raise SilentzoneError(f"{where}: unknown key {unknown[0]!r} in a llama-quantize member; it takes `{LLAMA_QUANTIZE}: TYPE` and optionally `imatrix: CORPUS`")
+            raise SilentzoneError(
+                f"{where}: unknown key {unknown[0]!r} in a llama-quantize member; it takes `{LLAMA_QUANTIZE}: TYPE` and optionally `imatrix: CORPUS`"
+            )
         qtype, imatrix = value[LLAMA_QUANTIZE], value.get("imatrix")
         if not isinstance(qtype, str) or not TYPE_NAME.match(qtype):
-            raise SilentzoneError(f"{where}: `{LLAMA_QUANTIZE}` must be a llama-quantize type name such as Q4_K_M or IQ4_XS, got {qtype!r}")
+            raise SilentzoneError(
+                f"{where}: `{LLAMA_QUANTIZE}` must be a llama-quantize type name such as Q4_K_M or IQ4_XS, got {qtype!r}"
+            )
         if imatrix is not None and not isinstance(imatrix, str):
             raise SilentzoneError(f"{where}: `imatrix` names a corpus of params `corpora` (e.g. calibration), got {imatrix!r}")
         return Member(LLAMA_QUANTIZE, qtype=qtype, imatrix=imatrix)
@@ -72,7 +76,9 @@ def validate_cohort(cohort: dict, source: str, corpora: dict | None = None) -> d
         recipes.check_name(name, source)
         member = parse(value, f"{source}: cohort.{name}")
         if member.imatrix is not None and corpora is not None and member.imatrix not in corpora:
-            raise SilentzoneError(f"{source}: cohort.{name}.imatrix names corpus {member.imatrix!r}, which `corpora` does not define "
-                                  f"(it has {', '.join(corpora)})")
+            raise SilentzoneError(
+                f"{source}: cohort.{name}.imatrix names corpus {member.imatrix!r}, which `corpora` does not define "
+                f"(it has {', '.join(corpora)})"
+            )
         out[name] = member
     return out

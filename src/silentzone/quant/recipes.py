@@ -24,8 +24,8 @@ from __future__ import annotations
 import difflib
 import re
 
-from ..schema import REFERENCE
 from ..errors import SilentzoneError
+from ..schema import REFERENCE
 from . import formats
 
 TENSOR_CLASSES = ("embedding", "attn_q", "attn_k", "attn_v", "attn_o", "ffn_gate", "ffn_up", "ffn_down", "output")
@@ -72,7 +72,9 @@ def validate_recipe(recipe, where: str) -> dict:
         raise SilentzoneError(f"{where}: a recipe is a format name or a mapping of tensor classes to formats, got {recipe!r}")
     unknown = [k for k in recipe if k not in RECIPE_KEYS]
     if unknown:
-        raise SilentzoneError(f"{where}: unknown tensor class {unknown[0]!r}{_closest(unknown[0], RECIPE_KEYS)}; valid: {', '.join(RECIPE_KEYS)}")
+        raise SilentzoneError(
+            f"{where}: unknown tensor class {unknown[0]!r}{_closest(unknown[0], RECIPE_KEYS)}; valid: {', '.join(RECIPE_KEYS)}"
+        )
     default = formats.check_format(_as_str(recipe.get("default", "F32"), f"{where}.default"), f"{where}.default")
     classes = {c: formats.check_format(_as_str(recipe[c], f"{where}.{c}"), f"{where}.{c}") for c in TENSOR_CLASSES if c in recipe}
     layers = {}
@@ -89,7 +91,9 @@ def validate_recipe(recipe, where: str) -> dict:
             raise SilentzoneError(f"{at}: expected a format or a mapping of layer classes to formats, got {value!r}")
         bad = [c for c in value if c not in LAYER_CLASSES]
         if bad:
-            raise SilentzoneError(f"{at}: unknown layer tensor class {bad[0]!r}{_closest(bad[0], LAYER_CLASSES)}; valid: {', '.join(LAYER_CLASSES)}")
+            raise SilentzoneError(
+                f"{at}: unknown layer tensor class {bad[0]!r}{_closest(bad[0], LAYER_CLASSES)}; valid: {', '.join(LAYER_CLASSES)}"
+            )
         layers.setdefault(index, {})
         layers[index].update({c: formats.check_format(_as_str(f, f"{at}.{c}"), f"{at}.{c}") for c, f in value.items()})
     return {"default": default, "classes": classes, "layers": layers}
@@ -102,7 +106,9 @@ def _closest(word, candidates) -> str:
 
 def _as_str(value, where: str) -> str:
     if not isinstance(value, str):
-        raise SilentzoneError(f"{where}: expected a format name such as Q8_0, got {value!r}; valid formats: {', '.join(formats.FORMATS)}")
+        raise SilentzoneError(
+            f"{where}: expected a format name such as Q8_0, got {value!r}; valid formats: {', '.join(formats.FORMATS)}"
+        )
     return value
 
 
@@ -116,7 +122,9 @@ def _layer_key(key, where: str) -> int:
 def check_name(name, source: str) -> None:
     """A cohort name is a DVC params path segment and a file name; `reference` is taken."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise SilentzoneError(f"{source}: cohort name {name!r} must be letters, digits, _ + - only (no dots: it is a DVC params key and a file name), e.g. q8_0+ffn_down-q4_0")
+        raise SilentzoneError(
+            f"{source}: cohort name {name!r} must be letters, digits, _ + - only (no dots: it is a DVC params key and a file name), e.g. q8_0+ffn_down-q4_0"
+        )
     if name == REFERENCE:
         raise SilentzoneError(f"{source}: cohort name {REFERENCE!r} is reserved for the unquantized reference; rename it")
 
@@ -173,7 +181,9 @@ def apply_recipe(model, recipe, where: str = "recipe", store: dict | None = None
     n_layers = int(model.config.get_text_config().num_hidden_layers)
     bad = [i for i in recipe["layers"] if not -n_layers <= i < n_layers]
     if bad:
-        raise SilentzoneError(f"{where}.layers: index {bad[0]} is out of range for a model with {n_layers} layers ({-n_layers}..{n_layers - 1})")
+        raise SilentzoneError(
+            f"{where}.layers: index {bad[0]} is out of range for a model with {n_layers} layers ({-n_layers}..{n_layers - 1})"
+        )
     tied = _is_tied(model)
     tensors, total_bits, total_weights = {}, 0.0, 0
     for name, param, cls, layer in _weights(model):

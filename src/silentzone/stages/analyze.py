@@ -53,14 +53,24 @@ def _execute(params: Params, name: str, layout: Layout, kernel: str) -> str:
         outputs[key].mkdir(parents=True, exist_ok=True)
     with io.atomic_path(outputs["notebook"]) as tmp:
         try:
-            papermill.execute_notebook(str(source), str(tmp), parameters=parameters, kernel_name=kernel, progress_bar=False,
-                                       cwd=str(layout.root), request_save_on_cell_execute=False)
+            papermill.execute_notebook(
+                str(source),
+                str(tmp),
+                parameters=parameters,
+                kernel_name=kernel,
+                progress_bar=False,
+                cwd=str(layout.root),
+                request_save_on_cell_execute=False,
+            )
         except papermill.PapermillExecutionError as exc:
             first = str(exc.evalue).splitlines()[0] if exc.evalue else ""
-            raise SilentzoneError(f"{source}: cell {exc.exec_count} failed: {exc.ename}: {first} "
-                                  "(rerun it in JupyterLab to see the traceback)") from None
+            raise SilentzoneError(
+                f"{source}: cell {exc.exec_count} failed: {exc.ename}: {first} (rerun it in JupyterLab to see the traceback)"
+            ) from None
     numbers = outputs["numbers_path"]
     if not numbers.exists():
-        raise SilentzoneError(f"{source}: ran but wrote no {numbers}; its reports call must write the numbers (silentzone.reports)")
+        raise SilentzoneError(
+            f"{source}: ran but wrote no {numbers}; its reports call must write the numbers (silentzone.reports)"
+        )
     json.loads(numbers.read_text())  # valid JSON or a clear failure here rather than in the paper
     return f"{outputs['notebook']}: executed; numbers in {numbers}"

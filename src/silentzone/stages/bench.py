@@ -39,7 +39,12 @@ def fingerprint(params, name: str, task: str, layout: Layout, with_reference: bo
     quant the reference segment it was compared with."""
     h = hashlib.sha256()
     h.update(layout.bench_items(task).read_bytes())
-    keys = {"seed": params.seed, "model": params.model.model_dump(), "threads": params.threads, "bench": params.bench.model_dump()}
+    keys = {
+        "seed": params.seed,
+        "model": params.model.model_dump(),
+        "threads": params.threads,
+        "bench": params.bench.model_dump(),
+    }
     keys["cohort_entry"] = params.cohort.get(name)
     keys["code"] = provenance.code_sha256("bench-reference" if name == REFERENCE else "bench")  # parts of other code are stale
     h.update(json.dumps([name, task, keys], sort_keys=True, default=str).encode())
@@ -77,18 +82,33 @@ class Context:
         import torch
 
         with torch.inference_mode():
-            return metrics.prompt_klds(self.head_R, hidden_R, torch.cat(hidden_q), lambda h: lm.lm_logits(self.model, h, self.cap))
+            return metrics.prompt_klds(
+                self.head_R, hidden_R, torch.cat(hidden_q), lambda h: lm.lm_logits(self.model, h, self.cap)
+            )
 
 
 def _check_tokens(task: str, item_id: str, ref_tokens, tokens) -> None:
     if list(ref_tokens) != list(tokens):
-        raise SilentzoneError(f"task {task!r} item {item_id!r}: tokens differ from the reference bench store (another tokenizer or changed items); "
-                              "rerun `silentzone bench reference`")
+        raise SilentzoneError(
+            f"task {task!r} item {item_id!r}: tokens differ from the reference bench store (another tokenizer or changed items); "
+            "rerun `silentzone bench reference`"
+        )
 
 
 def _row(ctx: Context, task: str, item: dict, correct: bool, kld: float, n_tokens: int, **fields) -> dict:
-    base = {"model": ctx.name, "task": task, "item_id": item["item_id"], "correct": bool(correct), "chosen": None, "chosen_norm": None,
-            "choice_logprobs": None, "generation": None, "test_status": None, "prompt_kld": kld, "n_prompt_tokens": n_tokens}
+    base = {
+        "model": ctx.name,
+        "task": task,
+        "item_id": item["item_id"],
+        "correct": bool(correct),
+        "chosen": None,
+        "chosen_norm": None,
+        "choice_logprobs": None,
+        "generation": None,
+        "test_status": None,
+        "prompt_kld": kld,
+        "n_prompt_tokens": n_tokens,
+    }
     return {**base, **fields}
 
 
@@ -123,8 +143,12 @@ def likelihood_rows(ctx: Context, task: str, task_items: list[dict], writer, bar
             n_tok = [len(c) for c in req.conts]
             if spec.kind == "mc":
                 pick = mc.answer(spec.metric, res.logprobs, item["continuations"], n_tok)
-                fields = {"correct": pick == item["label"], "chosen": mc.answer("raw", res.logprobs, item["continuations"], n_tok),
-                          "chosen_norm": mc.answer("per_char", res.logprobs, item["continuations"], n_tok), "choice_logprobs": res.logprobs}
+                fields = {
+                    "correct": pick == item["label"],
+                    "chosen": mc.answer("raw", res.logprobs, item["continuations"], n_tok),
+                    "chosen_norm": mc.answer("per_char", res.logprobs, item["continuations"], n_tok),
+                    "choice_logprobs": res.logprobs,
+                }
                 seq, choice = res.tokens[pick], pick
             else:  # greedy: the answer is the greedy tokens up to the first that leaves the target
                 target, greedy = req.conts[0], res.greedy[0]
@@ -174,7 +198,18 @@ def code_rows(ctx: Context, task: str, task_items: list[dict], params, writer, b
             kld = float("nan")
         else:
             kld = ctx.prompt_kld(hidden_R, hidden)
-        rows.append(_row(ctx, task, item, correct=status == "passed", kld=kld, n_tokens=len(seq) - 1, generation=gen.text, test_status=status))
+        rows.append(
+            _row(
+                ctx,
+                task,
+                item,
+                correct=status == "passed",
+                kld=kld,
+                n_tokens=len(seq) - 1,
+                generation=gen.text,
+                test_status=status,
+            )
+        )
     return rows
 
 
@@ -197,8 +232,10 @@ class _BenchSegment(refstore.SegmentWriter):
 def run_task(params, layout: Layout, ctx: Context, task: str) -> pd.DataFrame:
     kind = registry.get_task(task).kind
     if kind == "code" and sandbox.capabilities() != "strict" and not params.bench.allow_weak_sandbox:
-        raise SilentzoneError(f"task {task!r}: running generated code needs the strict sandbox (root: namespaces + uid drop); run as root, "
-                              "or set bench.allow_weak_sandbox: true (rlimits and a blocked socket module only), or drop the code tasks")
+        raise SilentzoneError(
+            f"task {task!r}: running generated code needs the strict sandbox (root: namespaces + uid drop); run as root, "
+            "or set bench.allow_weak_sandbox: true (rlimits and a blocked socket module only), or drop the code tasks"
+        )
     task_items = bench_items.read_prepared(task, layout.prepared)
     writer = None
     if ctx.is_reference:
@@ -207,8 +244,11 @@ def run_task(params, layout: Layout, ctx: Context, task: str) -> pd.DataFrame:
     else:
         ctx.segment = ctx.segments[task] if task in ctx.segments else refstore.open_bench(layout.reference, task)
     with tqdm(total=len(task_items), desc=f"bench {ctx.name} {task}", unit="item") as bar:
-        rows = (code_rows(ctx, task, task_items, params, writer, bar) if kind == "code"
-                else likelihood_rows(ctx, task, task_items, writer, bar, params.bench.batch_tokens))
+        rows = (
+            code_rows(ctx, task, task_items, params, writer, bar)
+            if kind == "code"
+            else likelihood_rows(ctx, task, task_items, writer, bar, params.bench.batch_tokens)
+        )
     if writer is not None:
         writer.close()
     return typed_items(pd.DataFrame(rows, columns=ITEM_COLUMNS))
@@ -236,7 +276,9 @@ def run(params, layout: Layout, name: str, load_model) -> pd.DataFrame:
                 head_R = None
                 if not is_ref:
                     head_R = refstore.read_head(layout.reference, str(model.device))
-                    provenance.verify_made_by(head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference")
+                    provenance.verify_made_by(
+                        head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference"
+                    )
                     head_R.check_vocab(name, model, tokenizer)
                 ctx = Context(name, model, tokenizer, head_R)
                 ctx.segments = segments
@@ -256,13 +298,17 @@ def reference_inputs(params, layout: Layout, tasks: list[str]) -> dict[str, refs
     part is done, since the table is stamped anew): the head, made by the current params and code, and
     per task the `bench reference` segment, made from the current items, params and code, intact."""
     head = refstore.head_dir(layout.reference)
-    provenance.verify_made_by(refstore.read_manifest(head, "rerun `silentzone reference`"), head / refstore.MANIFEST, params, "reference")
+    provenance.verify_made_by(
+        refstore.read_manifest(head, "rerun `silentzone reference`"), head / refstore.MANIFEST, params, "reference"
+    )
     segments = {}
     for task in tasks:
         made = refstore.bench_fingerprint(layout.reference, task)
         if made is not None and made != fingerprint(params, REFERENCE, task, layout, False):
-            raise SilentzoneError(f"{refstore.bench_dir(layout.reference, task)}: stale, made from other items, params (seed, model, threads, bench) "
-                                  f"or code than {layout.bench_items(task)} and {params.source}; rerun `silentzone bench reference`")
+            raise SilentzoneError(
+                f"{refstore.bench_dir(layout.reference, task)}: stale, made from other items, params (seed, model, threads, bench) "
+                f"or code than {layout.bench_items(task)} and {params.source}; rerun `silentzone bench reference`"
+            )
         segments[task] = refstore.open_bench(layout.reference, task)
     return segments
 
@@ -290,4 +336,8 @@ def _finished(part: Path, stamp: Path, fp: str) -> bool:
 def summary(name: str, table: pd.DataFrame) -> str:
     scores = table.groupby("task", sort=False)["correct"].mean()
     kld = table["prompt_kld"].mean()
-    return f"bench {name}: " + ", ".join(f"{t} {v:.3f}" for t, v in scores.items()) + ("" if np.isnan(kld) else f"; mean prompt KLD {kld:.4g}")
+    return (
+        f"bench {name}: "
+        + ", ".join(f"{t} {v:.3f}" for t, v in scores.items())
+        + ("" if np.isnan(kld) else f"; mean prompt KLD {kld:.4g}")
+    )

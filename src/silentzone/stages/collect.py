@@ -45,8 +45,12 @@ def read_report(params, layout: Layout, quant: str) -> dict:
     if not 0.0 < bpw <= 32.0:
         raise SilentzoneError(f"{path}: `bpw` = {bpw!r} is impossible (bits per weight lie in (0, 32]; damaged file); {rerun}")
     types = quant_report.get("matrix_types") or quant_report.get("formats") or {}
-    return {"bpw": bpw, "variants": found, "source": str(quant_report.get("source", "recipe")),
-            "types": ",".join(f"{t}:{n}" for t, n in sorted(types.items()))}
+    return {
+        "bpw": bpw,
+        "variants": found,
+        "source": str(quant_report.get("source", "recipe")),
+        "types": ",".join(f"{t}:{n}" for t, n in sorted(types.items())),
+    }
 
 
 def check_per_token(table: pd.DataFrame, path) -> None:
@@ -62,18 +66,36 @@ def check_per_token(table: pd.DataFrame, path) -> None:
         bad = ~np.isfinite(values) | (values < low) | ((values > 1.0) if col == "dp" else False)
         if bad.any():
             i = int(bad.argmax())
-            raise SilentzoneError(f"{path}: `{col}` = {values[i]!r} at row {i} is impossible (damaged file); rerun its fidelity stage")
+            raise SilentzoneError(
+                f"{path}: `{col}` = {values[i]!r} at row {i} is impossible (damaged file); rerun its fidelity stage"
+            )
 
 
 def cohort_rows(params, layout: Layout) -> list[dict]:
-    rows = [{MODEL: REFERENCE, "is_reference": True, "bpw": 32.0, "source": REFERENCE, "types": "F32",
-             **variants.reference_values(params)}]
+    rows = [
+        {
+            MODEL: REFERENCE,
+            "is_reference": True,
+            "bpw": 32.0,
+            "source": REFERENCE,
+            "types": "F32",
+            **variants.reference_values(params),
+        }
+    ]
     for quant in params.quant_names():
         report = read_report(params, layout, quant)  # first: a damaged table is named by its stamped sha256
         per_token = io.read_parquet(layout.fidelity_table(quant), f"fidelity table of quant {quant!r}")
         check_per_token(per_token, layout.fidelity_table(quant))
-        rows.append({MODEL: quant, "is_reference": False, "bpw": report["bpw"], "source": report["source"], "types": report["types"],
-                     **variants.compute(per_token, params)})
+        rows.append(
+            {
+                MODEL: quant,
+                "is_reference": False,
+                "bpw": report["bpw"],
+                "source": report["source"],
+                "types": report["types"],
+                **variants.compute(per_token, params),
+            }
+        )
     return rows
 
 
@@ -83,7 +105,9 @@ def check_items(table: pd.DataFrame, path, model: str, expected: set | None, rer
     import numpy as np
 
     if (table[MODEL] != model).any():
-        raise SilentzoneError(f"{path}: holds rows of model {table.loc[table[MODEL] != model, MODEL].iloc[0]!r}, not {model!r} (damaged or replaced); {rerun}")
+        raise SilentzoneError(
+            f"{path}: holds rows of model {table.loc[table[MODEL] != model, MODEL].iloc[0]!r}, not {model!r} (damaged or replaced); {rerun}"
+        )
     if expected is not None:
         found = set(zip(table["task"], table["item_id"]))
         odd = sorted(expected ^ found)
@@ -95,7 +119,9 @@ def check_items(table: pd.DataFrame, path, model: str, expected: set | None, rer
         bad = ~np.isfinite(kld) | (kld < -KLD_TOLERANCE)
         if bad.any():
             i = int(bad.argmax())
-            raise SilentzoneError(f"{path}: `prompt_kld` = {kld[i]!r} for item {table['task'].iloc[i]}/{table['item_id'].iloc[i]} is impossible (damaged file); {rerun}")
+            raise SilentzoneError(
+                f"{path}: `prompt_kld` = {kld[i]!r} for item {table['task'].iloc[i]}/{table['item_id'].iloc[i]} is impossible (damaged file); {rerun}"
+            )
 
 
 def item_table(params, layout: Layout) -> pd.DataFrame:
@@ -112,7 +138,9 @@ def item_table(params, layout: Layout) -> pd.DataFrame:
     dupes = items.duplicated(ITEM_KEYS)
     if dupes.any():
         first = items[dupes].iloc[0]
-        raise SilentzoneError(f"{layout.bench}: duplicate item {first['task']}/{first['item_id']} for model {first[MODEL]}; rerun its bench stage")
+        raise SilentzoneError(
+            f"{layout.bench}: duplicate item {first['task']}/{first['item_id']} for model {first[MODEL]}; rerun its bench stage"
+        )
     return items.sort_values(ITEM_KEYS, kind="stable").reset_index(drop=True)
 
 
@@ -124,6 +152,10 @@ def run(params, layout: Layout) -> str:
     if missing:
         raise SilentzoneError(f"{layout.bench}: no benchmark outcomes for {', '.join(missing)}; run their bench stages")
     write_tables(layout.processed, cohort, items)
-    provenance.write_stamp(layout.processed_stamp, params, "collect",
-                           [layout.processed / n for n in ("cohort.parquet", "cohort.csv", "items.parquet")])
+    provenance.write_stamp(
+        layout.processed_stamp,
+        params,
+        "collect",
+        [layout.processed / n for n in ("cohort.parquet", "cohort.csv", "items.parquet")],
+    )
     return f"{layout.processed}/cohort.parquet: {len(cohort)} models; items.parquet: {len(items)} rows"

@@ -54,18 +54,36 @@ def window_batch_metrics(quant: str, model, head_R, segment: refstore.Segment, w
                 parts.append(metrics.token_metrics(logits_R, logits_q, targets[start:stop], f.topk, f.topk_floor, f.work_dtype))
             cols = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
             n = len(targets)
-            frames.append(pd.DataFrame({"corpus": corpus, "ctx": np.full(n, ctx, np.int64), "window": np.full(n, w, np.int64),
-                                        "pos": np.arange(first, ctx - 1, dtype=np.int64), "token": targets.astype(np.int64), **cols}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "corpus": corpus,
+                        "ctx": np.full(n, ctx, np.int64),
+                        "window": np.full(n, w, np.int64),
+                        "pos": np.arange(first, ctx - 1, dtype=np.int64),
+                        "token": targets.astype(np.int64),
+                        **cols,
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True)[TOKEN_COLUMNS]
 
 
 def parts_fingerprint(quant: str, segments: list[refstore.Segment], head_R, params) -> str:
     """Identifies everything a part depends on; parts from any other setting are discarded."""
     f = params.fidelity
-    state = {"quant": quant, "cohort": params.cohort.get(quant), "head": head_R.manifest["files"],
-             "stores": [s.manifest["files"] for s in segments], "topk": f.topk, "floor": f.topk_floor,
-             "batch_windows": f.batch_windows, "work_dtype": f.work_dtype, "version": metrics.VERSION,
-             "code": provenance.code_sha256("fidelity")}  # parts of other code are stale too, not only of other metrics
+    state = {
+        "quant": quant,
+        "cohort": params.cohort.get(quant),
+        "head": head_R.manifest["files"],
+        "stores": [s.manifest["files"] for s in segments],
+        "topk": f.topk,
+        "floor": f.topk_floor,
+        "batch_windows": f.batch_windows,
+        "work_dtype": f.work_dtype,
+        "version": metrics.VERSION,
+        "code": provenance.code_sha256("fidelity"),
+    }  # parts of other code are stale too, not only of other metrics
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -149,5 +167,7 @@ def run(params, layout: Layout, quant: str, model, tokenizer, quant_report: dict
     io.write_json(layout.fidelity_report(quant), summary)
     shutil.rmtree(layout.fidelity_parts(quant))
     v = summary["variants"]
-    return (f"{layout.fidelity_table(quant)}: {len(table)} tokens; mean KLD {v.get('kld_mean', float('nan')):.6f}, "
-            f"top-1 disagreement {v.get('top1_disagree', float('nan')):.4f}")
+    return (
+        f"{layout.fidelity_table(quant)}: {len(table)} tokens; mean KLD {v.get('kld_mean', float('nan')):.6f}, "
+        f"top-1 disagreement {v.get('top1_disagree', float('nan')):.4f}"
+    )

@@ -18,6 +18,8 @@ def run(params, layout: Layout) -> list[str]:
     subsets = items.draw_all(params)
     items.check_disjoint(texts, subsets, params.source)
     corpora.write_all(texts, manifest, layout.prepared)
-    lines = [f"{layout.prepared / e['path']}: {e['n_docs']} documents, {e['n_bytes']} bytes, sha256 {e['sha256'][:12]}"
-             for e in manifest.values()]
+    lines = [
+        f"{layout.prepared / e['path']}: {e['n_docs']} documents, {e['n_bytes']} bytes, sha256 {e['sha256'][:12]}"
+        for e in manifest.values()
+    ]
     return lines + [f"{path}: benchmark items" for path in items.write_all(subsets, Path(layout.prepared))]

@@ -59,8 +59,17 @@ def plan(params, tokenizer, prepared_dir) -> list[tuple[str, int, np.ndarray, di
             token_cache[corpus] = (tokenize(tokenizer, text), entry["sha256"])
         ids, corpus_sha = token_cache[corpus]
         first, stop = score_range(ctx, f.score_from)
-        meta = {"model": params.model.name, "corpus": corpus, "corpus_sha256": corpus_sha, "corpus_tokens": len(ids),
-                "add_bos": add_bos, "score_from": f.score_from, "score_first": first, "score_stop": stop, "ctx": ctx}
+        meta = {
+            "model": params.model.name,
+            "corpus": corpus,
+            "corpus_sha256": corpus_sha,
+            "corpus_tokens": len(ids),
+            "add_bos": add_bos,
+            "score_from": f.score_from,
+            "score_first": first,
+            "score_stop": stop,
+            "ctx": ctx,
+        }
         out.append((corpus, ctx, cut_windows(ids, ctx, f.n_windows, f.ctx, corpus, bos_id), meta))
     return out
 
@@ -88,5 +97,7 @@ def run(params, layout: Layout, model, tokenizer) -> list[str]:
         folder = refstore.fidelity_dir(layout.reference, corpus, ctx)
         # each segment stamped too: an interrupted run leaves segments of two runs, which fidelity must tell apart
         write_segment(model, windows, folder, {**meta, "provenance": provenance.made_by(params, "reference")})
-        lines.append(f"{folder}: {len(windows)} windows x {ctx} tokens, positions {meta['score_first']}..{meta['score_stop'] - 1} scored")
+        lines.append(
+            f"{folder}: {len(windows)} windows x {ctx} tokens, positions {meta['score_first']}..{meta['score_stop'] - 1} scored"
+        )
     return lines
