@@ -19,10 +19,23 @@ TOOLS=(llama-quantize llama-imatrix llama-perplexity)
 
 die() { echo "make llamacpp: error: $*" >&2; exit 1; }
 
+# AMX off at compile time. GGML_NATIVE builds with -march=native, which on a CPU with AMX (Intel
+# Sapphire Rapids and later) defines __AMX_INT8__ and compiles in ggml's AMX weight-repacking buffer
+# type, although the CMake cache says GGML_AMX_*=OFF; on quantized GGUFs its matmul
+# (ggml_backend_amx_mul_mat) crashes llama-perplexity and llama-imatrix with a segmentation fault
+# unless every run passes --no-repack. GCC and Clang let an explicit -mno-* win over -march=native
+# whatever the order, so these flags remove that code path on every CPU, AMX or not, and the tools
+# run as a user runs them, with no flag. The cost: no AMX matmuls on AMX CPUs (AVX-512/AVX2 kernels
+# and their own repacking stay). The flags are recorded in $PREFIX/build-flags; a cached build
+# without them is rebuilt. tests/test_llamacpp.py checks llama.cpp's own system info reports no AMX.
+NO_AMX_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+BUILD_FLAGS="GGML_NATIVE=ON; CFLAGS/CXXFLAGS: $NO_AMX_FLAGS"
+
 have_all() {
   for t in "${TOOLS[@]}"; do
     [ -x "$PREFIX/bin/$t" ] || return 1
   done
+  [ "$(cat "$PREFIX/build-flags" 2>/dev/null)" = "$BUILD_FLAGS" ] || return 1
   # GGML_NATIVE binaries copied from another machine (a CI cache) may hit an illegal instruction
   # (exit 132) or miss a shared library (127); rebuild then. --help itself exits 0 or 1.
   local rc=0
@@ -70,11 +83,12 @@ BUILD="$WORK/build"
 if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$SRC" "$BUILD/CMakeCache.txt"; then
   rm -rf "$BUILD"
 fi
-echo "configuring llama.cpp (Release, GGML_NATIVE=ON)"
+echo "configuring llama.cpp (Release, GGML_NATIVE=ON, AMX off)"
 # Static libraries: the three binaries are then self-contained and can be copied into bin/.
 # LLAMA_CURL is gone from this llama.cpp version (it warns and ignores it); LLAMA_OPENSSL=OFF keeps
 # the HTTP client from looking for OpenSSL, which these offline tools never use.
 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+  -DCMAKE_C_FLAGS="$NO_AMX_FLAGS" -DCMAKE_CXX_FLAGS="$NO_AMX_FLAGS" \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF >"$WORK/configure.log" 2>&1 \
   || die "cmake configure failed: $(grep -m1 -i 'error' "$WORK/configure.log" || tail -n1 "$WORK/configure.log") (full log: $WORK/configure.log)"
 echo "building ${TOOLS[*]} with -j$JOBS (about 4-6 min on 2 cores)"
@@ -89,4 +103,5 @@ for t in "${TOOLS[@]}"; do
   cp "$BUILD/bin/$t" "$PREFIX/bin/.$t.tmp"
   mv "$PREFIX/bin/.$t.tmp" "$PREFIX/bin/$t"
 done
+echo "$BUILD_FLAGS" > "$PREFIX/build-flags.tmp" && mv "$PREFIX/build-flags.tmp" "$PREFIX/build-flags"
 echo "installed ${TOOLS[*]} into $PREFIX/bin"

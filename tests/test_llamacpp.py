@@ -67,6 +67,88 @@ def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
+# ---------------------------------------------------------------- AMX: the tools run as a user runs them
+
+BUILD_SCRIPT = REPO / "scripts" / "build_llamacpp.sh"
+
+
+def no_amx_flags() -> list[str]:
+    line = next(ln for ln in BUILD_SCRIPT.read_text().splitlines() if ln.startswith("NO_AMX_FLAGS="))
+    return line.split("=", 1)[1].strip('"').split()
+
+
+def test_the_build_flags_remove_amx_even_on_a_cpu_that_has_it():
+    """On an AMX CPU (Sapphire Rapids) -march=native defines __AMX_INT8__, which compiles in ggml's AMX
+    matmul that crashes on quantized GGUFs; the build's explicit -mno-amx-* must win over -march. Checked
+    by asking the compiler about a Sapphire Rapids target, so it holds on any machine that runs the test."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    import subprocess
+
+    def macros(*flags):
+        out = subprocess.run(
+            [compiler, "-march=sapphirerapids", *flags, "-dM", "-E", "-x", "c", "/dev/null"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return {line.split()[1] for line in out.splitlines() if "AMX" in line}
+
+    assert {"__AMX_INT8__", "__AMX_TILE__"} <= macros()  # the target really has AMX
+    assert macros(*no_amx_flags()) == set()
+
+
+def test_the_built_tools_record_the_no_amx_build(tools):
+    """make llamacpp rebuilds a cached build whose recorded flags differ (a cache from before the fix)."""
+    flags = (llamacpp.find_tool("llama-quantize").parent.parent / "build-flags").read_text()
+    assert all(flag in flags for flag in no_amx_flags())
+
+
+def test_plain_llama_perplexity_on_the_reference_runs_and_reports_no_amx(tools, tmp_path):
+    """The reference GGUF through llama-perplexity exactly as a user runs it: no --no-repack, no env."""
+    import subprocess
+
+    corpus = tmp_path / "text.txt"
+    corpus.write_text(" ".join(["The quick brown fox jumps over the lazy dog."] * 120))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}
+    proc = subprocess.run(
+        [
+            str(llamacpp.find_tool("llama-perplexity")),
+            "-m",
+            str(reference_gguf()),
+            "-f",
+            str(corpus),
+            "-c",
+            "128",
+            "--chunks",
+            "2",
+            "-t",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = next(line for line in proc.stderr.splitlines() if "system_info" in line)
+    assert "AMX_INT8 = 1" not in info and "AVX2 = 1" in info  # llama.cpp's own report of what it was built with
+    assert "Final estimate: PPL" in proc.stderr
+
+
+def test_a_tool_killed_by_a_signal_is_named_as_a_crash_with_its_fix(tmp_path, monkeypatch):
+    crasher = tmp_path / "llama-imatrix"
+    crasher.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    crasher.chmod(0o755)
+    monkeypatch.setattr(llamacpp, "find_tool", lambda name: crasher)
+    with pytest.raises(SilentzoneError) as exc:
+        llamacpp.run_tool("llama-imatrix", [], "imatrix of x")
+    message = one_line(exc)
+    assert message.startswith("imatrix of x: llama-imatrix crashed (segmentation fault)") and "make llamacpp" in message
+    assert "exit -11" not in message
+
+
 # ---------------------------------------------------------------- finding the tools
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -92,6 +93,27 @@ def error_line(output: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+# Why a tool dies by a signal, and what to do; SIGSEGV/SIGILL are what a build for another CPU meets.
+_SIGNAL_FIXES = {
+    signal.SIGSEGV: "if it was built before AMX was switched off (an AMX CPU crashes in ggml's AMX matmul), "
+    "delete the tools' folder and run `make llamacpp` again",
+    signal.SIGILL: "the binaries were built for another CPU; delete the tools' folder and run `make llamacpp` again",
+    signal.SIGKILL: "killed from outside, often by the kernel's out-of-memory killer; free memory and rerun",
+}
+
+
+def died_by_signal(name: str, signum: int) -> str:
+    """'llama-imatrix crashed (segmentation fault); <fix>' for a process that died by signal `signum`."""
+    try:
+        sig = signal.Signals(signum)
+        what = signal.strsignal(sig) or sig.name
+    except ValueError:
+        sig, what = None, f"signal {signum}"
+    verb = "was killed" if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT) else "crashed"
+    fix = _SIGNAL_FIXES.get(sig, "rerun; if it repeats, report it with the command and the tool's output")
+    return f"{name} {verb} ({what[:1].lower() + what[1:]}); {fix}"
+
+
 def run_tool(name: str, args: list, what: str, threads: int | None = None, timeout: float | None = None) -> str:
     """Run tool `name` with `args`; its combined output, or one SilentzoneError line on failure."""
     tool = find_tool(name)
@@ -107,6 +129,8 @@ def run_tool(name: str, args: list, what: str, threads: int | None = None, timeo
     except subprocess.TimeoutExpired:
         raise SilentzoneError(f"{what}: {name} did not finish within {timeout:.0f} s") from None
     output = proc.stdout + "\n" + proc.stderr
+    if proc.returncode < 0:
+        raise SilentzoneError(f"{what}: {died_by_signal(name, -proc.returncode)}")
     if proc.returncode != 0:
         line = error_line(output)
         hint = next((fix for key, fix in _HINTS if key in line), None)
