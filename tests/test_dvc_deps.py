@@ -24,11 +24,15 @@ ALWAYS = list(provenance.ALWAYS)  # what the cli's handlers import first
 # Params methods and the sections they read (config.Params).
 # Sections a stage's code touches but that cannot change its outputs, with the reason.
 EXEMPT = {
+    "collect": {
+        "bench": "read by data.items' subset drawing, which collect never runs: it reads the prepared items (a data dependency)",
+        "seed": "the same: the subsets' seed, which made the prepared items collect reads",
+    },
     "bench-reference": {
         "cohort": "the reference is no cohort member: its fingerprint reads cohort.get('reference'), always None",
         "corpora": "read only to build a llama-quantize member's importance matrix, never for the reference",
         "fidelity": "fidelity.ctx: the importance matrix's window, never for the reference",
-    }
+    },
 }
 # Params attributes that are no section: where params came from, and provenance's dump of the sections it names.
 NOT_SECTIONS = {"source", "model_dump"}

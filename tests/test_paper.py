@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from silentzone import config, formatting, paper, reports, stats, verdicts
+from silentzone import config, formatting, paper, reports, stats
 from silentzone.errors import SilentzoneError
 from silentzone.stages import analyze, render
 
@@ -84,7 +84,7 @@ def test_notebooks_compute_in_one_reports_call_and_only_display_after_it():
             labels += re.findall(r"^#\| label: ((?:fig|tbl)-[a-z0-9-]+)$", source, flags=re.M)
             if "Image(" in source:
                 assert re.search(r"^#\| label: fig-", source, flags=re.M), (nb_path.name, source)
-    assert len(labels) == len(set(labels)) == 22
+    assert len(labels) == len(set(labels)) == 26
 
 
 def test_numbers_namespace_and_formatting():
@@ -140,73 +140,6 @@ def test_a_correlation_reads_as_one_phrase():
     assert formatting.estimate_text({"rho": None, "n": 2}, min_n=4) == "undefined (n = 2, fewer than 4)"
     cohort = formatting.format_value({"rho_full": 0.34, "ci_low_full": -0.19, "ci_high_full": 0.76, "p_full": 0.25, "n": 13})
     assert cohort["text"] == "ρ = +0.34 [−0.19,\u00a0+0.76], p = 0.25"
-
-
-def _numbers(n=30, n_silent=10, rho=-0.6, p_holm=0.001, silent_p=0.5, vol=0.8, vol_p=0.001, dir_p=0.6, n_vol=None, powered=True):
-    return {
-        "noise_ceiling": {
-            "power": {
-                "verdict": "powered" if powered else "underpowered",
-                "powered": powered,
-                "reason": "x" if powered else "the composite's split-half reliability across quants is 0.40, below 0.90",
-            }
-        },
-        "fidelity_vs_score": {
-            "n_quants": n,
-            "n_silent": n_silent,
-            "primary": {
-                "full": {"n": n, "rho": rho, "p_perm": p_holm, "p_holm": p_holm, "ci_low": -0.9, "ci_high": -0.2},
-                "silent": {"n": n_silent, "rho": -0.1, "p_perm": silent_p, "p_holm": silent_p},
-            },
-        },
-        "volume_direction": {
-            "volume": {"silent": {"n": n_vol or n_silent, "rho": vol, "p_perm": vol_p}},
-            "direction": {"silent": {"n": n_vol or n_silent, "rho": 0.05, "p_perm": dir_p}},
-        },
-        "failure_prediction": {"prompt_kld_available": True, "auroc_median": 0.55},
-    }
-
-
-RULES = verdicts.Rules()
-
-
-def test_claim1_verdict_follows_the_written_rule():
-    assert verdicts.verdict_claim1(_numbers(), RULES).verdict == "holds"
-    assert verdicts.verdict_claim1(_numbers(p_holm=0.2), RULES).verdict == "does not hold"
-    assert verdicts.verdict_claim1(_numbers(rho=0.6), RULES).verdict == "does not hold"
-    assert verdicts.verdict_claim1(_numbers(silent_p=0.01), RULES).verdict == "does not hold"
-    # no quant outside the silent zone: the benchmark saw no quality spread (the default run's case)
-    v = verdicts.verdict_claim1(_numbers(n_silent=30, p_holm=0.2), RULES)
-    assert v.verdict == "undecided" and "none of the 30 quants" in v.reason
-    # five quants cannot show the paper's |rho| = 0.72 at alpha = 0.05
-    v = verdicts.verdict_claim1(_numbers(n=5, n_silent=0), RULES)
-    assert v.verdict == "undecided" and "0.88" in v.reason and "0.72" in v.reason
-
-
-def test_an_underpowered_benchmark_leaves_claims_1_2_and_5_undecided():
-    """The noise ceiling (notebook 07) is the last power check of claims 1, 2 and 5: a claim that
-    would hold on its correlations is undecided when the benchmark cannot see the effect."""
-    zones = [
-        {"k": 4, "n": 4, "rho": 0.1, "p_perm": 0.9, "ci_low": None, "ci_high": None},
-        {"k": 24, "n": 24, "rho": -0.6, "p_perm": 0.002, "ci_low": -0.8, "ci_high": -0.3},
-    ]
-    weak = _numbers(n_silent=30, powered=False)
-    for verdict in (
-        verdicts.verdict_claim1(_numbers(powered=False), RULES),
-        verdicts.verdict_claim2(_numbers(powered=False), zones, RULES),
-        verdicts.verdict_claim5(weak, RULES),
-    ):
-        assert verdict.verdict == "undecided"
-        assert (
-            verdict.reason
-            == "the benchmark is underpowered: the composite's split-half reliability across quants is 0.40, below 0.90"
-        )
-    assert verdicts.verdict_claim5(_numbers(n_silent=30), RULES).verdict == "holds"
-    # the earlier checks still come first: the spread check names its own reason
-    assert "none of the 30 quants" in verdicts.verdict_claim1(_numbers(n_silent=30, powered=False), RULES).reason
-    # no notebook 07 numbers: a one-line error naming the file, not a silent "holds"
-    with pytest.raises(SilentzoneError, match=r"noise-ceiling.json: missing"):
-        verdicts.verdict_claim1({k: v for k, v in _numbers().items() if k != "noise_ceiling"}, RULES)
 
 
 def test_noise_numbers_print_as_points_percent_and_correlations():
@@ -283,59 +216,6 @@ def test_critical_rho_is_the_two_sided_t_threshold():
     assert stats.critical_rho(3, 0.05) == 1.0
 
 
-def test_claim2_needs_two_zones_and_a_spread():
-    zones = [
-        {"k": 4, "n": 4, "rho": 0.1, "p_perm": 0.9, "ci_low": None, "ci_high": None},
-        {"k": 24, "n": 24, "rho": -0.6, "p_perm": 0.002, "ci_low": -0.8, "ci_high": -0.3},
-    ]
-    assert verdicts.verdict_claim2(_numbers(), zones, RULES).verdict == "holds"
-    assert verdicts.verdict_claim2(_numbers(), zones[:1], RULES).reason.startswith("one swept zone has")
-    assert verdicts.verdict_claim2(_numbers(), [], RULES).reason.startswith("no swept zone has")
-    assert verdicts.verdict_claim2(_numbers(), [zones[0], {**zones[1], "p_perm": 0.3}], RULES).verdict == "does not hold"
-
-
-def test_claim3_counts_quants_with_enough_prompts():
-    import pandas as pd
-
-    rows = pd.DataFrame(
-        {"task": ["all"] * 4, "auroc": [0.5, 0.6, 0.55, 0.9], "n_failed": [12, 15, 10, 3], "n_passed": [20, 10, 11, 30]}
-    )
-    assert verdicts.verdict_claim3(_numbers(), rows, RULES).verdict == "holds"
-    v = verdicts.verdict_claim3(_numbers(), rows.iloc[2:], RULES)
-    assert v.verdict == "undecided" and v.reason.startswith("one quant has at least 10 failed")
-    assert (
-        verdicts.verdict_claim3(
-            {**_numbers(), "failure_prediction": {"prompt_kld_available": True, "auroc_median": 0.8}}, rows, RULES
-        ).verdict
-        == "does not hold"
-    )
-
-
-def test_claim4_pools_routed_prompts_with_an_exact_interval():
-    import pandas as pd
-
-    routing = pd.DataFrame({"task": ["all", "all", "arc_easy"], "n_routed": [300, 200, 999], "n_correct": [140, 100, 999]})
-    pooled = verdicts.pooled_routing(routing, 0.05)
-    assert pooled["n_routed"] == 500 and pooled["accuracy"] == 0.48
-    assert round(pooled["ci_low"], 4) == 0.4354 and round(pooled["ci_high"], 4) == 0.5248
-    assert verdicts.verdict_claim4(pooled, RULES).verdict == "holds"
-    small = verdicts.pooled_routing(routing.assign(n_routed=[6, 2, 0], n_correct=[4, 1, 0]), 0.05)
-    assert verdicts.verdict_claim4(small, RULES).verdict == "undecided"
-    assert verdicts.pooled_routing(routing, 0.05, min_routed=250)["n_routed"] == 300
-    assert verdicts.verdict_claim4(verdicts.pooled_routing(routing.iloc[:0], 0.05), RULES).verdict == "undecided"
-    assert verdicts.verdict_claim4(pooled, RULES, prompt_kld=False).reason == "this cohort has no per-prompt KLD"
-
-
-def test_claim5_needs_a_silent_zone_large_enough_for_the_papers_effect():
-    assert verdicts.verdict_claim5(_numbers(n_silent=30), RULES).verdict == "holds"
-    assert verdicts.verdict_claim5(_numbers(n_silent=30, dir_p=0.01), RULES).verdict == "does not hold"
-    v = verdicts.verdict_claim5(_numbers(n_silent=5), RULES)
-    assert v.verdict == "undecided" and "0.55" in v.reason
-    # 13 quants: critical ρ 0.5529 against the paper's 0.55 prints apart, not "0.55 ... more than 0.55"
-    v = verdicts.verdict_claim5(_numbers(n_silent=13), RULES)
-    assert v.verdict == "undecided" and "only |ρ| ≥ 0.553 can reach significance, more than the paper's 0.550" in v.reason
-
-
 def test_distinct_texts_adds_decimals_only_when_rounding_hides_the_difference():
     assert formatting.distinct_texts(0.5529, 0.55) == ("0.553", "0.550")
     assert formatting.distinct_texts(0.878, 0.72) == ("0.88", "0.72")
@@ -346,12 +226,12 @@ def test_verdict_summary_reads_as_prose():
     def v(*names):
         return {f"c{i}": {"verdict": n} for i, n in enumerate(names)}
 
-    assert verdicts.verdict_summary(v(*["undecided"] * 5)) == "all five are undecided for lack of power"
+    assert paper.verdict_summary(v(*["undecided"] * 5)) == "all five are undecided"
     assert (
-        verdicts.verdict_summary(v("holds", "holds", "does not hold", "undecided", "undecided"))
-        == "two hold, one does not and two are undecided for lack of power"
+        paper.verdict_summary(v("holds", "holds", "does not hold", "undecided", "undecided"))
+        == "two hold, one does not and two are undecided"
     )
-    assert verdicts.verdict_summary(v("holds", "undecided")) == "one holds and one is undecided for lack of power"
+    assert paper.verdict_summary(v("holds", "undecided")) == "one holds and one is undecided"
 
 
 @pytest.fixture
@@ -437,7 +317,7 @@ def test_every_figure_and_table_is_referenced_from_the_text():
     assert len(labels) >= 19 and labels <= referenced, sorted(labels - referenced)
     # every figure is embedded from the notebook that made it, by a label one of its cells carries
     embeds = re.findall(r"\{\{< embed notebooks/([\w-]+)\.ipynb#(fig-[\w-]+) >\}\}", text)
-    assert len(embeds) == 9 and "![" not in text
+    assert len(embeds) == 10 and "![" not in text
     for notebook, label in embeds:
         cells = json.loads((REPO / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
         options = [

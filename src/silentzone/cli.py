@@ -98,6 +98,12 @@ def cmd_analyze(args) -> None:
     print(analyze.run(_params(args), args.notebook, LAYOUT, kernel=args.kernel))
 
 
+def cmd_verdicts(args) -> None:
+    from .stages import verdicts
+
+    print(verdicts.run(_params(args), LAYOUT))
+
+
 def cmd_paper(args) -> None:
     params = _params(args)
     if args.action == "inputs":
@@ -214,6 +220,10 @@ def _add_commands(sub, asked: str) -> None:
     p.add_argument("--ci", type=float, default=defaults["ci"])
     p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/correlations.json and DIR/correlations.csv")
     p.set_defaults(handler=cmd_analyze_cohort)
+
+    sub.add_parser(
+        "verdicts", help="every claim's tests and verdict on the collected cohort -> results/numbers/verdicts.json"
+    ).set_defaults(handler=cmd_verdicts)
 
     p = sub.add_parser("analyze", help="execute one analysis notebook with papermill")
     p.add_argument("notebook", help="notebook name without .ipynb, e.g. 01-fidelity-vs-score")

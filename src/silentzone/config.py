@@ -193,6 +193,25 @@ class Stats(Section):
     min_n: int = Field(default=4, ge=3, le=1000)
 
 
+class Verdicts(Section):
+    """The decision rules' thresholds (silentzone.verdicts), fixed in params before a run computes the
+    numbers they decide; the Methods section prints them. α is 1 − stats.ci throughout."""
+
+    # power, one definition for every test: the split-half reliability of the test's outcome across
+    # the very quants it uses (zone, curve point, cohort) must reach this
+    min_reliability: float = Field(gt=0.0, lt=1.0)
+    # tests on the full cohort also need measured damage: the most damaged quant this many paired SE
+    # below the reference
+    min_z: float = Field(gt=0.0, le=100.0)
+    # "no relation": the (1 − 2α) bootstrap interval of ρ lies inside ±rho_margin (two one-sided tests)
+    rho_margin: float = Field(gt=0.0, lt=1.0)
+    # claim 4: per-prompt KLD "adds nothing" when its accuracy gain over the mean-KLD router is below this
+    router_margin: float = Field(gt=0.0, lt=0.5)
+    auroc_useful: float = Field(gt=0.5, lt=1.0)  # claim 3: a failure detector this good would be useful
+    min_prompts: int = Field(ge=1, le=1_000_000)  # failed and passed prompts a quant needs for its AUROC
+    min_failure_quants: int = Field(ge=1, le=100_000)  # quants with an AUROC claim 3 needs
+
+
 # ------------------------------------------------------------------------------------ notebooks
 
 
@@ -224,12 +243,11 @@ class PublishedOptions(Section):
 
 
 class NoiseOptions(Section):
-    """07-noise-ceiling: how many random item splits and perfect-ranking replicates, and the power rule."""
+    """07-noise-ceiling: how many random item splits and perfect-ranking replicates (its power rule is
+    `verdicts`' min_reliability and min_z, the one definition every test uses)."""
 
     n_splits: int = Field(default=1000, ge=10, le=1_000_000)  # split-half reliability: random splits of each task's items
     n_sims: int = Field(default=1000, ge=10, le=1_000_000)  # perfect-ranking simulation: replicates of the cohort
-    min_reliability: float = Field(default=0.9, gt=0.0, le=1.0)  # "powered": composite split-half reliability across quants
-    min_z: float = Field(default=6.0, gt=0.0, le=100.0)  # "powered": the most damaged quant's paired z below the reference
     power: float = Field(default=0.8, gt=0.5, lt=1.0)  # minimal detectable difference at this power
 
 
@@ -271,6 +289,7 @@ class Params(Section):
     bench: Bench
     silent_zone: SilentZone
     stats: Stats
+    verdicts: Verdicts
     notebooks: Notebooks
 
     _source: str = PrivateAttr(default=str(PARAMS_FILE))
@@ -324,9 +343,17 @@ class Params(Section):
         return specs if f.ctx_alt == f.ctx else specs + [(f.primary_corpus, f.ctx_alt)]
 
     def stats_settings(self) -> dict:
-        """What stats.correlate and friends take: seed, resamples, CI level, minimum n."""
+        """What stats.correlate and friends take: seed, resamples, CI level, minimum n, and the margin
+        of "no relation" each correlation's equivalence p is computed against."""
         s = self.stats
-        return {"seed": self.seed, "n_resamples": s.n_resamples, "n_bootstrap": s.n_bootstrap, "ci": s.ci, "min_n": s.min_n}
+        return {
+            "seed": self.seed,
+            "n_resamples": s.n_resamples,
+            "n_bootstrap": s.n_bootstrap,
+            "ci": s.ci,
+            "min_n": s.min_n,
+            "margin": self.verdicts.rho_margin,
+        }
 
 
 # ---------------------------------------------------------------------------------------- YAML

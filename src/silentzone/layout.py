@@ -90,6 +90,16 @@ class Layout:
             "numbers_path": r / "numbers" / f"{name}.json",
         }
 
+    # -- verdicts
+    @property
+    def verdicts(self) -> Path:
+        """The claims' verdicts (DVC metrics): what `dvc metrics show` prints."""
+        return self.results / "numbers" / "verdicts.json"
+
+    @property
+    def verdict_tables(self) -> Path:
+        return self.results / "tables" / "verdicts"
+
     # -- paper
     @property
     def paper(self) -> Path:

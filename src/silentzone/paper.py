@@ -29,6 +29,7 @@ from .errors import SilentzoneError
 from .formatting import (
     DASH,
     NBSP,
+    NUMBER_WORDS,
     ci_text,
     count,
     fmt_p,
@@ -44,19 +45,7 @@ from .formatting import (
     with_minus,
 )
 from .layout import DEFAULT
-from .stats import critical_rho
-from .verdicts import (
-    need,
-    pooled_routing,
-    rules_from,
-    sweep_zones,
-    verdict_claim1,
-    verdict_claim2,
-    verdict_claim3,
-    verdict_claim4,
-    verdict_claim5,
-    verdict_summary,
-)
+from .verdicts import CLAIMS, HOLDS, UNDECIDED
 
 PAPER_DIR = Path("paper")
 PUBLISHED_DIR = Path("data/published")  # committed runs of each profile (scripts/publish_run.py)
@@ -97,6 +86,21 @@ def build_variables(results_dir: Path, paper_dir: Path = PAPER_DIR, min_n: int |
     if published.exists():
         variables["paper"] = format_value(yaml.safe_load(published.read_text()))
     return variables
+
+
+def need(raw: dict, namespace: str, dotted: str, source: str = "results/numbers"):
+    """A number the verdicts or the prose cannot do without, with a one-line error naming it."""
+    node = raw.get(namespace)
+    if node is None:
+        raise SilentzoneError(f"{source}/*-{namespace.replace('_', '-')}.json: missing; rerun its notebook (`dvc repro`)")
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise SilentzoneError(
+                f"{source}/*-{namespace.replace('_', '-')}.json: no key `{dotted}`; "
+                f"the notebook must write it (or src/silentzone/paper.py must stop reading it)"
+            )
+        node = node[part]
+    return node
 
 
 def value_range(raw: dict, namespace: str, low: str, high: str) -> str:
@@ -248,7 +252,83 @@ def run_facts(params: dict) -> dict:
     return facts
 
 
-# --- verdicts: one per claim, by the rules the Methods section states --------------------------------
+# --- verdicts: one per claim, as results/numbers/verdicts.json decided them -----------------------
+
+
+def sweep_zones(sweep) -> list[dict]:
+    """The lowest-k zones of notebook 02's sweep whose ρ exists, smallest k first."""
+    if sweep is None or sweep.empty:
+        return []
+    rows = sweep[(sweep["criterion"] == "lowest_k") & sweep["rho"].notna()].sort_values("threshold")
+    return [
+        {
+            "k": int(r["threshold"]),
+            "n": int(r["n"]),
+            "rho": float(r["rho"]),
+            "p_perm": None if math.isnan(r["p_perm"]) else float(r["p_perm"]),
+            "ci_low": None if math.isnan(r["ci_low"]) else float(r["ci_low"]),
+            "ci_high": None if math.isnan(r["ci_high"]) else float(r["ci_high"]),
+        }
+        for _, r in rows.iterrows()
+    ]
+
+
+OUTCOME_WORDS = {"accuracy": "accuracy", "signed": "the signed outcome"}
+
+
+def verdict_variables(doc: dict) -> dict:
+    """What the prose needs beyond verdicts.json itself (printed as `verdicts.*`): per claim which
+    outcome(s) decided it, in words, and the verdict as switches; the summary in words."""
+    out = {}
+    for claim in CLAIMS:
+        d = doc[claim]
+        out[claim] = {
+            "outcome_text": join_words([OUTCOME_WORDS.get(o, o) for o in d["outcome"]]),
+            "holds": d["verdict"] == HOLDS,
+            "fails": d["verdict"] == "does not hold",
+            "undecided": d["verdict"] == UNDECIDED,
+        }
+    out["summary"] = verdict_summary({c: doc[c] for c in CLAIMS})
+    return out
+
+
+def verdict_summary(verdicts: dict) -> str:
+    """ "two hold, one does not and two are undecided" (only the non-zero parts)."""
+    counts = {v: sum(1 for d in verdicts.values() if d["verdict"] == v) for v in ("holds", "does not hold", "undecided")}
+
+    def word(n):
+        if n == len(verdicts) and n > 1:
+            return "all " + (NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else str(n))
+        return NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else str(n)
+
+    parts = []
+    if counts["holds"]:
+        parts.append(f"{word(counts['holds'])} {'holds' if counts['holds'] == 1 else 'hold'}")
+    if counts["does not hold"]:
+        parts.append(f"{word(counts['does not hold'])} {'does' if counts['does not hold'] == 1 else 'do'} not")
+    if counts["undecided"]:
+        parts.append(f"{word(counts['undecided'])} {'is' if counts['undecided'] == 1 else 'are'} undecided")
+    return join_words(parts)
+
+
+def rule_variables(params: dict, doc: dict) -> dict:
+    """The decision rules' thresholds as the Methods section prints them (params `verdicts`)."""
+    v, ci = params["verdicts"], float(params["stats"]["ci"])
+    alpha = round(1 - ci, 10)
+    return {
+        "alpha": f"{alpha:g}",
+        "alpha2_pct": f"{100 * (1 - 2 * alpha):g}%",
+        "min_reliability": f"{v['min_reliability']:.2f}",
+        "min_z": f"{v['min_z']:g}",
+        "rho_margin": f"{v['rho_margin']:.2f}",
+        "router_margin_points": f"{100 * v['router_margin']:g}",
+        "auroc_useful": f"{v['auroc_useful']:.2f}",
+        "min_prompts": v["min_prompts"],
+        "min_failure_quants": v["min_failure_quants"],
+        "min_routed": params["notebooks"]["04-routing"]["min_disagreements"],
+        "n_tests": doc["holm"]["n_tests"],
+        "sweep_ks": join_words([str(k) for k in params["silent_zone"]["sweep_ks"]]),
+    }
 
 
 def noise_switches(raw: dict) -> dict:
@@ -610,6 +690,22 @@ def table_failure_by_task(df, ctx: TableContext, path: Path) -> str:
     return markdown_table(["Task", "Quants", "Failed", "Passed", "GM ratio, median (range)", "AUROC, median (range)"], rows), ""
 
 
+def pooled_routing(routing, alpha: float, min_routed: int = 1) -> dict:
+    """Every routed prompt of every pair pooled, with a Clopper-Pearson interval (an approximation:
+    pairs share prompts, so the pooled prompts are not independent)."""
+    from scipy import stats
+
+    if routing is None or routing.empty:
+        return {"n_routed": 0, "n_correct": 0, "accuracy": None, "ci_low": None, "ci_high": None}
+    rows = routing[(routing["task"] == "all") & (routing["n_routed"] >= max(1, min_routed))]
+    n, k = int(rows["n_routed"].sum()), int(rows["n_correct"].sum())
+    if n == 0:
+        return {"n_routed": 0, "n_correct": 0, "accuracy": None, "ci_low": None, "ci_high": None}
+    low = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return {"n_routed": n, "n_correct": k, "accuracy": k / n, "ci_low": low, "ci_high": high}
+
+
 def table_routing_by_task(df, ctx: TableContext, path: Path) -> str:
     """Claim 4 per task: every routed prompt of the task's pairs pooled (Clopper–Pearson, as the
     pooled figure in the text; pairs share prompts, so the interval is an approximation)."""
@@ -744,6 +840,120 @@ def table_detectable_difference(df, ctx: TableContext, path: Path) -> str:
 
 
 # (notebook, csv stem) -> [(folder, name, formatter)]: the main text's tables and the appendix's.
+ROUTERS = {
+    "per_prompt": "per-prompt KLD",
+    "mean_kld": "mean KLD (the cohort ranking)",
+    "oracle_fixed": "best fixed choice",
+    "gain": "gain, per-prompt − mean KLD",
+}
+
+
+def table_router_baselines(df, ctx: TableContext, path: Path) -> str:
+    """Claim 4's routers on the same routed prompts, all pairs and the silent-zone pairs."""
+    _require(df, ["pairs", "router", "n_routed", "accuracy", "ci_low", "ci_high"], path)
+    rows = []
+    for _, r in df.iterrows():
+        gain = r["router"] == "gain"
+        fmt = (lambda v: with_minus(f"{100 * v:+.1f}") + " pts") if gain else fmt_pct  # noqa: E731
+        value = DASH if _isnan(r["accuracy"]) else fmt(r["accuracy"]) + ci_text(r["ci_low"], r["ci_high"], fmt)
+        rows.append([str(r["pairs"]), ROUTERS.get(str(r["router"]), str(r["router"])), str(int(r["n_routed"])), value])
+    return markdown_table(["Pairs", "Router", "Routed prompts", f"Accuracy [{ctx.ci_label}]"], rows, align="llrr", group=1), ""
+
+
+CLAIM_ESTIMATES = {
+    "claim1": "ρ, silent zone",
+    "claim2": "ρ, largest reliable zone within the silent zone's size",
+    "claim3": "median AUROC",
+    "claim4": "gain over the mean-KLD router",
+    "claim5": "ρ(KLD, direction), silent zone",
+}
+
+
+def table_verdicts(df, ctx: TableContext, path: Path) -> str:
+    """Every claim's test per outcome: verdict, the estimate it is about with its interval, the
+    reliability of the outcome across the tested quants, and both Holm-adjusted p-values."""
+    _require(
+        df,
+        [
+            "claim",
+            "outcome",
+            "verdict",
+            "estimate",
+            "ci_low",
+            "ci_high",
+            "reliability",
+            "n_quants",
+            "p_hold_holm",
+            "p_refute_holm",
+        ],
+        path,
+    )
+    rows = []
+    for _, r in df.iterrows():
+        claim = str(r["claim"])
+        if claim == "claim4":
+            fmt = lambda v: with_minus(f"{100 * v:+.1f}") + " pts"  # noqa: E731 -- one column, one format
+        elif claim == "claim3":
+            fmt = lambda v: f"{v:.2f}"  # noqa: E731
+        else:
+            fmt = fmt_signed
+        estimate = (
+            DASH
+            if _isnan(r["estimate"])
+            else fmt(r["estimate"])
+            + ci_text(None if _isnan(r["ci_low"]) else r["ci_low"], None if _isnan(r["ci_high"]) else r["ci_high"], fmt)
+        )
+        reliability = (
+            DASH
+            if _isnan(r["reliability"])
+            else f"{r['reliability']:.2f}" + ("" if _isnan(r["n_quants"]) else f" ({int(r['n_quants'])})")
+        )
+        rows.append(
+            [
+                f"{claim[-1]}",
+                OUTCOME_WORDS.get(str(r["outcome"]), str(r["outcome"])),
+                str(r["verdict"]),
+                f"{CLAIM_ESTIMATES.get(claim, '')}: {estimate}",
+                reliability,
+                cell(r["p_hold_holm"], "p_holm"),
+                cell(r["p_refute_holm"], "p_holm"),
+            ]
+        )
+    headers = [
+        "Claim",
+        "Outcome",
+        "Verdict",
+        f"Estimate [{ctx.ci_label}]",
+        "Reliability (quants)",
+        "p~supports~ (Holm)",
+        "p~contradicts~ (Holm)",
+    ]
+    return markdown_table(headers, rows, align="llllrrr", group=1), ""
+
+
+def table_rho_k(df, ctx: TableContext, path: Path) -> str:
+    """Claim 2's curves: per outcome and k, ρ with its interval, the equivalence p, and the outcome's
+    reliability across the k quants (— where the outcome is not reliable enough for the rule)."""
+    _require(df, ["outcome", "k", "rho", "ci_low", "ci_high", "p_perm", "p_equiv", "reliability", "powered"], path)
+    notes = Notes(ctx.humanize)
+    rows = []
+    for _, r in df.iterrows():
+        row = r.to_dict()
+        rows.append(
+            [
+                OUTCOME_WORDS.get(str(r["outcome"]), str(r["outcome"])),
+                str(int(r["k"])),
+                estimate_cell(row, "rho", notes),
+                cell(r["p_perm"], "p_perm"),
+                cell(r["p_equiv"], "p_perm"),
+                DASH if _isnan(r["reliability"]) else f"{r['reliability']:.2f}",
+                "yes" if bool(r["powered"]) else "no",
+            ]
+        )
+    headers = ["Outcome", "k", f"ρ [{ctx.ci_label}]", "p", "p~equivalence~", "Reliability", "Reliable"]
+    return markdown_table(headers, rows, align="lrrrrrl", group=1), notes.markdown()
+
+
 TABLES = {
     ("01-fidelity-vs-score", "variants_full_vs_silent"): [
         ("main", "variants", table_variants_main),
@@ -754,12 +964,18 @@ TABLES = {
     ],
     ("01-fidelity-vs-score", "cohort_summary"): [("appendix", "cohort", table_cohort)],
     ("02-silent-zone-sweep", "zone_sweep"): [("appendix", "zone_sweep", table_sweep)],
+    ("02-silent-zone-sweep", "rho_k"): [("appendix", "rho_k", table_rho_k)],
+    ("verdicts", "claims"): [("main", "verdicts", table_verdicts)],
     ("03-failure-prediction", "failure_prediction"): [
         ("main", "failure_by_task", table_failure_by_task),
         ("appendix", "failure_prediction", table_failure),
     ],
     ("04-routing", "routing"): [("main", "routing_by_task", table_routing_by_task), ("appendix", "routing", table_routing)],
+    ("04-routing", "router_baselines"): [("appendix", "router_baselines", table_router_baselines)],
     ("05-volume-direction", "flips"): [("appendix", "flips", table_flips)],
+    ("05-volume-direction", "signed_flip_correlations"): [
+        ("appendix", "signed_flip_correlations", lambda df, ctx, p: table_correlations_long(df, ctx, p, "target"))
+    ],
     ("05-volume-direction", "flip_correlations"): [
         ("appendix", "flip_correlations", lambda df, ctx, p: table_correlations_long(df, ctx, p, "target"))
     ],
@@ -790,7 +1006,8 @@ def write_tables(results: Path, paper_dir: Path, ctx: TableContext) -> int:
     for (notebook, stem), outputs in TABLES.items():
         path = results / "tables" / notebook / f"{stem}.csv"
         if not path.exists():
-            raise SilentzoneError(f"{path}: missing; rerun `silentzone analyze {notebook}` (the manuscript includes it)")
+            remake = "silentzone verdicts" if notebook == "verdicts" else f"silentzone analyze {notebook}"
+            raise SilentzoneError(f"{path}: missing; rerun `{remake}` (the manuscript includes it)")
         df = pd.read_csv(path)
         if "refused" in df.columns:
             df["refused"] = df["refused"].astype(object).where(df["refused"].notna(), None)
@@ -841,6 +1058,16 @@ SIDE_BY_SIDE_ROWS = [
     ),
     ("Most damaged quant, paired z", None, ("{}", ("noise_ceiling.most_damaged.z",))),
     ("Split-half reliability of the composite", None, ("{}", ("noise_ceiling.reliability.full.reliability",))),
+    (
+        "Split-half reliability in the silent zone, accuracy / signed outcome",
+        None,
+        (SLASH, ("verdicts.accuracy.reliability_silent", "verdicts.signed_outcome.reliability_silent")),
+    ),
+    (
+        "ρ(mean KLD, signed outcome), full cohort / silent zone",
+        None,
+        (SLASH, ("verdicts.signed_outcome.rho_kld_mean_full", "verdicts.signed_outcome.rho_kld_mean_silent")),
+    ),
 ] + [(f"Claim {i} verdict", None, ("{}", (f"verdicts.claim{i}.verdict",))) for i in range(1, 6)]
 
 
@@ -893,20 +1120,17 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
     facts = run_facts(params)
     min_n = facts["min_n"] if isinstance(facts["min_n"], int) else None
     variables = build_variables(results, paper_dir, min_n)
-    rules = rules_from(params)
     variables["run"] = facts
+    doc = need(raw, "verdicts", "claim1") and raw["verdicts"]
+    alpha = round(1 - float(params["stats"]["ci"]), 10)
 
     sweep = read_table(results, "02-silent-zone-sweep", "zone_sweep")
-    failure = read_table(results, "03-failure-prediction", "failure_prediction")
-    routing = read_table(results, "04-routing", "routing")
     zones = sweep_zones(sweep)
-    pooled = pooled_routing(routing, rules.alpha, rules.min_routed)
     n_quants = int(need(raw, "fidelity_vs_score", "n_quants"))
     n_silent = int(need(raw, "fidelity_vs_score", "n_silent"))
+    routing = doc.get("claim4") or {}
     variables["derived"] = {
         "n_outside": n_quants - n_silent,
-        "critical_rho_full": f"{critical_rho(n_quants, rules.alpha):.2f}",
-        "critical_rho_silent": f"{critical_rho(n_silent, rules.alpha):.2f}",
         "sweep_small": format_value(zones[0], min_n=min_n) if zones else {"text": DASH, "k": DASH, "n": DASH},
         "sweep_large": format_value(zones[-1], min_n=min_n) if zones else {"text": DASH, "k": DASH, "n": DASH},
         "sweep_n_zones": len(zones),
@@ -914,33 +1138,18 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "gm_ratio_range": value_range(raw, "failure_prediction", "gm_ratio_min", "gm_ratio_max"),
         "routing_range": value_range(raw, "routing", "accuracy_min", "accuracy_max"),
         "routing_pooled": {
-            "n_routed": pooled["n_routed"],
-            "n_correct": pooled["n_correct"],
+            "n_routed": routing.get("n_routed") or 0,
             "text": DASH
-            if pooled["accuracy"] is None
-            else fmt_pct(pooled["accuracy"]) + ci_text(pooled["ci_low"], pooled["ci_high"], fmt_pct),
+            if routing.get("accuracy") is None
+            else fmt_pct(routing["accuracy"]) + ci_text(*routing["accuracy_ci"], fmt_pct),
+            "baseline_text": DASH
+            if routing.get("baseline_mean_kld") is None
+            else fmt_pct(routing["baseline_mean_kld"]) + ci_text(*routing["baseline_mean_kld_ci"], fmt_pct),
         },
         "noise": noise_text(raw),
     }
-    verdicts = {
-        "claim1": verdict_claim1(raw, rules).as_dict(),
-        "claim2": verdict_claim2(raw, zones, rules).as_dict(),
-        "claim3": verdict_claim3(raw, failure, rules).as_dict(),
-        "claim4": verdict_claim4(pooled, rules, bool(raw.get("routing", {}).get("prompt_kld_available", True))).as_dict(),
-        "claim5": verdict_claim5(raw, rules).as_dict(),
-    }
-    variables["verdicts"] = {**verdicts, "summary": verdict_summary(verdicts)}
-    variables["rules"] = {
-        "alpha": f"{rules.alpha:g}",
-        "min_outside": rules.min_outside,
-        "paper_rho_full": f"{rules.paper_rho_full:.2f}",
-        "paper_rho_volume": f"{rules.paper_rho_volume:.2f}",
-        "auroc_useful": f"{rules.auroc_useful:.2f}",
-        "min_prompts": rules.min_prompts,
-        "min_failure_quants": rules.min_failure_quants,
-        "router_useful": fmt_pct(rules.router_useful),
-        "min_routed": rules.min_routed,
-    }
+    variables["derived"]["verdicts"] = verdict_variables(doc)
+    variables["rules"] = rule_variables(params, doc)
     # `when-meta` switches: sentences that only make sense when their numbers exist.
     full_top1 = raw.get("fidelity_vs_score", {}).get("top1_agreement") or {}
     variables["has"] = {
@@ -958,6 +1167,7 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "code": facts["has_code"],
         "greedy": facts["has_greedy"],
         "single_task": facts["n_tasks"] == 1,
+        "signed": bool((doc.get("signed_outcome") or {}).get("available")),
         **noise_switches(raw),
     }
     io.write_text(paper_dir / "_variables.yml", yaml.safe_dump(variables, sort_keys=True, allow_unicode=True))
@@ -982,15 +1192,15 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
     ctx = TableContext(
         variants=variant_names(params),
         ci_label=f"{facts['ci_pct']} CI",
-        min_routed=rules.min_routed,
+        min_routed=params["notebooks"]["04-routing"]["min_disagreements"],
         primary=params["stats"]["primary_variant"],
-        alpha=rules.alpha,
+        alpha=alpha,
     )
     n_tables = write_tables(results, paper_dir, ctx)
     families = load_families(str(facts["profile"]))
     io.write_text(paper_dir / "tables" / f"{SIDE_BY_SIDE_TABLE}.md", table_side_by_side(variables, families))
     n_tables += 1
-    print(f"{paper_dir}/_variables.yml: verdicts {', '.join(v['verdict'] for v in verdicts.values())}; {n_tables} tables")
+    print(f"{paper_dir}/_variables.yml: verdicts {', '.join(doc[c]['verdict'] for c in CLAIMS)}; {n_tables} tables")
 
 
 # --- the rendered paper against its numbers ------------------------------------------------------

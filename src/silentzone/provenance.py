@@ -46,6 +46,7 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 ENTRIES: dict[str, tuple[str, ...]] = {
     **{stage: entries for stage, (entries, _) in STAGES.items()},
     "analyze": ("silentzone.stages.analyze", "silentzone.reports"),
+    "verdicts": ("silentzone.stages.verdicts",),
     "paper-inputs": ("silentzone.paper",),
     "paper": ("silentzone.stages.render",),
 }

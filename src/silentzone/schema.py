@@ -6,7 +6,9 @@ One naming scheme everywhere (the pipeline, ingest, the analyses):
   - per-token columns follow llama.cpp's base-vs-quant reading with R for the reference and q for
     the quant (`nll_R`, `nll_q`, `top1`): the fidelity stage's names, so no stored table changes;
   - a task's score is `score_<task>` (share of items correct), the composite the unweighted mean of
-    the task scores.
+    the task scores; the signed outcome is `signed_<task>` (mean paired change of the gold answer's
+    log-probability against the reference, silentzone.bench.outcome) and `signed` its unweighted mean
+    over the tasks that have one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ ITEM_COLUMNS = [
     "prompt_kld",
     "n_prompt_tokens",
 ]
+# collect adds the gold answer's log-probability (silentzone.bench.outcome; NaN for code tasks)
+GOLD_LOGPROB = "gold_logprob"
 ITEM_TYPES = {
     MODEL: str,
     "task": str,
@@ -57,6 +61,8 @@ COMPOSITE = "composite"
 # One full step is allowed; anything lower is not rounding.
 KLD_TOLERANCE = 16 / 65535
 SCORE_PREFIX = "score_"
+SIGNED = "signed"
+SIGNED_PREFIX = "signed_"
 
 
 def score_column(task: str) -> str:
@@ -80,10 +86,29 @@ def composite(scores: pd.DataFrame) -> pd.Series:
 
 
 def scores(items: pd.DataFrame) -> pd.DataFrame:
-    """Per model: score_<task> (share of items correct, tasks in sorted order) and the composite."""
+    """Per model: score_<task> (share of items correct, tasks in sorted order) and the composite; with a
+    gold_logprob column, also the signed outcome (signed_scores)."""
     per_task = items.groupby([MODEL, "task"])["correct"].mean().unstack("task")
     per_task.columns = [score_column(t) for t in per_task.columns]
     per_task[COMPOSITE] = composite(per_task)
+    out = per_task.reset_index()
+    if GOLD_LOGPROB in items:
+        out = out.merge(signed_scores(items), on=MODEL, how="left", validate="one_to_one")
+    return out
+
+
+def signed_scores(items: pd.DataFrame) -> pd.DataFrame:
+    """Per model: signed_<task>, the mean over the task's items of gold_logprob − the reference's on the
+    same item (0 for the reference), for the tasks that have the outcome, and `signed`, their unweighted
+    mean (NaN when no task has it)."""
+    ref = items[items[MODEL] == REFERENCE].set_index(["task", "item_id"])[GOLD_LOGPROB]
+    paired = items.join(ref.rename("ref_logprob"), on=["task", "item_id"])
+    delta = (paired[GOLD_LOGPROB] - paired["ref_logprob"]).astype(float)
+    per_task = delta.groupby([items[MODEL], items["task"]]).mean().unstack("task")
+    per_task = per_task.loc[:, per_task.notna().any()]
+    per_task.columns = [f"{SIGNED_PREFIX}{t}" for t in per_task.columns]
+    per_task[SIGNED] = per_task.mean(axis=1, skipna=False) if len(per_task.columns) else float("nan")
+    per_task.index.name = MODEL
     return per_task.reset_index()
 
 

@@ -26,7 +26,19 @@ if TYPE_CHECKING:
 RULES = ("paired_bootstrap", "margin", "lowest_k")
 ZONE_COLUMNS = [MODEL, "delta", "ci_low", "ci_high", "primary", "in_zone"]
 DELTA_COLUMNS = [MODEL, "delta", "ci_low", "ci_high"]
-SWEEP_COLUMNS = ["criterion", "threshold", "n", "members", "rho", "p_perm", "ci_low", "ci_high", "n_degenerate", "refused"]
+SWEEP_COLUMNS = [
+    "criterion",
+    "threshold",
+    "n",
+    "members",
+    "rho",
+    "p_perm",
+    "ci_low",
+    "ci_high",
+    "p_equiv",
+    "n_degenerate",
+    "refused",
+]
 
 
 # ---------------------------------------------------------------- the rules, on any table of quants
@@ -173,22 +185,12 @@ def zone_sweep(
     margins = params.silent_zone.sweep_margins if margins is None else margins
     ks = sweep_ks(params, len(quant_names(cohort))) if ks is None else ks
     s = params.stats_settings()
-    rng = np.random.default_rng(s["seed"])
     rows = []
     for criterion, thresholds in (("margin", margins), ("lowest_k", ks)):
         for t in thresholds:
             inside = members(silent_zone(cohort, params, criterion=criterion, margin=t, k=t, score=score))
-            pair = cohort[cohort[MODEL].isin(inside)][[variant, score]].astype(float).dropna()
-            res = stats.correlate(
-                pair[variant].to_numpy(),
-                pair[score].to_numpy(),
-                rng,
-                s["n_resamples"],
-                s["n_bootstrap"],
-                s["ci"],
-                s["min_n"],
-                (variant, score),
-            )
+            pair = cohort[cohort[MODEL].isin(inside)].set_index(MODEL)[[variant, score]].astype(float).dropna()
+            res = stats.correlate_columns(pair, variant, score, s)
             rows.append({"criterion": criterion, "threshold": t, "members": ",".join(inside), **res})
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 

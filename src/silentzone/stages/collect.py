@@ -144,9 +144,31 @@ def item_table(params, layout: Layout) -> pd.DataFrame:
     return items.sort_values(ITEM_KEYS, kind="stable").reset_index(drop=True)
 
 
+def with_gold_logprob(items: pd.DataFrame, layout: Layout) -> pd.DataFrame:
+    """The item table with `gold_logprob` (silentzone.bench.outcome), from each row's choice
+    log-probabilities and its prepared item (the gold label and the choices)."""
+    from .. import task_registry
+    from ..bench.outcome import gold_logprob
+    from ..data import items as bench_items
+
+    values = pd.Series(float("nan"), index=items.index)
+    for task, rows in items.groupby("task", sort=True):
+        spec = task_registry.get_task(task)
+        if spec.kind == "code":
+            continue
+        prepared = {it["item_id"]: it for it in bench_items.read_prepared(task, layout.prepared)}
+        for index, item_id, logprobs in zip(rows.index, rows["item_id"], rows["choice_logprobs"]):
+            if item_id not in prepared:
+                raise SilentzoneError(
+                    f"{layout.bench_items(task)}: no item {item_id!r}, which the bench tables hold; rerun `silentzone prepare` and the bench stages"
+                )
+            values[index] = gold_logprob(spec.kind, spec.metric, logprobs, prepared[item_id])
+    return items.assign(gold_logprob=values)
+
+
 def run(params, layout: Layout) -> str:
     cohort = pd.DataFrame(cohort_rows(params, layout))
-    items = item_table(params, layout)
+    items = with_gold_logprob(item_table(params, layout), layout)
     cohort = cohort.merge(scores(items), on=MODEL, how="left", validate="one_to_one")
     missing = cohort.loc[cohort["composite"].isna(), MODEL].tolist()
     if missing:
