@@ -59,8 +59,31 @@ def cmd_fidelity(args) -> None:
     check_name(params, args.quant)
     check_device(params)
     fidelity.check_inputs(params, LAYOUT)
+    endpoint = _endpoint(params, args.quant)
+    if endpoint is not None:
+        print(fidelity.run_served(params, LAYOUT, args.quant, endpoint, _served_report(params, args.quant)))
+        return
     model, tokenizer, report = load_quant(params, args.quant)
     print(fidelity.run(params, LAYOUT, args.quant, model.eval(), tokenizer, report))
+
+
+def _endpoint(params, name: str):
+    """The member's server (params `server.members`), probed for its known quirks; None: in-process."""
+    if name not in params.server.members:
+        return None
+    from .server import client
+
+    return client.checked_endpoint(params, name)
+
+
+def _served_report(params, name: str) -> dict:
+    """bpw and the member's description for a served member: given with its endpoint, else from its recipe."""
+    given = params.server.members[name].bpw
+    if given is not None:
+        return {"bpw": given, "quant": name, "source": "server"}
+    from .quant.load import load_quant
+
+    return load_quant(params, name)[2]
 
 
 def cmd_bench(args) -> None:
@@ -69,7 +92,13 @@ def cmd_bench(args) -> None:
 
     params = _params(args)
     check_name(params, args.model)
-    table = bench.run(params, LAYOUT, args.model, lambda: load_quant(params, args.model)[:2])
+    if args.model == "reference" and "reference" in params.server.members:
+        raise SilentzoneError(
+            f"{params.source}: server.members.reference: `bench reference` writes the reference's bench store (its hidden "
+            "states), which only runs in-process; serve the reference for `fidelity reference` only, or drop the entry"
+        )
+    endpoint = _endpoint(params, args.model)
+    table = bench.run(params, LAYOUT, args.model, lambda: load_quant(params, args.model)[:2], endpoint)
     print(bench.summary(args.model, table))
 
 

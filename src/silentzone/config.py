@@ -155,6 +155,28 @@ class Bench(Section):
         return tasks
 
 
+# --------------------------------------------------------------------------------------- server
+
+
+class Endpoint(Section):
+    """A member served by an OpenAI-compatible server (vLLM): its base URL and the model name it serves."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$")
+    model: str = Field(min_length=1)
+    bpw: float | None = Field(default=None, gt=0.0, le=32.0)  # else computed by loading the member in-process
+
+
+class Server(Section):
+    """Members measured through inference servers (silentzone.server, docs/server.md) instead of in-process.
+    `members` changes numbers (top-k only: Eq. 5 and what needs no full distribution) and is stamped per
+    member; the client settings change none."""
+
+    members: dict[str, Endpoint] = Field(default_factory=dict)  # cohort member (or `reference`) -> its server
+    concurrency: int = Field(default=4, ge=1, le=1024)  # requests in flight per member
+    timeout_s: float = Field(default=600.0, gt=0.0, le=86400.0)  # per request
+    retries: int = Field(default=3, ge=0, le=100)  # per request, on transport errors, timeouts, HTTP 429/5xx
+
+
 # ----------------------------------------------------------------------------- zone, statistics
 
 
@@ -266,6 +288,7 @@ class Params(Section):
     variants: dict[str, Variant] = Field(min_length=1)
     cohort: dict[str, Recipe] = Field(min_length=1)
     bench: Bench
+    server: Server = Field(default_factory=Server)
     silent_zone: SilentZone
     stats: Stats
     notebooks: Notebooks
@@ -312,6 +335,9 @@ class Params(Section):
         from .quant.members import validate_cohort
 
         validate_cohort(self.cohort, (info.context or {}).get("source", str(PARAMS_FILE)), self.corpora)
+        unknown = [m for m in self.server.members if m != "reference" and m not in self.cohort]
+        if unknown:
+            raise ValueError(f"server.members names {unknown}, not cohort members{_closest(unknown[0], self.cohort)}")
         if self.stats.primary_variant not in self.variants:
             raise ValueError(
                 f"stats.primary_variant {self.stats.primary_variant!r} is not a variant{_closest(self.stats.primary_variant, self.variants)}"

@@ -30,15 +30,19 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "reference": (("silentzone.stages.reference", "silentzone.model"), ("seed", "model", "threads", "corpora", "fidelity")),
     "fidelity": (
         ("silentzone.stages.fidelity", "silentzone.quant.load"),
-        ("seed", "model", "threads", "corpora", "fidelity", "variants", "cohort.{name}"),
+        ("seed", "model", "threads", "corpora", "fidelity", "variants", "cohort.{name}", "server.members.{name}"),
     ),
     "bench-reference": (("silentzone.stages.bench", "silentzone.quant.load"), ("seed", "model", "threads", "bench")),
     "bench": (
         ("silentzone.stages.bench", "silentzone.quant.load"),
-        ("seed", "model", "threads", "corpora", "fidelity.ctx", "bench", "cohort.{name}"),
+        ("seed", "model", "threads", "corpora", "fidelity.ctx", "bench", "cohort.{name}", "server.members.{name}"),
     ),
     "collect": (("silentzone.stages.collect",), ("cohort", "variants", "fidelity")),
 }
+# Keys hashed only when params set them: a member's server. An in-process member's stamp is then the
+# same bytes as before servers existed, and DVC (which fails on a params key a file lacks) does not
+# list them: a served member's outputs are kept current by their stamps (collect refuses stale ones).
+OPTIONAL = {"server.members.{name}"}
 COMMANDS = {
     "prepare": "silentzone prepare",
     "reference": "silentzone reference",
@@ -108,12 +112,13 @@ def code_sha256(stage: str) -> str:
 def params_sha256(params, stage: str, name: str | None = None) -> str:
     raw = params.model_dump(by_alias=True)
     picked = {}
-    for key in STAGES[stage][1]:
-        key = key.format(name=name)
+    for spec in STAGES[stage][1]:
+        key = spec.format(name=name)
         node = raw
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
-        picked[key] = node
+        if node is not None or spec not in OPTIONAL:
+            picked[key] = node
     return hashlib.sha256(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()
 
 

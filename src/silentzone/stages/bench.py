@@ -46,6 +46,8 @@ def fingerprint(params, name: str, task: str, layout: Layout, with_reference: bo
         "bench": params.bench.model_dump(),
     }
     keys["cohort_entry"] = params.cohort.get(name)
+    if name in params.server.members:  # a served member's parts are its server's
+        keys["server"] = params.server.members[name].model_dump()
     keys["code"] = provenance.code_sha256("bench-reference" if name == REFERENCE else "bench")  # parts of other code are stale
     h.update(json.dumps([name, task, keys], sort_keys=True, default=str).encode())
     if with_reference:
@@ -229,13 +231,17 @@ class _BenchSegment(refstore.SegmentWriter):
         return super().close()
 
 
-def run_task(params, layout: Layout, ctx: Context, task: str) -> pd.DataFrame:
-    kind = registry.get_task(task).kind
-    if kind == "code" and sandbox.capabilities() != "strict" and not params.bench.allow_weak_sandbox:
+def check_sandbox(params, task: str) -> None:
+    if registry.get_task(task).kind == "code" and sandbox.capabilities() != "strict" and not params.bench.allow_weak_sandbox:
         raise SilentzoneError(
             f"task {task!r}: running generated code needs the strict sandbox (root: namespaces + uid drop); run as root, "
             "or set bench.allow_weak_sandbox: true (rlimits and a blocked socket module only), or drop the code tasks"
         )
+
+
+def run_task(params, layout: Layout, ctx: Context, task: str) -> pd.DataFrame:
+    kind = registry.get_task(task).kind
+    check_sandbox(params, task)
     task_items = bench_items.read_prepared(task, layout.prepared)
     writer = None
     if ctx.is_reference:
@@ -254,9 +260,10 @@ def run_task(params, layout: Layout, ctx: Context, task: str) -> pd.DataFrame:
     return typed_items(pd.DataFrame(rows, columns=ITEM_COLUMNS))
 
 
-def run(params, layout: Layout, name: str, load_model) -> pd.DataFrame:
+def run(params, layout: Layout, name: str, load_model, endpoint=None) -> pd.DataFrame:
     """Benchmark one model over every task of `bench.tasks`; writes and returns its item table.
-    `load_model()` → (model, tokenizer) is called only when some task is not already done."""
+    `load_model()` → (model, tokenizer) is called only when some task is not already done. With an
+    `endpoint` (silentzone.server.client.Endpoint) the member is measured through its server instead."""
     tasks = params.task_names()
     for task in tasks:
         bench_items.read_prepared(task, layout.prepared)  # fail early, before loading a model
@@ -270,7 +277,11 @@ def run(params, layout: Layout, name: str, load_model) -> pd.DataFrame:
         done = _finished(part, stamp, fp)
         if done and is_ref:
             done = refstore.bench_fingerprint(layout.reference, task) == fp
-        if not done:
+        if not done and endpoint is not None:
+            frame = _served_task(params, layout, name, endpoint, task)
+            io.write_parquet(part, frame)
+            io.write_json(stamp, {"fingerprint": fp, "n_items": len(frame), "sha256": io.sha256_file(part)})
+        elif not done:
             if ctx is None:
                 model, tokenizer = load_model()
                 head_R = None
@@ -289,8 +300,30 @@ def run(params, layout: Layout, name: str, load_model) -> pd.DataFrame:
     table = typed_items(pd.concat(frames, ignore_index=True))
     io.write_parquet(layout.bench_table(name), table)
     stage = "bench-reference" if is_ref else "bench"
-    provenance.write_stamp(layout.bench_stamp(name), params, stage, [layout.bench_table(name)], None if is_ref else name)
+    found = provenance.stamp(params, stage, [layout.bench_table(name)], None if is_ref else name)
+    if endpoint is not None:  # prompt_kld is NaN: the member's full distribution never left its server
+        found["engine"] = {"kind": "server", "url": endpoint.base, "model": endpoint.model}
+    io.write_json(layout.bench_stamp(name), found)
     return table
+
+
+_TOKENIZER: dict = {}
+
+
+def _served_task(params, layout: Layout, name: str, endpoint, task: str) -> pd.DataFrame:
+    from ..server import bench as served
+
+    check_sandbox(params, task)
+    if "tok" not in _TOKENIZER:
+        _TOKENIZER["tok"] = served.tokenizer_of(params, layout)
+
+    def run_tests(item, gen):
+        try:
+            return code.run_tests(item, gen, limits(params), params.bench.allow_weak_sandbox)
+        except sandbox.SandboxError as exc:
+            raise SilentzoneError(f"task {task!r}: {exc}") from None
+
+    return served.run_task(params, layout, name, endpoint, _TOKENIZER["tok"], task, run_tests)
 
 
 def reference_inputs(params, layout: Layout, tasks: list[str]) -> dict[str, refstore.Segment]:

@@ -153,8 +153,27 @@ def per_token_table(params, layout: Layout, quant: str, model, tokenizer) -> pd.
 def run(params, layout: Layout, quant: str, model, tokenizer, quant_report: dict) -> str:
     """Write <quant>.parquet and <quant>.report.json; returns a one-line summary."""
     table = per_token_table(params, layout, quant, model, tokenizer)
+    summary = write_outputs(params, layout, quant, table, quant_report)
+    shutil.rmtree(layout.fidelity_parts(quant))
+    return summary
+
+
+def run_served(params, layout: Layout, quant: str, endpoint, quant_report: dict) -> str:
+    """The same outputs for a member measured through an inference server (silentzone.server)."""
+    from ..server import fidelity as served
+
+    table = served.per_token_table(params, layout, quant, endpoint)  # every response read and checked: nothing written yet
+    return write_outputs(params, layout, quant, table, quant_report, served.report_fields(params, endpoint))
+
+
+def write_outputs(params, layout: Layout, quant: str, table: pd.DataFrame, quant_report: dict, engine: dict | None = None) -> str:
+    """<quant>.parquet and <quant>.report.json from a finished per-token table. A served member's
+    report also names its server (`engine`) and the variants its top-k cannot give (`unavailable`)."""
     counts = table.groupby(["corpus", "ctx"]).size()
-    found = variants.compute(table, params)  # before the table is written: a failure leaves no table without its report
+    missing = variants.unavailable(params, engine is not None)
+    found = variants.compute(
+        table, params, skip=missing
+    )  # before the table is written: a failure leaves no table without its report
     io.write_parquet(layout.fidelity_table(quant), table)
     summary = {
         "quant": quant,
@@ -163,11 +182,10 @@ def run(params, layout: Layout, quant: str, model, tokenizer, quant_report: dict
         "quant_report": {k: v for k, v in quant_report.items() if isinstance(v, (str, int, float, bool, type(None), list, dict))},
         "n_tokens": {f"{c}_c{x}": int(n) for (c, x), n in counts.items()},
         "variants": found,
+        **(engine or {}),
+        **({"unavailable": missing} if engine is not None else {}),
     }
     io.write_json(layout.fidelity_report(quant), summary)
-    shutil.rmtree(layout.fidelity_parts(quant))
     v = summary["variants"]
-    return (
-        f"{layout.fidelity_table(quant)}: {len(table)} tokens; mean KLD {v.get('kld_mean', float('nan')):.6f}, "
-        f"top-1 disagreement {v.get('top1_disagree', float('nan')):.4f}"
-    )
+    kld = f"mean KLD {v['kld_mean']:.6f}" if "kld_mean" in v else f"mean top-k KLD {v.get('kld_topk_mean', float('nan')):.6f}"
+    return f"{layout.fidelity_table(quant)}: {len(table)} tokens; {kld}, top-1 disagreement {v.get('top1_disagree', float('nan')):.4f}"
