@@ -102,6 +102,26 @@ def cmd_bench(args) -> None:
     print(bench.summary(args.model, table))
 
 
+def cmd_server(args) -> None:
+    from pathlib import Path
+
+    from .quant.load import check_name
+
+    params = _params(args)
+    check_name(params, args.member)
+    if args.action == "export":
+        from .server import export
+
+        if not args.out:
+            raise SilentzoneError("silentzone server export: give --out FOLDER (where the model directory is written)")
+        print(export.export(params, args.member, Path(args.out)))
+    else:
+        from .server import client
+
+        endpoint = client.checked_endpoint(params, args.member)
+        print(f"{endpoint.base} ({endpoint.model}): serves the model, keeps token ids, returns prompt_logprobs at k = {params.fidelity.topk}")
+
+
 def cmd_collect(args) -> None:
     from .stages import collect
 
@@ -186,6 +206,12 @@ def _add_commands(sub, asked: str) -> None:
     p = sub.add_parser("bench", help="per-item benchmark outcomes and per-prompt KLD of the reference or one quant")
     p.add_argument("model", help='"reference" (run it first) or a quant name from params `cohort`')
     p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser("server", help="inference servers: export a member as a model directory, or check a member's server")
+    p.add_argument("action", choices=["export", "check"], help="export: write MEMBER as a Hugging Face directory; check: probe its server")
+    p.add_argument("member", help="a cohort member (or `reference`)")
+    p.add_argument("--out", help="export: the folder to write")
+    p.set_defaults(handler=cmd_server)
 
     sub.add_parser("collect", help="join per-model outputs into data/processed/{cohort,items}.parquet").set_defaults(
         handler=cmd_collect

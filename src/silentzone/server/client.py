@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from .logprobs import PromptLogprobs, ServerError, cap_from_error, echo_alignment, parse_prompt_logprobs
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+BACKOFF_S = 0.5  # first wait between tries; doubles each try, at most 8 s
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class _Retry(Exception):
 
 
 _local = threading.local()
+TRANSPORT = None  # an httpx transport to use instead of the network (tests replay recorded responses through it)
 
 
 def _client(endpoint: Endpoint):
@@ -61,9 +63,10 @@ def _client(endpoint: Endpoint):
     clients = getattr(_local, "clients", None)
     if clients is None:
         clients = _local.clients = {}
-    key = (endpoint.base, endpoint.timeout_s)
+    key = (endpoint.base, endpoint.timeout_s, id(TRANSPORT))
     if key not in clients:
-        clients[key] = httpx.Client(timeout=httpx.Timeout(endpoint.timeout_s, connect=min(30.0, endpoint.timeout_s)))
+        timeout = httpx.Timeout(endpoint.timeout_s, connect=min(30.0, endpoint.timeout_s))
+        clients[key] = httpx.Client(timeout=timeout, transport=TRANSPORT)
     return clients[key]
 
 
@@ -77,7 +80,7 @@ def request(endpoint: Endpoint, method: str, path: str, payload: dict | None = N
     @retry(
         retry=retry_if_exception_type(_Retry),
         stop=stop_after_attempt(endpoint.retries + 1),
-        wait=wait_exponential(multiplier=0.5, max=8.0),
+        wait=wait_exponential(multiplier=BACKOFF_S, max=8.0),
     )
     def once():
         try:
