@@ -31,7 +31,14 @@ def main(argv):
     with httpx.Client(timeout=600) as client:
         found = {"models": record(client, url, "GET", "/models")}
         for k in (20, 30):
-            payload = {"model": model, "prompt": tokens, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": k, "return_token_ids": True}
+            payload = {
+                "model": model,
+                "prompt": tokens,
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "prompt_logprobs": k,
+                "return_token_ids": True,
+            }
             found[f"window_k{k}"] = record(client, url, "POST", "/completions", payload)
         from transformers import AutoTokenizer
 
@@ -42,7 +49,14 @@ def main(argv):
         req = mc.request(tok, item)
         found["arc_easy_item"] = {"item": item, "choices": []}
         for ctx, cont in zip(req.contexts, req.conts):
-            payload = {"model": model, "prompt": ctx + cont, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 1, "return_token_ids": True}
+            payload = {
+                "model": model,
+                "prompt": ctx + cont,
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "prompt_logprobs": 1,
+                "return_token_ids": True,
+            }
             found["arc_easy_item"]["choices"].append(record(client, url, "POST", "/completions", payload))
     for name, value in found.items():
         (out / f"vllm_{name}.json").write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")

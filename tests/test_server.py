@@ -15,13 +15,12 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FIXTURES
 
 from silentzone import metrics
 from silentzone.errors import SilentzoneError
 from silentzone.server import client
 from silentzone.server.logprobs import ServerError, echo_alignment, parse_prompt_logprobs
-
-from conftest import FIXTURES
 
 SERVER = FIXTURES / "server"
 EP = client.Endpoint("http://test/v1", "m", timeout_s=5, retries=2, concurrency=3)

@@ -119,7 +119,9 @@ def cmd_server(args) -> None:
         from .server import client
 
         endpoint = client.checked_endpoint(params, args.member)
-        print(f"{endpoint.base} ({endpoint.model}): serves the model, keeps token ids, returns prompt_logprobs at k = {params.fidelity.topk}")
+        print(
+            f"{endpoint.base} ({endpoint.model}): serves the model, keeps token ids, returns prompt_logprobs at k = {params.fidelity.topk}"
+        )
 
 
 def cmd_collect(args) -> None:
@@ -208,7 +210,9 @@ def _add_commands(sub, asked: str) -> None:
     p.set_defaults(handler=cmd_bench)
 
     p = sub.add_parser("server", help="inference servers: export a member as a model directory, or check a member's server")
-    p.add_argument("action", choices=["export", "check"], help="export: write MEMBER as a Hugging Face directory; check: probe its server")
+    p.add_argument(
+        "action", choices=["export", "check"], help="export: write MEMBER as a Hugging Face directory; check: probe its server"
+    )
     p.add_argument("member", help="a cohort member (or `reference`)")
     p.add_argument("--out", help="export: the folder to write")
     p.set_defaults(handler=cmd_server)

@@ -29,6 +29,12 @@ def export(params, name: str, out: Path) -> str:
     with io.atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        meta = {"member": name, "recipe": params.cohort.get(name), "model": params.model.name, "bpw": report["bpw"], "dtype": "float32"}
+        meta = {
+            "member": name,
+            "recipe": params.cohort.get(name),
+            "model": params.model.name,
+            "bpw": report["bpw"],
+            "dtype": "float32",
+        }
         (tmp / MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     return f"{out}: {name} ({report['bpw']:.3f} bpw) as a float32 Hugging Face directory; serve it with --dtype float32"
