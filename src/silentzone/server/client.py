@@ -219,10 +219,9 @@ def generate(endpoint: Endpoint, prompt: list[int], max_tokens: int, stop: list[
 # ------------------------------------------------------------------------------------- probe
 
 
-def probe(endpoint: Endpoint, prompt: list[int], k: int, decode=None) -> dict:
+def probe(endpoint: Endpoint, prompt: list[int], k: int) -> dict:
     """What the server is, checked on one small prompt before any real work; one ServerError for
-    each known quirk. `decode(ids) -> list[str]` (the tokenizer's per-token text) lets the echo
-    format be explained when the server has no prompt_logprobs."""
+    each known quirk (a server that refuses token-id prompts is asked once with text, to say why)."""
     models = request(endpoint, "GET", "/models")
     served = [m.get("id") for m in models.get("data", []) if isinstance(m, dict)] if isinstance(models, dict) else []
     if endpoint.model not in served:
@@ -232,18 +231,15 @@ def probe(endpoint: Endpoint, prompt: list[int], k: int, decode=None) -> dict:
     try:
         body = request(endpoint, "POST", "/completions", completion_payload(endpoint, prompt, k))
     except ServerError as exc:
-        if " 400" in str(exc) or " 422" in str(exc):
-            if "caps log-probabilities" in str(exc):
-                raise
-            text_only = _accepts_text_only(endpoint)
-            if text_only:
-                raise ServerError(
-                    f"{endpoint.base} ({endpoint.model}): accepts text prompts only; {_text_only_reason()}"
-                ) from None
+        if "caps log-probabilities" not in str(exc) and _accepts_text_only(endpoint):
+            raise ServerError(f"{endpoint.base} ({endpoint.model}): accepts text prompts only; {_text_only_reason()}") from None
         raise
     choice = (body.get("choices") or [{}])[0] if isinstance(body, dict) else {}
-    if choice.get("prompt_logprobs") is None and isinstance(choice.get("logprobs"), dict) and decode is not None:
-        where = echo_alignment_of(endpoint, prompt, k, decode)
+    if choice.get("prompt_logprobs") is None:
+        try:
+            where = echo_alignment_of(endpoint)
+        except ServerError:
+            where = "and no echo logprobs either"
         raise ServerError(
             f"{endpoint.base} ({endpoint.model}): no prompt_logprobs, only OpenAI echo logprobs ({where}); "
             "those are keyed by token text, not id, so they cannot be trusted for fidelity: serve the model with vLLM"
@@ -264,24 +260,25 @@ def _accepts_text_only(endpoint: Endpoint) -> bool:
     return True
 
 
-def echo_alignment_of(endpoint: Endpoint, prompt: list[int], k: int, decode) -> str:
-    """Ask for echo logprobs over the prompt (as text) and say how they line up."""
-    texts = decode(prompt)
+def echo_alignment_of(endpoint: Endpoint) -> str:
+    """Ask for echo logprobs over ECHO_PROBE (as text) and say how they line up."""
     body = request(
         endpoint,
         "POST",
         "/completions",
-        {"model": endpoint.model, "prompt": "".join(texts), "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": k},
+        {"model": endpoint.model, "prompt": ECHO_PROBE, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 5},
     )
-    how = echo_alignment(body, texts)
+    how = echo_alignment(body)
     return {
-        "shifted": "each prompt token's log-probability is returned one position early, the prediction of the next token "
+        "shifted": "each prompt token's log-probability is read one position early, from the prediction of the next token "
         "(llama-cpp-python's known quirk)",
         "aligned": "aligned as OpenAI defines them",
     }.get(how, "their alignment could not be determined")
 
 
 PROBE_TOKENS = 32
+# Text whose next token any language model predicts: the echo-alignment probe's votes come from it.
+ECHO_PROBE = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
 
 
 def checked_endpoint(params, name: str, layout=None) -> Endpoint:

@@ -129,21 +129,23 @@ def cap_from_error(status: int, text: str) -> int | None:
 # ------------------------------------------------------------------- the OpenAI echo format
 
 
-def echo_alignment(body: dict, prompt_texts: list[str]) -> str:
-    """How a server's `echo` + `logprobs` answer lines up with the prompt's tokens: 'aligned' when
-    token_logprobs[j] is log p(token j | tokens before it), as OpenAI defines it; 'shifted' when it
-    is the log-probability of token j + 1 (llama-cpp-python's server: each entry is the prediction of
-    the next token). Decided from the entries where the top log-probabilities name the token itself:
-    the token's own log-probability appears in its row's top list under its own text."""
+def echo_alignment(body: dict) -> str:
+    """How a server's `echo` + `logprobs` answer lines up with the prompt: 'aligned' when entry j is
+    the distribution that predicts token j (OpenAI's definition: token_logprobs[j] = log p(token j |
+    tokens before it)); 'shifted' when entry j is the distribution that predicts token j + 1
+    (llama-cpp-python's server, which then reports token j's log-probability under it). Both forms
+    are internally consistent (each entry's own token sits in its top list with its value), so the
+    vote is on what each entry's most likely token is: the token at j, or the token at j + 1. On a
+    predictable probe (ECHO_PROBE: counting) the true next token is the argmax almost everywhere."""
     lp = body["choices"][0]["logprobs"]
-    values, tops = lp["token_logprobs"], lp["top_logprobs"]
+    tokens, tops = lp["tokens"], lp["top_logprobs"]
     votes = {"aligned": 0, "shifted": 0}
     for j, top in enumerate(tops):
-        if not isinstance(top, dict) or values[j] is None:
+        if not isinstance(top, dict) or not top:
             continue
-        for name, offset in (("aligned", 0), ("shifted", 1)):
-            if j + offset < len(prompt_texts) and prompt_texts[j + offset] in top:
-                votes[name] += abs(top[prompt_texts[j + offset]] - values[j]) < 1e-3
-    if votes["aligned"] == votes["shifted"]:
+        best = max(top, key=top.get)
+        votes["aligned"] += best == tokens[j]
+        votes["shifted"] += j + 1 < len(tokens) and best == tokens[j + 1]
+    if max(votes.values()) < 3 or votes["aligned"] == votes["shifted"]:
         return "unknown"
     return max(votes, key=votes.get)
