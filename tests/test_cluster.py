@@ -50,7 +50,7 @@ def two_node_cluster():
         subprocess.run([ray_bin, "stop", "--force"], env=ENV, capture_output=True)
 
 
-def test_fanout_is_byte_identical_to_the_sequential_run_and_survives_a_killed_worker(tmp_path, two_node_cluster):
+def test_fanout_is_byte_identical_to_the_sequential_run_and_a_killed_worker_is_rerun(tmp_path, two_node_cluster):
     seq, fan = tmp_path / "seq", tmp_path / "fan"
     for root in (seq, fan):
         root.mkdir()
@@ -82,11 +82,13 @@ def test_fanout_is_byte_identical_to_the_sequential_run_and_survives_a_killed_wo
 
     killer = threading.Thread(target=kill_one_worker)
     killer.start()
-    proc = subprocess.run(
-        [str(BIN / "silentzone"), "fanout", "--address", two_node_cluster], cwd=fan, env=ENV, capture_output=True, text=True
-    )
+    fanout = [str(BIN / "silentzone"), "fanout", "--address", two_node_cluster]
+    proc = subprocess.run([*fanout, "--retries", "0"], cwd=fan, env=ENV, capture_output=True, text=True)
     killer.join()
-    assert proc.returncode == 0, proc.stderr[-2000:]
     assert killed, "no member task was seen running to kill"
+    assert proc.returncode == 2 and "a member task was lost" in proc.stderr and "rerun `silentzone fanout`" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
+    proc = subprocess.run(fanout, cwd=fan, env=ENV, capture_output=True, text=True)  # the rerun completes
+    assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"{len(members)} members" in proc.stdout
     assert hashes(fan) == hashes(seq)
