@@ -350,3 +350,45 @@ def test_a_real_vllm_server_answers_as_recorded():
     assert (live.top_ids[:, 0] == old.top_ids[:, 0]).all()
     with pytest.raises(SilentzoneError, match="caps log-probabilities"):
         client.prompt_logprobs(endpoint, [prompt], 10_000, "live")
+
+
+def test_bench_through_a_server_equals_in_process(tiny_reference, transport, tmp_path):
+    """Served bench of the tiny quant (one request per choice, gold-continuation log-probabilities;
+    code generated on the server) against the in-process item table: same outcomes and choices,
+    choice_logprobs within float32 noise, prompt_kld NaN and the server in the stamp; collect takes it."""
+    import shutil
+
+    from silentzone.layout import Layout
+    from silentzone.quant.load import load_quant
+    from silentzone.stages import bench
+
+    params, _, _, layout = tiny_reference
+    run = Layout(tmp_path)
+    shutil.copytree(layout.prepared, run.prepared)
+    shutil.copytree(layout.reference, run.reference)
+    bench.run(params, run, "reference", lambda: load_quant(params, "reference")[:2])
+    inproc = bench.run(params, run, "q4_0", lambda: load_quant(params, "q4_0")[:2])
+    model = load_quant(params, "q4_0")[0].eval()
+    transport["handler"] = TinyServer(model, "m")
+    shutil.rmtree(run.bench_parts("q4_0"))
+    served = bench.run(params, run, "q4_0", None, EP)
+    same = ["model", "task", "item_id", "correct", "chosen", "chosen_norm", "n_prompt_tokens", "test_status"]
+    pd.testing.assert_frame_equal(inproc[same], served[same])
+    mc = inproc["choice_logprobs"].notna()
+    for a, b in zip(inproc.loc[mc, "choice_logprobs"], served.loc[mc, "choice_logprobs"]):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-4)
+    assert served["prompt_kld"].isna().all()
+    assert json.loads(run.bench_stamp("q4_0").read_text())["engine"] == {"kind": "server", "url": "http://test/v1", "model": "m"}
+
+
+def test_collect_accepts_what_a_server_cannot_give_and_nothing_else():
+    from silentzone.schema import TOKEN_COLUMNS
+    from silentzone.stages.collect import check_per_token
+
+    row = {c: 0.5 for c in TOKEN_COLUMNS} | {"corpus": "wiki", "ctx": 8, "window": 0, "pos": 4, "token": 1, "top1": True}
+    table = pd.DataFrame([row | {"kld": float("nan"), "rkld": float("nan")}])
+    check_per_token(table, "t.parquet", served=True)
+    with pytest.raises(SilentzoneError, match=r"`kld` = .*nan.* is impossible"):
+        check_per_token(table, "t.parquet")
+    with pytest.raises(SilentzoneError, match=r"`nll_q` = .*nan.* is impossible"):
+        check_per_token(pd.DataFrame([row | {"nll_q": float("nan")}]), "t.parquet", served=True)

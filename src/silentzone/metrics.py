@@ -109,10 +109,11 @@ def topk_metrics(logits_R, q_top_ids, q_top_logprobs, q_logprob_y, targets, topk
 
     dtype = getattr(torch, work_dtype)
     zR = torch.as_tensor(logits_R).to(dtype)
-    q_ids = torch.as_tensor(np.asarray(q_top_ids), dtype=torch.long)
-    q_lp = torch.as_tensor(np.asarray(q_top_logprobs), dtype=torch.float64)
-    lq_y = torch.as_tensor(np.asarray(q_logprob_y), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(targets), dtype=torch.long).reshape(-1, 1)
+    on = {"device": zR.device}  # the lists join the reference's logits wherever they are (a GPU at scale)
+    q_ids = torch.as_tensor(np.asarray(q_top_ids), dtype=torch.long, **on)
+    q_lp = torch.as_tensor(np.asarray(q_top_logprobs), dtype=torch.float64, **on)
+    lq_y = torch.as_tensor(np.asarray(q_logprob_y), dtype=torch.float64, **on)
+    y = torch.as_tensor(np.asarray(targets), dtype=torch.long, **on).reshape(-1, 1)
     k = min(max(int(topk), 1), zR.shape[-1])
     if q_ids.shape[1] < k:
         raise SilentzoneError(f"top-k metrics: the quant's lists hold {q_ids.shape[1]} tokens, fewer than k = {k}")

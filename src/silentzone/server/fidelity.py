@@ -68,7 +68,7 @@ def per_token_table(params, layout: Layout, name: str, endpoint: Endpoint) -> pd
     """The member's per-token table over every fidelity store, from its server."""
     from tqdm import tqdm
 
-    head_R = refstore.read_head(layout.reference, "cpu")
+    head_R = refstore.read_head(layout.reference, params.model.device)  # Eq. 5 needs the reference logits: on the GPU at scale
     provenance.verify_made_by(head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference")
     segments = [refstore.open_fidelity(layout.reference, corpus, ctx) for corpus, ctx in params.store_specs()]
     for seg in segments:
