@@ -90,6 +90,11 @@ def fanout(
         raise SilentzoneError(
             str(exc.cause) if isinstance(exc.cause, SilentzoneError) else f"a member task failed: {exc.cause!r}"
         ) from None
+    except ray.exceptions.RayError as exc:  # a worker or node died and the task's retries are spent
+        raise SilentzoneError(
+            f"a member task was lost ({type(exc).__name__}: its worker or node died {retries + 1} time(s)); rerun "
+            "`silentzone fanout`: each stage resumes or redoes its member, and the outputs are the same bytes"
+        ) from None
     finally:
         ray.shutdown()
     lines.append(f"head: silentzone collect ({run_command(['collect'], root, params_path):.1f} s)")
