@@ -210,14 +210,6 @@ def test_simulation_zone_rules():
     assert noise.zone_masks(np.zeros((2, 3)), se, "lowest_k", 0.05, 0.0, fixed).tolist() == [[False, True, True]] * 2
 
 
-def test_critical_rho_matches_the_manuscripts_check():
-    from silentzone import paper
-
-    for n in (4, 5, 12, 30):
-        assert float(noise.critical_rho(n, 0.05)) == pytest.approx(paper.critical_rho(n, 0.05))
-    assert float(noise.critical_rho(3, 0.05)) == 1.0
-
-
 # ---------------------------------------------------------------- the power verdict and small cohorts
 
 

@@ -300,7 +300,7 @@ def test_statistics_modules_do_not_import_torch():
 
 def test_variant_correlations(params):
     cohort = _cohort(n=8)
-    table, silent_zone = stats.variant_correlations(cohort, _with(params, "silent_zone", criterion="lowest_k", k=5))
+    table, silent_zone = zone.variant_correlations(cohort, _with(params, "silent_zone", criterion="lowest_k", k=5))
     assert set(table["variant"]) == {"kld_mean", "top1_disagree"}  # the registry's variants present in the cohort
     assert list(table["target"].unique()) == ["composite"]  # the main table: variants against the composite
     assert zone.members(silent_zone) == ["q00", "q01", "q02", "q03", "q04"]

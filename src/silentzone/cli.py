@@ -1,7 +1,7 @@
 """`silentzone <command>`: every stage of the pipeline and the tools beside it, one handler each.
 
-Each handler validates params.yaml whole (silentzone.config) before it reads or writes anything, then
-calls one library function. Heavy modules (torch, papermill) are imported inside handlers, so
+Each handler validates params.yaml whole (silentzone.config; capture commands also the cohort's
+members, silentzone.quant.members) before it reads or writes anything, then calls one library function. Heavy modules (torch, papermill) are imported inside handlers, so
 `analyze-cohort` or `ingest` never pay for torch. Every failure is one line on stderr (exit 2); a
 traceback only with --debug.
 """
@@ -21,6 +21,16 @@ def _params(args):
     return config.load(args.params)
 
 
+def _capture_params(args):
+    """params.yaml validated whole, its cohort included: every recipe and member parses (silentzone.quant
+    owns that vocabulary), checked before a capture command reads or writes anything."""
+    from .quant.members import validate_cohort
+
+    params = _params(args)
+    validate_cohort(params.cohort, params.source, params.corpora)
+    return params
+
+
 # ----------------------------------------------------------------------------------- handlers
 
 
@@ -30,7 +40,10 @@ def cmd_profile(args) -> None:
     if args.show or not args.name:
         print(config.read_yaml(args.params).get("profile", "?"))
         return
+    from .quant.members import validate_cohort
+
     raw = config.build_profile(args.name, args.profiles_dir)
+    validate_cohort(raw["cohort"], f"{args.profiles_dir}/{args.name}.yaml", raw["corpora"])
     io.write_text(args.params, config.dump(raw))
     print(f"{args.params}: profile {args.name}")
 
@@ -38,14 +51,14 @@ def cmd_profile(args) -> None:
 def cmd_prepare(args) -> None:
     from .stages import prepare
 
-    print("\n".join(prepare.run(_params(args), LAYOUT)))
+    print("\n".join(prepare.run(_capture_params(args), LAYOUT)))
 
 
 def cmd_reference(args) -> None:
     from .model import load_reference
     from .stages import reference
 
-    params = _params(args)
+    params = _capture_params(args)
     model, tokenizer = load_reference(params)
     print("\n".join(reference.run(params, LAYOUT, model, tokenizer)))
 
@@ -55,7 +68,7 @@ def cmd_fidelity(args) -> None:
     from .quant.load import check_name, load_quant
     from .stages import fidelity
 
-    params = _params(args)
+    params = _capture_params(args)
     check_name(params, args.quant)
     check_device(params)
     fidelity.check_inputs(params, LAYOUT)
@@ -90,7 +103,7 @@ def cmd_bench(args) -> None:
     from .quant.load import check_name, load_quant
     from .stages import bench
 
-    params = _params(args)
+    params = _capture_params(args)
     check_name(params, args.model)
     if args.model == "reference" and "reference" in params.server.members:
         raise SilentzoneError(
@@ -107,7 +120,7 @@ def cmd_server(args) -> None:
 
     from .quant.load import check_name
 
-    params = _params(args)
+    params = _capture_params(args)
     check_name(params, args.member)
     if args.action == "export":
         from .server import export
@@ -127,14 +140,14 @@ def cmd_server(args) -> None:
 def cmd_fanout(args) -> None:
     from . import cluster
 
-    params = _params(args)
+    params = _capture_params(args)
     print("\n".join(cluster.fanout(params, args.params, ".", args.address, args.gpus, args.notebooks, args.retries)))
 
 
 def cmd_collect(args) -> None:
     from .stages import collect
 
-    print(collect.run(_params(args), LAYOUT))
+    print(collect.run(_capture_params(args), LAYOUT))
 
 
 def cmd_analyze(args) -> None:
@@ -144,13 +157,15 @@ def cmd_analyze(args) -> None:
 
 
 def cmd_paper(args) -> None:
-    from . import paper
-
     params = _params(args)
     if args.action == "inputs":
+        from . import paper
+
         paper.write_inputs(params.model_dump(by_alias=True))  # the manuscript's facts read params as plain data
     else:
-        paper.render()
+        from .stages import render
+
+        render.run()
 
 
 def cmd_analyze_cohort(args) -> None:

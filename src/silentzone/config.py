@@ -7,7 +7,10 @@ key, so a change to one section reruns only the stages that read it.
 `load()` validates the whole file before any command reads or writes anything: unknown keys (named
 with the closest valid one), duplicate YAML keys, wrong types and out-of-range numbers are each one
 line naming the file and the key. Cross-key rules (the primary corpus is scored, ctx_alt divides
-ctx, the primary variant exists, every recipe parses) are checked here too.
+ctx, the primary variant exists) are checked here too. Configuration is data plus its validation and
+imports no capture code: the vocabularies other layers own are checked by them — the task names by
+silentzone.task_registry (a module of plain data), the cohort's members and recipes by
+silentzone.quant.members, which the cli runs before every command that builds or reads a quant.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import SilentzoneError
 
@@ -145,7 +148,7 @@ class Bench(Section):
     @field_validator("tasks")
     @classmethod
     def _tasks(cls, tasks):
-        from .bench.registry import TASKS
+        from .task_registry import TASKS
 
         for name, n in tasks.items():
             if name not in TASKS:
@@ -300,16 +303,8 @@ class Params(Section):
         """The file these params came from, for error messages."""
         return self._source
 
-    @field_validator("cohort")
-    @classmethod
-    def _recipes(cls, cohort, info: ValidationInfo):
-        from .quant.members import validate_cohort
-
-        validate_cohort(cohort, (info.context or {}).get("source", str(PARAMS_FILE)))  # its own one-line errors name the quant
-        return cohort
-
     @model_validator(mode="after")
-    def _cross_section(self, info: ValidationInfo):
+    def _cross_section(self):
         spans = sorted((c.source, c.skip_docs, c.skip_docs + c.max_docs, n) for n, c in self.corpora.items())
         for (src_a, _, end_a, a), (src_b, start_b, _, b) in zip(spans, spans[1:]):
             if src_a == src_b and start_b < end_a:
@@ -332,9 +327,6 @@ class Params(Section):
                     f"variants.{name}: ctx_alt is scored on fidelity.primary_corpus {self.fidelity.primary_corpus!r} only, "
                     f"not on {v.corpus!r}; drop its `ctx` or its `corpus`"
                 )
-        from .quant.members import validate_cohort
-
-        validate_cohort(self.cohort, (info.context or {}).get("source", str(PARAMS_FILE)), self.corpora)
         unknown = [m for m in self.server.members if m != "reference" and m not in self.cohort]
         if unknown:
             raise ValueError(f"server.members names {unknown}, not cohort members{_closest(unknown[0], self.cohort)}")

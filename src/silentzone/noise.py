@@ -67,10 +67,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from scipy.stats import norm, rankdata
-from scipy.stats import t as student_t
 
 from . import analyses, stats, zone
 from .schema import COMPOSITE, MODEL, REFERENCE, quant_names, score_column
+from .stats import critical_rho
 
 if TYPE_CHECKING:
     from .config import NoiseOptions, Params
@@ -172,15 +172,6 @@ def attenuation_corrected(rho: float | None, reliability: float | None, kld_reli
 def z_factor(alpha: float, power: float) -> tuple[float, float]:
     """(z_{1−α/2}, z_power): MDD = (sum)·SE; 1.96 + 0.84 = 2.80 at α = 0.05 and 80 % power."""
     return float(norm.ppf(1 - alpha / 2)), float(norm.ppf(power))
-
-
-def critical_rho(n: np.ndarray | int, alpha: float) -> np.ndarray:
-    """Smallest |ρ| that reaches two-sided significance at n (t approximation; the manuscript's
-    detectability check, silentzone.paper.critical_rho); 1 where n < 4."""
-    n = np.asarray(n, dtype=float)
-    df = np.maximum(n - 2, 1)
-    t = student_t.ppf(1 - alpha / 2, df)
-    return np.where(n < 4, 1.0, t / np.sqrt(df + t * t))
 
 
 # ---------------------------------------------------------------- the item outcomes as matrices

@@ -43,6 +43,16 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # same bytes as before servers existed, and DVC (which fails on a params key a file lacks) does not
 # list them: a served member's outputs are kept current by their stamps (collect refuses stale ones).
 OPTIONAL = {"server.members.{name}"}
+# Every DVC stage's command -> the modules it enters (the cli handler's imports; the cli itself is the
+# composition root that imports every stage lazily, so it is no stage's dependency). dvc.yaml's code
+# dependencies are exactly `stage_modules(stage)` (scripts/sync_dvc_deps.py writes them; tests/test_dvc_deps.py
+# checks them).
+ENTRIES: dict[str, tuple[str, ...]] = {
+    **{stage: entries for stage, (entries, _) in STAGES.items()},
+    "analyze": ("silentzone.stages.analyze", "silentzone.reports"),
+    "paper-inputs": ("silentzone.paper",),
+    "paper": ("silentzone.stages.render",),
+}
 COMMANDS = {
     "prepare": "silentzone prepare",
     "reference": "silentzone reference",
@@ -95,6 +105,14 @@ def closure(entries) -> set[str]:
         todo += [".".join(parts[:i]) for i in range(2, len(parts)) if module_path(".".join(parts[:i])).exists()]
         todo += sorted(imports_of(name) - seen)
     return seen
+
+
+def stage_modules(stage: str) -> list[Path]:
+    """The source files a DVC stage's command executes: its entries' closure and what every command
+    loads first, without empty files (an empty __init__.py changes nothing; DVC warns about each)."""
+    names = closure((*ENTRIES[stage], *ALWAYS))
+    paths = {module_path(n) for n in names}
+    return sorted(p for p in paths if p.stat().st_size > 0)
 
 
 @cache

@@ -146,7 +146,7 @@ def fidelity_vs_score(params: Params, processed_dir, figures_dir, tables_dir, nu
     """Every variant against the composite, full cohort and silent zone; the primary variant per task."""
     data = load(params, processed_dir, with_zone=False)
     cohort, primary, tables = data.cohort, params.stats.primary_variant, Path(tables_dir)
-    table, data.zone = stats.variant_correlations(cohort, params, data.items)
+    table, data.zone = zone.variant_correlations(cohort, params, data.items)
     io.write_csv(tables / "variants_full_vs_silent.csv", table, float_format="%.6g")
     zones = {"full": data.full, "silent": data.silent}
     per_task = stats.correlation_table(cohort, [primary], score_columns(cohort), params.stats_settings(), zones=zones)

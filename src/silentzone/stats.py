@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import scipy.stats as scipy_stats
 from scipy.stats import rankdata
 
 from .errors import SilentzoneError
-from .schema import COMPOSITE, MODEL, quant_names
+from .schema import MODEL, quant_names
 
 if TYPE_CHECKING:
-    from .config import Params
+    pass
 
 MIN_N = 4
 RESULT_KEYS = ("n", "rho", "p_perm", "ci_low", "ci_high", "n_degenerate", "refused")
@@ -241,17 +242,12 @@ def correlation_table(
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def variant_correlations(
-    cohort: pd.DataFrame, params: Params, items: pd.DataFrame | None = None, targets: tuple[str, ...] = (COMPOSITE,)
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The study's main table in one call: every registered variant present in the cohort against
-    the composite (or `targets`), full cohort and silent zone (by `silent_zone.criterion`).
-    Returns (correlation table, zone)."""
-    from . import zone as silent  # zone's sweep uses this module's correlations
-
-    variants = [v for v in params.variants if v in cohort.columns]
-    if not variants:
-        raise SilentzoneError(f"cohort table: none of the variants in {params.source} `variants:` is a column; rerun collect")
-    members = silent.silent_zone(cohort, params, items=items)
-    zones = {"full": quant_names(cohort), "silent": silent.members(members)}
-    return correlation_table(cohort, variants, list(targets), params.stats_settings(), zones), members
+def critical_rho(n: np.ndarray | int, alpha: float) -> np.ndarray | float:
+    """Smallest |ρ| that reaches two-sided significance at n quants (t approximation), elementwise;
+    1 where n < 4, too few for any ρ to reach it. The one definition: the noise ceiling's detectability
+    check and the decision rules' power checks both use it."""
+    n = np.asarray(n, dtype=float)
+    df = np.maximum(n - 2, 1)
+    t = scipy_stats.t.ppf(1 - alpha / 2, df)
+    crit = np.where(n < 4, 1.0, t / np.sqrt(df + t * t))
+    return float(crit) if crit.ndim == 0 else crit

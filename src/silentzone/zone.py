@@ -191,3 +191,17 @@ def zone_sweep(
             )
             rows.append({"criterion": criterion, "threshold": t, "members": ",".join(inside), **res})
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+def variant_correlations(
+    cohort: pd.DataFrame, params: Params, items: pd.DataFrame | None = None, targets: tuple[str, ...] = (COMPOSITE,)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The study's main table in one call: every registered variant present in the cohort against
+    the composite (or `targets`), full cohort and silent zone (by `silent_zone.criterion`).
+    Returns (correlation table, zone)."""
+    variants = [v for v in params.variants if v in cohort.columns]
+    if not variants:
+        raise SilentzoneError(f"cohort table: none of the variants in {params.source} `variants:` is a column; rerun collect")
+    zone_table = silent_zone(cohort, params, items=items)
+    zones = {"full": quant_names(cohort), "silent": members(zone_table)}
+    return stats.correlation_table(cohort, variants, list(targets), params.stats_settings(), zones), zone_table

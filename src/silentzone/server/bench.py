@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .. import refstore
-from ..bench import code, mc, registry
+from .. import task_registry as registry
+from ..bench import code, mc
 from ..data import items as bench_items
 from ..errors import SilentzoneError
 from ..layout import Layout

@@ -21,7 +21,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from .. import io, metrics, provenance, refstore
-from ..bench import batched, code, mc, registry, sandbox
+from .. import task_registry as registry
+from ..bench import batched, code, mc, sandbox
 from ..data import items as bench_items
 from ..errors import SilentzoneError
 from ..layout import Layout
