@@ -22,11 +22,12 @@ PACKAGE = SRC / "silentzone"
 # The entry modules of each stage's command (the cli handler's imports).
 ENTRIES = {
     "prepare": ["silentzone.stages.prepare"],
-    "reference": ["silentzone.stages.reference", "silentzone.model"],
-    "fidelity": ["silentzone.stages.fidelity", "silentzone.quant.load"],
-    "bench-reference": ["silentzone.stages.bench", "silentzone.quant.load"],
-    "bench": ["silentzone.stages.bench", "silentzone.quant.load"],
+    "reference": ["silentzone.engines"],
+    "fidelity": ["silentzone.engines"],
+    "bench-reference": ["silentzone.engines"],
+    "bench": ["silentzone.engines"],
     "collect": ["silentzone.stages.collect"],
+    "compare-engines": ["silentzone.stages.compare"],
     "analyze": ["silentzone.stages.analyze"],
     "paper-inputs": ["silentzone.paper"],
 }
@@ -34,12 +35,21 @@ ALWAYS = list(provenance.ALWAYS)  # what the cli's handlers import first
 CLI = "src/silentzone/cli.py"  # a dependency of every stage, but not traversed: it imports every stage lazily
 # Params methods and the sections they read (config.Params).
 # Sections a stage's code touches but that cannot change its outputs, with the reason.
+ENGINE_REACH = "reached through silentzone.engines, whose engine modules run every capture stage; never read by this one"
 EXEMPT = {
+    "reference": {
+        "bench": ENGINE_REACH,
+        "variants": ENGINE_REACH,
+        "cohort": "the reference is no cohort member: quant.load.check_name only checks the name `reference`",
+    },
+    "fidelity": {"bench": ENGINE_REACH},
+    "bench": {"variants": ENGINE_REACH},
     "bench-reference": {
+        "variants": ENGINE_REACH,
         "cohort": "the reference is no cohort member: its fingerprint reads cohort.get('reference'), always None",
         "corpora": "read only to build a llama-quantize member's importance matrix, never for the reference",
         "fidelity": "fidelity.ctx: the importance matrix's window, never for the reference",
-    }
+    },
 }
 # Params attributes that are no section: where params came from, and provenance's dump of the sections it names.
 NOT_SECTIONS = {"source", "model_dump"}

@@ -41,42 +41,48 @@ def cmd_prepare(args) -> None:
     print("\n".join(prepare.run(_params(args), LAYOUT)))
 
 
-def cmd_reference(args) -> None:
-    from .model import load_reference
-    from .stages import reference
+def _engine(args, params):
+    """(engine module, layout) of the command: `--engine` or the run's engine (silentzone.engines)."""
+    from . import engines
 
+    name = engines.chosen(params, args.engine)
+    return engines.get(name), LAYOUT.for_engine(params.engine.name, name)
+
+
+def cmd_reference(args) -> None:
     params = _params(args)
-    model, tokenizer = load_reference(params)
-    print("\n".join(reference.run(params, LAYOUT, model, tokenizer)))
+    engine, layout = _engine(args, params)
+    print("\n".join(engine.reference(params, layout)))
 
 
 def cmd_fidelity(args) -> None:
-    from .model.load import check_device
-    from .quant.load import check_name, load_quant
-    from .stages import fidelity
-
     params = _params(args)
-    check_name(params, args.quant)
-    check_device(params)
-    fidelity.check_inputs(params, LAYOUT)
-    model, tokenizer, report = load_quant(params, args.quant)
-    print(fidelity.run(params, LAYOUT, args.quant, model.eval(), tokenizer, report))
+    engine, layout = _engine(args, params)
+    print(engine.fidelity(params, layout, args.quant))
 
 
 def cmd_bench(args) -> None:
-    from .quant.load import check_name, load_quant
     from .stages import bench
 
     params = _params(args)
-    check_name(params, args.model)
-    table = bench.run(params, LAYOUT, args.model, lambda: load_quant(params, args.model)[:2])
-    print(bench.summary(args.model, table))
+    engine, layout = _engine(args, params)
+    print(bench.summary(args.model, engine.bench(params, layout, args.model)))
 
 
 def cmd_collect(args) -> None:
+    from . import engines
     from .stages import collect
 
-    print(collect.run(_params(args), LAYOUT))
+    params = _params(args)
+    print(collect.run(params, LAYOUT.for_engine(params.engine.name, engines.chosen(params, args.engine))))
+
+
+def cmd_compare_engines(args) -> None:
+    from . import engines
+    from .stages import compare
+
+    params = _params(args)
+    print(compare.run(params, LAYOUT, engines.chosen(params, args.engine)))
 
 
 def cmd_analyze(args) -> None:
@@ -146,21 +152,32 @@ def _add_commands(sub, asked: str) -> None:
     p.set_defaults(handler=cmd_profile)
 
     sub.add_parser("prepare", help="build the calibration corpora and benchmark item subsets").set_defaults(handler=cmd_prepare)
-    sub.add_parser("reference", help="run the reference over the corpora and store what fidelity needs").set_defaults(
-        handler=cmd_reference
+    engine_help = (
+        "engine to run (default: params engine.name; another must be in engine.also, outputs under data/engines/<engine>/)"
     )
+    p = sub.add_parser("reference", help="run the reference over the corpora and store what fidelity needs")
+    p.add_argument("--engine", default=None, help=engine_help)
+    p.set_defaults(handler=cmd_reference)
 
     p = sub.add_parser("fidelity", help="per-token fidelity of one quant against the reference")
     p.add_argument("quant", help="quant name from params `cohort` (or `reference` for the self-check)")
+    p.add_argument("--engine", default=None, help=engine_help)
     p.set_defaults(handler=cmd_fidelity)
 
     p = sub.add_parser("bench", help="per-item benchmark outcomes and per-prompt KLD of the reference or one quant")
     p.add_argument("model", help='"reference" (run it first) or a quant name from params `cohort`')
+    p.add_argument("--engine", default=None, help=engine_help)
     p.set_defaults(handler=cmd_bench)
 
-    sub.add_parser("collect", help="join per-model outputs into data/processed/{cohort,items}.parquet").set_defaults(
-        handler=cmd_collect
+    p = sub.add_parser("collect", help="join per-model outputs into data/processed/{cohort,items}.parquet")
+    p.add_argument("--engine", default=None, help=engine_help)
+    p.set_defaults(handler=cmd_collect)
+
+    p = sub.add_parser(
+        "compare-engines", help="the run's engine beside another of engine.also: per-quant KLD and scores, Spearman ρ"
     )
+    p.add_argument("engine", help="an engine of params engine.also")
+    p.set_defaults(handler=cmd_compare_engines)
 
     p = sub.add_parser("analyze-cohort", help="fidelity-vs-score correlations, full and silent zone, for any cohort CSV")
     p.add_argument("csv", help="cohort CSV: one row per quant, fidelity and score columns (`#` comment lines allowed)")

@@ -25,19 +25,24 @@ SRC = Path(__file__).resolve().parent.parent
 ALWAYS = ("silentzone.config", "silentzone.layout", "silentzone.errors")
 
 # stage -> (entry modules of its command, params sections it reads; "{name}" = the stage's item)
+# Capture stages run through silentzone.engines (any engine; one stamp per stage whichever engine
+# made it): they hash `engine.name` and every engine's settings section (engine.llamacpp), not
+# `engine.also`, so adding a further engine leaves the run's own outputs current.
+ENGINE_KEYS = ("engine.name", "engine.llamacpp")
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "prepare": (("silentzone.stages.prepare",), ("seed", "corpora", "bench.tasks")),
-    "reference": (("silentzone.stages.reference", "silentzone.model"), ("seed", "model", "threads", "corpora", "fidelity")),
+    "reference": (("silentzone.engines",), ("seed", "model", "threads", "corpora", "fidelity", *ENGINE_KEYS)),
     "fidelity": (
-        ("silentzone.stages.fidelity", "silentzone.quant.load"),
-        ("seed", "model", "threads", "corpora", "fidelity", "variants", "cohort.{name}"),
+        ("silentzone.engines",),
+        ("seed", "model", "threads", "corpora", "fidelity", "variants", "cohort.{name}", *ENGINE_KEYS),
     ),
-    "bench-reference": (("silentzone.stages.bench", "silentzone.quant.load"), ("seed", "model", "threads", "bench")),
+    "bench-reference": (("silentzone.engines",), ("seed", "model", "threads", "bench", *ENGINE_KEYS)),
     "bench": (
-        ("silentzone.stages.bench", "silentzone.quant.load"),
-        ("seed", "model", "threads", "corpora", "fidelity.ctx", "bench", "cohort.{name}"),
+        ("silentzone.engines",),
+        ("seed", "model", "threads", "corpora", "fidelity.ctx", "bench", "cohort.{name}", *ENGINE_KEYS),
     ),
     "collect": (("silentzone.stages.collect",), ("cohort", "variants", "fidelity")),
+    "compare-engines": (("silentzone.stages.compare",), ("cohort", "variants", "engine.name")),
 }
 COMMANDS = {
     "prepare": "silentzone prepare",
@@ -46,6 +51,7 @@ COMMANDS = {
     "bench-reference": "silentzone bench reference",
     "bench": "silentzone bench {name}",
     "collect": "silentzone collect",
+    "compare-engines": "silentzone compare-engines {name}",
 }
 
 

@@ -44,6 +44,7 @@ def fingerprint(params, name: str, task: str, layout: Layout, with_reference: bo
         "model": params.model.model_dump(),
         "threads": params.threads,
         "bench": params.bench.model_dump(),
+        "engine": params.engine.model_dump(exclude={"also"}),  # which engine and its settings: parts of another are stale
     }
     keys["cohort_entry"] = params.cohort.get(name)
     keys["code"] = provenance.code_sha256("bench-reference" if name == REFERENCE else "bench")  # parts of other code are stale
@@ -254,9 +255,24 @@ def run_task(params, layout: Layout, ctx: Context, task: str) -> pd.DataFrame:
     return typed_items(pd.DataFrame(rows, columns=ITEM_COLUMNS))
 
 
-def run(params, layout: Layout, name: str, load_model) -> pd.DataFrame:
+def open_context(params, layout: Layout, name: str, load_model) -> Context:
+    """The torch engine's Context: `load_model()` → (model, tokenizer), and for a quant the reference
+    head it is compared with (made by the current params and code, the same vocabulary)."""
+    model, tokenizer = load_model()
+    head_R = None
+    if name != REFERENCE:
+        head_R = refstore.read_head(layout.reference, str(model.device))
+        provenance.verify_made_by(head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference")
+        head_R.check_vocab(name, model, tokenizer)
+    return Context(name, model, tokenizer, head_R)
+
+
+def run(params, layout: Layout, name: str, load_model, open_context=open_context, score_task=None) -> pd.DataFrame:
     """Benchmark one model over every task of `bench.tasks`; writes and returns its item table.
-    `load_model()` → (model, tokenizer) is called only when some task is not already done."""
+    `load_model()` → (model, tokenizer) is called only when some task is not already done. Another
+    engine passes its own `open_context(params, layout, name, load_model)` and `score_task(params,
+    layout, ctx, task)` (default: this module's run_task); parts, fingerprints and stamps are shared."""
+    score_task = score_task or run_task
     tasks = params.task_names()
     for task in tasks:
         bench_items.read_prepared(task, layout.prepared)  # fail early, before loading a model
@@ -272,17 +288,9 @@ def run(params, layout: Layout, name: str, load_model) -> pd.DataFrame:
             done = refstore.bench_fingerprint(layout.reference, task) == fp
         if not done:
             if ctx is None:
-                model, tokenizer = load_model()
-                head_R = None
-                if not is_ref:
-                    head_R = refstore.read_head(layout.reference, str(model.device))
-                    provenance.verify_made_by(
-                        head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference"
-                    )
-                    head_R.check_vocab(name, model, tokenizer)
-                ctx = Context(name, model, tokenizer, head_R)
+                ctx = open_context(params, layout, name, load_model)
                 ctx.segments = segments
-            frame = run_task(params, layout, ctx, task)
+            frame = score_task(params, layout, ctx, task)
             io.write_parquet(part, frame)
             io.write_json(stamp, {"fingerprint": fp, "n_items": len(frame), "sha256": io.sha256_file(part)})
         frames.append(io.read_parquet(part, f"bench part {task} of {name!r}"))
