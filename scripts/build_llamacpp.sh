@@ -46,9 +46,12 @@ have_all() {
   [ "$(cat "$PREFIX/build-flags" 2>/dev/null)" = "$BUILD_FLAGS" ] || return 1
   # GGML_NATIVE binaries copied from another machine (a CI cache) may hit an illegal instruction
   # (exit 132) or miss a shared library (127); rebuild then. --help itself exits 0 or 1.
-  local rc=0
-  "$PREFIX/bin/llama-quantize" --help >/dev/null 2>&1 || rc=$?
-  [ "$rc" -le 1 ]
+  local t rc
+  for t in "${TOOLS[@]}"; do
+    rc=0
+    "$PREFIX/bin/$t" --help >/dev/null 2>&1 || rc=$?
+    [ "$rc" -le 1 ] || return 1
+  done
 }
 
 if have_all; then
@@ -108,13 +111,14 @@ cmake --build "$BUILD" --config Release -j"$JOBS" --target "${TOOLS[@]}" llama >
 # Copy through a temp name, so an interrupted install never leaves a half-written binary that
 # have_all would take for a finished one.
 mkdir -p "$PREFIX/bin" "$PREFIX/lib"
-# Libraries first (with their SONAME links: cp -P keeps a link a link), then the tools that load them.
+# Libraries first (every shared library of the build: the ones the binding loads, and the tools' own
+# llama-common and *-impl libraries; cp -P keeps a SONAME link a link), then the tools that load them.
 for l in "${LIBS[@]}"; do
-  ls "$BUILD/bin/$l"* >/dev/null 2>&1 || die "build finished but $BUILD/bin/$l is missing (full log: $WORK/build.log)"
-  for f in "$BUILD/bin/$l"*; do
-    cp -P "$f" "$PREFIX/lib/.$(basename "$f").tmp"
-    mv "$PREFIX/lib/.$(basename "$f").tmp" "$PREFIX/lib/$(basename "$f")"
-  done
+  [ -e "$BUILD/bin/$l" ] || die "build finished but $BUILD/bin/$l is missing (full log: $WORK/build.log)"
+done
+for f in "$BUILD"/bin/lib*.so*; do
+  cp -P "$f" "$PREFIX/lib/.$(basename "$f").tmp"
+  mv "$PREFIX/lib/.$(basename "$f").tmp" "$PREFIX/lib/$(basename "$f")"
 done
 for t in "${TOOLS[@]}"; do
   [ -x "$BUILD/bin/$t" ] || die "build finished but $BUILD/bin/$t is missing (full log: $WORK/build.log)"
