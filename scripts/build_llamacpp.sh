@@ -33,7 +33,10 @@ die() { echo "make llamacpp: error: $*" >&2; exit 1; }
 # and their own repacking stay). The flags are recorded in $PREFIX/build-flags; a cached build
 # without them is rebuilt. tests/test_llamacpp.py checks llama.cpp's own system info reports no AMX.
 NO_AMX_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-BUILD_FLAGS="GGML_NATIVE=ON; CFLAGS/CXXFLAGS: $NO_AMX_FLAGS; BUILD_SHARED_LIBS=ON"
+# CMAKE_EXTRA: further cmake options, e.g. CMAKE_EXTRA="-DGGML_CUDA=ON" for llama.cpp's CUDA build
+# (docs/engines.md, GPU); recorded with the flags, so a build with other options is rebuilt.
+CMAKE_EXTRA=${CMAKE_EXTRA:-}
+BUILD_FLAGS="GGML_NATIVE=ON; CFLAGS/CXXFLAGS: $NO_AMX_FLAGS; BUILD_SHARED_LIBS=ON${CMAKE_EXTRA:+; $CMAKE_EXTRA}"
 LIBS=(libllama.so libggml.so libggml-base.so libggml-cpu.so)
 
 have_all() {
@@ -102,7 +105,7 @@ echo "configuring llama.cpp (Release, GGML_NATIVE=ON, AMX off)"
 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
   -DCMAKE_C_FLAGS="$NO_AMX_FLAGS" -DCMAKE_CXX_FLAGS="$NO_AMX_FLAGS" \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=ON \
-  -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON -DCMAKE_INSTALL_RPATH='$ORIGIN/../lib;$ORIGIN' >"$WORK/configure.log" 2>&1 \
+  -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON -DCMAKE_INSTALL_RPATH='$ORIGIN/../lib;$ORIGIN' $CMAKE_EXTRA >"$WORK/configure.log" 2>&1 \
   || die "cmake configure failed: $(grep -m1 -i 'error' "$WORK/configure.log" || tail -n1 "$WORK/configure.log") (full log: $WORK/configure.log)"
 echo "building ${TOOLS[*]} with -j$JOBS (about 4-6 min on 2 cores)"
 cmake --build "$BUILD" --config Release -j"$JOBS" --target "${TOOLS[@]}" llama >"$WORK/build.log" 2>&1 \

@@ -127,6 +127,14 @@ def _stored_shape(shape: tuple, fmt: str) -> tuple[tuple, type]:
     return (*shape[:-1], shape[-1] // block * type_size), np.uint8
 
 
+def sha256_of(path: Path, cache: Path) -> str:
+    """sha256 of a (large) file, remembered in the cache folder by path, size and mtime (model/load.py's
+    memo): a stage checks its files' records without hashing 540 MB each time."""
+    from ...model.load import _file_sha256
+
+    return _file_sha256(Path(path), Path(cache) / "sha256-memo.json")
+
+
 def reference_file(params, cache: Path) -> Path:
     """The reference as an F32/BF16 GGUF (built once per source GGUF and type)."""
     from ...model.load import resolve_source
@@ -139,7 +147,7 @@ def reference_file(params, cache: Path) -> Path:
         )
     rtype = params.engine.llamacpp.reference_type
     out = cache / f"reference-{rtype}.gguf"
-    record = {"source_sha256": io.sha256_file(source), "type": rtype, "gguf": _gguf_version()}
+    record = {"source_sha256": sha256_of(source, cache), "type": rtype, "gguf": _gguf_version()}
     if not _record_ok(out, record):
         start = time.perf_counter()
         write_gguf(source, out, lambda name, shape: rtype if len(shape) == 2 and rtype != "F32" else "F32")
@@ -174,7 +182,7 @@ def recipe_file(params, name: str, recipe: dict, reference: Path, cache: Path) -
 
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     out = cache / f"recipe-{key}.gguf"
-    record = {"recipe": recipe, "reference_sha256": io.sha256_file(reference), "gguf": _gguf_version()}
+    record = {"recipe": recipe, "reference_sha256": sha256_of(reference, cache), "gguf": _gguf_version()}
     if not _record_ok(out, record):
         start = time.perf_counter()
         chosen = recipe_formats(recipe, open_gguf(reference), f"{params.source}: cohort.{name}")

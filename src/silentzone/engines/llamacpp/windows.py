@@ -71,15 +71,22 @@ def write_reference(params, layout) -> list[str]:
     return lines
 
 
-def per_token_table(params, layout, quant: str, path) -> pd.DataFrame:
+def open_reference(params, layout):
+    """(head, segments) of the reference store, made by the current params and code, intact (verified once)."""
+    head_R = refstore.read_head(layout.reference)
+    provenance.verify_made_by(head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference")
+    segments = [refstore.open_fidelity(layout.reference, corpus, ctx) for corpus, ctx in params.store_specs()]
+    for seg in segments:  # the head and every segment from the same `silentzone reference` (an interrupted one mixes two)
+        provenance.verify_made_by(seg.manifest, seg.folder / refstore.MANIFEST, params, "reference")
+    return head_R, segments
+
+
+def per_token_table(params, quant: str, path, head_R, segments) -> pd.DataFrame:
     """Per-token table of the GGUF `path` on every stored segment (one model load for all)."""
     import torch
 
     from ...stages import fidelity as stage
 
-    head_R = refstore.read_head(layout.reference)
-    provenance.verify_made_by(head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference")
-    segments = [refstore.open_fidelity(layout.reference, corpus, ctx) for corpus, ctx in params.store_specs()]
     frames = []
     with runtime.Model(path, settings(params)) as model:
         check_vocab(quant, head_R, model.tokenizer)
@@ -103,8 +110,8 @@ def run(params, layout, quant: str) -> str:
     from ...stages import fidelity as stage
 
     check_name(params, quant)
-    stage.check_inputs(params, layout)  # a stale reference store stops us before any file is built
+    head_R, segments = open_reference(params, layout)  # a stale reference store stops us before any file is built
     path, report = files.member_file(params, quant)
-    table = per_token_table(params, layout, quant, path)
+    table = per_token_table(params, quant, path, head_R, segments)
     report = {**report, "engine": provenance_note(params)}
     return stage.write_outputs(params, layout, quant, table, report)
