@@ -1,6 +1,7 @@
 """Top-k KLD of members measured in-process and through a server, side by side (docs/server.md).
 
-    python scripts/compare_engines.py IN_PROCESS_ROOT SERVED_ROOT [MEMBER ...]
+    python scripts/compare_engines.py IN_PROCESS_FIDELITY_DIR SERVED_FIDELITY_DIR [MEMBER ...]
+    (e.g. data/fidelity data/engines/server/fidelity)
 
 Per member: the largest and mean per-token |Δ kld_topk| (and nll_q, dp), top-1 agreement, and
 kld_topk_mean both ways. Exits 1 when a per-token difference exceeds TOLERANCE (docs/server.md says why 1e-4).
@@ -22,7 +23,7 @@ def main(argv: list[str]) -> int:
     a_root, b_root, members = Path(argv[0]), Path(argv[1]), argv[2:]
     worst = 0.0
     for m in members:
-        a_path, b_path = a_root / "data/fidelity" / f"{m}.parquet", b_root / "data/fidelity" / f"{m}.parquet"
+        a_path, b_path = a_root / f"{m}.parquet", b_root / f"{m}.parquet"
         if not a_path.exists() or not b_path.exists():
             print(f"{m}: no table in {a_path if not a_path.exists() else b_path}; skipped")
             continue
@@ -31,8 +32,8 @@ def main(argv: list[str]) -> int:
             print(f"{m}: the two tables score different tokens")
             return 1
         d = {c: (a[c] - b[c]).abs() for c in ("kld_topk", "nll_q", "dp")}
-        va = json.loads((a_root / "data/fidelity" / f"{m}.report.json").read_text())["variants"]["kld_topk_mean"]
-        vb = json.loads((b_root / "data/fidelity" / f"{m}.report.json").read_text())["variants"]["kld_topk_mean"]
+        va = json.loads((a_root / f"{m}.report.json").read_text())["variants"]["kld_topk_mean"]
+        vb = json.loads((b_root / f"{m}.report.json").read_text())["variants"]["kld_topk_mean"]
         worst = max(worst, *(x.max() for x in d.values()))
         print(
             f"{m}: kld_topk_mean {va:.6f} in-process, {vb:.6f} served (Δ {vb - va:+.2e}); per token max |Δ| "

@@ -1,28 +1,36 @@
 #!/usr/bin/env bash
 # The cohort with every member behind its own vLLM server, on this machine (docs/server.md):
-#   scripts/vllm_cohort.sh [RUN_DIR] [MEMBER ...]        (make vllm-cohort)
-# Needs `make vllm` (vLLM in .vllm/) and a finished `silentzone reference` + `silentzone bench reference`
-# in the repository root. For each member, one at a time (one vLLM uses ~5 GB and every core): write it as
-# a float32 Hugging Face directory (`silentzone server export`), serve it, run `silentzone fidelity` and
-# `silentzone bench` through the server into RUN_DIR (default runs/vllm; its data/prepared, data/reference
-# and data/models are the root's), stop the server. Then compare each member's top-k KLD with the
-# in-process table in data/fidelity/ where one exists (scripts/compare_engines.py; tolerance 1e-4).
+#   scripts/vllm_cohort.sh [MEMBER ...]           (make vllm-cohort; PARAMS=file to use another params file)
+# Needs `make vllm` (vLLM in .vllm/) and a finished `silentzone reference` and `silentzone bench reference`.
+# The server engine runs as an engine of `engine.also` (docs/engines.md): its outputs go to
+# data/engines/server/, beside the in-process ones; the reference's stores are the run's own (linked).
+# For each member, one at a time (a vLLM takes ~5 GB and every core): write it as a float32 Hugging Face
+# directory (`silentzone server export`), serve it, run `silentzone fidelity` and `silentzone bench` with
+# `--engine server`, stop the server. Last, each member's top-k KLD beside the in-process table in
+# data/fidelity/ where one exists (scripts/compare_engines.py: exit 1 above the tolerance, 1e-4 per token).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-RUN=${1:-runs/vllm}; shift || true
-PY=$ROOT/.venv/bin/python; SZ=$ROOT/.venv/bin/silentzone; VPY=$ROOT/.vllm/bin/python
-PORT=${VLLM_PORT:-8011}
+PY=$PWD/.venv/bin/python; SZ=$PWD/.venv/bin/silentzone; VPY=$PWD/.vllm/bin/python
+PARAMS=${PARAMS:-params.yaml}; PORT=${VLLM_PORT:-8011}; RUN=runs/vllm
 test -x "$VPY" || { echo "vllm_cohort: vLLM is not installed; run \`make vllm\`" >&2; exit 2; }
-mkdir -p "$RUN/data" && for d in prepared reference models; do ln -sfn "$ROOT/data/$d" "$RUN/data/$d"; done
-ln -sfn "$ROOT/profiles" "$RUN/profiles"
-MEMBERS=${*:-$("$PY" -c "import yaml; print(' '.join(yaml.safe_load(open('params.yaml'))['cohort']))")}
+mkdir -p "$RUN" data/engines/server/bench
+ln -sfn ../../reference data/engines/server/reference
+for f in reference.parquet reference.stamp.json; do ln -sfn "../../../bench/$f" "data/engines/server/bench/$f"; done
+MEMBERS=${*:-$("$PY" -c "import yaml, sys; print(' '.join(yaml.safe_load(open(sys.argv[1]))['cohort']))" "$PARAMS")}
 server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true' EXIT
 for m in $MEMBERS; do
-  cp params.yaml "$RUN/params.yaml"
-  printf 'server:\n  members:\n    %s: {url: "http://127.0.0.1:%s/v1", model: "%s"}\n  concurrency: 2\n' "$m" "$PORT" "$m" >> "$RUN/params.yaml"
-  "$SZ" server export "$m" --out "data/served/$m"
+  "$PY" - "$PARAMS" "$RUN/params-$m.yaml" "$m" "$PORT" <<'PY'
+import sys, yaml
+src, dst, member, port = sys.argv[1:]
+raw = yaml.safe_load(open(src))
+engine = raw.setdefault("engine", {})
+engine["also"] = sorted(set(engine.get("also", [])) | {"server"})
+engine["server"] = {"members": {member: {"url": f"http://127.0.0.1:{port}/v1", "model": member}}, "concurrency": 2}
+yaml.safe_dump(raw, open(dst, "w"), sort_keys=False)
+PY
+  P="$RUN/params-$m.yaml"
+  "$SZ" --params "$P" server export "$m" --out "data/served/$m"
   start=$(date +%s)
   VLLM_CPU_KVCACHE_SPACE=2 nice "$VPY" -m vllm.entrypoints.openai.api_server --model "data/served/$m" --served-model-name "$m" \
     --dtype float32 --max-logprobs 20 --host 127.0.0.1 --port "$PORT" > "$RUN/vllm-$m.log" 2>&1 &
@@ -32,7 +40,8 @@ for m in $MEMBERS; do
     sleep 5
   done
   echo "$m: vLLM ready in $(( $(date +%s) - start )) s"
-  (cd "$RUN" && "$SZ" fidelity "$m" && "$SZ" bench "$m")
+  s=$(date +%s); "$SZ" --params "$P" fidelity "$m" --engine server; echo "$m: fidelity through vLLM $(( $(date +%s) - s )) s"
+  s=$(date +%s); "$SZ" --params "$P" bench "$m" --engine server; echo "$m: bench through vLLM $(( $(date +%s) - s )) s"
   kill "$server"; wait "$server" 2>/dev/null || true; server=""
 done
-"$PY" scripts/compare_engines.py . "$RUN" $MEMBERS
+"$PY" scripts/compare_engines.py data/fidelity data/engines/server/fidelity $MEMBERS

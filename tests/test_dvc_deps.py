@@ -23,15 +23,17 @@ ENTRIES = {stage: list(entries) for stage, entries in provenance.ENTRIES.items()
 ALWAYS = list(provenance.ALWAYS)  # what the cli's handlers import first
 # Params methods and the sections they read (config.Params).
 # Sections a stage's code touches but that cannot change its outputs, with the reason.
+ENGINE_REACH = "reached through silentzone.engines, whose engine modules run every capture stage; never read by this one"
 EXEMPT = {
-    "fidelity": {
-        "server": "server.members.<name> is hashed into a member's stamps when set (provenance.OPTIONAL); DVC fails on a key params.yaml lacks, so it is not listed; the client settings change no number",
+    "reference": {
+        "bench": ENGINE_REACH,
+        "variants": ENGINE_REACH,
+        "cohort": "the reference is no cohort member: quant.load.check_name only checks the name `reference`",
     },
-    "bench": {
-        "server": "server.members.<name> is hashed into a member's stamps when set (provenance.OPTIONAL); DVC fails on a key params.yaml lacks, so it is not listed; the client settings change no number",
-    },
+    "fidelity": {"bench": ENGINE_REACH},
+    "bench": {"variants": ENGINE_REACH},
     "bench-reference": {
-        "server": "server.members.<name> is hashed into a member's stamps when set (provenance.OPTIONAL); DVC fails on a key params.yaml lacks, so it is not listed; the client settings change no number",
+        "variants": ENGINE_REACH,
         "cohort": "the reference is no cohort member: its fingerprint reads cohort.get('reference'), always None",
         "corpora": "read only to build a llama-quantize member's importance matrix, never for the reference",
         "fidelity": "fidelity.ctx: the importance matrix's window, never for the reference",

@@ -26,6 +26,20 @@ SERVER = FIXTURES / "server"
 EP = client.Endpoint("http://test/v1", "m", timeout_s=5, retries=2, concurrency=3)
 
 
+def served(params, *names):
+    """params with `names` served at EP (engine.server), as a params.yaml would give them."""
+    from silentzone import config
+
+    raw = params.model_dump(by_alias=True)
+    raw["engine"]["server"] = {
+        "members": {n: {"url": EP.url, "model": EP.model, "bpw": 8.5} for n in names},
+        "timeout_s": EP.timeout_s,
+        "retries": EP.retries,
+        "concurrency": EP.concurrency,
+    }
+    return config.validate(raw, "params.yaml")
+
+
 def recorded(name):
     return json.loads((SERVER / f"vllm_{name}.json").read_text())
 
@@ -314,8 +328,8 @@ def test_fidelity_through_a_server_equals_in_process(tiny_reference, transport):
 def test_a_failing_server_leaves_nothing_written(tiny_reference, transport, tmp_path):
     import shutil
 
+    from silentzone.engines import server as engine
     from silentzone.layout import Layout
-    from silentzone.stages import fidelity
 
     params, _, _, layout = tiny_reference
     run = Layout(tmp_path)
@@ -330,7 +344,7 @@ def test_a_failing_server_leaves_nothing_written(tiny_reference, transport, tmp_
 
     transport["handler"] = dies_midway
     with pytest.raises(ServerError, match="HTTP 500: engine dead after 3 tries"):
-        fidelity.run_served(params, run, "q8_0", EP, {"bpw": 8.5})
+        engine.fidelity(served(params, "q8_0"), run, "q8_0")  # the probe passes, the windows die midway
     assert not run.fidelity.exists() or not any(run.fidelity.iterdir())
 
 
@@ -371,13 +385,15 @@ def test_bench_through_a_server_equals_in_process(tiny_reference, transport, tmp
     model = load_quant(params, "q4_0")[0].eval()
     transport["handler"] = TinyServer(model, "m")
     shutil.rmtree(run.bench_parts("q4_0"))
-    served = bench.run(params, run, "q4_0", None, EP)
+    from silentzone.engines import server as engine
+
+    served_table = engine.bench(served(params, "q4_0"), run, "q4_0")
     same = ["model", "task", "item_id", "correct", "chosen", "chosen_norm", "n_prompt_tokens", "test_status"]
-    pd.testing.assert_frame_equal(inproc[same], served[same])
+    pd.testing.assert_frame_equal(inproc[same], served_table[same])
     mc = inproc["choice_logprobs"].notna()
-    for a, b in zip(inproc.loc[mc, "choice_logprobs"], served.loc[mc, "choice_logprobs"]):
+    for a, b in zip(inproc.loc[mc, "choice_logprobs"], served_table.loc[mc, "choice_logprobs"]):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-4)
-    assert served["prompt_kld"].isna().all()
+    assert served_table["prompt_kld"].isna().all()
     assert json.loads(run.bench_stamp("q4_0").read_text())["engine"] == {"kind": "server", "url": "http://test/v1", "model": "m"}
 
 

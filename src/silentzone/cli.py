@@ -54,65 +54,32 @@ def cmd_prepare(args) -> None:
     print("\n".join(prepare.run(_capture_params(args), LAYOUT)))
 
 
-def cmd_reference(args) -> None:
-    from .model import load_reference
-    from .stages import reference
+def _engine(args, params):
+    """(engine module, layout) of the command: `--engine` or the run's engine (silentzone.engines)."""
+    from . import engines
 
+    name = engines.chosen(params, args.engine)
+    return engines.get(name), LAYOUT.for_engine(params.engine.name, name)
+
+
+def cmd_reference(args) -> None:
     params = _capture_params(args)
-    model, tokenizer = load_reference(params)
-    print("\n".join(reference.run(params, LAYOUT, model, tokenizer)))
+    engine, layout = _engine(args, params)
+    print("\n".join(engine.reference(params, layout)))
 
 
 def cmd_fidelity(args) -> None:
-    from .model.load import check_device
-    from .quant.load import check_name, load_quant
-    from .stages import fidelity
-
     params = _capture_params(args)
-    check_name(params, args.quant)
-    check_device(params)
-    fidelity.check_inputs(params, LAYOUT)
-    endpoint = _endpoint(params, args.quant)
-    if endpoint is not None:
-        print(fidelity.run_served(params, LAYOUT, args.quant, endpoint, _served_report(params, args.quant)))
-        return
-    model, tokenizer, report = load_quant(params, args.quant)
-    print(fidelity.run(params, LAYOUT, args.quant, model.eval(), tokenizer, report))
-
-
-def _endpoint(params, name: str):
-    """The member's server (params `server.members`), probed for its known quirks; None: in-process."""
-    if name not in params.server.members:
-        return None
-    from .server import client
-
-    return client.checked_endpoint(params, name)
-
-
-def _served_report(params, name: str) -> dict:
-    """bpw and the member's description for a served member: given with its endpoint, else from its recipe."""
-    given = params.server.members[name].bpw
-    if given is not None:
-        return {"bpw": given, "quant": name, "source": "server"}
-    from .quant.load import load_quant
-
-    return load_quant(params, name)[2]
+    engine, layout = _engine(args, params)
+    print(engine.fidelity(params, layout, args.quant))
 
 
 def cmd_bench(args) -> None:
-    from .quant.load import check_name, load_quant
     from .stages import bench
 
     params = _capture_params(args)
-    check_name(params, args.model)
-    if args.model == "reference" and "reference" in params.server.members:
-        raise SilentzoneError(
-            f"{params.source}: server.members.reference: `bench reference` writes the reference's bench store (its hidden "
-            "states), which only runs in-process; serve the reference for `fidelity reference` only, or drop the entry"
-        )
-    endpoint = _endpoint(params, args.model)
-    table = bench.run(params, LAYOUT, args.model, lambda: load_quant(params, args.model)[:2], endpoint)
-    print(bench.summary(args.model, table))
+    engine, layout = _engine(args, params)
+    print(bench.summary(args.model, engine.bench(params, layout, args.model)))
 
 
 def cmd_server(args) -> None:
@@ -145,9 +112,19 @@ def cmd_fanout(args) -> None:
 
 
 def cmd_collect(args) -> None:
+    from . import engines
     from .stages import collect
 
-    print(collect.run(_capture_params(args), LAYOUT))
+    params = _capture_params(args)
+    print(collect.run(params, LAYOUT.for_engine(params.engine.name, engines.chosen(params, args.engine))))
+
+
+def cmd_compare_engines(args) -> None:
+    from . import engines
+    from .stages import compare
+
+    params = _params(args)
+    print(compare.run(params, LAYOUT, engines.chosen(params, args.engine)))
 
 
 def cmd_analyze(args) -> None:
@@ -219,16 +196,21 @@ def _add_commands(sub, asked: str) -> None:
     p.set_defaults(handler=cmd_profile)
 
     sub.add_parser("prepare", help="build the calibration corpora and benchmark item subsets").set_defaults(handler=cmd_prepare)
-    sub.add_parser("reference", help="run the reference over the corpora and store what fidelity needs").set_defaults(
-        handler=cmd_reference
+    engine_help = (
+        "engine to run (default: params engine.name; another must be in engine.also, outputs under data/engines/<engine>/)"
     )
+    p = sub.add_parser("reference", help="run the reference over the corpora and store what fidelity needs")
+    p.add_argument("--engine", default=None, help=engine_help)
+    p.set_defaults(handler=cmd_reference)
 
     p = sub.add_parser("fidelity", help="per-token fidelity of one quant against the reference")
     p.add_argument("quant", help="quant name from params `cohort` (or `reference` for the self-check)")
+    p.add_argument("--engine", default=None, help=engine_help)
     p.set_defaults(handler=cmd_fidelity)
 
     p = sub.add_parser("bench", help="per-item benchmark outcomes and per-prompt KLD of the reference or one quant")
     p.add_argument("model", help='"reference" (run it first) or a quant name from params `cohort`')
+    p.add_argument("--engine", default=None, help=engine_help)
     p.set_defaults(handler=cmd_bench)
 
     p = sub.add_parser("server", help="inference servers: export a member as a model directory, or check a member's server")
@@ -248,9 +230,15 @@ def _add_commands(sub, asked: str) -> None:
     p.add_argument("--notebooks", action="store_true", help="also run every analysis notebook and the paper inputs on the head")
     p.set_defaults(handler=cmd_fanout)
 
-    sub.add_parser("collect", help="join per-model outputs into data/processed/{cohort,items}.parquet").set_defaults(
-        handler=cmd_collect
+    p = sub.add_parser("collect", help="join per-model outputs into data/processed/{cohort,items}.parquet")
+    p.add_argument("--engine", default=None, help=engine_help)
+    p.set_defaults(handler=cmd_collect)
+
+    p = sub.add_parser(
+        "compare-engines", help="the run's engine beside another of engine.also: per-quant KLD and scores, Spearman ρ"
     )
+    p.add_argument("engine", help="an engine of params engine.also")
+    p.set_defaults(handler=cmd_compare_engines)
 
     p = sub.add_parser("analyze-cohort", help="fidelity-vs-score correlations, full and silent zone, for any cohort CSV")
     p.add_argument("csv", help="cohort CSV: one row per quant, fidelity and score columns (`#` comment lines allowed)")

@@ -25,24 +25,49 @@ SRC = Path(__file__).resolve().parent.parent
 ALWAYS = ("silentzone.config", "silentzone.layout", "silentzone.errors")
 
 # stage -> (entry modules of its command, params sections it reads; "{name}" = the stage's item)
+# Capture stages run through silentzone.engines (any engine; one stamp per stage whichever engine
+# made it): they hash `engine.name` and every engine's settings section (engine.llamacpp), not
+# `engine.also`, so adding a further engine leaves the run's own outputs current.
+ENGINE_KEYS = ("engine.name", "engine.llamacpp")
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "prepare": (("silentzone.stages.prepare",), ("seed", "corpora", "bench.tasks")),
-    "reference": (("silentzone.stages.reference", "silentzone.model"), ("seed", "model", "threads", "corpora", "fidelity")),
+    "reference": (("silentzone.engines",), ("seed", "model", "threads", "corpora", "fidelity", *ENGINE_KEYS)),
     "fidelity": (
-        ("silentzone.stages.fidelity", "silentzone.quant.load"),
-        ("seed", "model", "threads", "corpora", "fidelity", "variants", "cohort.{name}", "server.members.{name}"),
+        ("silentzone.engines",),
+        (
+            "seed",
+            "model",
+            "threads",
+            "corpora",
+            "fidelity",
+            "variants",
+            "cohort.{name}",
+            *ENGINE_KEYS,
+            "engine.server.members.{name}",
+        ),
     ),
-    "bench-reference": (("silentzone.stages.bench", "silentzone.quant.load"), ("seed", "model", "threads", "bench")),
+    "bench-reference": (("silentzone.engines",), ("seed", "model", "threads", "bench", *ENGINE_KEYS)),
     "bench": (
-        ("silentzone.stages.bench", "silentzone.quant.load"),
-        ("seed", "model", "threads", "corpora", "fidelity.ctx", "bench", "cohort.{name}", "server.members.{name}"),
+        ("silentzone.engines",),
+        (
+            "seed",
+            "model",
+            "threads",
+            "corpora",
+            "fidelity.ctx",
+            "bench",
+            "cohort.{name}",
+            *ENGINE_KEYS,
+            "engine.server.members.{name}",
+        ),
     ),
     "collect": (("silentzone.stages.collect",), ("cohort", "variants", "fidelity")),
+    "compare-engines": (("silentzone.stages.compare",), ("cohort", "variants", "engine.name")),
 }
-# Keys hashed only when params set them: a member's server. An in-process member's stamp is then the
-# same bytes as before servers existed, and DVC (which fails on a params key a file lacks) does not
-# list them: a served member's outputs are kept current by their stamps (collect refuses stale ones).
-OPTIONAL = {"server.members.{name}"}
+# Keys hashed only when params set them: a member's server (engine server). A member without one keeps
+# the stamp bytes it had before servers existed, and DVC (which fails on a params key a file lacks)
+# does not list them: a served member's outputs are kept current by their stamps (collect refuses stale ones).
+OPTIONAL = {"engine.server.members.{name}"}
 # Every DVC stage's command -> the modules it enters (the cli handler's imports; the cli itself is the
 # composition root that imports every stage lazily, so it is no stage's dependency). dvc.yaml's code
 # dependencies are exactly `stage_modules(stage)` (scripts/sync_dvc_deps.py writes them; tests/test_dvc_deps.py
@@ -60,6 +85,7 @@ COMMANDS = {
     "bench-reference": "silentzone bench reference",
     "bench": "silentzone bench {name}",
     "collect": "silentzone collect",
+    "compare-engines": "silentzone compare-engines {name}",
 }
 
 

@@ -41,11 +41,11 @@ class Endpoint:
 
 
 def endpoint_of(params, name: str) -> Endpoint | None:
-    """The server params give for a member (params `server.members`), or None: measured in-process."""
-    found = params.server.members.get(name)
+    """The server params give for a member (params `engine.server.members`), or None."""
+    found = params.engine.server.members.get(name)
     if found is None:
         return None
-    s = params.server
+    s = params.engine.server
     return Endpoint(found.url, found.model, timeout_s=s.timeout_s, retries=s.retries, concurrency=s.concurrency)
 
 
@@ -282,7 +282,7 @@ ECHO_PROBE = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
 
 
 def checked_endpoint(params, name: str, layout=None) -> Endpoint:
-    """The member's server (params `server.members`), probed on the first tokens of the primary
+    """The member's server (params `engine.server.members`), probed on the first tokens of the primary
     fidelity store before any work: one ServerError per known quirk (see `probe`)."""
     from .. import refstore
     from ..layout import DEFAULT

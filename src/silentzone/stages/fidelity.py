@@ -31,42 +31,60 @@ def window_batch_metrics(quant: str, model, head_R, segment: refstore.Segment, w
     """Per-token table for some windows of one segment."""
     import torch
 
-    f = params.fidelity
     meta = segment.manifest
-    corpus, ctx, first = meta["corpus"], meta["ctx"], segment.first(0)
+    ctx, first = meta["ctx"], segment.first(0)
     cap_q = lm.softcap_of(model)
-    step = metrics.rows_per_chunk(head_R.vocab_size)
     tokens = segment.windows()
     frames = []
     with torch.inference_mode():
         ids = torch.from_numpy(tokens[windows]).to(model.device)
         hidden_q = lm.final_hidden(model, ids)[:, first : ctx - 1].float()
         for b, w in enumerate(windows):
-            hidden_R = torch.from_numpy(segment.hidden(w))
-            targets = tokens[w, first + 1 :]
-            parts = []
-            for start in range(0, len(targets), step):
-                stop = start + step
-                logits_q = lm.lm_logits(model, hidden_q[b, start:stop], cap_q)
-                logits_R = head_R(hidden_R[start:stop])
-                metrics.check_finite(logits_R, "reference store", corpus, ctx, w, first + start)
-                metrics.check_finite(logits_q, f"quant {quant!r}", corpus, ctx, w, first + start)
-                parts.append(metrics.token_metrics(logits_R, logits_q, targets[start:stop], f.topk, f.topk_floor, f.work_dtype))
-            cols = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-            n = len(targets)
             frames.append(
-                pd.DataFrame(
-                    {
-                        "corpus": corpus,
-                        "ctx": np.full(n, ctx, np.int64),
-                        "window": np.full(n, w, np.int64),
-                        "pos": np.arange(first, ctx - 1, dtype=np.int64),
-                        "token": targets.astype(np.int64),
-                        **cols,
-                    }
+                window_metrics(
+                    quant,
+                    head_R,
+                    segment,
+                    w,
+                    lambda start, stop, b=b: lm.lm_logits(model, hidden_q[b, start:stop], cap_q),
+                    params,
                 )
             )
     return pd.concat(frames, ignore_index=True)[TOKEN_COLUMNS]
+
+
+def window_metrics(quant: str, head_R, segment: refstore.Segment, w: int, quant_logits, params) -> pd.DataFrame:
+    """Per-token table of window `w` of a segment; `quant_logits(start, stop)` gives the quant's float32
+    logits at scored rows start..stop (whatever engine made them), the reference's come from its store."""
+    import torch
+
+    f = params.fidelity
+    meta = segment.manifest
+    corpus, ctx, first = meta["corpus"], meta["ctx"], segment.first(0)
+    step = metrics.rows_per_chunk(head_R.vocab_size)
+    targets = segment.windows()[w, first + 1 :]
+    hidden_R = torch.from_numpy(segment.hidden(w))
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(targets), step):
+            stop = start + step
+            logits_q = quant_logits(start, stop)
+            logits_R = head_R(hidden_R[start:stop])
+            metrics.check_finite(logits_R, "reference store", corpus, ctx, w, first + start)
+            metrics.check_finite(logits_q, f"quant {quant!r}", corpus, ctx, w, first + start)
+            parts.append(metrics.token_metrics(logits_R, logits_q, targets[start:stop], f.topk, f.topk_floor, f.work_dtype))
+    cols = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    n = len(targets)
+    return pd.DataFrame(
+        {
+            "corpus": corpus,
+            "ctx": np.full(n, ctx, np.int64),
+            "window": np.full(n, w, np.int64),
+            "pos": np.arange(first, ctx - 1, dtype=np.int64),
+            "token": targets.astype(np.int64),
+            **cols,
+        }
+    )[TOKEN_COLUMNS]
 
 
 def parts_fingerprint(quant: str, segments: list[refstore.Segment], head_R, params) -> str:
@@ -156,14 +174,6 @@ def run(params, layout: Layout, quant: str, model, tokenizer, quant_report: dict
     summary = write_outputs(params, layout, quant, table, quant_report)
     shutil.rmtree(layout.fidelity_parts(quant))
     return summary
-
-
-def run_served(params, layout: Layout, quant: str, endpoint, quant_report: dict) -> str:
-    """The same outputs for a member measured through an inference server (silentzone.server)."""
-    from ..server import fidelity as served
-
-    table = served.per_token_table(params, layout, quant, endpoint)  # every response read and checked: nothing written yet
-    return write_outputs(params, layout, quant, table, quant_report, served.report_fields(params, endpoint))
 
 
 def write_outputs(params, layout: Layout, quant: str, table: pd.DataFrame, quant_report: dict, engine: dict | None = None) -> str:
