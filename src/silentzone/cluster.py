@@ -2,14 +2,15 @@
 
     silentzone fanout [--address auto] [--notebooks]
 
-On the head, in order: `prepare`, `reference`, `bench reference` (the shared inputs every member is
-compared with). Then one Ray task per cohort member runs `silentzone fidelity NAME` and `silentzone
-bench NAME` — the very commands the DVC stages run, in the same run folder on a filesystem every node
+On the head, in order: `prepare`, then `reference` and `bench reference` for every engine of the run
+(engine.name and engine.also: what every member is compared with). Then one Ray task per cohort member
+runs `silentzone fidelity NAME` and `silentzone bench NAME` for every engine (`--engine E` for those of
+engine.also) — the very commands the DVC stages run, in the same run folder on a filesystem every node
 shares — so each output is the file a sequential run writes, byte for byte (the stages are
 deterministic, and each task's threads are params `threads`, as in a sequential run). A task asks Ray
 for `threads` CPUs (`--gpus` per task on a GPU cluster); a task whose worker dies is retried
-(`max_retries`), and a stage that was interrupted resumes from its parts. Last, on the head: `collect`
-and (with --notebooks) every analysis notebook and the paper inputs. docs/cluster.md: a multi-node
+(`max_retries`), and a stage that was interrupted resumes from its parts. Last, on the head: `collect` (per
+engine) and (with --notebooks) every analysis notebook and the paper inputs. docs/cluster.md: a multi-node
 cluster, the DVC-remote variant, Ray on Slurm.
 """
 
@@ -24,7 +25,18 @@ from pathlib import Path
 
 from .errors import SilentzoneError
 
-HEAD_STAGES = [["prepare"], ["reference"], ["bench", "reference"]]
+
+def engine_flag(params, engine: str) -> list[str]:
+    """`--engine E` for an engine of engine.also; nothing for the run's own (its outputs are data/…)."""
+    return [] if engine == params.engine.name else ["--engine", engine]
+
+
+def head_stages(params) -> list[list[str]]:
+    """What every member is compared with, per engine of the run: its reference stores."""
+    stages = [["prepare"]]
+    for engine in params.engine.all():
+        stages += [["reference", *engine_flag(params, engine)], ["bench", "reference", *engine_flag(params, engine)]]
+    return stages
 
 
 def silentzone_command() -> list[str]:
@@ -56,15 +68,14 @@ def _die_with_parent() -> None:
         pass
 
 
-def member_task(root: str, params: str, name: str) -> dict:
-    """What one Ray task does: a member's fidelity and bench, as their DVC stages would."""
-    return {
-        "member": name,
-        "node": os.uname().nodename,
-        "pid": os.getpid(),
-        "fidelity_s": run_command(["fidelity", name], root, params),
-        "bench_s": run_command(["bench", name], root, params),
-    }
+def member_task(root: str, params: str, name: str, flags: list[list[str]]) -> dict:
+    """What one Ray task does: a member's fidelity and bench for every engine of the run (`flags`: each
+    engine's `--engine E`, empty for the run's own), as their DVC stages would."""
+    found = {"member": name, "node": os.uname().nodename, "pid": os.getpid(), "fidelity_s": 0.0, "bench_s": 0.0}
+    for flag in flags:
+        found["fidelity_s"] += run_command(["fidelity", name, *flag], root, params)
+        found["bench_s"] += run_command(["bench", name, *flag], root, params)
+    return found
 
 
 def fanout(
@@ -76,13 +87,14 @@ def fanout(
         raise SilentzoneError("silentzone fanout needs Ray: `pip install -e '.[cluster]'` (docs/cluster.md)") from None
     root, params_path = str(Path(root).resolve()), str(Path(params_path).resolve())
     lines = []
-    for args in HEAD_STAGES:
+    for args in head_stages(params):
         lines.append(f"head: silentzone {' '.join(args)} ({run_command(args, root, params_path):.1f} s)")
     ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     try:
         task = ray.remote(num_cpus=params.threads, num_gpus=gpus, max_retries=retries, retry_exceptions=False)(member_task)
         start = time.perf_counter()
-        done = ray.get([task.remote(root, params_path, name) for name in params.quant_names()])
+        flags = [engine_flag(params, engine) for engine in params.engine.all()]
+        done = ray.get([task.remote(root, params_path, name, flags) for name in params.quant_names()])
         nodes = sorted({d["node"] + ":" + str(d["pid"]) for d in done})
         lines += [f"{d['member']}: fidelity {d['fidelity_s']:.1f} s, bench {d['bench_s']:.1f} s on {d['node']}" for d in done]
         lines.append(f"fan-out: {len(done)} members in {time.perf_counter() - start:.1f} s over {len(nodes)} worker processes")
@@ -97,7 +109,9 @@ def fanout(
         ) from None
     finally:
         ray.shutdown()
-    lines.append(f"head: silentzone collect ({run_command(['collect'], root, params_path):.1f} s)")
+    for engine in params.engine.all():
+        args = ["collect", *engine_flag(params, engine)]
+        lines.append(f"head: silentzone {' '.join(args)} ({run_command(args, root, params_path):.1f} s)")
     if notebooks:
         for name in params.notebooks.names():
             lines.append(f"head: silentzone analyze {name} ({run_command(['analyze', name], root, params_path):.1f} s)")
