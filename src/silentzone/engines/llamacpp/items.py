@@ -47,7 +47,7 @@ def open_context(params, layout, name: str, load_model) -> Context:
     if name != REFERENCE:
         head_R = refstore.read_head(layout.reference)
         provenance.verify_made_by(head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference")
-        check_vocab(name, head_R, model.tokenizer)
+        check_vocab(name, head_R.manifest, model.tokenizer)
     return Context(name, model, head_R)
 
 
