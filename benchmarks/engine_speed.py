@@ -51,9 +51,12 @@ EXTRA_VARIANTS = {
 }
 
 
+SRC = REPO / "src"  # set by main to the copy beside the run folder: edits to the checkout cannot make its stores stale
+
+
 def env(threads: int) -> dict:
     e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *filter(None, [e.get("PYTHONPATH")])])
+    e["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [e.get("PYTHONPATH")])])
     e["OMP_WAIT_POLICY"] = "PASSIVE"
     e["OMP_NUM_THREADS"] = str(threads)
     e.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -61,8 +64,7 @@ def env(threads: int) -> dict:
 
 
 def silentzone_cmd() -> list[str]:
-    exe = Path(sys.executable).parent / "silentzone"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "silentzone.cli"]
+    return [sys.executable, "-m", "silentzone"]
 
 
 def timed(cmd: list, cwd: Path, threads: int, log: Path) -> tuple[float, float]:
@@ -84,15 +86,29 @@ def run_silentzone(run: Path, args: list, threads: int, log: Path) -> None:
     print(f"setup: silentzone {' '.join(args)} {time.perf_counter() - t0:.1f} s", flush=True)
 
 
+def code_digest(src: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(src.rglob("*.py")):
+        h.update(str(f.relative_to(src)).encode() + f.read_bytes())
+    return h.hexdigest()
+
+
 def setup(run: Path, windows: int, items: int, threads: int) -> dict:
     """A run folder: wiki at ctx 512 only, `windows` windows, LAMBADA `items` items, cohort {q8_0},
-    torch as the run's engine and llama.cpp as a further one; every reference stage done."""
-    wanted = {"windows": windows, "items": items, "threads": threads}
+    torch as the run's engine and llama.cpp as a further one; every reference stage done. The code
+    runs from a copy of src/ beside it (remade, with the stores, when the checkout's code changed)."""
+    global SRC
+    wanted = {"windows": windows, "items": items, "threads": threads, "code": code_digest(REPO / "src")}
+    SRC = run.parent / "src"
     marker = run / "setup.json"
     if marker.exists() and json.loads(marker.read_text()) == wanted:
         return wanted
-    if run.exists():
-        shutil.rmtree(run)
+    for folder in (run, SRC):
+        if folder.exists():
+            shutil.rmtree(folder)
+    shutil.copytree(REPO / "src", SRC, ignore=shutil.ignore_patterns("__pycache__"))
     run.mkdir(parents=True)
     shutil.copytree(REPO / "profiles", run / "profiles")
     subprocess.run([*silentzone_cmd(), "profile", "default"], cwd=run, env=env(threads), check=True, capture_output=True)

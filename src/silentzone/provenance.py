@@ -98,8 +98,10 @@ def module_path(name: str) -> Path:
     return as_pkg if as_pkg.exists() else (SRC / rel).with_suffix(".py")
 
 
-def imports_of(name: str) -> set[str]:
-    """silentzone modules a module imports, function-level imports included."""
+@cache
+def imports_of(name: str) -> frozenset[str]:
+    """silentzone modules a module imports, function-level imports included (parsed once per process:
+    a stage's command derives two closures, its inputs' and its own, over mostly the same modules)."""
     path = module_path(name)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
@@ -116,7 +118,7 @@ def imports_of(name: str) -> set[str]:
                 for alias in node.names:
                     candidate = f"{base}.{alias.name}"
                     found.add(candidate if module_path(candidate).exists() else base)
-    return {m for m in found if module_path(m).exists()}
+    return frozenset(m for m in found if module_path(m).exists())
 
 
 def closure(entries) -> set[str]:

@@ -28,11 +28,11 @@ def provenance_note(params) -> dict:
     return {"engine": "llamacpp", "settings": params.engine.llamacpp.model_dump(), "threads": params.threads, **build_info()}
 
 
-def check_vocab(name: str, head_R, tokenizer) -> None:
-    """A member must share the reference's tokenizer and logit count; one line otherwise."""
-    mine, theirs = tokenizer.fingerprint(), head_R.manifest["vocab_fingerprint"]
-    if tokenizer.vocab_size != head_R.vocab_size or mine != theirs:
+def check_vocab(name: str, head_manifest: dict, tokenizer) -> None:
+    """A member must share the reference's tokenizer and logit count (the reference head's manifest); one line otherwise."""
+    mine, theirs = tokenizer.fingerprint(), head_manifest["vocab_fingerprint"]
+    if tokenizer.vocab_size != head_manifest["vocab_size"] or mine != theirs:
         raise SilentzoneError(
             f"quant {name!r}: its vocabulary ({tokenizer.vocab_size} tokens, {mine[:12]}) differs from the reference's "
-            f"({head_R.vocab_size}, {theirs[:12]}); a member must share the reference's tokenizer"
+            f"({head_manifest['vocab_size']}, {theirs[:12]}); a member must share the reference's tokenizer"
         )

@@ -29,7 +29,7 @@ from ...stages import bench as stage
 from . import files, runtime
 from .common import check_vocab, settings
 
-ROW_ELEMENTS = 1 << 28  # logits held per scoring group (rows x vocabulary): 1 GiB of float32
+ROW_ELEMENTS = 1 << 26  # logits held per scoring group (rows x vocabulary): 256 MiB of float32
 SEQS_PER_DECODE = 16  # sequences per context (each its own KV cells); llama.cpp batches their tokens n_batch at a time
 
 
@@ -49,7 +49,7 @@ def open_context(params, layout, name: str, load_model) -> Context:
     if name != REFERENCE:
         head_R = refstore.read_head(layout.reference)
         provenance.verify_made_by(head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference")
-        check_vocab(name, head_R, model.tokenizer)
+        check_vocab(name, head_R.manifest, model.tokenizer)
     return Context(name, model, head_R)
 
 
@@ -114,17 +114,17 @@ def likelihood_rows(ctx: Context, task: str, task_items: list[dict], writer, bar
                     rows.append(rows_or_pending)
                 else:
                     pending.append(rows_or_pending)
-            if pending:
-                klds = metrics.prompt_klds(ctx.head_R, [p[3] for p in pending], _cat([p[4] for p in pending]), lambda z: z)
-                rows += [stage._row(ctx, task, item, kld=kld, n_tokens=n, **f) for (item, f, n, _, _), kld in zip(pending, klds)]
+            for item, f, n, hidden_R, z in pending:  # one item at a time: no copy of the group's logits
+                kld = metrics.prompt_kld(ctx.head_R, hidden_R, _tensor(z))
+                rows.append(stage._row(ctx, task, item, kld=kld, n_tokens=n, **f))
             bar.update(len(group))
     return rows
 
 
-def _cat(arrays):
+def _tensor(array):
     import torch
 
-    return torch.from_numpy(np.concatenate(arrays))
+    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def _item(ctx, task, spec, item, req, plan, zs, hs, writer):
@@ -199,7 +199,7 @@ def code_rows(ctx: Context, task: str, task_items: list[dict], params, writer, b
                 kld = float("nan")
             else:
                 hidden_R = ctx.reference_path(task, item["item_id"])[2]
-                kld = metrics.prompt_klds(ctx.head_R, [hidden_R], _cat([logits[0]]), lambda z: z)[0]
+                kld = metrics.prompt_kld(ctx.head_R, hidden_R, _tensor(logits[0]))
             rows.append(
                 stage._row(
                     ctx,

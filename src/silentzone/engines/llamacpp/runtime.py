@@ -254,7 +254,7 @@ class _Batch:
         self.struct.seq_id = ctypes.cast(self._seq_ptrs.ctypes.data, ctypes.POINTER(ctypes.POINTER(lib.llama_seq_id)))
         self.struct.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
 
-    def fill(self, tokens: np.ndarray, pos: np.ndarray, seq: np.ndarray, want: np.ndarray) -> None:
+    def fill(self, tokens: np.ndarray, pos: np.ndarray, seq: np.ndarray, want) -> None:
         n = len(tokens)
         self.token[:n], self.pos[:n], self.logits[:n] = tokens, pos, want
         self._seq_ptrs[:n] = self._seq_values.ctypes.data + 4 * seq.astype(np.uint64)
@@ -348,50 +348,58 @@ class Context:
     def _run_group(self, seqs, outputs, group, logits, hidden) -> None:
         lib = self._lib
         lib.llama_memory_clear(lib.llama_get_memory(self._ctx), True)
-        toks, pos, sid, want, owner = [], [], [], [], []
+        toks, pos, sid, want, owner, rank = [], [], [], [], [], []
         for j, i in enumerate(group):
             seq = np.asarray(seqs[i], dtype=np.int32)
             if len(seq) > self.seq_len:
                 raise SilentzoneError(
                     f"{self.path}: a sequence of {len(seq)} tokens exceeds the context's {self.seq_len} per sequence"
                 )
-            mark = np.zeros(len(seq), np.int8)
-            mark[np.asarray(outputs[i], dtype=np.int64)] = 1
+            out = np.asarray(outputs[i], dtype=np.int64)
+            mark = np.zeros(len(seq), bool)
+            mark[out] = True
+            at = np.full(len(seq), -1, np.int64)
+            at[np.flatnonzero(mark)] = np.arange(int(mark.sum()))  # row of each output in the sequence's result
             toks.append(seq)
             pos.append(np.arange(len(seq), dtype=np.int32))
             sid.append(np.full(len(seq), j, np.int32))
             want.append(mark)
             owner.append(np.full(len(seq), i, np.int64))
-        toks, pos, sid, want, owner = (np.concatenate(a) for a in (toks, pos, sid, want, owner))
-        rows_l = {i: [] for i in group}
-        rows_h = {i: [] for i in group}
+            rank.append(at)
+            logits[i] = np.empty((int(mark.sum()), self.n_vocab), np.float32)
+            if hidden is not None:
+                hidden[i] = np.empty((int(mark.sum()), self.n_embd), np.float32)
+        toks, pos, sid, want, owner, rank = (np.concatenate(a) for a in (toks, pos, sid, want, owner, rank))
         for a in range(0, len(toks), self.settings.n_batch):
             b = min(a + self.settings.n_batch, len(toks))
-            # with embeddings every token is an output (llama.cpp's rule): mark them all, keep `want` for selection
-            self._batch.fill(toks[a:b], pos[a:b], sid[a:b], np.ones(b - a, np.int8) if self.embeddings else want[a:b])
+            # with embeddings every token is an output (llama.cpp's rule): mark them all, copy the wanted rows
+            self._batch.fill(toks[a:b], pos[a:b], sid[a:b], 1 if self.embeddings else want[a:b])
             rc = lib.llama_decode(self._ctx, self._batch.struct)
             if rc != 0:
                 raise SilentzoneError(f"{self.path}: llama_decode failed (code {rc}) on a batch of {b - a} tokens")
-            out_mask = np.ones(b - a, bool) if self.embeddings else want[a:b].astype(bool)
-            n_out = int(out_mask.sum())
-            if n_out == 0:
+            wanted = np.flatnonzero(want[a:b])
+            if len(wanted) == 0:
                 continue
+            n_out = b - a if self.embeddings else len(wanted)
+            rows = wanted if self.embeddings else np.arange(len(wanted))  # llama.cpp's output row of each wanted token
             z = np.ctypeslib.as_array(lib.llama_get_logits(self._ctx), shape=(n_out, self.n_vocab))
-            keep = want[a:b][out_mask].astype(bool)
-            who = owner[a:b][out_mask][keep]
-            z = z[keep]
-            h = None
-            if self.embeddings:
-                h = np.ctypeslib.as_array(lib.llama_get_embeddings(self._ctx), shape=(n_out, self.n_embd))[keep]
-            for i in np.unique(who):
-                sel = who == i
-                rows_l[int(i)].append(np.array(z[sel], dtype=np.float32))
-                if h is not None:
-                    rows_h[int(i)].append(np.array(h[sel], dtype=np.float32))
-        for i in group:
-            logits[i] = np.concatenate(rows_l[i]) if rows_l[i] else np.zeros((0, self.n_vocab), np.float32)
-            if hidden is not None:
-                hidden[i] = np.concatenate(rows_h[i]) if rows_h[i] else np.zeros((0, self.n_embd), np.float32)
+            h = (
+                np.ctypeslib.as_array(lib.llama_get_embeddings(self._ctx), shape=(n_out, self.n_embd))
+                if self.embeddings
+                else None
+            )
+            who, where = owner[a:b][wanted], rank[a:b][wanted]
+            cuts = np.flatnonzero(np.diff(who)) + 1  # tokens of a sequence are consecutive: one block copy per sequence
+            for lo, hi in zip([0, *cuts], [*cuts, len(who)]):
+                i, r0, r1 = int(who[lo]), int(where[lo]), int(where[hi - 1]) + 1
+                if rows[hi - 1] - rows[lo] == hi - 1 - lo:  # consecutive rows: one slice
+                    logits[i][r0:r1] = z[rows[lo] : rows[hi - 1] + 1]
+                    if h is not None:
+                        hidden[i][r0:r1] = h[rows[lo] : rows[hi - 1] + 1]
+                else:
+                    logits[i][where[lo:hi]] = z[rows[lo:hi]]
+                    if h is not None:
+                        hidden[i][where[lo:hi]] = h[rows[lo:hi]]
 
     def greedy(self, prompt: list[int], max_new: int, stop) -> list[int]:
         """Greedy continuation of one prompt (argmax of llama.cpp's logits, one token per decode),

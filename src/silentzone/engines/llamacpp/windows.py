@@ -72,37 +72,78 @@ def write_reference(params, layout) -> list[str]:
     return lines
 
 
-def open_reference(params, layout):
-    """(head, segments) of the reference store, made by the current params and code, intact (verified once)."""
-    head_R = refstore.read_head(layout.reference)
-    provenance.verify_made_by(head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference")
+def open_reference(params, layout) -> tuple[dict, list]:
+    """(head manifest, segments) of the reference store, made by the current params and code, intact
+    (verified once; the head's weights are loaded later, see per_token_table)."""
+    folder = refstore.head_dir(layout.reference)
+    manifest = refstore.read_manifest(folder, "rerun `silentzone reference`")
+    provenance.verify_made_by(manifest, folder / refstore.MANIFEST, params, "reference")
     segments = [refstore.open_fidelity(layout.reference, corpus, ctx) for corpus, ctx in params.store_specs()]
     for seg in segments:  # the head and every segment from the same `silentzone reference` (an interrupted one mixes two)
         provenance.verify_made_by(seg.manifest, seg.folder / refstore.MANIFEST, params, "reference")
-    return head_R, segments
+    return manifest, segments
 
 
-def per_token_table(params, quant: str, path, head_R, segments) -> pd.DataFrame:
-    """Per-token table of the GGUF `path` on every stored segment (one model load for all)."""
-    import torch
+class _Decoder:
+    """Decodes one job (a group of windows of one segment) at a time, keeping one context per segment."""
 
-    from ...stages import fidelity as stage
+    def __init__(self, model, params):
+        self.model, self.params = model, params
+        self.segment, self.context = None, None
 
+    def __call__(self, job) -> list:
+        seg, group = job
+        ctx, first = seg.manifest["ctx"], seg.first(0)
+        if seg is not self.segment:
+            self.close()
+            self.segment, self.context = seg, self.model.context(seqs_per_decode(self.params, ctx), ctx)
+        windows = seg.windows()
+        logits, _ = self.context.run([windows[w] for w in group], [np.arange(first, ctx - 1)] * len(group))
+        return logits
+
+    def close(self) -> None:
+        if self.context is not None:
+            self.context.close()
+            self.context = None
+
+
+def per_token_table(params, layout, quant: str, path, head_manifest: dict, segments) -> pd.DataFrame:
+    """Per-token table of the GGUF `path` on every stored segment, one model load for all. llama.cpp
+    decodes the next group of windows in a worker thread (ctypes releases the GIL) while this thread
+    scores the last one, so the metrics, and loading torch and the reference head at the start, run
+    beside llama.cpp instead of after it; the jobs and their order are fixed, so the table is the same
+    bytes either way."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [
+        (seg, list(range(g, min(g + seqs_per_decode(params, seg.manifest["ctx"]), len(seg)))))
+        for seg in segments
+        for g in range(0, len(seg), seqs_per_decode(params, seg.manifest["ctx"]))
+    ]
     frames = []
-    with runtime.Model(path, settings(params)) as model:
-        check_vocab(quant, head_R, model.tokenizer)
-        for seg in segments:
-            ctx, first = seg.manifest["ctx"], seg.first(0)
-            windows = seg.windows()
-            n_seq = seqs_per_decode(params, ctx)
-            with model.context(n_seq, ctx) as c, tqdm(total=len(windows), desc=f"fidelity {quant} {seg.folder.name}") as bar:
-                for g in range(0, len(windows), n_seq):
-                    group = list(range(g, min(g + n_seq, len(windows))))
-                    logits, _ = c.run([windows[w] for w in group], [np.arange(first, ctx - 1)] * len(group))
+    with runtime.Model(path, settings(params)) as model, ThreadPoolExecutor(1) as pool:
+        check_vocab(quant, head_manifest, model.tokenizer)
+        decoder = _Decoder(model, params)
+        try:
+            pending = pool.submit(decoder, jobs[0])
+            import torch
+
+            from ...stages import fidelity as stage
+
+            head_R = refstore.read_head(layout.reference, verify=False)  # verified by open_reference
+            with tqdm(total=sum(len(g) for _, g in jobs), desc=f"fidelity {quant}", unit="window") as bar:
+                for k, (seg, group) in enumerate(jobs):
+                    logits = pending.result()
+                    if k + 1 < len(jobs):
+                        pending = pool.submit(decoder, jobs[k + 1])
                     for w, z in zip(group, logits):
                         z = torch.from_numpy(z)
                         frames.append(stage.window_metrics(quant, head_R, seg, w, lambda a, b, z=z: z[a:b], params))
                     bar.update(len(group))
+        finally:
+            pending.cancel()
+            pool.shutdown(wait=True)
+            decoder.close()
     return pd.concat(frames, ignore_index=True).sort_values(TOKEN_KEYS, kind="stable").reset_index(drop=True)
 
 
@@ -111,8 +152,8 @@ def run(params, layout, quant: str) -> str:
     from ...stages import fidelity as stage
 
     check_name(params, quant)
-    head_R, segments = open_reference(params, layout)  # a stale reference store stops us before any file is built
+    head_manifest, segments = open_reference(params, layout)  # a stale reference store stops us before any file is built
     path, report = files.member_file(params, quant)
-    table = per_token_table(params, quant, path, head_R, segments)
+    table = per_token_table(params, layout, quant, path, head_manifest, segments)
     report = {**report, "engine": provenance_note(params)}
     return stage.write_outputs(params, layout, quant, table, report)
