@@ -28,6 +28,10 @@ def main(argv: list[str]) -> int:
             print(f"{m}: no table in {a_path if not a_path.exists() else b_path}; skipped")
             continue
         a, b = pd.read_parquet(a_path), pd.read_parquet(b_path)
+        for path, table in ((a_path, a), (b_path, b)):
+            if not set(KEYS) <= set(table.columns):
+                print(f"{m}: {path} is not a fidelity table (no {', '.join(KEYS)} columns)")
+                return 1
         if not a[KEYS].equals(b[KEYS]):
             print(f"{m}: the two tables score different tokens")
             return 1
