@@ -291,7 +291,9 @@ def _add_commands(sub, asked: str) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/correlations.json and DIR/correlations.csv")
     p.set_defaults(handler=cmd_analyze_cohort)
 
-    p = sub.add_parser("verdicts", help="every claim's tests and verdict on the collected cohort -> results/numbers/verdicts.json")
+    p = sub.add_parser(
+        "verdicts", help="every claim's tests and verdict on the collected cohort -> results/numbers/verdicts.json"
+    )
     p.add_argument("--engine", default=None, help="a further engine of engine.also: its cohort's verdicts, beside its tables")
     p.set_defaults(handler=cmd_verdicts)
 
