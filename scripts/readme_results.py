@@ -67,11 +67,25 @@ def block(found: dict[str, dict]) -> str:
     head = "| | paper (Qwen / Devstral) | " + " | ".join(f"`{n}`: {found[n]['model']}" for n in names) + " |"
     rows = [head, "|---|---|" + "---|" * len(names)]
     v = {n: found[n]["verdicts"] for n in names}
-    rows.append("| quants (in the silent zone) | 28 / 41 | " + " | ".join(f"{v[n]['n_quants']} ({v[n]['n_silent']})" for n in names) + " |")
-    rows.append("| ρ(mean KLD, accuracy), full cohort | −0.72 / −0.86 | " + " | ".join(rho_cell(v[n]["accuracy"], "full") for n in names) + " |")
-    rows.append("| ρ(mean KLD, accuracy), silent zone | +0.00 / −0.24 | " + " | ".join(rho_cell(v[n]["accuracy"], "silent") for n in names) + " |")
     rows.append(
-        "| ρ(mean KLD, signed outcome), silent zone | — | " + " | ".join(rho_cell(v[n]["signed_outcome"], "silent") for n in names) + " |"
+        "| quants (in the silent zone) | 28 / 41 | "
+        + " | ".join(f"{v[n]['n_quants']} ({v[n]['n_silent']})" for n in names)
+        + " |"
+    )
+    rows.append(
+        "| ρ(mean KLD, accuracy), full cohort | −0.72 / −0.86 | "
+        + " | ".join(rho_cell(v[n]["accuracy"], "full") for n in names)
+        + " |"
+    )
+    rows.append(
+        "| ρ(mean KLD, accuracy), silent zone | +0.00 / −0.24 | "
+        + " | ".join(rho_cell(v[n]["accuracy"], "silent") for n in names)
+        + " |"
+    )
+    rows.append(
+        "| ρ(mean KLD, signed outcome), silent zone | — | "
+        + " | ".join(rho_cell(v[n]["signed_outcome"], "silent") for n in names)
+        + " |"
     )
     rows.append(
         "| split-half reliability in the zone, accuracy / signed | — | "
