@@ -1149,6 +1149,8 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "noise": noise_text(raw),
     }
     variables["derived"]["verdicts"] = verdict_variables(doc)
+    broad = (doc.get("robustness") or {}).get("broad_composite") or {}
+    variables["derived"]["broad_tasks_text"] = join_words([task_name(t) for t in broad.get("tasks", [])]) or DASH
     variables["rules"] = rule_variables(params, doc)
     # `when-meta` switches: sentences that only make sense when their numbers exist.
     full_top1 = raw.get("fidelity_vs_score", {}).get("top1_agreement") or {}
@@ -1168,6 +1170,7 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "greedy": facts["has_greedy"],
         "single_task": facts["n_tasks"] == 1,
         "signed": bool((doc.get("signed_outcome") or {}).get("available")),
+        "broad": bool(broad),
         **noise_switches(raw),
     }
     io.write_text(paper_dir / "_variables.yml", yaml.safe_dump(variables, sort_keys=True, allow_unicode=True))
