@@ -419,10 +419,13 @@ class Params(Section):
     def task_names(self) -> list[str]:
         return list(self.bench.tasks)
 
-    def composite_tasks(self) -> list[str]:
-        """The tasks the composite averages (bench.composite, default every task), in bench.tasks' order."""
-        chosen = self.bench.composite or list(self.bench.tasks)
-        return [t for t in self.bench.tasks if t in chosen]
+    def composite_tasks(self) -> list[str] | None:
+        """The tasks the composite averages, in bench.tasks' order, or None when bench.composite names
+        none: then the composite averages every task of the item table (ingested and synthetic
+        cohorts carry tasks of their own)."""
+        if not self.bench.composite:
+            return None
+        return [t for t in self.bench.tasks if t in self.bench.composite]
 
     def store_specs(self) -> list[tuple[str, int]]:
         """(corpus, ctx) of every fidelity store: each corpus at ctx, the primary one also at ctx_alt."""
