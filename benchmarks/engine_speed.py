@@ -57,6 +57,7 @@ SRC = REPO / "src"  # set by main to the copy beside the run folder: edits to th
 def env(threads: int) -> dict:
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [e.get("PYTHONPATH")])])
+    e[llamacpp.ENV_BIN] = str(llamacpp.find_tool("llama-quantize").parent)  # the checkout's tools and libraries, not the copy's
     e["OMP_WAIT_POLICY"] = "PASSIVE"
     e["OMP_NUM_THREADS"] = str(threads)
     e.setdefault("TOKENIZERS_PARALLELISM", "false")

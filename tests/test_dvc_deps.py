@@ -45,7 +45,13 @@ EXEMPT = {
 }
 # Params attributes that are no section: where params came from, and provenance's dump of the sections it names.
 NOT_SECTIONS = {"source", "model_dump"}
-METHODS = {"quant_names": {"cohort"}, "task_names": {"bench"}, "store_specs": {"fidelity"}, "stats_settings": {"seed", "stats"}}
+METHODS = {
+    "quant_names": {"cohort"},
+    "task_names": {"bench"},
+    "composite_tasks": {"bench"},
+    "store_specs": {"fidelity"},
+    "stats_settings": {"seed", "stats", "verdicts"},
+}
 
 
 module_path, closure = provenance.module_path, provenance.closure

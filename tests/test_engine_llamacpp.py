@@ -165,9 +165,9 @@ def test_the_engines_write_tables_of_one_schema(run):
 def test_compare_engines_sets_the_cohorts_side_by_side(run):
     out = silentzone(run, "compare-engines", "llamacpp")
     assert "Spearman" in out
-    table = pd.read_csv(engine_dir(run) / "compare" / "cohort.csv")
+    table = pd.read_csv(run / "results" / "tables" / "compare-llamacpp" / "cohort.csv")
     assert {"kld_mean", "kld_mean_llamacpp", "composite", "composite_llamacpp", "outcome_agreement"} <= set(table.columns)
-    summary = json.loads((engine_dir(run) / "compare" / "summary.json").read_text())
+    summary = json.loads((run / "results" / "numbers" / "compare-llamacpp.json").read_text())
     assert summary["n_quants"] == len(COHORT) and summary["other"] == "llamacpp"
     assert summary["reference_outcome_agreement"] == 1.0
     assert -1 <= summary["spearman"]["kld_mean"]["rho"] <= 1

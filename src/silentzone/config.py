@@ -144,6 +144,17 @@ class Bench(Section):
     memory_mb: int = Field(ge=16, le=1 << 20)
     disk_mb: int = Field(default=64, ge=1, le=1 << 16)  # sandbox: total bytes a program may write (strict mode)
     allow_weak_sandbox: bool = False
+    # the tasks the composite averages (default: every task); the others are benchmarked too and enter
+    # only the robustness check on the broader composite of all tasks (verdicts)
+    composite: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _composite(self):
+        if self.composite is not None:
+            odd = [t for t in self.composite if t not in self.tasks]
+            if odd or not self.composite or len(set(self.composite)) != len(self.composite):
+                raise ValueError(f"`composite` {self.composite} must name tasks of `tasks` ({', '.join(self.tasks)}), each once")
+        return self
 
     @field_validator("tasks")
     @classmethod
@@ -407,6 +418,11 @@ class Params(Section):
 
     def task_names(self) -> list[str]:
         return list(self.bench.tasks)
+
+    def composite_tasks(self) -> list[str]:
+        """The tasks the composite averages (bench.composite, default every task), in bench.tasks' order."""
+        chosen = self.bench.composite or list(self.bench.tasks)
+        return [t for t in self.bench.tasks if t in chosen]
 
     def store_specs(self) -> list[tuple[str, int]]:
         """(corpus, ctx) of every fidelity store: each corpus at ctx, the primary one also at ctx_alt."""

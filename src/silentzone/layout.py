@@ -108,12 +108,14 @@ class Layout:
     # -- verdicts
     @property
     def verdicts(self) -> Path:
-        """The claims' verdicts (DVC metrics: what `dvc metrics show` prints); a further engine's beside its tables."""
-        return self.results / "numbers" / "verdicts.json" if self.engine is None else self.data / "verdicts" / "verdicts.json"
+        """The claims' verdicts (DVC metrics: what `dvc metrics show` prints); a further engine's as
+        verdicts-<engine>.json beside them, so the paper reads both."""
+        name = "verdicts" if self.engine is None else f"verdicts-{self.engine}"
+        return self.root / "results" / "numbers" / f"{name}.json"
 
     @property
     def verdict_tables(self) -> Path:
-        return self.results / "tables" / "verdicts" if self.engine is None else self.data / "verdicts"
+        return self.root / "results" / "tables" / ("verdicts" if self.engine is None else f"verdicts-{self.engine}")
 
     # -- paper
     @property

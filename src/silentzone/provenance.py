@@ -61,7 +61,7 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "engine.server.members.{name}",
         ),
     ),
-    "collect": (("silentzone.stages.collect",), ("cohort", "variants", "fidelity")),
+    "collect": (("silentzone.stages.collect",), ("cohort", "variants", "fidelity", "bench.composite")),
     "compare-engines": (("silentzone.stages.compare",), ("cohort", "variants", "engine.name")),
 }
 # Keys hashed only when params set them: a member's server (engine server). A member without one keeps

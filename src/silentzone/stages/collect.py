@@ -180,7 +180,7 @@ def with_gold_logprob(items: pd.DataFrame, layout: Layout) -> pd.DataFrame:
 def run(params, layout: Layout) -> str:
     cohort = pd.DataFrame(cohort_rows(params, layout))
     items = with_gold_logprob(item_table(params, layout), layout)
-    cohort = cohort.merge(scores(items), on=MODEL, how="left", validate="one_to_one")
+    cohort = cohort.merge(scores(items, params.composite_tasks()), on=MODEL, how="left", validate="one_to_one")
     missing = cohort.loc[cohort["composite"].isna(), MODEL].tolist()
     if missing:
         raise SilentzoneError(f"{layout.bench}: no benchmark outcomes for {', '.join(missing)}; run their bench stages")

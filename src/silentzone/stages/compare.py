@@ -1,4 +1,5 @@
-"""compare-engines ENGINE: the run's engine beside a further one, quant by quant → data/engines/<engine>/compare/.
+"""compare-engines ENGINE: the run's engine beside a further one, quant by quant → results/tables/compare-<engine>/
+and results/numbers/compare-<engine>.json (where the analyses' numbers are, so the paper reads them).
 
 Both engines' cohort and item tables have one schema (collect); this stage only sets them side by side,
 for the question the second engine answers ("simulated vs deployed"):
@@ -7,7 +8,8 @@ for the question the second engine answers ("simulated vs deployed"):
                the run's engine's value and the other engine's, suffixed `_<engine>` (e.g.
                `kld_mean` and `kld_mean_llamacpp`), and `outcome_agreement`: the share of items
                whose `correct` is the same under both engines.
-  summary.json per variant, Spearman ρ (and its p) of the two engines' values over the quants;
+  summary      (results/numbers/compare-<engine>.json) per variant, Spearman ρ (and its p) of the two
+               engines' values over the quants;
                the reference's composite under each engine (accuracy within one point is the
                cross-check docs/engines.md states); the number of quants.
 
@@ -26,7 +28,11 @@ from ..schema import COMPOSITE, ITEM_KEYS, MODEL, reference_rows
 
 
 def folder(layout: Layout, engine: str):
-    return layout.root / "data" / "engines" / engine / "compare"
+    return layout.root / "results" / "tables" / f"compare-{engine}"
+
+
+def summary_path(layout: Layout, engine: str):
+    return layout.root / "results" / "numbers" / f"compare-{engine}.json"
 
 
 def _tables(params, layout: Layout) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -75,9 +81,9 @@ def run(params, layout: Layout, engine: str) -> str:
     mine, items_a = _tables(params, layout)
     theirs, items_b = _tables(params, layout.for_engine(params.engine.name, engine))
     table, summary = side_by_side(params, mine, theirs, items_a, items_b, engine)
-    out = folder(layout, engine)
+    out, numbers = folder(layout, engine), summary_path(layout, engine)
     io.write_csv(out / "cohort.csv", table, float_format="%.9g")
-    io.write_json(out / "summary.json", summary)
-    provenance.write_stamp(out / "stamp.json", params, "compare-engines", [out / "cohort.csv", out / "summary.json"], engine)
+    io.write_json(numbers, summary)
+    provenance.write_stamp(out / "stamp.json", params, "compare-engines", [out / "cohort.csv"], engine)
     rho = summary["spearman"].get("kld_mean", {}).get("rho", float("nan"))
     return f"{out}/cohort.csv: {len(table)} models; Spearman rho of mean KLD between engines {rho:.3f}"
