@@ -105,6 +105,22 @@ def test_the_built_tools_record_the_no_amx_build(tools):
     assert all(flag in flags for flag in no_amx_flags())
 
 
+def test_the_built_cpu_backend_holds_no_amx_instruction(tools):
+    """What makes the build safe on an AMX host whatever CPU built it: ggml's CPU backend contains no
+    AMX tile instruction (ggml_backend_amx_mul_mat, where the crash was, is made of them), so no
+    code path can execute one. objdump comes with the binutils the compiler needs."""
+    import subprocess
+
+    lib_dir = llamacpp.find_tool("llama-quantize").parent.parent / "lib"
+    backends = sorted(lib_dir.glob("libggml-cpu*.so"))
+    assert backends, f"no libggml-cpu*.so under {lib_dir}"
+    for backend in backends:
+        listing = subprocess.run(["objdump", "-d", str(backend)], capture_output=True, text=True, check=True).stdout
+        assert "ggml_cpu_has_avx2" in subprocess.run(["nm", "-D", str(backend)], capture_output=True, text=True).stdout
+        tile_ops = [ln for ln in listing.splitlines() if any(op in ln for op in ("ldtilecfg", "tileloadd", "tdpb", "tilestored"))]
+        assert tile_ops == [], f"{backend.name}: {len(tile_ops)} AMX instructions, e.g. {tile_ops[:2]}"
+
+
 def test_plain_llama_perplexity_on_the_reference_runs_and_reports_no_amx(tools, tmp_path):
     """The reference GGUF through llama-perplexity exactly as a user runs it: no --no-repack, no env."""
     import subprocess
