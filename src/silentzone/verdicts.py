@@ -499,3 +499,18 @@ def tables(tests: dict, decided: dict) -> dict:
     curves = [t["curve"] for t in tests["claim2"].values() if t.get("available")]
     curve = pd.concat(curves, ignore_index=True) if curves else None
     return {"claims": pd.DataFrame(rows), "rho_k": curve}
+
+
+def headline(doc: dict) -> dict:
+    """The few numbers a reader looks at first (what `dvc metrics show` prints for a published run):
+    each claim's verdict and the outcome it rests on, and per outcome the full-cohort and silent-zone
+    ρ with mean KLD, the silent zone's split-half reliability and the most damaged quant's z."""
+    out = {"n_quants": doc["n_quants"], "n_silent": doc["n_silent"]}
+    out.update({claim: {"verdict": doc[claim]["verdict"], "outcome": "+".join(doc[claim]["outcome"])} for claim in CLAIMS})
+    for name, key in (("accuracy", "accuracy"), ("signed", "signed_outcome")):
+        numbers = doc.get(key) or {}
+        out[name] = {
+            field: numbers.get(field)
+            for field in ("rho_kld_mean_full", "rho_kld_mean_silent", "reliability_silent", "most_damaged_z")
+        }
+    return out
