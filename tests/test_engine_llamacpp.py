@@ -19,7 +19,7 @@ from silentzone import config
 from silentzone.errors import SilentzoneError
 from silentzone.layout import Layout
 from silentzone.quant import llamacpp as tools
-from silentzone.schema import ITEM_COLUMNS, TOKEN_COLUMNS
+from silentzone.schema import GOLD_LOGPROB, ITEM_COLUMNS, TOKEN_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 COHORT = {
@@ -157,7 +157,7 @@ def test_the_engines_write_tables_of_one_schema(run):
         assert list(a.columns) == list(b.columns) and a.dtypes.equals(b.dtypes)
         assert list(a["model"]) == list(b["model"])
     items = pd.read_parquet(engine_dir(run) / "processed" / "items.parquet")
-    assert list(items.columns) == ITEM_COLUMNS
+    assert list(items.columns) == [*ITEM_COLUMNS, GOLD_LOGPROB]  # collect adds the gold log-probability
     quants = items[items["model"] != "reference"]
     assert np.isfinite(quants["prompt_kld"]).all() and (quants["prompt_kld"] >= 0).all()
 

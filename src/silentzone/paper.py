@@ -311,6 +311,28 @@ def verdict_summary(verdicts: dict) -> str:
     return join_words(parts)
 
 
+# Numbers of optional stages (a further engine, a broader composite) that the manuscript names inside
+# blocks shown only when they exist: a run without them still defines each as "—", so Quarto never
+# meets an undefined variable.
+_BROAD_CLAIM = {"verdict": DASH, "reason": DASH}
+OPTIONAL_VARIABLES = {
+    "compare_llamacpp": {"reference_composite": {"llamacpp": DASH, "torch": DASH}, "spearman": {"kld_mean": {"rho": DASH}}},
+    "verdicts_llamacpp": {"n_silent": DASH},
+    "verdicts": {
+        "robustness": {"broad_composite": {"n_silent": DASH, **{c: dict(_BROAD_CLAIM) for c in ("claim1", "claim2", "claim5")}}}
+    },
+}
+
+
+def fill_absent(variables: dict, defaults: dict) -> None:
+    """Every key of `defaults` that `variables` lacks, added in place (nested)."""
+    for key, value in defaults.items():
+        if isinstance(value, dict):
+            fill_absent(variables.setdefault(key, {}), value)
+        else:
+            variables.setdefault(key, value)
+
+
 def deployed_variables(raw: dict, results: Path) -> dict:
     """Simulated against deployed, in words: Q8_0's ratio of deployed to simulated mean KLD, the range
     of that ratio over the quants, the engines' rank agreement, and which claims' verdicts differ."""
@@ -1240,6 +1262,7 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "deployed_verdicts_differ": bool(variables["derived"]["deployed"].get("n_differ")),
         **noise_switches(raw),
     }
+    fill_absent(variables, OPTIONAL_VARIABLES)
     io.write_text(paper_dir / "_variables.yml", yaml.safe_dump(variables, sort_keys=True, allow_unicode=True))
 
     for kind in ("figures", "tables"):

@@ -107,8 +107,12 @@ def scores(items: pd.DataFrame, composite_tasks: list[str] | None = None) -> pd.
 
 
 def composite_items(items: pd.DataFrame, composite_tasks: list[str] | None) -> pd.DataFrame:
-    """The item table of the composite's tasks: what every analysis of the composite reads."""
-    return items if composite_tasks is None else items[items["task"].isin(composite_tasks)].reset_index(drop=True)
+    """The item table of the composite's tasks: what every analysis of the composite reads. An item
+    table holding none of them (a cohort ingested from elsewhere, whose composite is its own tasks') is
+    read whole."""
+    if composite_tasks is None or not items["task"].isin(composite_tasks).any():
+        return items
+    return items[items["task"].isin(composite_tasks)].reset_index(drop=True)
 
 
 def signed_scores(items: pd.DataFrame, composite_tasks: list[str] | None = None) -> pd.DataFrame:
