@@ -50,6 +50,8 @@ def snapshot(root: Path) -> dict[str, tuple]:
     """Every file (size, sha256) and folder under `root`."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath) == root and ".silentzone" in dirnames:
+            dirnames.remove(".silentzone")  # the locks (silentzone.lock): a process's state, not an output
         for name in dirnames:
             out[str((Path(dirpath) / name).relative_to(root))] = ("dir",)
         for name in filenames:

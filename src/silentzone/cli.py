@@ -9,6 +9,7 @@ traceback only with --debug.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from .errors import SilentzoneError
@@ -19,6 +20,26 @@ def _params(args):
     from . import config
 
     return config.load(args.params)
+
+
+def locked(output):
+    """Run the handler holding the lock of the output `output(args)` names (silentzone.lock): a
+    second process computing the same output stops with one line naming the first."""
+
+    def wrap(handler):
+        @functools.wraps(handler)
+        def run(args):
+            from . import lock
+
+            target = output(args)
+            if target is None:  # nothing written (e.g. `ingest kld` without --out)
+                return handler(args)
+            with lock.hold(target, LAYOUT.root):
+                return handler(args)
+
+        return run
+
+    return wrap
 
 
 # ----------------------------------------------------------------------------------- handlers
@@ -35,12 +56,14 @@ def cmd_profile(args) -> None:
     print(f"{args.params}: profile {args.name}")
 
 
+@locked(lambda args: LAYOUT.prepared)
 def cmd_prepare(args) -> None:
     from .stages import prepare
 
     print("\n".join(prepare.run(_params(args), LAYOUT)))
 
 
+@locked(lambda args: LAYOUT.reference)
 def cmd_reference(args) -> None:
     from .model import load_reference
     from .stages import reference
@@ -50,6 +73,7 @@ def cmd_reference(args) -> None:
     print("\n".join(reference.run(params, LAYOUT, model, tokenizer)))
 
 
+@locked(lambda args: LAYOUT.fidelity / args.quant)
 def cmd_fidelity(args) -> None:
     from .model.load import check_device
     from .quant.load import check_name, load_quant
@@ -63,6 +87,7 @@ def cmd_fidelity(args) -> None:
     print(fidelity.run(params, LAYOUT, args.quant, model.eval(), tokenizer, report))
 
 
+@locked(lambda args: LAYOUT.bench / args.model)
 def cmd_bench(args) -> None:
     from .quant.load import check_name, load_quant
     from .stages import bench
@@ -73,18 +98,21 @@ def cmd_bench(args) -> None:
     print(bench.summary(args.model, table))
 
 
+@locked(lambda args: LAYOUT.processed)
 def cmd_collect(args) -> None:
     from .stages import collect
 
     print(collect.run(_params(args), LAYOUT))
 
 
+@locked(lambda args: LAYOUT.results / args.notebook)
 def cmd_analyze(args) -> None:
     from .stages import analyze
 
     print(analyze.run(_params(args), args.notebook, LAYOUT, kernel=args.kernel))
 
 
+@locked(lambda args: LAYOUT.paper)
 def cmd_paper(args) -> None:
     from . import paper
 
@@ -95,6 +123,7 @@ def cmd_paper(args) -> None:
         paper.render()
 
 
+@locked(lambda args: args.out)
 def cmd_analyze_cohort(args) -> None:
     import time
     from pathlib import Path
@@ -127,6 +156,7 @@ def cmd_analyze_cohort(args) -> None:
     print(f"wrote {args.out}/correlations.json and correlations.csv in {time.perf_counter() - start:.1f} s")
 
 
+@locked(lambda args: getattr(args, "out", None))
 def cmd_ingest(args) -> None:
     from .ingest import cli as ingest_cli
 
@@ -258,12 +288,22 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: usage errors print their own line
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
     except Exception as exc:  # noqa: BLE001 — the one place every unexpected failure becomes one line
-        return _fail(
-            f"{_prog(command)}: error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-            "(a bug or an unreadable input; rerun with --debug for the traceback and report it)",
-            debug,
-        )
+        from . import io
+
+        # a full disk or an unwritable folder met outside silentzone.io's writers is no bug: say which
+        error = io.write_error(getattr(exc, "filename", None), exc)
+        if error is None:
+            return _unexpected(command, exc, debug)
+        return _fail(f"{_prog(command)}: error: {error}", debug)
     return int(result or 0)
+
+
+def _unexpected(command: str, exc: Exception, debug: bool) -> int:
+    return _fail(
+        f"{_prog(command)}: error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+        "(a bug or an unreadable input; rerun with --debug for the traceback and report it)",
+        debug,
+    )
 
 
 def _command(argv: list[str]) -> str:
