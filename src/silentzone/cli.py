@@ -123,6 +123,26 @@ def cmd_paper(args) -> None:
         paper.render()
 
 
+# analyze-cohort's options and the params keys that set the same knobs (notebook 06's, and the run's)
+COHORT_OPTIONS = {
+    "seed": ("--seed", "Seed", "seed"),
+    "resamples": ("--resamples", "Resamples", "notebooks.06-published-cohorts.resamples"),
+    "ci": ("--ci", "CiLevel", "stats.ci"),
+    "silent_k": ("--silent-k", "ZoneSize", "notebooks.06-published-cohorts.cohorts.<name>.silent_k"),
+    "silent_margin": ("--silent-margin", "ScoreMargin", "notebooks.06-published-cohorts.cohorts.<name>.silent_margin"),
+}
+
+
+def check_options(args, source: str) -> None:
+    """Every analyze-cohort option within the bounds of the params key it mirrors (config.check_option)."""
+    from . import config
+
+    for attr, (option, bound, key) in COHORT_OPTIONS.items():
+        value = getattr(args, attr)
+        if value is not None:
+            config.check_option(value, getattr(config, bound), option, key, source)
+
+
 @locked(lambda args: args.out)
 def cmd_analyze_cohort(args) -> None:
     import time
@@ -130,12 +150,7 @@ def cmd_analyze_cohort(args) -> None:
 
     from . import io, published
 
-    if args.resamples < 100:
-        raise SilentzoneError(
-            f"{args.csv}: --resamples must be at least 100 (fewer cannot resolve p = 0.01), got {args.resamples}"
-        )
-    if not 0.5 < args.ci < 1:
-        raise SilentzoneError(f"{args.csv}: --ci must lie between 0.5 and 1 (e.g. 0.95), got {args.ci}")
+    check_options(args, args.csv)
     scores = [c.strip() for group in args.score for c in group.split(",") if c.strip()]
     start = time.perf_counter()
     doc, tidy = published.analyze(
