@@ -204,3 +204,32 @@ def test_sweep_ks_beyond_the_cohort_are_a_warning_in_the_results(raw, tmp_path):
     assert zone.sweep_warning(_params(raw, sweep_ks=[9]), 3) == (
         "silent_zone.sweep_ks [9] exceed the 3 quants of the cohort: no lowest-k zone to sweep"
     )
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        (
+            "ctx",
+            8192,
+            "`fidelity.ctx` = 8192 but model 'tiny-llama' has 4096 positions (max_position_embeddings); choose ctx <= 4096",
+        ),
+        ("topk", 385, "`fidelity.topk` = 385 but model 'tiny-llama' has a vocabulary of 384 tokens; choose topk <= 384"),
+    ],
+)
+def test_fidelity_sizes_beyond_the_model_are_errors_before_any_work(raw, key, value, message):
+    from types import SimpleNamespace
+
+    from silentzone.stages import reference
+
+    tiny = raw["model"]["tiny"]
+    model = SimpleNamespace(
+        config=SimpleNamespace(max_position_embeddings=tiny["max_position_embeddings"], vocab_size=tiny["vocab_size"])
+    )
+    reference.check_sizes(config.validate(raw, "params.yaml"), model)  # the profile's own sizes fit
+    raw["fidelity"][key] = value
+    if key == "ctx":
+        raw["fidelity"]["ctx_alt"] = value // 2
+    with pytest.raises(SilentzoneError) as exc:
+        reference.check_sizes(config.validate(raw, "params.yaml"), model)
+    assert str(exc.value) == f"params.yaml: {message}"
