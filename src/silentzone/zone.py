@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import analyses, stats
 from .errors import SilentzoneError
+from .progress import progress
 from .schema import COMPOSITE, MODEL, REFERENCE, quant_names, reference_rows
 
 if TYPE_CHECKING:
@@ -76,12 +77,12 @@ def paired_score_deltas(
     tasks = sorted(outcomes.index.get_level_values("task").unique())
     alpha = (1 - ci) / 2
     rows = []
-    for quant in sorted(m for m in outcomes.columns if m != reference):
+    for quant in progress(sorted(m for m in outcomes.columns if m != reference), "paired bootstrap", unit="quant"):
         deltas, boot = [], []
         for task in tasks:
             d = (outcomes.loc[task, quant] - outcomes.loc[task, reference]).to_numpy()
             deltas.append(d.mean())
-            boot.append(d[rng.integers(0, len(d), (n_bootstrap, len(d)))].mean(axis=1))
+            boot.append(stats.resample_means(d, n_bootstrap, rng))  # d[rng.integers(0, n, (B, n))].mean(axis=1), in chunks
         low, high = np.quantile(np.mean(boot, axis=0), [alpha, 1 - alpha])
         rows.append({MODEL: quant, "delta": float(np.mean(deltas)), "ci_low": float(low), "ci_high": float(high)})
     return pd.DataFrame(rows, columns=DELTA_COLUMNS)
