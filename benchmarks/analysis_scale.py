@@ -122,7 +122,17 @@ def write_run(folder: Path, args, items_per_model: int) -> tuple[Path, float]:
     return folder, time.perf_counter() - t0
 
 
-KERNEL = """
+# Peak RSS is the process's own VmHWM, read as it ends: the rusage of a child started by fork/vfork
+# counts the parent's pages it saw before exec (here: the synthetic tables), so it cannot serve.
+PEAK = """
+def _peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            print(f"peak_rss_kib={line.split()[1]}", flush=True)
+"""
+KERNEL = (
+    PEAK
+    + """
 import sys
 from pathlib import Path
 from silentzone import config, reports
@@ -131,7 +141,19 @@ params = config.load(run / "params.yaml")
 out = run / "results" / name
 result = getattr(reports, name)(params, run / "processed", out / "figures", out / "tables", out / "numbers.json")
 print(result["summary"])
+_peak()
 """
+)
+CLI = (
+    PEAK
+    + """
+import sys
+from silentzone import cli
+rc = cli.main(sys.argv[1:])
+_peak()
+sys.exit(rc)
+"""
+)
 
 
 def measure(argv: list[str], log: Path) -> dict:
@@ -143,10 +165,13 @@ def measure(argv: list[str], log: Path) -> dict:
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     rc = os.waitstatus_to_exitcode(status)
+    peaks = [
+        int(line.split("=", 1)[1]) for line in log.read_text(encoding="utf-8").splitlines() if line.startswith("peak_rss_kib=")
+    ]
     return {
         "wall_s": round(wall, 1),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 0),  # Linux: KiB
+        "peak_rss_mb": round(peaks[-1] / 1024) if peaks else None,
         "rc": rc,
         "loadavg_end": round(os.getloadavg()[0], 2),
     }
@@ -162,7 +187,9 @@ def run_size(args, items_per_model: int) -> dict:
         if key == "cohort":
             params = params_for(args.resamples)
             argv = [
-                str(Path(sys.executable).parent / "silentzone"),
+                sys.executable,
+                "-c",
+                CLI,
                 "analyze-cohort",
                 str(folder / "cohort.csv"),
                 *("--fidelity", "kld_mean", "--fidelity", "kld_median", "--fidelity", "top1_disagree"),
@@ -179,7 +206,7 @@ def run_size(args, items_per_model: int) -> dict:
         results[f"{key} {name}"] = m
         failed = "" if m["rc"] == 0 else f"  FAILED rc {m['rc']} (see its log)"
         print(
-            f"  {key} {name:<20} {m['wall_s']:9.1f} s wall {m['cpu_s']:9.1f} s CPU {m['peak_rss_mb']:8.0f} MB peak RSS"
+            f"  {key} {name:<20} {m['wall_s']:9.1f} s wall {m['cpu_s']:9.1f} s CPU {m['peak_rss_mb'] or 0:8.0f} MB peak RSS"
             f"  load {m['loadavg_end']}{failed}",
             flush=True,
         )
