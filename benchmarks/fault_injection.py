@@ -56,6 +56,7 @@ NOTEBOOKS = sorted(p.stem for p in (REPO / "notebooks").glob("*.ipynb"))
 TEMP = re.compile(r"^\..+\.tmp(\.[^.]+)?$|\.tmp$")
 SCANNED = ("data", "results", "paper")  # where no temp may remain after a rerun
 POLL_S = 0.001
+STAGE_NICE = 5  # the stage runs this much nicer than the script that polls and kills it
 QUICK_CHANGES = 3  # --no-calibration: kill at the 1st, 2nd or 3rd change seen
 
 
@@ -162,7 +163,10 @@ def content(path: Path) -> bytes:
     data = path.read_bytes()
     if path.suffix != ".ipynb":
         return data
-    nb = json.loads(data)
+    try:
+        nb = json.loads(data)
+    except ValueError:  # not a whole notebook (a copy cut short): its bytes, which differ
+        return data
     nb.get("metadata", {}).pop("papermill", None)
     for cell in nb.get("cells", []):
         cell.get("metadata", {}).pop("papermill", None)
@@ -233,6 +237,8 @@ def start(run: Path, job: Job) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group: the kill reaches papermill's kernel too
+        # below the poller's priority: on a busy machine the poll that sees a change runs, and kills, at once
+        preexec_fn=lambda: os.nice(STAGE_NICE),
     )
 
 

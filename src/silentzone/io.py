@@ -234,6 +234,12 @@ def _tree_size(folder: Path) -> int:
     return sum(_size(p) for p in folder.rglob("*")) if folder.exists() else 0
 
 
+def copy_file(src, dst) -> None:
+    """`src` copied to `dst` (with its times) atomically: a copy killed halfway leaves no half file."""
+    with atomic_path(dst, needed=_size(src)) as tmp:
+        shutil.copy2(src, tmp)
+
+
 def write_text(path, text: str) -> None:
     data = text.encode("utf-8")
     with atomic_path(path, needed=len(data)) as tmp:
