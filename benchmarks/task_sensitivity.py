@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from silentzone import config, io  # noqa: E402
-from silentzone.bench import registry  # noqa: E402
+from silentzone import task_registry as registry  # noqa: E402
 from silentzone.data import items as bench_items  # noqa: E402
 from silentzone.layout import Layout  # noqa: E402
 from silentzone.stages import bench  # noqa: E402

@@ -101,7 +101,7 @@ def test_flips_composite_rows():
 
 def test_flips_bad_tables():
     items = _items()
-    with pytest.raises(SilentzoneError, match="has no outcome for"):
+    with pytest.raises(SilentzoneError, match="has no `correct` for"):
         analyses.flips(items.drop(index=items.index[-1]))
     with pytest.raises(SilentzoneError, match="duplicate row"):
         analyses.flips(pd.concat([items, items.iloc[[5]]]))
@@ -243,3 +243,75 @@ def test_routing_edges(settings):
         (test.proportion_ci(0.95, method="exact").low, test.pvalue)
     )
     assert out.loc["u", "n_disagree"] == 0 and np.isnan(out.loc["u", "accuracy"]) and "no disagreement" in out.loc["u", "refused"]
+
+
+# ---------------------------------------------------------------- the signed outcome
+
+
+def _signed_items():
+    g_ref = np.array([-1.0, -2.0, -0.5, -3.0])
+    rows = [pd.DataFrame({"model": "reference", "gold_logprob": g_ref})]
+    rows.append(pd.DataFrame({"model": "qa", "gold_logprob": g_ref + np.array([0.5, -0.25, 0.0, -0.25])}))
+    rows.append(pd.DataFrame({"model": "qb", "gold_logprob": g_ref}))
+    items = pd.concat(rows, ignore_index=True)
+    items["task"], items["item_id"] = "lambada", np.tile(["1", "2", "3", "4"], 3)
+    items["correct"] = items["gold_logprob"] > -1.5
+    return items
+
+
+def test_signed_flips_by_hand_and_the_identity():
+    out = analyses.signed_flips(_signed_items())
+    qa = out[(out["model"] == "qa") & (out["task"] == "lambada")].iloc[0]
+    # Δ = (+0.5, −0.25, 0, −0.25): volume Σ|Δ| = 1, rate 0.25, direction 0.5 / 1, delta 0
+    assert (qa["leapfrogs"], qa["drops"]) == (1, 2)
+    assert qa["volume"] == pytest.approx(1.0) and qa["volume_rate"] == pytest.approx(0.25)
+    assert qa["direction"] == pytest.approx(0.5) and qa["delta"] == pytest.approx(0.0)
+    qb = out[(out["model"] == "qb") & (out["task"] == "lambada")].iloc[0]
+    assert qb["volume"] == 0 and np.isnan(qb["direction"])  # no movement, no direction
+    moved = out[out["volume"] > 0]
+    assert np.allclose(moved["delta"], moved["volume_rate"] * (2 * moved["direction"] - 1))
+
+
+def test_signed_scores_are_paired_means_against_the_reference():
+    from silentzone import schema
+
+    s = schema.signed_scores(_signed_items()).set_index("model")
+    assert s.loc["qa", "signed_lambada"] == pytest.approx(0.0) and s.loc["reference", "signed"] == 0.0
+    items = _signed_items()
+    items.loc[items["model"] == "qa", "gold_logprob"] -= 0.1
+    assert schema.signed_scores(items).set_index("model").loc["qa", "signed"] == pytest.approx(-0.1)
+
+
+def test_gold_logprob_of_each_kind():
+    import math
+
+    from silentzone.bench.outcome import gold_logprob
+
+    assert gold_logprob("greedy", "greedy_exact", [-2.5], {"item_id": "1"}) == -2.5
+    item = {"item_id": "x", "continuations": ["ab", "abcd"], "label": 1}
+    # raw: log softmax of the sums, at the gold choice
+    assert gold_logprob("mc", "raw", [-1.0, -2.0], item) == pytest.approx(-2.0 - math.log(math.exp(-1.0) + math.exp(-2.0)))
+    # per_char: the sums per character (-0.5, -0.5): a tie, so log 1/2
+    assert gold_logprob("mc", "per_char", [-1.0, -2.0], item) == pytest.approx(math.log(0.5))
+    assert math.isnan(gold_logprob("code", "tests_pass", [], {}))
+    with pytest.raises(SilentzoneError, match="2 choice log-probabilities for 2 choices|1 choice log-probabilities"):
+        gold_logprob("mc", "raw", [-1.0], item)
+
+
+def test_cluster_bootstrap_resamples_prompts_not_pairs():
+    routed = pd.DataFrame(
+        {
+            "model_a": ["a", "a", "b"],
+            "model_b": ["b", "c", "c"],
+            "task": "t",
+            "item_id": ["1", "1", "2"],  # prompt 1 routed in two pairs
+            "per_prompt": [1, 1, 0],
+            "mean_kld": [0, 1, 0],
+            "oracle_fixed": [1, 1, 1],
+        }
+    )
+    boot = analyses.cluster_bootstrap_accuracy(routed, 400, np.random.default_rng(0))
+    # a resample holds prompt 1 (both its pairs: per-prompt 2/2) or prompt 2 (0/1), so every pooled
+    # per-prompt accuracy is one of 0, 2/3, 1 — never 1/2, which resampling pairs would give
+    assert set(np.round(boot["per_prompt"], 6)) <= {0.0, round(2 / 3, 6), 1.0}
+    assert np.allclose(boot["gain"], boot["per_prompt"] - boot["mean_kld"]) and np.all(boot["oracle_fixed"] == 1.0)

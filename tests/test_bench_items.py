@@ -8,7 +8,7 @@ import json
 import pytest
 
 from silentzone import config
-from silentzone.bench import registry
+from silentzone import task_registry as registry
 from silentzone.data import items
 from silentzone.errors import SilentzoneError
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from silentzone import config, refstore
-from silentzone.bench import mc, registry
+from silentzone import task_registry as registry
+from silentzone.bench import mc
 from silentzone.data import corpora
 from silentzone.data import items as bench_items
 from silentzone.errors import SilentzoneError

@@ -15,7 +15,7 @@ from silentzone import config, noise, reports, zone
 from silentzone.schema import COMPOSITE, MODEL, REFERENCE, scores
 
 REPO = Path(__file__).resolve().parents[1]
-OPTIONS = {"n_splits": 200, "n_sims": 200, "min_reliability": 0.9, "min_z": 6.0, "power": 0.8}
+OPTIONS = {"n_splits": 200, "n_sims": 200, "power": 0.8}
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_reliability_is_near_zero_when_every_quant_has_the_same_true_score(param
     assert full["low"] < 0 < full["high"]  # the splits straddle zero
     assert out.numbers["power"]["verdict"] == "underpowered"
     assert out.numbers["power"]["reason"].startswith(
-        f"the composite's split-half reliability across quants is {full['reliability']:.2f}"
+        "accuracy has split-half reliability " + f"{full['reliability']:.2f}".replace("-", "\u2212") + " across these"
     )
 
 
@@ -210,37 +210,45 @@ def test_simulation_zone_rules():
     assert noise.zone_masks(np.zeros((2, 3)), se, "lowest_k", 0.05, 0.0, fixed).tolist() == [[False, True, True]] * 2
 
 
-def test_critical_rho_matches_the_manuscripts_check():
-    from silentzone import paper
-
-    for n in (4, 5, 12, 30):
-        assert float(noise.critical_rho(n, 0.05)) == pytest.approx(paper.critical_rho(n, 0.05))
-    assert float(noise.critical_rho(3, 0.05)) == 1.0
-
-
 # ---------------------------------------------------------------- the power verdict and small cohorts
 
 
-def test_power_verdict_needs_both_targets():
-    o = opts()
+def test_power_verdict_needs_both_targets(params):
+    v = params.verdicts  # min_reliability 0.8, min_z 6: the one definition every verdict uses
+
+    def rel(r, n=30, refused=None):
+        return {"reliability": r, "n_quants": n, "n_items": 900, "low": None, "high": None, "refused": refused}
+
     worst = {MODEL: "q2_k", "delta": -0.3, "z": -7.5}
-    assert noise.power_verdict(0.95, None, worst, o)["verdict"] == "powered"
-    low = noise.power_verdict(0.95, None, {**worst, "z": -4.0}, o)
+    assert noise.power_verdict(rel(0.95), worst, v)["verdict"] == "powered"
+    low = noise.power_verdict(rel(0.95), {**worst, "z": -4.0}, v)
     assert low == {
         "verdict": "underpowered",
         "powered": False,
         "reason": "the most damaged quant, q2_k, sits 4.0 paired SE below the reference, fewer than 6",
     }
-    assert noise.power_verdict(0.85, None, worst, o)["reason"].startswith(
-        "the composite's split-half reliability across quants is 0.85, below 0.90"
+    # below 0.8: the Spearman-Brown item count that would reach it, 900 * 0.8 * 0.25 / (0.75 * 0.2) = 1200
+    assert noise.power_verdict(rel(0.75), worst, v)["reason"] == (
+        "accuracy has split-half reliability 0.75 across these 30 quants, below 0.80 (about 1200 items would reach 0.80)"
+    )
+    assert noise.power_verdict(rel(-0.1), worst, v)["reason"].endswith(
+        "(no number of items would: its spread across these quants is noise)"
     )
     assert (
-        noise.power_verdict(None, "fewer than 4 quants (n = 2)", worst, o)["reason"]
-        == "the composite's split-half reliability across quants is undefined (fewer than 4 quants (n = 2))"
+        noise.power_verdict(rel(None, 2, "fewer than 4 quants (n = 2)"), worst, v)["reason"]
+        == "the split-half reliability of accuracy across these quants is undefined (fewer than 4 quants (n = 2))"
     )
     assert (
-        noise.power_verdict(0.95, None, {**worst, "delta": 0.01, "z": 0.5}, o)["reason"] == "no quant scores below the reference"
+        noise.power_verdict(rel(0.95), {**worst, "delta": 0.01, "z": 0.5}, v)["reason"] == "no quant scores below the reference"
     )
+
+
+def test_items_needed_is_the_spearman_brown_prophecy():
+    assert noise.items_needed(0.5, 100, 0.8) == 400  # m = 0.8 * 0.5 / (0.5 * 0.2) = 4
+    assert noise.items_needed(0.9, 100, 0.8) == 100  # already there
+    assert noise.items_needed(0.0, 100, 0.8) is None and noise.items_needed(None, 100, 0.8) is None
+    m = noise.items_needed(0.6, 250, 0.9) / 250  # lengthening by m gives m r / (1 + (m - 1) r) = 0.9
+    assert m * 0.6 / (1 + (m - 1) * 0.6) == pytest.approx(0.9, abs=0.002)
 
 
 def test_a_wide_cohort_of_many_items_is_powered(params):
@@ -268,7 +276,7 @@ def test_small_cohorts_refuse_with_reasons(tmp_path, params, n_quants):
     assert numbers["power"] == {
         "verdict": "underpowered",
         "powered": False,
-        "reason": f"the composite's split-half reliability across quants is undefined ({why})",
+        "reason": f"the split-half reliability of accuracy across these quants is undefined ({why})",
     }
     if n_quants:  # a detectable difference needs no correlation: every quant still gets one
         assert len(out["detectable_difference"]) == n_quants and numbers["most_damaged"]["se"] > 0
@@ -287,10 +295,4 @@ def test_small_cohorts_refuse_with_reasons(tmp_path, params, n_quants):
 def test_options_are_validated_like_params(tmp_path, params):
     with pytest.raises(Exception, match=r"notebooks\.07-noise-ceiling\.n_splits"):
         reports.options_of(params, config.NoiseOptions, {**OPTIONS, "n_splits": 1}, "07-noise-ceiling")
-    assert params.notebooks.options("07-noise-ceiling") == {
-        "n_splits": 1000,
-        "n_sims": 1000,
-        "min_reliability": 0.9,
-        "min_z": 6.0,
-        "power": 0.8,
-    }
+    assert params.notebooks.options("07-noise-ceiling") == {"n_splits": 1000, "n_sims": 1000, "power": 0.8}

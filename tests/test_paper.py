@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from silentzone import config, paper, reports
+from silentzone import config, formatting, paper, reports, stats
 from silentzone.errors import SilentzoneError
-from silentzone.stages import analyze
+from silentzone.stages import analyze, render
 
 REPO = Path(__file__).resolve().parents[1]
 QMD = REPO / "paper" / "index.qmd"
@@ -84,17 +84,17 @@ def test_notebooks_compute_in_one_reports_call_and_only_display_after_it():
             labels += re.findall(r"^#\| label: ((?:fig|tbl)-[a-z0-9-]+)$", source, flags=re.M)
             if "Image(" in source:
                 assert re.search(r"^#\| label: fig-", source, flags=re.M), (nb_path.name, source)
-    assert len(labels) == len(set(labels)) == 22
+    assert len(labels) == len(set(labels)) == 26
 
 
 def test_numbers_namespace_and_formatting():
     assert paper.numbers_namespace("01-fidelity-vs-score") == "fidelity_vs_score"
     # correlations: signed, two decimals, a true minus; a rounded zero is +0.00
-    assert paper.format_value(-0.7213, "rho") == "−0.72"
-    assert paper.format_value(0.0, "rho_silent") == "+0.00" and paper.format_value(-0.001, "rho") == "+0.00"
-    assert paper.format_value(0.94, "rho_volume_silent") == "+0.94" and paper.format_value(-0.51, "ci_high") == "−0.51"
+    assert formatting.format_value(-0.7213, "rho") == "−0.72"
+    assert formatting.format_value(0.0, "rho_silent") == "+0.00" and formatting.format_value(-0.001, "rho") == "+0.00"
+    assert formatting.format_value(0.94, "rho_volume_silent") == "+0.94" and formatting.format_value(-0.51, "ci_high") == "−0.51"
     # p-values: two decimals, two significant digits below 0.1, never 0, never rounded across 0.05
-    assert [paper.fmt_p(p) for p in (1.0, 0.2, 0.044, 0.0495, 0.0504, 0.004, 0.0002, 0.00004, 0.003)] == [
+    assert [formatting.fmt_p(p) for p in (1.0, 0.2, 0.044, 0.0495, 0.0504, 0.004, 0.0002, 0.00004, 0.003)] == [
         "1.00",
         "0.20",
         "0.044",
@@ -105,18 +105,21 @@ def test_numbers_namespace_and_formatting():
         "0.00004",
         "0.003",
     ]
-    assert paper.format_value(0.423, "routing_low") == "42.3%" and paper.format_value(0.5, "accuracy_pooled") == "50.0%"
-    assert paper.format_value(1.0833, "gm_ratio_low") == "1.08" and paper.format_value(0.86, "auroc_max") == "0.86"
-    assert paper.format_value(0.00001129, "kld_mean_min") == "1.13×10⁻⁵" and paper.format_value(0.978, "kld_mean_max") == "0.978"
-    assert paper.fmt_sig(0.000099996) == "1.00×10⁻⁴" and paper.format_value(0.0, "identity_max_abs_error") == "0"
-    assert paper.format_value(5.0, "n") == 5 and paper.format_value(7, "n_quants") == 7
+    assert formatting.format_value(0.423, "routing_low") == "42.3%" and formatting.format_value(0.5, "accuracy_pooled") == "50.0%"
+    assert formatting.format_value(1.0833, "gm_ratio_low") == "1.08" and formatting.format_value(0.86, "auroc_max") == "0.86"
+    assert (
+        formatting.format_value(0.00001129, "kld_mean_min") == "1.13×10⁻⁵"
+        and formatting.format_value(0.978, "kld_mean_max") == "0.978"
+    )
+    assert formatting.fmt_sig(0.000099996) == "1.00×10⁻⁴" and formatting.format_value(0.0, "identity_max_abs_error") == "0"
+    assert formatting.format_value(5.0, "n") == 5 and formatting.format_value(7, "n_quants") == 7
     # a missing value is a dash, never "n/a"
-    assert paper.format_value(None) == "—" and paper.format_value(float("nan"), "rho") == "—"
-    assert paper.format_value({"a": 3, "b": [0.5, 0.25]}) == {"a": 3, "b": "0.5, 0.25"}
+    assert formatting.format_value(None) == "—" and formatting.format_value(float("nan"), "rho") == "—"
+    assert formatting.format_value({"a": 3, "b": [0.5, 0.25]}) == {"a": 3, "b": "0.5, 0.25"}
 
 
 def test_published_values_print_at_one_precision():
-    published = paper.format_value(yaml.safe_load((REPO / "paper" / "published.yml").read_text()))
+    published = formatting.format_value(yaml.safe_load((REPO / "paper" / "published.yml").read_text()))
     assert (published["qwen"]["rho_full"], published["devstral"]["rho_full"]) == ("−0.72", "−0.86")
     assert (published["qwen"]["rho_silent"], published["devstral"]["rho_silent"]) == ("+0.00", "−0.24")
     assert (published["qwen"]["rho_volume_silent"], published["devstral"]["rho_volume_silent"]) == ("+0.94", "+0.55")
@@ -128,88 +131,25 @@ def test_published_values_print_at_one_precision():
 
 def test_a_correlation_reads_as_one_phrase():
     full = {"n": 30, "rho": -0.7213, "ci_low": -0.861, "ci_high": -0.512, "p_perm": 0.0002, "p_holm": 0.003, "refused": ""}
-    assert paper.estimate_text(full) == "ρ = −0.72 [−0.86,\u00a0−0.51], p = 0.0002 (Holm 0.003)"
-    assert paper.format_value({"full": full})["full"]["text"] == paper.estimate_text(full)
+    assert formatting.estimate_text(full) == "ρ = −0.72 [−0.86,\u00a0−0.51], p = 0.0002 (Holm 0.003)"
+    assert formatting.format_value({"full": full})["full"]["text"] == formatting.estimate_text(full)
     assert (
-        paper.estimate_text({"rho": None, "refused": "fewer than 4 quants (n = 3)"}) == "undefined (fewer than 4 quants (n = 3))"
+        formatting.estimate_text({"rho": None, "refused": "fewer than 4 quants (n = 3)"})
+        == "undefined (fewer than 4 quants (n = 3))"
     )
-    assert paper.estimate_text({"rho": None, "n": 2}, min_n=4) == "undefined (n = 2, fewer than 4)"
-    cohort = paper.format_value({"rho_full": 0.34, "ci_low_full": -0.19, "ci_high_full": 0.76, "p_full": 0.25, "n": 13})
+    assert formatting.estimate_text({"rho": None, "n": 2}, min_n=4) == "undefined (n = 2, fewer than 4)"
+    cohort = formatting.format_value({"rho_full": 0.34, "ci_low_full": -0.19, "ci_high_full": 0.76, "p_full": 0.25, "n": 13})
     assert cohort["text"] == "ρ = +0.34 [−0.19,\u00a0+0.76], p = 0.25"
 
 
-def _numbers(n=30, n_silent=10, rho=-0.6, p_holm=0.001, silent_p=0.5, vol=0.8, vol_p=0.001, dir_p=0.6, n_vol=None, powered=True):
-    return {
-        "noise_ceiling": {
-            "power": {
-                "verdict": "powered" if powered else "underpowered",
-                "powered": powered,
-                "reason": "x" if powered else "the composite's split-half reliability across quants is 0.40, below 0.90",
-            }
-        },
-        "fidelity_vs_score": {
-            "n_quants": n,
-            "n_silent": n_silent,
-            "primary": {
-                "full": {"n": n, "rho": rho, "p_perm": p_holm, "p_holm": p_holm, "ci_low": -0.9, "ci_high": -0.2},
-                "silent": {"n": n_silent, "rho": -0.1, "p_perm": silent_p, "p_holm": silent_p},
-            },
-        },
-        "volume_direction": {
-            "volume": {"silent": {"n": n_vol or n_silent, "rho": vol, "p_perm": vol_p}},
-            "direction": {"silent": {"n": n_vol or n_silent, "rho": 0.05, "p_perm": dir_p}},
-        },
-        "failure_prediction": {"prompt_kld_available": True, "auroc_median": 0.55},
-    }
-
-
-RULES = paper.Rules()
-
-
-def test_claim1_verdict_follows_the_written_rule():
-    assert paper.verdict_claim1(_numbers(), RULES).verdict == "holds"
-    assert paper.verdict_claim1(_numbers(p_holm=0.2), RULES).verdict == "does not hold"
-    assert paper.verdict_claim1(_numbers(rho=0.6), RULES).verdict == "does not hold"
-    assert paper.verdict_claim1(_numbers(silent_p=0.01), RULES).verdict == "does not hold"
-    # no quant outside the silent zone: the benchmark saw no quality spread (the default run's case)
-    v = paper.verdict_claim1(_numbers(n_silent=30, p_holm=0.2), RULES)
-    assert v.verdict == "undecided" and "none of the 30 quants" in v.reason
-    # five quants cannot show the paper's |rho| = 0.72 at alpha = 0.05
-    v = paper.verdict_claim1(_numbers(n=5, n_silent=0), RULES)
-    assert v.verdict == "undecided" and "0.88" in v.reason and "0.72" in v.reason
-
-
-def test_an_underpowered_benchmark_leaves_claims_1_2_and_5_undecided():
-    """The noise ceiling (notebook 07) is the last power check of claims 1, 2 and 5: a claim that
-    would hold on its correlations is undecided when the benchmark cannot see the effect."""
-    zones = [
-        {"k": 4, "n": 4, "rho": 0.1, "p_perm": 0.9, "ci_low": None, "ci_high": None},
-        {"k": 24, "n": 24, "rho": -0.6, "p_perm": 0.002, "ci_low": -0.8, "ci_high": -0.3},
-    ]
-    weak = _numbers(n_silent=30, powered=False)
-    for verdict in (
-        paper.verdict_claim1(_numbers(powered=False), RULES),
-        paper.verdict_claim2(_numbers(powered=False), zones, RULES),
-        paper.verdict_claim5(weak, RULES),
-    ):
-        assert verdict.verdict == "undecided"
-        assert (
-            verdict.reason
-            == "the benchmark is underpowered: the composite's split-half reliability across quants is 0.40, below 0.90"
-        )
-    assert paper.verdict_claim5(_numbers(n_silent=30), RULES).verdict == "holds"
-    # the earlier checks still come first: the spread check names its own reason
-    assert "none of the 30 quants" in paper.verdict_claim1(_numbers(n_silent=30, powered=False), RULES).reason
-    # no notebook 07 numbers: a one-line error naming the file, not a silent "holds"
-    with pytest.raises(SilentzoneError, match=r"noise-ceiling.json: missing"):
-        paper.verdict_claim1({k: v for k, v in _numbers().items() if k != "noise_ceiling"}, RULES)
-
-
 def test_noise_numbers_print_as_points_percent_and_correlations():
-    assert paper.format_value(-0.1111, "delta") == "−11.1" and paper.format_value(0.0907, "se") == "9.1"
-    assert paper.format_value(0.254, "mdd_max") == "25.4" and paper.format_value(-0.0001, "half_width_median") == "0.0"
-    assert paper.format_value(0.8, "power") == "80.0%" and paper.format_value(0.914, "reliability") == "0.914"
-    assert paper.format_value(-0.7071, "rho_median") == "−0.71" and paper.format_value(0.057, "share_significant") == "5.7%"
+    assert formatting.format_value(-0.1111, "delta") == "−11.1" and formatting.format_value(0.0907, "se") == "9.1"
+    assert formatting.format_value(0.254, "mdd_max") == "25.4" and formatting.format_value(-0.0001, "half_width_median") == "0.0"
+    assert formatting.format_value(0.8, "power") == "80.0%" and formatting.format_value(0.914, "reliability") == "0.914"
+    assert (
+        formatting.format_value(-0.7071, "rho_median") == "−0.71"
+        and formatting.format_value(0.057, "share_significant") == "5.7%"
+    )
     switches = paper.noise_switches(
         {
             "noise_ceiling": {
@@ -271,80 +211,27 @@ def test_noise_tables_print_points_and_refusals(tiny_params):
 
 
 def test_critical_rho_is_the_two_sided_t_threshold():
-    assert round(paper.critical_rho(30, 0.05), 3) == 0.361
-    assert round(paper.critical_rho(5, 0.05), 3) == 0.878
-    assert paper.critical_rho(3, 0.05) == 1.0
-
-
-def test_claim2_needs_two_zones_and_a_spread():
-    zones = [
-        {"k": 4, "n": 4, "rho": 0.1, "p_perm": 0.9, "ci_low": None, "ci_high": None},
-        {"k": 24, "n": 24, "rho": -0.6, "p_perm": 0.002, "ci_low": -0.8, "ci_high": -0.3},
-    ]
-    assert paper.verdict_claim2(_numbers(), zones, RULES).verdict == "holds"
-    assert paper.verdict_claim2(_numbers(), zones[:1], RULES).reason.startswith("one swept zone has")
-    assert paper.verdict_claim2(_numbers(), [], RULES).reason.startswith("no swept zone has")
-    assert paper.verdict_claim2(_numbers(), [zones[0], {**zones[1], "p_perm": 0.3}], RULES).verdict == "does not hold"
-
-
-def test_claim3_counts_quants_with_enough_prompts():
-    import pandas as pd
-
-    rows = pd.DataFrame(
-        {"task": ["all"] * 4, "auroc": [0.5, 0.6, 0.55, 0.9], "n_failed": [12, 15, 10, 3], "n_passed": [20, 10, 11, 30]}
-    )
-    assert paper.verdict_claim3(_numbers(), rows, RULES).verdict == "holds"
-    v = paper.verdict_claim3(_numbers(), rows.iloc[2:], RULES)
-    assert v.verdict == "undecided" and v.reason.startswith("one quant has at least 10 failed")
-    assert (
-        paper.verdict_claim3(
-            {**_numbers(), "failure_prediction": {"prompt_kld_available": True, "auroc_median": 0.8}}, rows, RULES
-        ).verdict
-        == "does not hold"
-    )
-
-
-def test_claim4_pools_routed_prompts_with_an_exact_interval():
-    import pandas as pd
-
-    routing = pd.DataFrame({"task": ["all", "all", "arc_easy"], "n_routed": [300, 200, 999], "n_correct": [140, 100, 999]})
-    pooled = paper.pooled_routing(routing, 0.05)
-    assert pooled["n_routed"] == 500 and pooled["accuracy"] == 0.48
-    assert round(pooled["ci_low"], 4) == 0.4354 and round(pooled["ci_high"], 4) == 0.5248
-    assert paper.verdict_claim4(pooled, RULES).verdict == "holds"
-    small = paper.pooled_routing(routing.assign(n_routed=[6, 2, 0], n_correct=[4, 1, 0]), 0.05)
-    assert paper.verdict_claim4(small, RULES).verdict == "undecided"
-    assert paper.pooled_routing(routing, 0.05, min_routed=250)["n_routed"] == 300
-    assert paper.verdict_claim4(paper.pooled_routing(routing.iloc[:0], 0.05), RULES).verdict == "undecided"
-    assert paper.verdict_claim4(pooled, RULES, prompt_kld=False).reason == "this cohort has no per-prompt KLD"
-
-
-def test_claim5_needs_a_silent_zone_large_enough_for_the_papers_effect():
-    assert paper.verdict_claim5(_numbers(n_silent=30), RULES).verdict == "holds"
-    assert paper.verdict_claim5(_numbers(n_silent=30, dir_p=0.01), RULES).verdict == "does not hold"
-    v = paper.verdict_claim5(_numbers(n_silent=5), RULES)
-    assert v.verdict == "undecided" and "0.55" in v.reason
-    # 13 quants: critical ρ 0.5529 against the paper's 0.55 prints apart, not "0.55 ... more than 0.55"
-    v = paper.verdict_claim5(_numbers(n_silent=13), RULES)
-    assert v.verdict == "undecided" and "only |ρ| ≥ 0.553 can reach significance, more than the paper's 0.550" in v.reason
+    assert round(stats.critical_rho(30, 0.05), 3) == 0.361
+    assert round(stats.critical_rho(5, 0.05), 3) == 0.878
+    assert stats.critical_rho(3, 0.05) == 1.0
 
 
 def test_distinct_texts_adds_decimals_only_when_rounding_hides_the_difference():
-    assert paper.distinct_texts(0.5529, 0.55) == ("0.553", "0.550")
-    assert paper.distinct_texts(0.878, 0.72) == ("0.88", "0.72")
-    assert paper.distinct_texts(0.5, 0.5) == ("0.500000", "0.500000")
+    assert formatting.distinct_texts(0.5529, 0.55) == ("0.553", "0.550")
+    assert formatting.distinct_texts(0.878, 0.72) == ("0.88", "0.72")
+    assert formatting.distinct_texts(0.5, 0.5) == ("0.500000", "0.500000")
 
 
 def test_verdict_summary_reads_as_prose():
     def v(*names):
         return {f"c{i}": {"verdict": n} for i, n in enumerate(names)}
 
-    assert paper.verdict_summary(v(*["undecided"] * 5)) == "all five are undecided for lack of power"
+    assert paper.verdict_summary(v(*["undecided"] * 5)) == "all five are undecided"
     assert (
         paper.verdict_summary(v("holds", "holds", "does not hold", "undecided", "undecided"))
-        == "two hold, one does not and two are undecided for lack of power"
+        == "two hold, one does not and two are undecided"
     )
-    assert paper.verdict_summary(v("holds", "undecided")) == "one holds and one is undecided for lack of power"
+    assert paper.verdict_summary(v("holds", "undecided")) == "one holds and one is undecided"
 
 
 @pytest.fixture
@@ -430,7 +317,7 @@ def test_every_figure_and_table_is_referenced_from_the_text():
     assert len(labels) >= 19 and labels <= referenced, sorted(labels - referenced)
     # every figure is embedded from the notebook that made it, by a label one of its cells carries
     embeds = re.findall(r"\{\{< embed notebooks/([\w-]+)\.ipynb#(fig-[\w-]+) >\}\}", text)
-    assert len(embeds) == 9 and "![" not in text
+    assert len(embeds) == 10 and "![" not in text
     for notebook, label in embeds:
         cells = json.loads((REPO / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
         options = [
@@ -469,7 +356,7 @@ def test_quarto_error_is_quartos_own_message_on_one_line():
         "  could not find file /x/paper/tables/nope.md.\n\nStack trace:\n"
         "    at retrieveInclude (file:///q/src/core/handlers/include-standalone.ts:61:13)\x1b[39m\n"
     )
-    assert paper.quarto_error(include) == (
+    assert render.quarto_error(include) == (
         "Include directive failed. in file /x/paper/index.qmd, could not find file /x/paper/tables/nope.md."
     )
     lua = (
@@ -479,7 +366,7 @@ def test_quarto_error_is_quartos_own_message_on_one_line():
         "\twhile retrieving function argument content\nstack traceback:\n"
         "\t...o/src/resources/filters/./customnodes/floatreftarget.lua:933: in field 'render'\n"
     )
-    assert paper.quarto_error(lua) == (
+    assert render.quarto_error(lua) == (
         "Error running filter main.lua: Block, list of Blocks, or compatible element "
         "expected, got table while retrieving function argument content"
     )
@@ -487,8 +374,8 @@ def test_quarto_error_is_quartos_own_message_on_one_line():
         "[typst]: Compiling index.typ to index.pdf...error: unknown variable: foo\n"
         "   ┌─ paper/index.typ:12:3\n   │\n12 │ #foo\n   │  ^^^\n"
     )
-    assert paper.quarto_error(typst) == "unknown variable: foo (at paper/index.typ:12:3)"
-    assert paper.quarto_error("") == "(no output)"
+    assert render.quarto_error(typst) == "unknown variable: foo (at paper/index.typ:12:3)"
+    assert render.quarto_error("") == "(no output)"
 
 
 def _fake_quarto(tmp_path, monkeypatch, script: str):
@@ -509,7 +396,7 @@ def test_render_reports_quartos_error_in_one_line(tmp_path, monkeypatch):
         "exit 1\n",
     )
     with pytest.raises(SilentzoneError) as err:
-        paper.render(tmp_path / "paper")
+        render.run(tmp_path / "paper")
     assert str(err.value) == f"quarto render {tmp_path / 'paper'} failed: YAMLError: bad indentation"
 
 
@@ -518,7 +405,7 @@ def test_render_refuses_a_quarto_without_typst_and_manuscripts(tmp_path, monkeyp
     with pytest.raises(
         SilentzoneError, match=r"quarto 1\.3 is too old .* need >= 1\.4\); install Quarto >= 1\.4 with `make paper-tools`"
     ):
-        paper.render(tmp_path / "paper")
+        render.run(tmp_path / "paper")
 
 
 def _results_sections(text: str) -> str:
@@ -554,9 +441,9 @@ def test_the_number_check_can_fail():
 
 
 def test_render_without_quarto_says_so_in_one_line(monkeypatch, tmp_path):
-    monkeypatch.setattr(paper.shutil, "which", lambda name: None)
+    monkeypatch.setattr(render.shutil, "which", lambda name: None)
     with pytest.raises(SilentzoneError) as err:
-        paper.render(tmp_path)
+        render.run(tmp_path)
     message = str(err.value)
     assert "\n" not in message and message.startswith("quarto: not installed")
     assert "make paper-tools" in message and "conda-forge" in message and "quarto.org" in message

@@ -52,6 +52,33 @@ def test_every_manuscript_variable_is_generated(tiny_run):
     assert used and used <= variables, sorted(used - variables)
 
 
+def test_one_test_prints_the_same_numbers_in_every_table(tiny_run):
+    """A test is one seeded draw wherever it is printed: the verdicts' correlations are notebook 01's,
+    their ρ(k) curve is notebook 02's, their reliabilities are notebook 07's."""
+    import numpy as np
+    import pandas as pd
+
+    results = tiny_run / "results"
+    doc = json.loads((results / "numbers" / "verdicts.json").read_text())
+    table = pd.read_csv(results / "tables" / "01-fidelity-vs-score" / "variants_full_vs_silent.csv")
+    compared = 0
+    for outcome, target in (("accuracy", "composite"), ("signed_outcome", "signed")):
+        for zone in ("full", "silent"):
+            row = table[(table["zone"] == zone) & (table["target"] == target) & (table["variant"] == "kld_mean")].iloc[0]
+            for ours, theirs in ((f"rho_kld_mean_{zone}", "rho"), (f"rho_kld_mean_{zone}_p", "p_perm")):
+                value = doc[outcome][ours]
+                assert (value is None and np.isnan(row[theirs])) or value == pytest.approx(row[theirs], rel=1e-6), (outcome, zone)
+                compared += value is not None
+    assert compared >= 4  # the full cohort's, at least, are defined
+    curve = pd.read_csv(results / "tables" / "verdicts" / "rho_k.csv")
+    shown = pd.read_csv(results / "tables" / "02-silent-zone-sweep" / "rho_k.csv")
+    pd.testing.assert_frame_equal(curve, shown)
+    noise = json.loads((results / "numbers" / "07-noise-ceiling.json").read_text())
+    for zone in ("full", "silent"):
+        assert doc["accuracy"][f"reliability_{zone}"] == noise["reliability"][zone]["reliability"]
+        assert doc["signed_outcome"][f"reliability_{zone}"] == noise["reliability_signed"][zone]["reliability"]
+
+
 def test_every_referenced_figure_and_table_exists(tiny_run):
     text = (tiny_run / "paper" / "index.qmd").read_text()
     refs = re.findall(r"\]\((figures/[^)]+)\)", text) + re.findall(r"include (tables/\S+)", text)
@@ -69,7 +96,7 @@ def test_analysis_parameter_change_reruns_only_analyses_and_paper(tiny_run):
         params.write_text(original.replace("margin: 0.01", "margin: 0.02"))
         dry = dvc("repro", "--dry", "paper-inputs", cwd=tiny_run).stdout
         ran = set(re.findall(r"Running stage '([^']+)'", dry))
-        assert ran and all(s.startswith("analyze@") or s == "paper-inputs" for s in ran), ran
+        assert ran and all(s.startswith("analyze@") or s in ("verdicts", "paper-inputs") for s in ran), ran
     finally:
         params.write_text(original)
 

@@ -11,7 +11,7 @@ import torch
 from silentzone import config
 from silentzone.errors import SilentzoneError
 from silentzone.model import build_tiny
-from silentzone.quant import formats, recipes
+from silentzone.quant import formats, members, recipes
 from silentzone.quant.load import check_name, load_quant
 from silentzone.quant.recipes import apply_recipe, tensor_class, validate_cohort, validate_recipe
 
@@ -83,15 +83,16 @@ def test_cohort_names_checked():
         validate_cohort({"q8_0.ffn": "Q8_0"}, "p.yaml")
     with pytest.raises(SilentzoneError, match=r"^p.yaml: cohort name 'reference' is reserved"):
         validate_cohort({"reference": "Q8_0"}, "p.yaml")
-    # params validation runs the same check (and every recipe's), naming the file
-    raw = config.build_profile("tiny", REPO / "profiles")
-    raw["cohort"]["q8_0.ffn"] = "Q8_0"
-    with pytest.raises(SilentzoneError, match=r"^params.yaml: cohort name 'q8_0.ffn' must be .*no dots"):
-        config.validate(raw, "params.yaml")
-    raw = config.build_profile("tiny", REPO / "profiles")
-    raw["cohort"]["bad"] = {"attn_v": "Q4_2"}
-    with pytest.raises(SilentzoneError, match=r"^params.yaml: cohort.bad.attn_v: unknown format 'Q4_2'"):
-        config.validate(raw, "params.yaml")
+    # every capture command runs the same check (and every recipe's) on params.yaml, naming the file
+    for key, value, error in [
+        ("q8_0.ffn", "Q8_0", r"^params.yaml: cohort name 'q8_0.ffn' must be .*no dots"),
+        ("bad", {"attn_v": "Q4_2"}, r"^params.yaml: cohort.bad.attn_v: unknown format 'Q4_2'"),
+    ]:
+        raw = config.build_profile("tiny", REPO / "profiles")
+        raw["cohort"][key] = value
+        params = config.validate(raw, "params.yaml")  # configuration alone does not know the recipe language
+        with pytest.raises(SilentzoneError, match=error):
+            members.validate_cohort(params.cohort, params.source, params.corpora)
 
 
 @pytest.fixture
@@ -209,14 +210,14 @@ def test_every_profile_cohort_validates(profile):
     params = config.validate(config.build_profile(profile, REPO / "profiles"), "params.yaml")
     cohort = members.validate_cohort(params.cohort, params.source, params.corpora)
     assert list(cohort) == params.quant_names()
-    if profile in ("default", "gemma"):  # the floor: real llama.cpp mixes, with and without an imatrix
+    if profile in ("default", "gemma", "qwen"):  # the floor: real llama.cpp mixes, with and without an imatrix
         made = [m for m in cohort.values() if m.kind == "llama-quantize"]
         assert (
-            len(made) >= {"default": 10, "gemma": 5}[profile]
+            len(made) >= {"default": 10, "gemma": 5, "qwen": 16}[profile]
             and any(m.imatrix for m in made)
             and any(not m.imatrix for m in made)
         )
-    minimum = {"default": 30, "quick": 8, "tiny": 4, "gemma": 20}[profile]
+    minimum = {"default": 30, "quick": 8, "tiny": 4, "gemma": 20, "qwen": 16}[profile]
     assert len(cohort) >= minimum
 
 

@@ -264,7 +264,7 @@ def test_silent_zone_paired_bootstrap(params):
     with pytest.raises(SilentzoneError, match="duplicate row for qa"):
         zone.paired_score_deltas(pd.concat([items, items[items["model"] == "qa"].iloc[[0]]]), 10, np.random.default_rng(0))
     broken = items.drop(index=items[(items["model"] == "qb")].index[:1])
-    with pytest.raises(SilentzoneError, match="model 'qb' has no outcome for"):
+    with pytest.raises(SilentzoneError, match="model 'qb' has no `correct` for"):
         zone.silent_zone(cohort, params, items=broken, criterion="paired_bootstrap")
 
 
@@ -284,10 +284,10 @@ def test_zone_sweep_defaults_come_from_params(params):
     sweep = zone.zone_sweep(cohort, params)
     margins = sweep.loc[sweep["criterion"] == "margin", "threshold"].tolist()
     assert margins == params.silent_zone.sweep_margins == [0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1]
-    # sweep_ks [4, 6, 8, 10, ...]: only the ks that fit 8 quants
-    assert sweep.loc[sweep["criterion"] == "lowest_k", "threshold"].tolist() == [4, 6, 8]
-    assert zone.sweep_ks(params, 5) == [4] and zone.sweep_ks(params, 3) == []
-    assert zone.sweep_ks(_with(params, "silent_zone", sweep_ks=[6, 8]), 5) == [4, 5]  # none fits: every k from min_n
+    # sweep_ks [6, 8, 10, ...]: only the ks that fit 8 quants
+    assert sweep.loc[sweep["criterion"] == "lowest_k", "threshold"].tolist() == [6, 8]
+    assert zone.sweep_ks(params, 6) == [6] and zone.sweep_ks(params, 3) == []
+    assert zone.sweep_ks(params, 5) == [4, 5]  # none fits: every k from min_n
 
 
 def test_statistics_modules_do_not_import_torch():
@@ -300,7 +300,7 @@ def test_statistics_modules_do_not_import_torch():
 
 def test_variant_correlations(params):
     cohort = _cohort(n=8)
-    table, silent_zone = stats.variant_correlations(cohort, _with(params, "silent_zone", criterion="lowest_k", k=5))
+    table, silent_zone = zone.variant_correlations(cohort, _with(params, "silent_zone", criterion="lowest_k", k=5))
     assert set(table["variant"]) == {"kld_mean", "top1_disagree"}  # the registry's variants present in the cohort
     assert list(table["target"].unique()) == ["composite"]  # the main table: variants against the composite
     assert zone.members(silent_zone) == ["q00", "q01", "q02", "q03", "q04"]
@@ -329,3 +329,36 @@ def test_resample_means_is_the_one_big_draw_bit_for_bit(n, b, kind, monkeypatch)
     gen = np.random.default_rng(5)
     stats.resample_means(values, b, gen)
     assert gen.random() == after.random()  # the generator is left where the big draw leaves it
+
+
+# ---------------------------------------------------------------- one draw per test, equivalence
+
+
+def test_a_test_draws_the_same_resamples_wherever_it_is_computed():
+    x, y = np.arange(12.0), np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8.0])
+    pair = pd.DataFrame({"a": x, "b": y}, index=[f"q{i}" for i in range(12)])
+    settings = {"seed": 7, "n_resamples": 500, "n_bootstrap": 500, "ci": 0.95, "min_n": 4, "margin": 0.5}
+    first = stats.correlate_columns(pair, "a", "b", settings)
+    # another table computed other tests first, and holds the quants in another order: the same numbers
+    stats.correlate_columns(pair.iloc[:6], "a", "b", settings)
+    assert stats.correlate_columns(pair.iloc[::-1], "a", "b", settings) == first
+    other = stats.correlate_columns(pair.iloc[1:], "a", "b", settings)  # another set of quants: another draw
+    assert other["ci_low"] != first["ci_low"] or other["p_perm"] != first["p_perm"]
+
+
+def test_equivalence_p_inverts_the_percentile_interval():
+    dist = np.linspace(-0.3, 0.3, 999)  # a bootstrap distribution inside ±0.31
+    assert stats.equivalence_pvalue(dist, 0.5) == pytest.approx(1 / 1000)  # nothing beyond either bound
+    # half a margin: (#{ρ* ≥ 0.15} + 1) / 1000 = 250 / 1000 on this grid, and symmetric below
+    assert stats.equivalence_pvalue(dist, 0.15) == pytest.approx((np.count_nonzero(dist >= 0.15) + 1) / 1000)
+    shifted = dist + 0.4  # centred on 0.4: most resamples beyond +0.5? no; beyond 0.3, so p is large at 0.3
+    assert stats.equivalence_pvalue(shifted, 0.3) > 0.5
+    with_nan = np.r_[dist, [np.nan] * 10]  # degenerate resamples are left out, as for the interval
+    assert stats.equivalence_pvalue(with_nan, 0.5) == stats.equivalence_pvalue(dist, 0.5)
+    # p < alpha exactly when the (1 - 2 alpha) percentile interval lies inside the margin
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        d = rng.normal(rng.uniform(-0.3, 0.3), 0.15, 2000)
+        low, high = np.quantile(d, [0.05, 0.95])
+        inside = -0.4 < low and high < 0.4
+        assert (stats.equivalence_pvalue(d, 0.4) < 0.05) == inside or abs(max(abs(low), abs(high)) - 0.4) < 0.01

@@ -60,23 +60,34 @@ ROUTING_COLUMNS = [
 ]
 
 
-def outcome_table(items: pd.DataFrame) -> pd.DataFrame:
-    """Wide table (task, item_id) × model of bool outcomes; one-line errors for a duplicate row or
-    a model without an outcome for some item (every model must answer every item)."""
-    stats.require_columns(items, [MODEL, "task", "item_id", "correct"], "item table")
+def outcome_table(items: pd.DataFrame, column: str = "correct") -> pd.DataFrame:
+    """Wide table (task, item_id) × model of one per-item outcome: `correct` (bool), or a numeric one
+    such as `gold_logprob` (tasks without it, whose every value is NaN — code — are left out). One-line
+    errors for a duplicate row or a model without an outcome for some item (every model must answer
+    every item)."""
+    stats.require_columns(items, [MODEL, "task", "item_id", column], "item table")
     dupes = items.duplicated([MODEL, "task", "item_id"])
     if dupes.any():
         first = items[dupes].iloc[0]
         raise SilentzoneError(
             f"item table: duplicate row for {first[MODEL]} {first['task']}/{first['item_id']}; keep one outcome per item"
         )
-    wide = items.pivot(index=["task", "item_id"], columns=MODEL, values="correct")
+    wide = items.pivot(index=["task", "item_id"], columns=MODEL, values=column)
+    if column != "correct":
+        wide = wide.astype(float)
+        empty = wide.isna().all(axis=1).groupby(level="task").all()
+        wide = wide[~wide.index.get_level_values("task").isin(empty[empty].index)]
+        return _no_gaps(wide, column)
+    return _no_gaps(wide, column).astype(bool)
+
+
+def _no_gaps(wide: pd.DataFrame, column: str) -> pd.DataFrame:
     gaps = wide.isna()
     if gaps.any().any():
         model = gaps.any().idxmax()
         task, item = gaps.index[gaps[model].to_numpy().argmax()]
-        raise SilentzoneError(f"item table: model {model!r} has no outcome for {task}/{item}; every model needs every item")
-    return wide.astype(bool)
+        raise SilentzoneError(f"item table: model {model!r} has no `{column}` for {task}/{item}; every model needs every item")
+    return wide
 
 
 def flips(items: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
@@ -120,6 +131,56 @@ def flips(items: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
     out["direction"] = (out["leapfrogs"] / out["volume"].where(out["volume"] > 0)).astype(float)
     is_task = out["task"] != COMPOSITE
     out["delta"] = np.where(is_task, (out["leapfrogs"] - out["drops"]) / out["n_items"], out["score_q"] - out["score_ref"])
+    return out[FLIP_COLUMNS]
+
+
+def signed_flips(items: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """The flip decomposition of the signed outcome: per quant and task, the paired change of the gold
+    answer's log-probability Δ_i = gold_logprob_q − gold_logprob_R, split into its gains (Δ > 0) and
+    losses: volume = ΣΔ⁺ + Σ|Δ⁻| (how far the quant moves, whichever way; volume_rate = volume/N = mean
+    |Δ|), direction = ΣΔ⁺/volume (the share of that movement toward the gold answer), delta = mean Δ;
+    the identity delta = volume_rate·(2·direction − 1) holds exactly, as for flips.
+    Task "composite" pools the tasks that have the outcome (volume and direction over all their items;
+    delta the mean of the task deltas, the signed composite's definition). Same columns as `flips`,
+    with leapfrogs/drops the counts of items moving up/down and score_q/score_ref the mean gold
+    log-probabilities."""
+    wide = outcome_table(items, "gold_logprob")
+    if reference not in wide:
+        raise SilentzoneError(f"item table: no rows for model {reference!r}; the signed outcome is paired with the reference")
+    ref = wide[reference]
+    rows = []
+    for model in sorted(m for m in wide.columns if m != reference):
+        d = wide[model] - ref
+        by_task = d.groupby(level="task")
+        per_task = pd.DataFrame(
+            {
+                "n_items": by_task.size(),
+                "leapfrogs": (d > 0).groupby(level="task").sum(),
+                "drops": (d < 0).groupby(level="task").sum(),
+                "gain": d.clip(lower=0).groupby(level="task").sum(),
+                "loss": (-d).clip(lower=0).groupby(level="task").sum(),
+                "score_q": wide[model].groupby(level="task").mean(),
+                "score_ref": ref.groupby(level="task").mean(),
+            }
+        ).reset_index()
+        composite = {
+            "task": COMPOSITE,
+            **per_task[["n_items", "leapfrogs", "drops", "gain", "loss"]].sum().to_dict(),
+            "score_q": per_task["score_q"].mean(),
+            "score_ref": per_task["score_ref"].mean(),
+            "delta": ((per_task["gain"] - per_task["loss"]) / per_task["n_items"]).mean(),
+        }
+        per_task["delta"] = (per_task["gain"] - per_task["loss"]) / per_task["n_items"]
+        block = pd.concat([per_task, pd.DataFrame([composite])], ignore_index=True)
+        block.insert(0, MODEL, model)
+        rows.append(block)
+    if not rows:
+        return pd.DataFrame(columns=FLIP_COLUMNS)
+    out = pd.concat(rows, ignore_index=True)
+    out[["n_items", "leapfrogs", "drops"]] = out[["n_items", "leapfrogs", "drops"]].astype(np.int64)
+    out["volume"] = out["gain"] + out["loss"]
+    out["volume_rate"] = out["volume"] / out["n_items"]
+    out["direction"] = (out["gain"] / out["volume"].where(out["volume"] > 0)).astype(float)
     return out[FLIP_COLUMNS]
 
 
@@ -265,4 +326,76 @@ def routing(items: pd.DataFrame, settings: dict, reference: str = REFERENCE) -> 
     empty = n == 0
     out.loc[empty, ["accuracy", "ci_low", "ci_high", "p_binom"]] = np.nan
     out["refused"] = np.where(empty, "no disagreement prompts with distinct KLD", None)
+    return out
+
+
+# ---------------------------------------------------------------- routing against its baselines
+
+ROUTER_COLUMNS = ["pairs", "n_pairs", "n_routed", "router", "accuracy", "ci_low", "ci_high"]
+
+
+def routed_prompts(items: pd.DataFrame, cohort: pd.DataFrame, primary: str, pairs, reference: str = REFERENCE) -> pd.DataFrame:
+    """Every routed prompt of every pair in `pairs` (model_a, model_b): one row per (pair, prompt) where
+    exactly one of the two passes and their per-prompt KLDs differ, with what each router picks there:
+    `per_prompt` (the lower per-prompt KLD), `mean_kld` (the quant with the lower cohort mean KLD,
+    `primary`: the cohort-level ranking, the same pick on every prompt of the pair) and `oracle_fixed`
+    (the quant of the pair that passes more of the pair's routed prompts: the best any fixed choice can
+    do). Columns: model_a, model_b, task, item_id, per_prompt, mean_kld, oracle_fixed (1 = that router
+    picked the quant that passed)."""
+    quants = _quant_klds(items, reference)
+    correct = outcome_table(quants)
+    kld = quants.pivot(index=["task", "item_id"], columns=MODEL, values="prompt_kld").loc[correct.index]
+    mean = cohort.set_index(MODEL)[primary].astype(float)
+    frames = []
+    for a, b in pairs:
+        ca, cb = correct[a].to_numpy(), correct[b].to_numpy()
+        ka, kb = kld[a].to_numpy(float), kld[b].to_numpy(float)
+        routed = (ca != cb) & (ka != kb)
+        if not routed.any():
+            continue
+        pick_a_prompt = ka < kb
+        pick_a_mean = mean[a] < mean[b] if mean[a] != mean[b] else a < b  # a tie in the mean: the first name, fixed
+        per_prompt = np.where(pick_a_prompt, ca, cb)[routed]
+        mean_pick = (ca if pick_a_mean else cb)[routed]
+        oracle = (ca if ca[routed].sum() >= cb[routed].sum() else cb)[routed]
+        index = correct.index[routed]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model_a": a,
+                    "model_b": b,
+                    "task": index.get_level_values("task"),
+                    "item_id": index.get_level_values("item_id"),
+                    "per_prompt": per_prompt.astype(np.int64),
+                    "mean_kld": mean_pick.astype(np.int64),
+                    "oracle_fixed": oracle.astype(np.int64),
+                }
+            )
+        )
+    columns = ["model_a", "model_b", "task", "item_id", "per_prompt", "mean_kld", "oracle_fixed"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def cluster_bootstrap_accuracy(routed: pd.DataFrame, n_bootstrap: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Bootstrap of each router's pooled accuracy, resampling prompts (task, item_id) — the clusters:
+    a prompt routed in many pairs enters every resample with all of its pairs, so the interval respects
+    that pairs share prompts. Returns {router: accuracies (n_bootstrap,)} and "gain" = per_prompt −
+    mean_kld, paired within each resample."""
+    keys = pd.MultiIndex.from_frame(routed[["task", "item_id"]])
+    codes, uniques = pd.factorize(keys)
+    n = len(uniques)
+    per_prompt = np.bincount(codes, minlength=n).astype(float)
+    sums = {
+        r: np.bincount(codes, weights=routed[r].to_numpy(float), minlength=n) for r in ("per_prompt", "mean_kld", "oracle_fixed")
+    }
+    out = {r: np.empty(n_bootstrap) for r in (*sums, "gain")}
+    chunk = max(1, 2_000_000 // max(n, 1))
+    for start in range(0, n_bootstrap, chunk):
+        stop = min(n_bootstrap, start + chunk)
+        draws = rng.integers(0, n, (stop - start, n))
+        weights = np.stack([np.bincount(row, minlength=n) for row in draws]).astype(float)
+        total = weights @ per_prompt
+        for r, s in sums.items():
+            out[r][start:stop] = (weights @ s) / total
+        out["gain"][start:stop] = out["per_prompt"][start:stop] - out["mean_kld"][start:stop]
     return out

@@ -1,7 +1,7 @@
 """`silentzone <command>`: every stage of the pipeline and the tools beside it, one handler each.
 
-Each handler validates params.yaml whole (silentzone.config) before it reads or writes anything, then
-calls one library function. Heavy modules (torch, papermill) are imported inside handlers, so
+Each handler validates params.yaml whole (silentzone.config; capture commands also the cohort's
+members, silentzone.quant.members) before it reads or writes anything, then calls one library function. Heavy modules (torch, papermill) are imported inside handlers, so
 `analyze-cohort` or `ingest` never pay for torch. Every failure is one line on stderr (exit 2); a
 traceback only with --debug.
 """
@@ -42,6 +42,16 @@ def locked(output):
     return wrap
 
 
+def _capture_params(args):
+    """params.yaml validated whole, its cohort included: every recipe and member parses (silentzone.quant
+    owns that vocabulary), checked before a capture command reads or writes anything."""
+    from .quant.members import validate_cohort
+
+    params = _params(args)
+    validate_cohort(params.cohort, params.source, params.corpora)
+    return params
+
+
 # ----------------------------------------------------------------------------------- handlers
 
 
@@ -51,58 +61,102 @@ def cmd_profile(args) -> None:
     if args.show or not args.name:
         print(config.read_yaml(args.params).get("profile", "?"))
         return
+    from .quant.members import validate_cohort
+
     raw = config.build_profile(args.name, args.profiles_dir)
+    validate_cohort(raw["cohort"], f"{args.profiles_dir}/{args.name}.yaml", raw["corpora"])
     io.write_text(args.params, config.dump(raw))
     print(f"{args.params}: profile {args.name}")
+
+
+def _engine_layout(args):
+    """The layout of the engine a command runs (its --engine, else the run's): whose output it locks."""
+    engine = getattr(args, "engine", None)
+    return LAYOUT if engine is None else LAYOUT.for_engine(_params(args).engine.name, engine)
 
 
 @locked(lambda args: LAYOUT.prepared)
 def cmd_prepare(args) -> None:
     from .stages import prepare
 
-    print("\n".join(prepare.run(_params(args), LAYOUT)))
+    print("\n".join(prepare.run(_capture_params(args), LAYOUT)))
 
 
-@locked(lambda args: LAYOUT.reference)
+def _engine(args, params):
+    """(engine module, layout) of the command: `--engine` or the run's engine (silentzone.engines)."""
+    from . import engines
+
+    name = engines.chosen(params, args.engine)
+    return engines.get(name), LAYOUT.for_engine(params.engine.name, name)
+
+
+@locked(lambda args: _engine_layout(args).reference)
 def cmd_reference(args) -> None:
-    from .model import load_reference
-    from .stages import reference
-
-    params = _params(args)
-    model, tokenizer = load_reference(params)
-    print("\n".join(reference.run(params, LAYOUT, model, tokenizer)))
+    params = _capture_params(args)
+    engine, layout = _engine(args, params)
+    print("\n".join(engine.reference(params, layout)))
 
 
-@locked(lambda args: LAYOUT.fidelity / args.quant)
+@locked(lambda args: _engine_layout(args).fidelity / args.quant)
 def cmd_fidelity(args) -> None:
-    from .model.load import check_device
-    from .quant.load import check_name, load_quant
-    from .stages import fidelity
-
-    params = _params(args)
-    check_name(params, args.quant)
-    check_device(params)
-    fidelity.check_inputs(params, LAYOUT)
-    model, tokenizer, report = load_quant(params, args.quant)
-    print(fidelity.run(params, LAYOUT, args.quant, model.eval(), tokenizer, report))
+    params = _capture_params(args)
+    engine, layout = _engine(args, params)
+    print(engine.fidelity(params, layout, args.quant))
 
 
-@locked(lambda args: LAYOUT.bench / args.model)
+@locked(lambda args: _engine_layout(args).bench / args.model)
 def cmd_bench(args) -> None:
-    from .quant.load import check_name, load_quant
     from .stages import bench
 
-    params = _params(args)
-    check_name(params, args.model)
-    table = bench.run(params, LAYOUT, args.model, lambda: load_quant(params, args.model)[:2])
-    print(bench.summary(args.model, table))
+    params = _capture_params(args)
+    engine, layout = _engine(args, params)
+    print(bench.summary(args.model, engine.bench(params, layout, args.model)))
 
 
-@locked(lambda args: LAYOUT.processed)
+def cmd_server(args) -> None:
+    from pathlib import Path
+
+    from .quant.load import check_name
+
+    params = _capture_params(args)
+    check_name(params, args.member)
+    if args.action == "export":
+        from .server import export
+
+        if not args.out:
+            raise SilentzoneError("silentzone server export: give --out FOLDER (where the model directory is written)")
+        print(export.export(params, args.member, Path(args.out)))
+    else:
+        from .server import client
+
+        endpoint = client.checked_endpoint(params, args.member)
+        print(
+            f"{endpoint.base} ({endpoint.model}): serves the model, keeps token ids, returns prompt_logprobs at k = {params.fidelity.topk}"
+        )
+
+
+def cmd_fanout(args) -> None:
+    from . import cluster
+
+    params = _capture_params(args)
+    print("\n".join(cluster.fanout(params, args.params, ".", args.address, args.gpus, args.notebooks, args.retries)))
+
+
+@locked(lambda args: _engine_layout(args).processed)
 def cmd_collect(args) -> None:
+    from . import engines
     from .stages import collect
 
-    print(collect.run(_params(args), LAYOUT))
+    params = _capture_params(args)
+    print(collect.run(params, LAYOUT.for_engine(params.engine.name, engines.chosen(params, args.engine))))
+
+
+def cmd_compare_engines(args) -> None:
+    from . import engines
+    from .stages import compare
+
+    params = _params(args)
+    print(compare.run(params, LAYOUT, engines.chosen(params, args.engine)))
 
 
 @locked(lambda args: LAYOUT.results / args.notebook)
@@ -112,15 +166,31 @@ def cmd_analyze(args) -> None:
     print(analyze.run(_params(args), args.notebook, LAYOUT, kernel=args.kernel))
 
 
-@locked(lambda args: LAYOUT.paper)
-def cmd_paper(args) -> None:
-    from . import paper
+@locked(lambda args: LAYOUT.results / "numbers" / (f"verdicts-{args.engine}" if args.engine else "verdicts"))
+def cmd_verdicts(args) -> None:
+    from .stages import verdicts
 
     params = _params(args)
+    engine = args.engine if args.engine not in (None, params.engine.name) else None
+    if engine is not None and engine not in params.engine.also:
+        raise SilentzoneError(
+            f"{params.source}: --engine {engine} is neither engine.name ({params.engine.name}) nor one of engine.also "
+            f"({', '.join(params.engine.also) or 'none'}); add it there or drop --engine"
+        )
+    print(verdicts.run(params, LAYOUT.for_engine(params.engine.name, engine)))
+
+
+@locked(lambda args: LAYOUT.paper)
+def cmd_paper(args) -> None:
+    params = _params(args)
     if args.action == "inputs":
+        from . import paper
+
         paper.write_inputs(params.model_dump(by_alias=True))  # the manuscript's facts read params as plain data
     else:
-        paper.render()
+        from .stages import render
+
+        render.run()
 
 
 # analyze-cohort's options and the params keys that set the same knobs (notebook 06's, and the run's)
@@ -191,21 +261,49 @@ def _add_commands(sub, asked: str) -> None:
     p.set_defaults(handler=cmd_profile)
 
     sub.add_parser("prepare", help="build the calibration corpora and benchmark item subsets").set_defaults(handler=cmd_prepare)
-    sub.add_parser("reference", help="run the reference over the corpora and store what fidelity needs").set_defaults(
-        handler=cmd_reference
+    engine_help = (
+        "engine to run (default: params engine.name; another must be in engine.also, outputs under data/engines/<engine>/)"
     )
+    p = sub.add_parser("reference", help="run the reference over the corpora and store what fidelity needs")
+    p.add_argument("--engine", default=None, help=engine_help)
+    p.set_defaults(handler=cmd_reference)
 
     p = sub.add_parser("fidelity", help="per-token fidelity of one quant against the reference")
     p.add_argument("quant", help="quant name from params `cohort` (or `reference` for the self-check)")
+    p.add_argument("--engine", default=None, help=engine_help)
     p.set_defaults(handler=cmd_fidelity)
 
     p = sub.add_parser("bench", help="per-item benchmark outcomes and per-prompt KLD of the reference or one quant")
     p.add_argument("model", help='"reference" (run it first) or a quant name from params `cohort`')
+    p.add_argument("--engine", default=None, help=engine_help)
     p.set_defaults(handler=cmd_bench)
 
-    sub.add_parser("collect", help="join per-model outputs into data/processed/{cohort,items}.parquet").set_defaults(
-        handler=cmd_collect
+    p = sub.add_parser("server", help="inference servers: export a member as a model directory, or check a member's server")
+    p.add_argument(
+        "action", choices=["export", "check"], help="export: write MEMBER as a Hugging Face directory; check: probe its server"
     )
+    p.add_argument("member", help="a cohort member (or `reference`)")
+    p.add_argument("--out", help="export: the folder to write")
+    p.set_defaults(handler=cmd_server)
+
+    p = sub.add_parser(
+        "fanout", help="the pipeline over a Ray cluster: one task per member (fidelity + bench), collect on the head"
+    )
+    p.add_argument("--address", default="auto", help="the Ray cluster (default: the one `ray start` joined here)")
+    p.add_argument("--gpus", type=float, default=0.0, help="GPUs per member task (a GPU cluster)")
+    p.add_argument("--retries", type=int, default=3, help="times a task whose worker died is rerun")
+    p.add_argument("--notebooks", action="store_true", help="also run every analysis notebook and the paper inputs on the head")
+    p.set_defaults(handler=cmd_fanout)
+
+    p = sub.add_parser("collect", help="join per-model outputs into data/processed/{cohort,items}.parquet")
+    p.add_argument("--engine", default=None, help=engine_help)
+    p.set_defaults(handler=cmd_collect)
+
+    p = sub.add_parser(
+        "compare-engines", help="the run's engine beside another of engine.also: per-quant KLD and scores, Spearman ρ"
+    )
+    p.add_argument("engine", help="an engine of params engine.also")
+    p.set_defaults(handler=cmd_compare_engines)
 
     p = sub.add_parser("analyze-cohort", help="fidelity-vs-score correlations, full and silent zone, for any cohort CSV")
     p.add_argument("csv", help="cohort CSV: one row per quant, fidelity and score columns (`#` comment lines allowed)")
@@ -244,6 +342,12 @@ def _add_commands(sub, asked: str) -> None:
     p.add_argument("--ci", type=float, default=defaults["ci"])
     p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/correlations.json and DIR/correlations.csv")
     p.set_defaults(handler=cmd_analyze_cohort)
+
+    p = sub.add_parser(
+        "verdicts", help="every claim's tests and verdict on the collected cohort -> results/numbers/verdicts.json"
+    )
+    p.add_argument("--engine", default=None, help="a further engine of engine.also: its cohort's verdicts, beside its tables")
+    p.set_defaults(handler=cmd_verdicts)
 
     p = sub.add_parser("analyze", help="execute one analysis notebook with papermill")
     p.add_argument("notebook", help="notebook name without .ipynb, e.g. 01-fidelity-vs-score")

@@ -7,7 +7,10 @@ key, so a change to one section reruns only the stages that read it.
 `load()` validates the whole file before any command reads or writes anything: unknown keys (named
 with the closest valid one), duplicate YAML keys, wrong types and out-of-range numbers are each one
 line naming the file and the key. Cross-key rules (the primary corpus is scored, ctx_alt divides
-ctx, the primary variant exists, every recipe parses) are checked here too.
+ctx, the primary variant exists) are checked here too. Configuration is data plus its validation and
+imports no capture code: the vocabularies other layers own are checked by them — the task names by
+silentzone.task_registry (a module of plain data), the cohort's members and recipes by
+silentzone.quant.members, which the cli runs before every command that builds or reads a quant.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from pydantic import (
     PrivateAttr,
     TypeAdapter,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -172,11 +174,22 @@ class Bench(Section):
     memory_mb: int = Field(ge=16, le=1 << 20)
     disk_mb: int = Field(default=64, ge=1, le=1 << 16)  # sandbox: total bytes a program may write (strict mode)
     allow_weak_sandbox: bool = False
+    # the tasks the composite averages (default: every task); the others are benchmarked too and enter
+    # only the robustness check on the broader composite of all tasks (verdicts)
+    composite: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _composite(self):
+        if self.composite is not None:
+            odd = [t for t in self.composite if t not in self.tasks]
+            if odd or not self.composite or len(set(self.composite)) != len(self.composite):
+                raise ValueError(f"`composite` {self.composite} must name tasks of `tasks` ({', '.join(self.tasks)}), each once")
+        return self
 
     @field_validator("tasks")
     @classmethod
     def _tasks(cls, tasks):
-        from .bench.registry import TASKS
+        from .task_registry import TASKS
 
         for name, n in tasks.items():
             if name not in TASKS:
@@ -184,6 +197,68 @@ class Bench(Section):
             if n < 1:
                 raise ValueError(f"`{name}: {n}` gives an empty subset; use 1 or more items")
         return tasks
+
+
+# --------------------------------------------------------------------------------------- engine
+
+ENGINES = ("torch", "llamacpp", "server")
+
+
+class LlamaCppEngine(Section):
+    """Everything of the llama.cpp engine that changes a number; pinned here and recorded in provenance.
+    Threads are params `threads` (one setting for every engine)."""
+
+    n_batch: int = Field(default=2048, ge=32, le=1 << 20)  # tokens per llama_decode (llama-perplexity's default)
+    n_ubatch: int = Field(default=512, ge=32, le=1 << 20)  # physical batch (llama-perplexity's default)
+    flash_attn: bool = False  # llama-perplexity's default (auto: on) moves Q8_0's KLD by ~3 %
+    repack: bool = False  # CPU weight repacking (llama.cpp's extra buffer types; `--no-repack` when false)
+    kv_type: Literal["f16", "bf16", "f32", "q8_0"] = "f16"  # KV cache type (llama.cpp's default f16)
+    reference_type: Literal["F32", "BF16"] = "F32"  # the reference GGUF's 2-D weights
+    n_gpu_layers: int = Field(default=0, ge=0, le=100_000)  # >0 offloads layers to a GPU build (docs/engines.md)
+
+    @model_validator(mode="after")
+    def _batches(self):
+        if self.n_ubatch > self.n_batch:
+            raise ValueError(f"`n_ubatch` = {self.n_ubatch} must not exceed `n_batch` = {self.n_batch}")
+        return self
+
+
+class Endpoint(Section):
+    """A member served by an OpenAI-compatible server (vLLM): its base URL and the model name it serves."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$")
+    model: str = Field(min_length=1)
+    bpw: float | None = Field(default=None, gt=0.0, le=32.0)  # else computed by loading the member in-process
+
+
+class ServerEngine(Section):
+    """The server engine (silentzone.server, docs/server.md): each member measured through its own
+    OpenAI-compatible server. `members` changes numbers (top-k only: Eq. 5 and what needs no full
+    distribution) and is stamped per member; the client settings change none."""
+
+    members: dict[str, Endpoint] = Field(default_factory=dict)  # cohort member (or `reference`) -> its server
+    concurrency: int = Field(default=4, ge=1, le=1024)  # requests in flight per member
+    timeout_s: float = Field(default=600.0, gt=0.0, le=86400.0)  # per request
+    retries: int = Field(default=3, ge=0, le=100)  # per request, on transport errors, timeouts, HTTP 429/5xx
+
+
+class Engine(Section):
+    """Which engine measures: `name` makes the run's outputs; each of `also` measures the same tokens
+    into data/engines/<engine>/ with tables of the same schema (docs/engines.md)."""
+
+    name: Literal[ENGINES] = "torch"
+    also: list[Literal[ENGINES]] = Field(default_factory=list)
+    llamacpp: LlamaCppEngine = Field(default_factory=LlamaCppEngine)
+    server: ServerEngine = Field(default_factory=ServerEngine)
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if self.name in self.also or len(set(self.also)) != len(self.also):
+            raise ValueError(f"`also` {self.also} must name engines other than `name` ({self.name!r}), each once")
+        return self
+
+    def all(self) -> list[str]:
+        return [self.name, *self.also]
 
 
 # ----------------------------------------------------------------------------- zone, statistics
@@ -221,6 +296,25 @@ class Stats(Section):
     min_n: int = Field(default=4, ge=3, le=1000)
 
 
+class Verdicts(Section):
+    """The decision rules' thresholds (silentzone.verdicts), fixed in params before a run computes the
+    numbers they decide; the Methods section prints them. α is 1 − stats.ci throughout."""
+
+    # power, one definition for every test: the split-half reliability of the test's outcome across
+    # the very quants it uses (zone, curve point, cohort) must reach this
+    min_reliability: float = Field(gt=0.0, lt=1.0)
+    # tests on the full cohort also need measured damage: the most damaged quant this many paired SE
+    # below the reference
+    min_z: float = Field(gt=0.0, le=100.0)
+    # "no relation": the (1 − 2α) bootstrap interval of ρ lies inside ±rho_margin (two one-sided tests)
+    rho_margin: float = Field(gt=0.0, lt=1.0)
+    # claim 4: per-prompt KLD "adds nothing" when its accuracy gain over the mean-KLD router is below this
+    router_margin: float = Field(gt=0.0, lt=0.5)
+    auroc_useful: float = Field(gt=0.5, lt=1.0)  # claim 3: a failure detector this good would be useful
+    min_prompts: int = Field(ge=1, le=1_000_000)  # failed and passed prompts a quant needs for its AUROC
+    min_failure_quants: int = Field(ge=1, le=100_000)  # quants with an AUROC claim 3 needs
+
+
 # ------------------------------------------------------------------------------------ notebooks
 
 
@@ -252,12 +346,11 @@ class PublishedOptions(Section):
 
 
 class NoiseOptions(Section):
-    """07-noise-ceiling: how many random item splits and perfect-ranking replicates, and the power rule."""
+    """07-noise-ceiling: how many random item splits and perfect-ranking replicates (its power rule is
+    `verdicts`' min_reliability and min_z, the one definition every test uses)."""
 
     n_splits: int = Field(default=1000, ge=10, le=1_000_000)  # split-half reliability: random splits of each task's items
     n_sims: int = Field(default=1000, ge=10, le=1_000_000)  # perfect-ranking simulation: replicates of the cohort
-    min_reliability: float = Field(default=0.9, gt=0.0, le=1.0)  # "powered": composite split-half reliability across quants
-    min_z: float = Field(default=6.0, gt=0.0, le=100.0)  # "powered": the most damaged quant's paired z below the reference
     power: float = Field(default=0.8, gt=0.5, lt=1.0)  # minimal detectable difference at this power
 
 
@@ -297,8 +390,10 @@ class Params(Section):
     variants: dict[str, Variant] = Field(min_length=1)
     cohort: dict[str, Recipe] = Field(min_length=1)
     bench: Bench
+    engine: Engine = Field(default_factory=Engine)
     silent_zone: SilentZone
     stats: Stats
+    verdicts: Verdicts
     notebooks: Notebooks
 
     _source: str = PrivateAttr(default=str(PARAMS_FILE))
@@ -308,16 +403,8 @@ class Params(Section):
         """The file these params came from, for error messages."""
         return self._source
 
-    @field_validator("cohort")
-    @classmethod
-    def _recipes(cls, cohort, info: ValidationInfo):
-        from .quant.members import validate_cohort
-
-        validate_cohort(cohort, (info.context or {}).get("source", str(PARAMS_FILE)))  # its own one-line errors name the quant
-        return cohort
-
     @model_validator(mode="after")
-    def _cross_section(self, info: ValidationInfo):
+    def _cross_section(self):
         spans = sorted((c.source, c.skip_docs, c.skip_docs + c.max_docs, n) for n, c in self.corpora.items())
         for (src_a, _, end_a, a), (src_b, start_b, _, b) in zip(spans, spans[1:]):
             if src_a == src_b and start_b < end_a:
@@ -340,9 +427,15 @@ class Params(Section):
                     f"variants.{name}: ctx_alt is scored on fidelity.primary_corpus {self.fidelity.primary_corpus!r} only, "
                     f"not on {v.corpus!r}; drop its `ctx` or its `corpus`"
                 )
-        from .quant.members import validate_cohort
-
-        validate_cohort(self.cohort, (info.context or {}).get("source", str(PARAMS_FILE)), self.corpora)
+        if "llamacpp" in self.engine.all() and not self.model.source.startswith(("package:", "gguf:")):
+            raise ValueError(
+                f"engine llamacpp runs GGUF files, but model.source is {self.model.source!r}; "
+                "give a package:… or gguf:… reference, or drop llamacpp from `engine`"
+            )
+        served = self.engine.server.members
+        unknown = [m for m in served if m != "reference" and m not in self.cohort]
+        if unknown:
+            raise ValueError(f"engine.server.members names {unknown}, not cohort members{_closest(unknown[0], self.cohort)}")
         if self.stats.primary_variant not in self.variants:
             raise ValueError(
                 f"stats.primary_variant {self.stats.primary_variant!r} is not a variant{_closest(self.stats.primary_variant, self.variants)}"
@@ -356,6 +449,14 @@ class Params(Section):
     def task_names(self) -> list[str]:
         return list(self.bench.tasks)
 
+    def composite_tasks(self) -> list[str] | None:
+        """The tasks the composite averages, in bench.tasks' order, or None when bench.composite names
+        none: then the composite averages every task of the item table (ingested and synthetic
+        cohorts carry tasks of their own)."""
+        if not self.bench.composite:
+            return None
+        return [t for t in self.bench.tasks if t in self.bench.composite]
+
     def store_specs(self) -> list[tuple[str, int]]:
         """(corpus, ctx) of every fidelity store: each corpus at ctx, the primary one also at ctx_alt."""
         f = self.fidelity
@@ -363,9 +464,17 @@ class Params(Section):
         return specs if f.ctx_alt == f.ctx else specs + [(f.primary_corpus, f.ctx_alt)]
 
     def stats_settings(self) -> dict:
-        """What stats.correlate and friends take: seed, resamples, CI level, minimum n."""
+        """What stats.correlate and friends take: seed, resamples, CI level, minimum n, and the margin
+        of "no relation" each correlation's equivalence p is computed against."""
         s = self.stats
-        return {"seed": self.seed, "n_resamples": s.n_resamples, "n_bootstrap": s.n_bootstrap, "ci": s.ci, "min_n": s.min_n}
+        return {
+            "seed": self.seed,
+            "n_resamples": s.n_resamples,
+            "n_bootstrap": s.n_bootstrap,
+            "ci": s.ci,
+            "min_n": s.min_n,
+            "margin": self.verdicts.rho_margin,
+        }
 
 
 # ---------------------------------------------------------------------------------------- YAML

@@ -49,9 +49,10 @@ and the cohort table (model, the primary variant, composite):
                           quant without a flip has SE 0 and no z or MDD; the summaries (median,
                           range) are over the quants with at least one flip.
   power                   "powered" when the composite's split-half reliability across quants is
-                          at least `min_reliability` and the most damaged quant sits at least
-                          `min_z` paired SE below the reference; else "underpowered" and why. The
-                          manuscript's verdicts read it: a claim tested without power is undecided.
+                          at least `verdicts.min_reliability` and the most damaged quant sits at least
+                          `verdicts.min_z` paired SE below the reference; else "underpowered" and why.
+                          The same definition (reliability_power) decides every claim's power, on
+                          the quants and outcome that claim's test uses (silentzone.verdicts).
 
 Every draw comes from generators seeded from params.seed (splits and simulation on separate
 streams, so changing one count leaves the other's draws alone). Nothing here needs more than numpy
@@ -67,14 +68,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from scipy.stats import norm, rankdata
-from scipy.stats import t as student_t
 
 from . import analyses, stats, zone
+from .formatting import with_minus
 from .progress import progress
-from .schema import COMPOSITE, MODEL, REFERENCE, quant_names, score_column
+from .schema import COMPOSITE, MODEL, REFERENCE, SIGNED, quant_names, score_column
+from .stats import critical_rho
 
 if TYPE_CHECKING:
-    from .config import NoiseOptions, Params
+    from .config import NoiseOptions, Params, Verdicts
 
 KLD_RELIABILITY = 1.0  # the primary variant's own reliability across quants, taken as 1 (module docstring)
 SIM_PERCENTILES = (0.05, 0.95)
@@ -175,30 +177,29 @@ def z_factor(alpha: float, power: float) -> tuple[float, float]:
     return float(norm.ppf(1 - alpha / 2)), float(norm.ppf(power))
 
 
-def critical_rho(n: np.ndarray | int, alpha: float) -> np.ndarray:
-    """Smallest |ρ| that reaches two-sided significance at n (t approximation; the manuscript's
-    detectability check, silentzone.paper.critical_rho); 1 where n < 4."""
-    n = np.asarray(n, dtype=float)
-    df = np.maximum(n - 2, 1)
-    t = student_t.ppf(1 - alpha / 2, df)
-    return np.where(n < 4, 1.0, t / np.sqrt(df + t * t))
-
-
 # ---------------------------------------------------------------- the item outcomes as matrices
+
+
+# The two outcomes every test is run on: the item column, the cohort column it averages to, its name in prose.
+OUTCOMES = {
+    "accuracy": ("correct", COMPOSITE, "accuracy"),
+    "signed": ("gold_logprob", SIGNED, "the signed outcome"),
+}
 
 
 @dataclass
 class Outcomes:
-    """0/1 outcomes per task (items × models, tasks sorted), the reference's column apart."""
+    """Per-item outcomes per task (items × models, tasks sorted), the reference's column apart: 0/1
+    `correct`, or the gold answer's log-probability (the signed outcome; tasks without one left out)."""
 
     tasks: list[str]
     models: list[str]  # the quants, in the cohort table's order
-    blocks: dict[str, np.ndarray]  # task -> (n_items, n_quants) float 0/1
-    reference: dict[str, np.ndarray]  # task -> (n_items,) float 0/1
+    blocks: dict[str, np.ndarray]  # task -> (n_items, n_quants) float
+    reference: dict[str, np.ndarray]  # task -> (n_items,) float
 
     @classmethod
-    def of(cls, items: pd.DataFrame, quants: list[str], reference: str = REFERENCE) -> Outcomes:
-        wide = analyses.outcome_table(items).astype(float)
+    def of(cls, items: pd.DataFrame, quants: list[str], reference: str = REFERENCE, column: str = "correct") -> Outcomes:
+        wide = analyses.outcome_table(items, column).astype(float)
         tasks = sorted(wide.index.get_level_values("task").unique())
         missing = [q for q in quants if q not in wide]
         if missing:
@@ -259,14 +260,27 @@ def summarize_splits(r: np.ndarray, level: float) -> dict:
     }
 
 
+def split_rng(seed: int, outcome: str, names) -> np.random.Generator:
+    """The item splits of one reliability: seeded from params' seed, the outcome and the set of quants,
+    so the same quants' reliability is the same number in every table and verdict that prints it."""
+    return stats.test_rng(seed, "split-half", outcome, ",".join(sorted(names)))
+
+
 def reliability_table(
-    outcomes: Outcomes, members: dict[str, list[str]], n_splits: int, level: float, min_n: int, rng: np.random.Generator
+    outcomes: Outcomes,
+    members: dict[str, list[str]],
+    n_splits: int,
+    level: float,
+    min_n: int,
+    seed: int,
+    outcome: str = "accuracy",
 ) -> pd.DataFrame:
     """One row per zone and score (each task that can be split, then the composite): the
     split-half reliability across that zone's quants, Spearman and Pearson; refused rows say why."""
     rows = []
     splittable = [t for t in outcomes.tasks if outcomes.n_items(t) >= 2]
     for zone_name, names in members.items():
+        rng = split_rng(seed, outcome, names)
         cols = [outcomes.models.index(m) for m in names]
         scores = [*splittable, COMPOSITE]
         n_items = {**{t: outcomes.n_items(t) for t in splittable}, COMPOSITE: sum(outcomes.n_items(t) for t in splittable)}
@@ -301,6 +315,95 @@ def reliability_table(
                 }
             )
     return pd.DataFrame(rows, columns=RELIABILITY_COLUMNS)
+
+
+def items_needed(reliability: float | None, n_items: int, target: float) -> int | None:
+    """Items the test's outcome would need for split-half reliability `target` (Spearman–Brown
+    prophecy: lengthening by m gives m·r/(1 + (m − 1)·r)); None when r ≤ 0 (no item count makes noise
+    reliable)."""
+    if reliability is None or not reliability > 0:
+        return None
+    if reliability >= target:
+        return int(n_items)
+    return int(
+        math.ceil(round(n_items * target * (1 - reliability) / (reliability * (1 - target)), 6))
+    )  # round: 1200.0000001 is 1200
+
+
+def reliability_power(row: dict, outcome: str, min_reliability: float) -> dict:
+    """Power, the one definition every test and the noise section use: the split-half reliability of the
+    test's outcome across the very quants it uses must reach `min_reliability`. `row` is that
+    reliability (a reliability_table composite row); returns {outcome, n_quants, n_items, reliability,
+    ci, items_needed, powered, reason}."""
+    r, n_items = row.get("reliability"), int(row.get("n_items") or 0)
+    label = OUTCOMES[outcome][2] if outcome in OUTCOMES else outcome
+    out = {
+        "outcome": outcome,
+        "n_quants": int(row.get("n_quants") or 0),
+        "n_items": n_items,
+        "reliability": r,
+        "ci": [row.get("low"), row.get("high")],
+        "items_needed": items_needed(r, n_items, min_reliability),
+    }
+    if r is None:
+        why = row.get("refused") or "undefined"
+        return {
+            **out,
+            "powered": False,
+            "reason": f"the split-half reliability of {label} across these quants is undefined ({why})",
+        }
+    if r < min_reliability:
+        need = out["items_needed"]
+        more = (
+            f"about {need} items would reach {min_reliability:.2f}"
+            if need is not None
+            else "no number of items would: its spread across these quants is noise"
+        )
+        return {
+            **out,
+            "powered": False,
+            "reason": f"{label} has split-half reliability {with_minus(f'{r:.2f}')} across these {out['n_quants']} quants, below "
+            f"{min_reliability:.2f} ({more})",
+        }
+    return {
+        **out,
+        "powered": True,
+        "reason": f"{label} has split-half reliability {r:.2f} across these {out['n_quants']} quants (at least {min_reliability:.2f})",
+    }
+
+
+def test_power(
+    outcomes: Outcomes, names: list[str], outcome: str, n_splits: int, level: float, min_n: int, seed: int, min_reliability: float
+) -> dict:
+    """reliability_power of `outcome` across `names` (a reliability computed with its own split_rng)."""
+    table = reliability_table(outcomes, {"tested": list(names)}, n_splits, level, min_n, seed, outcome)
+    return reliability_power(_pick(table, "tested", COMPOSITE), outcome, min_reliability)
+
+
+def ratio_reliability(
+    numerators: dict[str, np.ndarray], denominators: dict[str, np.ndarray], n_splits: int, level: float, rng: np.random.Generator
+) -> dict:
+    """Split-half reliability across quants of a pooled ratio statistic Σnum/Σden over items (flip
+    volume: num = |Δ|, den = 1; direction: num = Δ⁺, den = |Δ|): each task's items split at random,
+    the sums pooled over tasks per half, the halves' ratios correlated across quants (Spearman, NaN
+    halves left out pairwise) and projected by Spearman–Brown. summarize_splits' keys."""
+    a_num = a_den = b_num = b_den = 0.0
+    for task, num in numerators.items():
+        den = denominators[task]
+        n = num.shape[0]
+        if n < 2:
+            continue
+        order = np.argsort(rng.random((n_splits, n)), axis=1)
+        mask = np.zeros((n_splits, n))
+        np.put_along_axis(mask, order[:, : n // 2], 1.0, axis=1)
+        a_num, a_den = a_num + mask @ num, a_den + mask @ den
+        b_num, b_den = b_num + (1 - mask) @ num, b_den + (1 - mask) @ den
+    if isinstance(a_num, float):
+        return summarize_splits(np.full(n_splits, np.nan), level)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = np.where(a_den > 0, a_num / np.where(a_den > 0, a_den, 1.0), np.nan)
+        b = np.where(b_den > 0, b_num / np.where(b_den > 0, b_den, 1.0), np.nan)
+    return summarize_splits(row_spearman(a, b), level)
 
 
 # ---------------------------------------------------------------- paired SE and the minimal detectable difference
@@ -495,36 +598,31 @@ def _pick(table: pd.DataFrame, zone_name: str, score: str) -> dict:
     return {k: (None if pd.isna(v) else v) for k, v in row.iloc[0].to_dict().items()}
 
 
-def power_verdict(reliability: float | None, why_reliability: str | None, worst: dict | None, opts: NoiseOptions) -> dict:
-    """{verdict, powered, reason}: "powered" when the composite's reliability ≥ min_reliability and
-    the most damaged quant sits ≥ min_z paired SE below the reference; else the first shortfall."""
-    if reliability is None:
-        reason = f"the composite's split-half reliability across quants is undefined ({why_reliability or 'no quants'})"
-    elif reliability < opts.min_reliability:
-        reason = (
-            f"the composite's split-half reliability across quants is {reliability:.2f}, below {opts.min_reliability:.2f}: "
-            f"much of its spread across quants is item noise"
-        )
+def power_verdict(reliability_row: dict, worst: dict | None, verdicts: Verdicts) -> dict:
+    """{verdict, powered, reason} of the full cohort on accuracy — the one definition of power
+    (reliability_power: the composite's split-half reliability across the quants ≥ min_reliability)
+    plus the full-cohort tests' damage rule (the most damaged quant ≥ min_z paired SE below the
+    reference); else the first shortfall."""
+    power = reliability_power(reliability_row, "accuracy", verdicts.min_reliability)
+    if not power["powered"]:
+        reason = power["reason"]
     elif worst is None:
         reason = "no quant has a paired standard error"
     elif worst["delta"] >= 0:
         reason = "no quant scores below the reference"
     elif worst["z"] is None:
         reason = f"{worst[MODEL]} differs from the reference on every item in the same direction, so its paired SE is 0"
-    elif worst["z"] > -opts.min_z:
+    elif worst["z"] > -verdicts.min_z:
         reason = (
             f"the most damaged quant, {worst[MODEL]}, sits {abs(worst['z']):.1f} paired SE below the reference, "
-            f"fewer than {opts.min_z:g}"
+            f"fewer than {verdicts.min_z:g}"
         )
     else:
         return {
             "verdict": "powered",
             "powered": True,
-            "reason": (
-                f"the composite's split-half reliability across quants is {reliability:.2f} (at least "
-                f"{opts.min_reliability:.2f}) and the most damaged quant, {worst[MODEL]}, sits "
-                f"{abs(worst['z']):.1f} paired SE below the reference (at least {opts.min_z:g})"
-            ),
+            "reason": f"{power['reason']} and the most damaged quant, {worst[MODEL]}, sits {abs(worst['z']):.1f} paired SE "
+            f"below the reference (at least {verdicts.min_z:g})",
         }
     return {"verdict": "underpowered", "powered": False, "reason": reason}
 
@@ -535,14 +633,21 @@ def noise_ceiling(
     """The whole analysis (module docstring) on one cohort; zone_table is zone.silent_zone's."""
     s, sz = params.stats, params.silent_zone
     primary, min_n, alpha = s.primary_variant, s.min_n, sz.alpha
-    split_seed, sim_seed = np.random.SeedSequence(params.seed).spawn(2)
+    _, sim_seed = np.random.SeedSequence(params.seed).spawn(2)
     quants = quant_names(cohort)
     silent = zone.members(zone_table)
     outcomes = Outcomes.of(items, quants)
     members = {"full": quants, "silent": silent}
 
     # split-half reliability, every task and the composite, over the full cohort and the silent zone
-    reliability = reliability_table(outcomes, members, opts.n_splits, s.ci, min_n, np.random.default_rng(split_seed))
+    reliability = reliability_table(outcomes, members, opts.n_splits, s.ci, min_n, params.seed)
+    signed_available = "gold_logprob" in items and bool(items["gold_logprob"].notna().any()) and bool(quants)
+    if signed_available:  # the signed outcome's reliability beside accuracy's, on the same quants
+        signed = reliability_table(
+            Outcomes.of(items, quants, column="gold_logprob"), members, opts.n_splits, s.ci, min_n, params.seed, "signed"
+        )
+        signed = signed[signed["score"] == COMPOSITE].assign(score=SIGNED)
+        reliability = pd.concat([reliability, signed], ignore_index=True)
 
     # attenuation of the observed ρ(primary, composite)
     att_rows = []
@@ -623,7 +728,7 @@ def noise_ceiling(
     # numbers
     comp_full = _pick(reliability, "full", COMPOSITE)
     tasks_full = reliability[
-        (reliability["zone"] == "full") & (reliability["score"] != COMPOSITE) & reliability["reliability"].notna()
+        (reliability["zone"] == "full") & ~reliability["score"].isin([COMPOSITE, SIGNED]) & reliability["reliability"].notna()
     ]
     worst = None
     if len(mdd):
@@ -632,11 +737,11 @@ def noise_ceiling(
             MODEL: w[MODEL],
             **{k: (None if pd.isna(w[k]) else float(w[k])) for k in ("delta", "se", "z", "mdd", "half_width", "primary")},
         }
-    verdict = power_verdict(comp_full.get("reliability"), comp_full.get("refused"), worst, opts)
+    verdict = power_verdict(comp_full, worst, params.verdicts)
     za, zp = z_factor(alpha, opts.power)
 
-    def rel_numbers(zone_name):
-        r = _pick(reliability, zone_name, COMPOSITE)
+    def rel_numbers(zone_name, score=COMPOSITE):
+        r = _pick(reliability, zone_name, score)
         return {
             k: r.get(k)
             for k in (
@@ -681,6 +786,7 @@ def noise_ceiling(
         "tasks_left_out": left_out,
         "n_tasks_split": len(outcomes.tasks) - len(left_out),
         "reliability": {"full": rel_numbers("full"), "silent": rel_numbers("silent")},
+        "reliability_signed": {z: rel_numbers(z, SIGNED) for z in ("full", "silent")} if signed_available else None,
         "reliability_task_min": float(tasks_full["reliability"].min()) if len(tasks_full) else None,
         "reliability_task_max": float(tasks_full["reliability"].max()) if len(tasks_full) else None,
         "kld_reliability": KLD_RELIABILITY,
@@ -703,7 +809,12 @@ def noise_ceiling(
         },
         "most_damaged": worst
         or {MODEL: "", "delta": None, "se": None, "z": None, "mdd": None, "half_width": None, "primary": None},
-        "rule": {"min_reliability": opts.min_reliability, "min_z": opts.min_z, "power": opts.power, "alpha": alpha},
+        "rule": {
+            "min_reliability": params.verdicts.min_reliability,
+            "min_z": params.verdicts.min_z,
+            "power": opts.power,
+            "alpha": alpha,
+        },
         "power": verdict,
     }
     return NoiseCeiling(reliability, attenuation, mdd, simulation, replicates, _plain(numbers))

@@ -1,4 +1,5 @@
-"""`silentzone paper inputs` gathers what the manuscript shows; `silentzone paper render` runs Quarto.
+"""`silentzone paper inputs` gathers what the manuscript shows (`silentzone paper render`, which runs
+Quarto, is silentzone.stages.render).
 
 inputs writes, from results/ and params.yaml (none of it is typed by hand in paper/index.qmd):
   paper/_variables.yml  every number, formatted as the manuscript prints it (`{{< var ... >}}`), the
@@ -9,7 +10,7 @@ inputs writes, from results/ and params.yaml (none of it is typed by hand in pap
   paper/notebooks/      copies of the executed results/notebooks (the figures are embedded from them)
   paper/tables/         copies of the results/tables CSVs; `main/*.md`, the main text's tables
                         (readable columns), and `appendix/*.md`, the full tables
-render runs `quarto render paper` (HTML, and PDF through Typst) into paper/_output.
+The decision rules are silentzone.verdicts; numbers are printed by silentzone.formatting.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,19 +26,30 @@ import yaml
 
 from . import io
 from .errors import SilentzoneError
+from .formatting import (
+    DASH,
+    NBSP,
+    NUMBER_WORDS,
+    ci_text,
+    count,
+    fmt_p,
+    fmt_pct,
+    fmt_points,
+    fmt_sig,
+    fmt_signed,
+    format_value,
+    is_number,
+    join_words,
+    task_name,
+    value_kind,
+    with_minus,
+)
 from .layout import DEFAULT
+from .verdicts import CLAIMS, HOLDS, UNDECIDED
 
 PAPER_DIR = Path("paper")
 PUBLISHED_DIR = Path("data/published")  # committed runs of each profile (scripts/publish_run.py)
 SIDE_BY_SIDE_TABLE = "main/side-by-side"  # under paper/tables/, written from the variables, not from a results CSV
-QUARTO_MIN = (1, 4)  # manuscript projects and Typst PDF
-QUARTO_HELP = (
-    "install Quarto >= 1.4 with `make paper-tools` (conda-forge `quarto` into an active conda env, else "
-    "the Linux tarball from quarto.org) or an installer from https://quarto.org/docs/get-started/, "
-    "then rerun `dvc repro paper`"
-)
-MINUS = "\u2212"
-DASH = "\u2014"  # a value that does not exist (a refused correlation), never "n/a"
 NOTE_SYMBOLS = ["†", "‡", "§", "¶", "‖", "††", "‡‡", "§§", "¶¶", "‖‖"]
 
 
@@ -53,143 +63,6 @@ def numbers_namespace(notebook_stem: str) -> str:
 
 
 # --- numbers as the manuscript prints them -------------------------------------------------------
-
-_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def _minus(text: str) -> str:
-    return text.replace("-", MINUS)
-
-
-def fmt_signed(x: float, digits: int = 2) -> str:
-    """Correlations and their CIs: always signed, fixed decimals, a true minus ("+0.00", "−0.24")."""
-    text = f"{x:+.{digits}f}"
-    if float(text) == 0:
-        text = "+" + text[1:]
-    return _minus(text)
-
-
-def fmt_p(p: float) -> str:
-    """p-values: two decimals from 0.1, two significant digits from 0.01, one below (0.0002), never
-    0 (permutation p > 0); a digit more where rounding would carry p across 0.05 (0.0495 must not
-    print as 0.05)."""
-    if p >= 0.0995:
-        return f"{p:.2f}"
-    if p <= 0:
-        return "0"
-    for digits in (2, 3, 4) if p >= 0.0095 else (1, 2):
-        decimals = digits - 1 - math.floor(math.log10(p))
-        text = f"{p:.{decimals}f}"
-        if (float(text) < 0.05) == (p < 0.05):
-            break
-    return text
-
-
-def fmt_pct(x: float) -> str:
-    return _minus(f"{100 * x:.1f}%")
-
-
-def fmt_points(x: float) -> str:
-    """A difference of composites (shares of items) in percentage points, one decimal: "−11.1"."""
-    text = f"{100 * x:.1f}"
-    return _minus("0.0" if float(text) == 0 else text)
-
-
-def fmt_sig(x: float, digits: int = 3) -> str:
-    """Three significant digits; below 0.001 as m×10ⁿ (KLDs of near-lossless quants)."""
-    if x == 0:
-        return "0"
-    if abs(x) < 0.001:
-        exponent = math.floor(math.log10(abs(x)))
-        mantissa = x / 10**exponent
-        if f"{mantissa:.{digits - 1}f}".startswith(("10", "-10")):  # 9.996e-5 rounds to 1.00e-4
-            mantissa, exponent = mantissa / 10, exponent + 1
-        return _minus(f"{mantissa:.{digits - 1}f}") + "×10" + str(exponent).translate(_SUPERSCRIPT)
-    text = f"{x:.{digits}g}"
-    if "e" in text:  # >= 1000: plain digits
-        text = f"{x:.0f}"
-    return _minus(text)
-
-
-def value_kind(key: str) -> str:
-    """How a number is printed, by its key (the notebooks' numbers and published.yml share names)."""
-    k = key.lower()
-    if k in ("rho", "ci_low", "ci_high") or k.startswith(("rho", "ci_")) or "_rho" in k:
-        return "rho"
-    if k == "p" or k.startswith("p_"):
-        return "p"
-    if k.startswith(("accuracy", "routing_", "share_")) or "_accuracy" in k or k == "power":
-        return "pct"
-    if k.startswith(("gm_ratio", "auroc")):
-        return "ratio"
-    if k in ("delta", "se") or k.startswith(("mdd", "half_width")):
-        return "points"  # composite differences (notebook 07): percentage points of items
-    return "sig"
-
-
-def format_value(value, key: str = "", min_n: int | None = None):
-    """One value of results/numbers/*.json or published.yml as printed; None/NaN become "—". A dict
-    with a correlation (rho, or rho_full) also gets `text`, the whole estimate as one phrase."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return DASH
-    if isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        kind = value_kind(key)
-        if kind == "rho":
-            return fmt_signed(value)
-        if kind == "p":
-            return fmt_p(value)
-        if kind == "pct":
-            return fmt_pct(value)
-        if kind == "ratio":
-            return f"{value:.2f}"
-        if kind == "points":
-            return fmt_points(value)
-        if value.is_integer() and (key == "n" or key.startswith("n_")):
-            return int(value)
-        return fmt_sig(value)
-    if isinstance(value, dict):
-        out = {k: format_value(v, k, min_n) for k, v in value.items()}
-        if "rho" in value:
-            out["text"] = estimate_text(value, min_n)
-        elif "rho_full" in value:  # notebook 06 names its full-cohort numbers with a suffix
-            out["text"] = estimate_text({k.removesuffix("_full"): v for k, v in value.items() if k.endswith("_full")}, min_n)
-        return out
-    if isinstance(value, list):
-        return ", ".join(str(format_value(v, key, min_n)) for v in value)
-    return value
-
-
-NBSP = "\u00a0"
-
-
-def _ci(low, high, fmt=fmt_signed) -> str:
-    """ " [−0.86, −0.51]": a line may break before the bracket, never inside it."""
-    if low is None or high is None or any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
-        return ""
-    return f" [{fmt(low)},{NBSP}{fmt(high)}]"
-
-
-def estimate_text(d: dict, min_n: int | None = None) -> str:
-    """A correlation as one phrase: "ρ = −0.22 [−0.60, +0.19], p = 0.20", or why it is undefined."""
-    rho = d.get("rho")
-    if rho is None or (isinstance(rho, float) and math.isnan(rho)):
-        reason = d.get("refused") or ""
-        n = d.get("n")
-        if not reason and isinstance(n, (int, float)) and min_n is not None and n < min_n:
-            reason = f"n = {int(n)}, fewer than {min_n}"
-        return f"undefined ({reason})" if reason else "undefined"
-    text = f"ρ = {fmt_signed(rho)}{_ci(d.get('ci_low'), d.get('ci_high'))}"
-    p = d.get("p_perm", d.get("p"))
-    p = None if not _num(p) else p
-    if p is not None:
-        text += f", p = {fmt_p(p)}"
-        if _num(d.get("p_holm")):
-            text += f" (Holm {fmt_p(d['p_holm'])})"
-    return text
 
 
 def load_numbers(results_dir: Path) -> dict:
@@ -215,14 +88,6 @@ def build_variables(results_dir: Path, paper_dir: Path = PAPER_DIR, min_n: int |
     return variables
 
 
-def value_range(raw: dict, namespace: str, low: str, high: str) -> str:
-    """ "0.82 to 1.09" from two numbers of a notebook, "—" when either is missing."""
-    node = raw.get(namespace) or {}
-    if not (_num(node.get(low)) and _num(node.get(high))):
-        return DASH
-    return f"{format_value(node[low], low)} to {format_value(node[high], high)}"
-
-
 def need(raw: dict, namespace: str, dotted: str, source: str = "results/numbers"):
     """A number the verdicts or the prose cannot do without, with a one-line error naming it."""
     node = raw.get(namespace)
@@ -238,43 +103,19 @@ def need(raw: dict, namespace: str, dotted: str, source: str = "results/numbers"
     return node
 
 
+def value_range(raw: dict, namespace: str, low: str, high: str) -> str:
+    """ "0.82 to 1.09" from two numbers of a notebook, "—" when either is missing."""
+    node = raw.get(namespace) or {}
+    if not (is_number(node.get(low)) and is_number(node.get(high))):
+        return DASH
+    return f"{format_value(node[low], low)} to {format_value(node[high], high)}"
+
+
 # --- the profile's facts, from params -------------------------------------------------------------
 
-TASK_NAMES = {
-    "arc_easy": "ARC-Easy",
-    "arc_challenge": "ARC-Challenge",
-    "hellaswag": "HellaSwag",
-    "piqa": "PIQA",
-    "winogrande": "Winogrande",
-    "sciq": "SciQ",
-    "openbookqa": "OpenBookQA",
-    "humaneval": "HumanEval",
-    "mbpp": "MBPP",
-    "lambada": "LAMBADA",
-}
 # Citation keys of references.bib for models the profiles ship; others are described by their source.
 MODEL_CITATIONS = {"smollm2-135m-instruct": "allal2025smollm2"}
 FORMAT_PATTERN = re.compile(r"^(?:[A-Z]{1,3}\d[\w]*|MXFP4|BF16|F16|F32)$")
-
-
-def task_name(name: str) -> str:
-    return TASK_NAMES.get(name, name)
-
-
-NUMBER_WORDS = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-
-
-def count(n: int, noun: str, words: bool = False) -> str:
-    """ "1 item", "8 items"; with words=True "no quant", "two quants" (prose below ten)."""
-    number = NUMBER_WORDS[n] if words and 0 <= n < len(NUMBER_WORDS) else str(n)
-    return f"{number} {noun if n == 1 or (words and n == 0) else noun + 's'}"
-
-
-def join_words(items: list[str]) -> str:
-    items = [str(i) for i in items]
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def cohort_formats(cohort: dict) -> list[str]:
@@ -368,7 +209,7 @@ def model_facts(params: dict) -> dict:
 
 
 def run_facts(params: dict) -> dict:
-    from .bench import registry
+    from . import task_registry as registry
 
     tasks = (params.get("bench") or {}).get("tasks") or {}
 
@@ -411,119 +252,11 @@ def run_facts(params: dict) -> dict:
     return facts
 
 
-# --- verdicts: one per claim, by the rules the Methods section states --------------------------------
-
-
-@dataclass(frozen=True)
-class Rules:
-    """The thresholds of the decision rules; the Methods section prints them from _variables.yml."""
-
-    alpha: float = 0.05  # 1 - stats.ci
-    min_outside: int = 3  # quants the benchmark must tell from the reference for a ranking to exist
-    paper_rho_full: float = 0.72  # the weaker of the paper's two full-cohort |rho| (Qwen)
-    paper_rho_volume: float = 0.55  # the weaker of its two silent-zone |rho(KLD, volume)| (Devstral)
-    auroc_useful: float = 0.70  # conventional "acceptable discrimination"
-    min_prompts: int = 10  # failed and passed prompts a quant needs for its AUROC to count
-    min_failure_quants: int = 3
-    router_useful: float = 0.60  # a router right this often would be worth using
-    min_routed: int = 1  # routed prompts a pair needs to count (notebook 04's min_disagreements)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    verdict: str  # holds | does not hold | undecided
-    reason: str
-
-    def as_dict(self) -> dict:
-        return {
-            "verdict": self.verdict,
-            "reason": self.reason[:1].upper() + self.reason[1:],
-            "holds": self.verdict == "holds",
-            "fails": self.verdict == "does not hold",
-            "undecided": self.verdict == "undecided",
-        }
-
-
-def distinct_texts(larger: float, smaller: float, decimals: int = 2) -> tuple[str, str]:
-    """Both numbers at the fewest decimals (at least `decimals`, at most 6) that print them apart,
-    so "0.553 ... more than 0.550" never reads as "0.55 ... more than 0.55"."""
-    for d in range(decimals, 7):
-        a, b = f"{larger:.{d}f}", f"{smaller:.{d}f}"
-        if a != b:
-            return a, b
-    return a, b
-
-
-def too_few_check(n: int, who: str, paper_rho: float, alpha: float) -> tuple[bool, str]:
-    """A `_first_reason` pair: true when n quants cannot make the paper's |ρ| significant."""
-    crit = critical_rho(n, alpha)
-    crit_text, paper_text = distinct_texts(crit, paper_rho)
-    return (crit > paper_rho, f"with {who} only |ρ| ≥ {crit_text} can reach significance, more than the paper's {paper_text}")
-
-
-def critical_rho(n: int, alpha: float) -> float:
-    """The smallest |Spearman ρ| that reaches two-sided significance at n (t approximation);
-    1.0 when n is too small for any ρ to reach it."""
-    from scipy import stats
-
-    if n < 4:
-        return 1.0
-    t = stats.t.ppf(1 - alpha / 2, n - 2)
-    return float(t / math.sqrt(n - 2 + t * t))
-
-
-def _first_reason(*checks: tuple[bool, str]) -> str | None:
-    """Power checks in order; the first that fails explains why a claim is undecided. A new power
-    number (a power analysis, a noise ceiling) is one more (condition, reason) pair."""
-    for failed, reason in checks:
-        if failed:
-            return reason
-    return None
-
-
-def _num(x) -> bool:
-    return x is not None and not (isinstance(x, float) and math.isnan(x))
-
-
-def power_check(raw: dict) -> tuple[bool, str]:
-    """The noise ceiling's verdict (notebook 07) as a `_first_reason` pair: a claim the benchmark
-    was not powered to test is undecided, whatever its correlations say."""
-    power = need(raw, "noise_ceiling", "power")
-    return (not power.get("powered"), f"the benchmark is underpowered: {power.get('reason') or 'no reason recorded'}")
-
-
-def verdict_claim1(raw: dict, rules: Rules) -> Verdict:
-    full = need(raw, "fidelity_vs_score", "primary.full")
-    silent = need(raw, "fidelity_vs_score", "primary.silent")
-    n = int(need(raw, "fidelity_vs_score", "n_quants"))
-    n_out = n - int(need(raw, "fidelity_vs_score", "n_silent"))
-    why = _first_reason(
-        (not _num(full.get("rho")), "the full-cohort ρ is undefined"),
-        (
-            n_out < rules.min_outside,
-            f"the benchmark tells {'none' if n_out == 0 else f'only {n_out}'} of the {n} quants "
-            f"from the reference (at least {rules.min_outside} needed), so there is no measured "
-            f"quality spread to rank",
-        ),
-        too_few_check(n, f"{n} quants", rules.paper_rho_full, rules.alpha),
-        power_check(raw),
-    )
-    if why:
-        return Verdict("undecided", why)
-    p_full = full.get("p_holm", full.get("p_perm"))
-    p_silent = silent.get("p_holm", silent.get("p_perm"))
-    ranks_full = full["rho"] < 0 and _num(p_full) and p_full < rules.alpha
-    ranks_silent = _num(silent.get("rho")) and _num(p_silent) and p_silent < rules.alpha
-    text = f"full cohort {estimate_text(full)}; silent zone {estimate_text(silent)}"
-    if ranks_full and not ranks_silent:
-        return Verdict("holds", text)
-    if not ranks_full:
-        return Verdict("does not hold", "mean KLD does not rank the full cohort: " + text)
-    return Verdict("does not hold", "mean KLD still ranks the silent zone: " + text)
+# --- verdicts: one per claim, as results/numbers/verdicts.json decided them -----------------------
 
 
 def sweep_zones(sweep) -> list[dict]:
-    """The lowest-k zones whose ρ exists, smallest k first."""
+    """The lowest-k zones of notebook 02's sweep whose ρ exists, smallest k first."""
     if sweep is None or sweep.empty:
         return []
     rows = sweep[(sweep["criterion"] == "lowest_k") & sweep["rho"].notna()].sort_values("threshold")
@@ -540,113 +273,86 @@ def sweep_zones(sweep) -> list[dict]:
     ]
 
 
-def verdict_claim2(raw: dict, zones: list[dict], rules: Rules) -> Verdict:
-    n = int(need(raw, "fidelity_vs_score", "n_quants"))
-    n_out = n - int(need(raw, "fidelity_vs_score", "n_silent"))
-    largest = zones[-1] if zones else None
-    why = _first_reason(
-        (
-            len(zones) < 2,
-            f"{count(len(zones), 'swept zone', words=True)} {'has' if len(zones) <= 1 else 'have'} "
-            f"enough quants for a ρ (at least two are needed)",
-        ),
-        (
-            n_out < rules.min_outside,
-            f"the benchmark tells {'none' if n_out == 0 else f'only {n_out}'} of the {n} quants "
-            f"from the reference, so no zone can show a ranking",
-        ),
-        (
-            largest is not None and critical_rho(largest["n"], rules.alpha) > rules.paper_rho_full,
-            f"the largest zone ({largest['n'] if largest else 0} quants) cannot reach significance at the paper's "
-            f"|ρ| = {rules.paper_rho_full:.2f}",
-        ),
-        power_check(raw),
-    )
-    if why:
-        return Verdict("undecided", why)
-    small = zones[0]
-    sig_large = largest["rho"] < 0 and largest["p_perm"] is not None and largest["p_perm"] < rules.alpha
-    sig_small = small["p_perm"] is not None and small["p_perm"] < rules.alpha
-    text = f"k = {small['k']}: {estimate_text(small)}; k = {largest['k']}: {estimate_text(largest)}"
-    if sig_large and not sig_small:
-        return Verdict("holds", text)
-    return Verdict("does not hold", text)
+OUTCOME_WORDS = {"accuracy": "accuracy", "signed": "the signed outcome"}
 
 
-def verdict_claim3(raw: dict, failure, rules: Rules) -> Verdict:
-    available = need(raw, "failure_prediction", "prompt_kld_available")
-    median = need(raw, "failure_prediction", "auroc_median")
-    enough = 0
-    if failure is not None and not failure.empty:
-        rows = failure[(failure["task"] == "all") & failure["auroc"].notna()]
-        enough = int(((rows["n_failed"] >= rules.min_prompts) & (rows["n_passed"] >= rules.min_prompts)).sum())
-    why = _first_reason(
-        (not available, "this cohort has no per-prompt KLD"),
-        (
-            enough < rules.min_failure_quants,
-            f"{count(enough, 'quant', words=True)} {'has' if enough <= 1 else 'have'} at least {rules.min_prompts} failed "
-            f"and {rules.min_prompts} passed prompts (at least {rules.min_failure_quants} needed)",
-        ),
-        (median is None, "no quant has an AUROC"),
-    )
-    if why:
-        return Verdict("undecided", why)
-    text = f"median AUROC {median:.2f} over the quants, against {rules.auroc_useful:.2f} for a useful detector"
-    return Verdict("holds" if median < rules.auroc_useful else "does not hold", text)
+def verdict_variables(doc: dict) -> dict:
+    """What the prose needs beyond verdicts.json itself (printed as `verdicts.*`): per claim which
+    outcome(s) decided it, in words, and the verdict as switches; the summary in words."""
+    out = {}
+    for claim in CLAIMS:
+        d = doc[claim]
+        out[claim] = {
+            "outcome_text": join_words([OUTCOME_WORDS.get(o, o) for o in d["outcome"]]),
+            "holds": d["verdict"] == HOLDS,
+            "fails": d["verdict"] == "does not hold",
+            "undecided": d["verdict"] == UNDECIDED,
+        }
+    out["summary"] = verdict_summary({c: doc[c] for c in CLAIMS})
+    return out
 
 
-def pooled_routing(routing, alpha: float, min_routed: int = 1) -> dict:
-    """Every routed prompt of every pair pooled, with a Clopper-Pearson interval (an approximation:
-    pairs share prompts, so the pooled prompts are not independent)."""
-    from scipy import stats
+def verdict_summary(verdicts: dict) -> str:
+    """ "two hold, one does not and two are undecided" (only the non-zero parts)."""
+    counts = {v: sum(1 for d in verdicts.values() if d["verdict"] == v) for v in ("holds", "does not hold", "undecided")}
 
-    if routing is None or routing.empty:
-        return {"n_routed": 0, "n_correct": 0, "accuracy": None, "ci_low": None, "ci_high": None}
-    rows = routing[(routing["task"] == "all") & (routing["n_routed"] >= max(1, min_routed))]
-    n, k = int(rows["n_routed"].sum()), int(rows["n_correct"].sum())
-    if n == 0:
-        return {"n_routed": 0, "n_correct": 0, "accuracy": None, "ci_low": None, "ci_high": None}
-    low = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
-    high = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
-    return {"n_routed": n, "n_correct": k, "accuracy": k / n, "ci_low": low, "ci_high": high}
+    def word(n):
+        if n == len(verdicts) and n > 1:
+            return "all " + (NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else str(n))
+        return NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else str(n)
 
-
-def verdict_claim4(pooled: dict, rules: Rules, prompt_kld: bool = True) -> Verdict:
-    why = _first_reason(
-        (not prompt_kld, "this cohort has no per-prompt KLD"),
-        (
-            pooled["n_routed"] == 0,
-            f"no pair of quants has {rules.min_routed} or more prompts on which exactly one of them passes and their KLDs differ",
-        ),
-    )
-    if why:
-        return Verdict("undecided", why)
-    text = (
-        f"pooled accuracy {fmt_pct(pooled['accuracy'])}{_ci(pooled['ci_low'], pooled['ci_high'], fmt_pct)} "
-        f"over {pooled['n_routed']} routed prompts"
-    )
-    if pooled["ci_high"] < rules.router_useful:
-        return Verdict("holds", text + f", below the {fmt_pct(rules.router_useful)} of a useful router")
-    if pooled["ci_low"] >= rules.router_useful:
-        return Verdict("does not hold", text + f", above the {fmt_pct(rules.router_useful)} of a useful router")
-    return Verdict("undecided", text + f": the interval includes {fmt_pct(rules.router_useful)}, too few prompts to tell")
+    parts = []
+    if counts["holds"]:
+        parts.append(f"{word(counts['holds'])} {'holds' if counts['holds'] == 1 else 'hold'}")
+    if counts["does not hold"]:
+        parts.append(f"{word(counts['does not hold'])} {'does' if counts['does not hold'] == 1 else 'do'} not")
+    if counts["undecided"]:
+        parts.append(f"{word(counts['undecided'])} {'is' if counts['undecided'] == 1 else 'are'} undecided")
+    return join_words(parts)
 
 
-def verdict_claim5(raw: dict, rules: Rules) -> Verdict:
-    volume = need(raw, "volume_direction", "volume.silent")
-    direction = need(raw, "volume_direction", "direction.silent")
-    n = int(volume.get("n") or 0)
-    why = _first_reason(
-        (not _num(volume.get("rho")), "the silent-zone ρ of mean KLD with flip volume is undefined"),
-        too_few_check(n, f"{n} quants in the silent zone", rules.paper_rho_volume, rules.alpha),
-        power_check(raw),
-    )
-    if why:
-        return Verdict("undecided", why)
-    tracks_volume = volume["rho"] > 0 and volume.get("p_perm") is not None and volume["p_perm"] < rules.alpha
-    tracks_direction = _num(direction.get("rho")) and direction.get("p_perm") is not None and direction["p_perm"] < rules.alpha
-    text = f"volume {estimate_text(volume)}; direction {estimate_text(direction)}"
-    return Verdict("holds" if tracks_volume and not tracks_direction else "does not hold", text)
+def deployed_variables(raw: dict, results: Path) -> dict:
+    """Simulated against deployed, in words: Q8_0's ratio of deployed to simulated mean KLD, the range
+    of that ratio over the quants, the engines' rank agreement, and which claims' verdicts differ."""
+    import pandas as pd
+
+    summary, deployed = raw.get("compare_llamacpp"), raw.get("verdicts_llamacpp")
+    if not summary or not deployed:
+        return {"n_differ": 0, "differ_text": DASH, "ratio_q8_0": DASH, "ratio_range": DASH, "summary": DASH}
+    table = pd.read_csv(results / "tables" / "compare-llamacpp" / "cohort.csv")
+    quants = table[table["kld_mean"] > 0]
+    ratio = quants["kld_mean_llamacpp"] / quants["kld_mean"]
+    q8 = quants[quants["model"] == "q8_0"]
+    simulated = raw["verdicts"]
+    differ = [c for c in CLAIMS if simulated[c]["verdict"] != deployed[c]["verdict"]]
+    words = [f"claim {c[-1]} ({simulated[c]['verdict']} simulated, {deployed[c]['verdict']} deployed)" for c in differ]
+    return {
+        "ratio_q8_0": DASH if q8.empty else f"{float(q8['kld_mean_llamacpp'].iloc[0] / q8['kld_mean'].iloc[0]):.2f}",
+        "ratio_range": f"{ratio.min():.2f} to {ratio.max():.2f}",
+        "n_differ": len(differ),
+        "differ_text": join_words(words) or DASH,
+        "summary": verdict_summary({c: deployed[c] for c in CLAIMS}),
+    }
+
+
+def rule_variables(params: dict, doc: dict) -> dict:
+    """The decision rules' thresholds as the Methods section prints them (params `verdicts`)."""
+    v, ci = params["verdicts"], float(params["stats"]["ci"])
+    alpha = round(1 - ci, 10)
+    return {
+        "alpha": f"{alpha:g}",
+        "alpha2_pct": f"{100 * (1 - 2 * alpha):g}%",
+        "min_reliability": f"{v['min_reliability']:.2f}",
+        "min_z": f"{v['min_z']:g}",
+        "rho_margin": f"{v['rho_margin']:.2f}",
+        "router_margin_points": f"{100 * v['router_margin']:g}",
+        "auroc_useful": f"{v['auroc_useful']:.2f}",
+        "min_prompts": v["min_prompts"],
+        "min_failure_quants": v["min_failure_quants"],
+        "min_routed": params["notebooks"]["04-routing"]["min_disagreements"],
+        "n_tests": doc["holm"]["n_tests"],
+        "sweep_ks": join_words([str(k) for k in params["silent_zone"]["sweep_ks"]]),
+    }
 
 
 def noise_switches(raw: dict) -> dict:
@@ -657,15 +363,15 @@ def noise_switches(raw: dict) -> dict:
     simulation = (node.get("simulation") or {}).get("silent") or {}
     worst = node.get("most_damaged") or {}
     return {
-        "noise_reliability": _num(reliability.get("reliability")),
-        "noise_tasks": _num(node.get("reliability_task_min")),
-        "noise_attenuation": _num(attenuation.get("rho_corrected")),
+        "noise_reliability": is_number(reliability.get("reliability")),
+        "noise_tasks": is_number(node.get("reliability_task_min")),
+        "noise_attenuation": is_number(attenuation.get("rho_corrected")),
         "noise_capped": bool(attenuation.get("capped")),
-        "noise_simulation": _num(simulation.get("rho_median")),
-        "noise_observed": _num(simulation.get("rho_observed")) and _num(simulation.get("share_below_observed")),
-        "noise_mdd": _num((node.get("mdd") or {}).get("mdd_median")),
-        "noise_worst": bool(worst.get("model")) and _num(worst.get("delta")),
-        "noise_worst_z": _num(worst.get("z")),
+        "noise_simulation": is_number(simulation.get("rho_median")),
+        "noise_observed": is_number(simulation.get("rho_observed")) and is_number(simulation.get("share_below_observed")),
+        "noise_mdd": is_number((node.get("mdd") or {}).get("mdd_median")),
+        "noise_worst": bool(worst.get("model")) and is_number(worst.get("delta")),
+        "noise_worst_z": is_number(worst.get("z")),
         "noise_left_out": bool(node.get("tasks_left_out")),
         "powered": bool((node.get("power") or {}).get("powered")),
     }
@@ -680,27 +386,8 @@ def noise_text(raw: dict) -> dict:
     return {
         "left_out_text": join_words(left_out) or DASH,
         "n_left_out": len(left_out),
-        "sim_range": f"{low}–{high}%" if _num(low) and _num(high) else DASH,
+        "sim_range": f"{low}–{high}%" if is_number(low) and is_number(high) else DASH,
     }
-
-
-def verdict_summary(verdicts: dict) -> str:
-    """ "two hold, one does not and two are undecided for lack of power" (only the non-zero parts)."""
-    counts = {v: sum(1 for d in verdicts.values() if d["verdict"] == v) for v in ("holds", "does not hold", "undecided")}
-
-    def word(n):
-        if n == len(verdicts) and n > 1:
-            return "all " + (NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else str(n))
-        return NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else str(n)
-
-    parts = []
-    if counts["holds"]:
-        parts.append(f"{word(counts['holds'])} {'holds' if counts['holds'] == 1 else 'hold'}")
-    if counts["does not hold"]:
-        parts.append(f"{word(counts['does not hold'])} {'does' if counts['does not hold'] == 1 else 'do'} not")
-    if counts["undecided"]:
-        parts.append(f"{word(counts['undecided'])} {'is' if counts['undecided'] == 1 else 'are'} undecided for lack of power")
-    return join_words(parts)
 
 
 # --- tables ---------------------------------------------------------------------------------------
@@ -841,7 +528,7 @@ def cell(value, column: str) -> str:
     if column in ("gm_ratio", "auroc", "direction"):
         return f"{value:.2f}"
     if column == "delta":
-        return _minus(f"{value:+.3f}")
+        return with_minus(f"{value:+.3f}")
     return fmt_sig(float(value))
 
 
@@ -852,7 +539,7 @@ def estimate_cell(row, column: str, notes: Notes, fmt=None) -> str:
         reason = row.get("refused")
         return DASH + (notes.mark(str(reason)) if isinstance(reason, str) and reason else "")
     fmt = fmt or (lambda v: cell(v, column))
-    return fmt(value) + _ci(
+    return fmt(value) + ci_text(
         None if _isnan(row.get("ci_low")) else row.get("ci_low"), None if _isnan(row.get("ci_high")) else row.get("ci_high"), fmt
     )
 
@@ -1027,6 +714,22 @@ def table_failure_by_task(df, ctx: TableContext, path: Path) -> str:
     return markdown_table(["Task", "Quants", "Failed", "Passed", "GM ratio, median (range)", "AUROC, median (range)"], rows), ""
 
 
+def pooled_routing(routing, alpha: float, min_routed: int = 1) -> dict:
+    """Every routed prompt of every pair pooled, with a Clopper-Pearson interval (an approximation:
+    pairs share prompts, so the pooled prompts are not independent)."""
+    from scipy import stats
+
+    if routing is None or routing.empty:
+        return {"n_routed": 0, "n_correct": 0, "accuracy": None, "ci_low": None, "ci_high": None}
+    rows = routing[(routing["task"] == "all") & (routing["n_routed"] >= max(1, min_routed))]
+    n, k = int(rows["n_routed"].sum()), int(rows["n_correct"].sum())
+    if n == 0:
+        return {"n_routed": 0, "n_correct": 0, "accuracy": None, "ci_low": None, "ci_high": None}
+    low = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return {"n_routed": n, "n_correct": k, "accuracy": k / n, "ci_low": low, "ci_high": high}
+
+
 def table_routing_by_task(df, ctx: TableContext, path: Path) -> str:
     """Claim 4 per task: every routed prompt of the task's pairs pooled (Clopper–Pearson, as the
     pooled figure in the text; pairs share prompts, so the interval is an approximation)."""
@@ -1037,7 +740,7 @@ def table_routing_by_task(df, ctx: TableContext, path: Path) -> str:
         text = (
             DASH
             if pooled["accuracy"] is None
-            else fmt_pct(pooled["accuracy"]) + _ci(pooled["ci_low"], pooled["ci_high"], fmt_pct)
+            else fmt_pct(pooled["accuracy"]) + ci_text(pooled["ci_low"], pooled["ci_high"], fmt_pct)
         )
         rows.append(
             [task_name(str(task)), str(int((g["n_routed"] >= max(1, ctx.min_routed)).sum())), str(pooled["n_routed"]), text]
@@ -1114,7 +817,7 @@ def table_noise_reliability(df, ctx: TableContext, path: Path) -> str:
         if _isnan(value):
             shown = DASH + (notes.mark(str(row["refused"])) if isinstance(row["refused"], str) and row["refused"] else "")
         else:
-            shown = fmt_sig(value, 2) + _ci(row["low"], row["high"], lambda v: fmt_sig(v, 2))
+            shown = fmt_sig(value, 2) + ci_text(row["low"], row["high"], lambda v: fmt_sig(v, 2))
         rows.append(
             [
                 ZONES.get(row["zone"], row["zone"]),
@@ -1145,7 +848,7 @@ def table_detectable_difference(df, ctx: TableContext, path: Path) -> str:
             str(r["model"]),
             cell(r["primary"], "primary"),
             *(DASH if _isnan(r[c]) else fmt_points(r[c]) for c in ("delta", "se")),
-            DASH if _isnan(r["z"]) else _minus(f"{r['z']:+.2f}"),
+            DASH if _isnan(r["z"]) else with_minus(f"{r['z']:+.2f}"),
             *(DASH if _isnan(r[c]) else fmt_points(r[c]) for c in ("half_width", "mdd")),
             "yes" if str(r["in_zone"]) == "True" else "no",
         ]
@@ -1161,6 +864,153 @@ def table_detectable_difference(df, ctx: TableContext, path: Path) -> str:
 
 
 # (notebook, csv stem) -> [(folder, name, formatter)]: the main text's tables and the appendix's.
+ROUTERS = {
+    "per_prompt": "per-prompt KLD",
+    "mean_kld": "mean KLD (the cohort ranking)",
+    "oracle_fixed": "best fixed choice",
+    "gain": "gain, per-prompt − mean KLD",
+}
+
+
+def table_router_baselines(df, ctx: TableContext, path: Path) -> str:
+    """Claim 4's routers on the same routed prompts, all pairs and the silent-zone pairs."""
+    _require(df, ["pairs", "router", "n_routed", "accuracy", "ci_low", "ci_high"], path)
+    rows = []
+    for _, r in df.iterrows():
+        gain = r["router"] == "gain"
+        fmt = (lambda v: with_minus(f"{100 * v:+.1f}") + " pts") if gain else fmt_pct  # noqa: E731
+        value = DASH if _isnan(r["accuracy"]) else fmt(r["accuracy"]) + ci_text(r["ci_low"], r["ci_high"], fmt)
+        rows.append([str(r["pairs"]), ROUTERS.get(str(r["router"]), str(r["router"])), str(int(r["n_routed"])), value])
+    return markdown_table(["Pairs", "Router", "Routed prompts", f"Accuracy [{ctx.ci_label}]"], rows, align="llrr", group=1), ""
+
+
+CLAIM_ESTIMATES = {
+    "claim1": "ρ, silent zone",
+    "claim2": "ρ, largest reliable zone within the silent zone's size",
+    "claim3": "median AUROC",
+    "claim4": "gain over the mean-KLD router",
+    "claim5": "ρ(KLD, direction), silent zone",
+}
+
+
+def table_verdicts(df, ctx: TableContext, path: Path) -> str:
+    """Every claim's test per outcome: verdict, the estimate it is about with its interval, the
+    reliability of the outcome across the tested quants, and both Holm-adjusted p-values."""
+    _require(
+        df,
+        [
+            "claim",
+            "outcome",
+            "verdict",
+            "estimate",
+            "ci_low",
+            "ci_high",
+            "reliability",
+            "n_quants",
+            "p_hold_holm",
+            "p_refute_holm",
+        ],
+        path,
+    )
+    rows = []
+    for _, r in df.iterrows():
+        claim = str(r["claim"])
+        if claim == "claim4":
+            fmt = lambda v: with_minus(f"{100 * v:+.1f}") + " pts"  # noqa: E731 -- one column, one format
+        elif claim == "claim3":
+            fmt = lambda v: f"{v:.2f}"  # noqa: E731
+        else:
+            fmt = fmt_signed
+        estimate = (
+            DASH
+            if _isnan(r["estimate"])
+            else fmt(r["estimate"])
+            + ci_text(None if _isnan(r["ci_low"]) else r["ci_low"], None if _isnan(r["ci_high"]) else r["ci_high"], fmt)
+        )
+        reliability = (
+            DASH
+            if _isnan(r["reliability"])
+            else f"{r['reliability']:.2f}" + ("" if _isnan(r["n_quants"]) else f" ({int(r['n_quants'])})")
+        )
+        rows.append(
+            [
+                f"{claim[-1]}",
+                OUTCOME_WORDS.get(str(r["outcome"]), str(r["outcome"])),
+                str(r["verdict"]),
+                f"{CLAIM_ESTIMATES.get(claim, '')}: {estimate}",
+                reliability,
+                cell(r["p_hold_holm"], "p_holm"),
+                cell(r["p_refute_holm"], "p_holm"),
+            ]
+        )
+    headers = [
+        "Claim",
+        "Outcome",
+        "Verdict",
+        f"Estimate [{ctx.ci_label}]",
+        "Reliability (quants)",
+        "p~supports~ (Holm)",
+        "p~contradicts~ (Holm)",
+    ]
+    return markdown_table(headers, rows, align="llllrrr", group=1), ""
+
+
+def table_rho_k(df, ctx: TableContext, path: Path) -> str:
+    """Claim 2's curves: per outcome and k, ρ with its interval, the equivalence p, and the outcome's
+    reliability across the k quants (— where the outcome is not reliable enough for the rule)."""
+    _require(df, ["outcome", "k", "rho", "ci_low", "ci_high", "p_perm", "p_equiv", "reliability", "powered"], path)
+    notes = Notes(ctx.humanize)
+    rows = []
+    for _, r in df.iterrows():
+        row = r.to_dict()
+        rows.append(
+            [
+                OUTCOME_WORDS.get(str(r["outcome"]), str(r["outcome"])),
+                str(int(r["k"])),
+                estimate_cell(row, "rho", notes),
+                cell(r["p_perm"], "p_perm"),
+                cell(r["p_equiv"], "p_perm"),
+                DASH if _isnan(r["reliability"]) else f"{r['reliability']:.2f}",
+                "yes" if bool(r["powered"]) else "no",
+            ]
+        )
+    headers = ["Outcome", "k", f"ρ [{ctx.ci_label}]", "p", "p~equivalence~", "Reliability", "Reliable"]
+    return markdown_table(headers, rows, align="lrrrrrl", group=1), notes.markdown()
+
+
+def table_engines(df, ctx: TableContext, path: Path) -> str:
+    """Simulated (the run's engine) and deployed (llama.cpp) per quant: mean KLD under each, their
+    ratio, the composite under each and the share of items with the same outcome; lowest KLD first."""
+    _require(df, ["model", "kld_mean", "kld_mean_llamacpp", "composite", "composite_llamacpp", "outcome_agreement"], path)
+    rows = []
+    for _, r in df.sort_values("kld_mean").iterrows():
+        ratio = DASH if _isnan(r["kld_mean"]) or r["kld_mean"] <= 0 else f"{r['kld_mean_llamacpp'] / r['kld_mean']:.2f}"
+        rows.append(
+            [
+                str(r["model"]),
+                fmt_sig(r["kld_mean"]) if r["kld_mean"] > 0 else "0",
+                fmt_sig(r["kld_mean_llamacpp"]),
+                ratio,
+                f"{r['composite']:.3f}",
+                f"{r['composite_llamacpp']:.3f}",
+                fmt_pct(r["outcome_agreement"]),
+            ]
+        )
+    headers = [
+        "Quant",
+        "Mean KLD, simulated",
+        "Mean KLD, deployed",
+        "Ratio",
+        "Composite, simulated",
+        "Composite, deployed",
+        "Same outcome",
+    ]
+    return markdown_table(headers, rows), ""
+
+
+# Tables of stages a run may not have (a further engine): what the manuscript shows in their place.
+OPTIONAL_TABLES = {"compare-llamacpp": "This run measured no further engine."}
+
 TABLES = {
     ("01-fidelity-vs-score", "variants_full_vs_silent"): [
         ("main", "variants", table_variants_main),
@@ -1171,12 +1021,19 @@ TABLES = {
     ],
     ("01-fidelity-vs-score", "cohort_summary"): [("appendix", "cohort", table_cohort)],
     ("02-silent-zone-sweep", "zone_sweep"): [("appendix", "zone_sweep", table_sweep)],
+    ("02-silent-zone-sweep", "rho_k"): [("appendix", "rho_k", table_rho_k)],
+    ("verdicts", "claims"): [("main", "verdicts", table_verdicts)],
+    ("compare-llamacpp", "cohort"): [("appendix", "engines", table_engines)],
     ("03-failure-prediction", "failure_prediction"): [
         ("main", "failure_by_task", table_failure_by_task),
         ("appendix", "failure_prediction", table_failure),
     ],
     ("04-routing", "routing"): [("main", "routing_by_task", table_routing_by_task), ("appendix", "routing", table_routing)],
+    ("04-routing", "router_baselines"): [("appendix", "router_baselines", table_router_baselines)],
     ("05-volume-direction", "flips"): [("appendix", "flips", table_flips)],
+    ("05-volume-direction", "signed_flip_correlations"): [
+        ("appendix", "signed_flip_correlations", lambda df, ctx, p: table_correlations_long(df, ctx, p, "target"))
+    ],
     ("05-volume-direction", "flip_correlations"): [
         ("appendix", "flip_correlations", lambda df, ctx, p: table_correlations_long(df, ctx, p, "target"))
     ],
@@ -1206,8 +1063,15 @@ def write_tables(results: Path, paper_dir: Path, ctx: TableContext) -> int:
     count = 0
     for (notebook, stem), outputs in TABLES.items():
         path = results / "tables" / notebook / f"{stem}.csv"
+        if not path.exists() and notebook in OPTIONAL_TABLES:  # a run without a further engine: no such section
+            for folder, name, _ in outputs:
+                io.write_text(paper_dir / "tables" / folder / f"{name}.md", OPTIONAL_TABLES[notebook] + "\n")
+                io.write_text(paper_dir / "tables" / folder / f"{name}-notes.md", "")
+                count += 1
+            continue
         if not path.exists():
-            raise SilentzoneError(f"{path}: missing; rerun `silentzone analyze {notebook}` (the manuscript includes it)")
+            remake = "silentzone verdicts" if notebook == "verdicts" else f"silentzone analyze {notebook}"
+            raise SilentzoneError(f"{path}: missing; rerun `{remake}` (the manuscript includes it)")
         df = pd.read_csv(path)
         if "refused" in df.columns:
             df["refused"] = df["refused"].astype(object).where(df["refused"].notna(), None)
@@ -1258,6 +1122,16 @@ SIDE_BY_SIDE_ROWS = [
     ),
     ("Most damaged quant, paired z", None, ("{}", ("noise_ceiling.most_damaged.z",))),
     ("Split-half reliability of the composite", None, ("{}", ("noise_ceiling.reliability.full.reliability",))),
+    (
+        "Split-half reliability in the silent zone, accuracy / signed outcome",
+        None,
+        (SLASH, ("verdicts.accuracy.reliability_silent", "verdicts.signed_outcome.reliability_silent")),
+    ),
+    (
+        "ρ(mean KLD, signed outcome), full cohort / silent zone",
+        None,
+        (SLASH, ("verdicts.signed_outcome.rho_kld_mean_full", "verdicts.signed_outcome.rho_kld_mean_silent")),
+    ),
 ] + [(f"Claim {i} verdict", None, ("{}", (f"verdicts.claim{i}.verdict",))) for i in range(1, 6)]
 
 
@@ -1303,14 +1177,6 @@ def table_side_by_side(variables: dict, families: dict[str, dict]) -> str:
 # --- inputs and render ----------------------------------------------------------------------------
 
 
-def rules_from(params: dict) -> Rules:
-    """alpha from stats.ci; the prompt and pair minimums are the notebooks' own, so the verdicts
-    count what the figures show."""
-    ci = float(params["stats"]["ci"])
-    min_routed = params["notebooks"]["04-routing"]["min_disagreements"]
-    return Rules(alpha=round(1 - ci, 10), min_prompts=Rules.min_prompts, min_routed=int(min_routed))
-
-
 def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
     results = DEFAULT.results
     paper_dir = Path(paper_dir)
@@ -1318,20 +1184,17 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
     facts = run_facts(params)
     min_n = facts["min_n"] if isinstance(facts["min_n"], int) else None
     variables = build_variables(results, paper_dir, min_n)
-    rules = rules_from(params)
     variables["run"] = facts
+    doc = need(raw, "verdicts", "claim1") and raw["verdicts"]
+    alpha = round(1 - float(params["stats"]["ci"]), 10)
 
     sweep = read_table(results, "02-silent-zone-sweep", "zone_sweep")
-    failure = read_table(results, "03-failure-prediction", "failure_prediction")
-    routing = read_table(results, "04-routing", "routing")
     zones = sweep_zones(sweep)
-    pooled = pooled_routing(routing, rules.alpha, rules.min_routed)
     n_quants = int(need(raw, "fidelity_vs_score", "n_quants"))
     n_silent = int(need(raw, "fidelity_vs_score", "n_silent"))
+    routing = doc.get("claim4") or {}
     variables["derived"] = {
         "n_outside": n_quants - n_silent,
-        "critical_rho_full": f"{critical_rho(n_quants, rules.alpha):.2f}",
-        "critical_rho_silent": f"{critical_rho(n_silent, rules.alpha):.2f}",
         "sweep_small": format_value(zones[0], min_n=min_n) if zones else {"text": DASH, "k": DASH, "n": DASH},
         "sweep_large": format_value(zones[-1], min_n=min_n) if zones else {"text": DASH, "k": DASH, "n": DASH},
         "sweep_n_zones": len(zones),
@@ -1339,43 +1202,31 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "gm_ratio_range": value_range(raw, "failure_prediction", "gm_ratio_min", "gm_ratio_max"),
         "routing_range": value_range(raw, "routing", "accuracy_min", "accuracy_max"),
         "routing_pooled": {
-            "n_routed": pooled["n_routed"],
-            "n_correct": pooled["n_correct"],
+            "n_routed": routing.get("n_routed") or 0,
             "text": DASH
-            if pooled["accuracy"] is None
-            else fmt_pct(pooled["accuracy"]) + _ci(pooled["ci_low"], pooled["ci_high"], fmt_pct),
+            if routing.get("accuracy") is None
+            else fmt_pct(routing["accuracy"]) + ci_text(*routing["accuracy_ci"], fmt_pct),
+            "baseline_text": DASH
+            if routing.get("baseline_mean_kld") is None
+            else fmt_pct(routing["baseline_mean_kld"]) + ci_text(*routing["baseline_mean_kld_ci"], fmt_pct),
         },
         "noise": noise_text(raw),
     }
-    verdicts = {
-        "claim1": verdict_claim1(raw, rules).as_dict(),
-        "claim2": verdict_claim2(raw, zones, rules).as_dict(),
-        "claim3": verdict_claim3(raw, failure, rules).as_dict(),
-        "claim4": verdict_claim4(pooled, rules, bool(raw.get("routing", {}).get("prompt_kld_available", True))).as_dict(),
-        "claim5": verdict_claim5(raw, rules).as_dict(),
-    }
-    variables["verdicts"] = {**verdicts, "summary": verdict_summary(verdicts)}
-    variables["rules"] = {
-        "alpha": f"{rules.alpha:g}",
-        "min_outside": rules.min_outside,
-        "paper_rho_full": f"{rules.paper_rho_full:.2f}",
-        "paper_rho_volume": f"{rules.paper_rho_volume:.2f}",
-        "auroc_useful": f"{rules.auroc_useful:.2f}",
-        "min_prompts": rules.min_prompts,
-        "min_failure_quants": rules.min_failure_quants,
-        "router_useful": fmt_pct(rules.router_useful),
-        "min_routed": rules.min_routed,
-    }
+    variables["derived"]["verdicts"] = verdict_variables(doc)
+    variables["derived"]["deployed"] = deployed_variables(raw, results)
+    broad = (doc.get("robustness") or {}).get("broad_composite") or {}
+    variables["derived"]["broad_tasks_text"] = join_words([task_name(t) for t in broad.get("tasks", [])]) or DASH
+    variables["rules"] = rule_variables(params, doc)
     # `when-meta` switches: sentences that only make sense when their numbers exist.
     full_top1 = raw.get("fidelity_vs_score", {}).get("top1_agreement") or {}
     variables["has"] = {
-        "top1": all(_num((full_top1.get(z) or {}).get("rho")) for z in ("full", "silent")),
+        "top1": all(is_number((full_top1.get(z) or {}).get("rho")) for z in ("full", "silent")),
         "sweep": len(zones) >= 2,
         "sweep_margin": sweep is not None and bool(((sweep["criterion"] == "margin") & sweep["rho"].notna()).any()),
         "sweep_one": len(zones) == 1,
         "failure": bool(raw.get("failure_prediction", {}).get("n_models")),
         "routing": bool(raw.get("routing", {}).get("n_pairs")),
-        "direction": _num(((raw.get("volume_direction", {}).get("direction") or {}).get("silent") or {}).get("rho")),
+        "direction": is_number(((raw.get("volume_direction", {}).get("direction") or {}).get("silent") or {}).get("rho")),
         "silent_subset": 0 < n_silent < n_quants,
         "tiny_model": facts["is_tiny"],
         "quantized_reference": facts["quantized_reference"],
@@ -1383,6 +1234,10 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "code": facts["has_code"],
         "greedy": facts["has_greedy"],
         "single_task": facts["n_tasks"] == 1,
+        "signed": bool((doc.get("signed_outcome") or {}).get("available")),
+        "broad": bool(broad),
+        "deployed": "compare_llamacpp" in raw and "verdicts_llamacpp" in raw,
+        "deployed_verdicts_differ": bool(variables["derived"]["deployed"].get("n_differ")),
         **noise_switches(raw),
     }
     io.write_text(paper_dir / "_variables.yml", yaml.safe_dump(variables, sort_keys=True, allow_unicode=True))
@@ -1406,15 +1261,15 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
     ctx = TableContext(
         variants=variant_names(params),
         ci_label=f"{facts['ci_pct']} CI",
-        min_routed=rules.min_routed,
+        min_routed=params["notebooks"]["04-routing"]["min_disagreements"],
         primary=params["stats"]["primary_variant"],
-        alpha=rules.alpha,
+        alpha=alpha,
     )
     n_tables = write_tables(results, paper_dir, ctx)
     families = load_families(str(facts["profile"]))
     io.write_text(paper_dir / "tables" / f"{SIDE_BY_SIDE_TABLE}.md", table_side_by_side(variables, families))
     n_tables += 1
-    print(f"{paper_dir}/_variables.yml: verdicts {', '.join(v['verdict'] for v in verdicts.values())}; {n_tables} tables")
+    print(f"{paper_dir}/_variables.yml: verdicts {', '.join(doc[c]['verdict'] for c in CLAIMS)}; {n_tables} tables")
 
 
 # --- the rendered paper against its numbers ------------------------------------------------------
@@ -1494,106 +1349,3 @@ def printed_pieces(value: str) -> list[str]:
     split where a citation stands (pandoc prints "[@key]" as "(Author et al. 2025)")."""
     plain = re.sub(r"\s+", " ", value.replace("`", "").translate(_PLAIN))
     return [piece for piece in (p.strip() for p in _CITATION.split(plain)) if piece] or [plain]
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_STOP = ("stack traceback:", "Stack trace:")
-_NEW_RECORD = ("WARN", "ERROR", "Error", "Rendering", "Output created", "[")
-
-
-def _error_start(line: str) -> str | None:
-    """The message of a line that opens an error: Quarto's "ERROR: ...", pandoc/Lua's "Error ...",
-    Typst's "error: ..." (Quarto prints it after "[typst]: Compiling ...")."""
-    text = line.strip()
-    if text.startswith(("ERROR", "Error")):
-        return re.sub(r"^(?:ERROR|Error)(?:\[[^\]]*\])?:\s*", "", text)
-    match = re.search(r"\berror(?:\[[^\]]*\])?:\s*(.*)", text)
-    return match.group(1) if match else None
-
-
-def _is_stack(text: str) -> bool:
-    return (
-        text.startswith(("at ", "[C]:", "(...tail calls...)"))
-        or "│" in text
-        or bool(re.search(r"\.(?:lua|ts|js):\d+:? in ", text))
-    )
-
-
-def quarto_error(output: str) -> str:
-    """Quarto's own error message from its output, as one line: each error line with the lines that
-    continue it, without stack lines and without the path of Quarto's own filters."""
-    lines = [_ANSI.sub("", line).rstrip() for line in output.splitlines()]
-    messages, i = [], 0
-    while i < len(lines):
-        first = _error_start(lines[i])
-        if first is None:
-            i += 1
-            continue
-        parts, j = [first], i + 1
-        while j < len(lines):
-            text = lines[j].strip()
-            if not text or text in _STOP or text.startswith(_NEW_RECORD):
-                break
-            if not _is_stack(text):
-                location = re.match(r"┌─\s*(\S+)", text)
-                parts.append(f"(at {location.group(1)})" if location else text)
-            j += 1
-        messages.append(" ".join(p for p in parts if p))
-        i = j
-    if not messages:
-        rest = [s for s in (line.strip() for line in lines) if s and not _is_stack(s) and s not in _STOP]
-        messages = rest[-1:] or ["(no output)"]
-    text = "; ".join(dict.fromkeys(messages))
-    text = re.sub(r"\S*/resources/filters/\S*?([\w.-]+\.lua)", r"\1", text)
-    return text if len(text) <= 600 else text[:597] + "..."
-
-
-def quarto_version(quarto: str) -> tuple[int, ...]:
-    proc = subprocess.run([quarto, "--version"], capture_output=True, text=True)
-    match = re.match(r"(\d+)\.(\d+)", proc.stdout.strip())
-    return tuple(int(x) for x in match.groups()) if match else (0, 0)
-
-
-def move_notebook_figures(paper_dir: Path, out: Path | None) -> None:
-    """Quarto extracts each embedded notebook's figures to paper/notebooks/NAME_files/, beside the
-    notebook, while its rendered page (_output/notebooks/NAME-preview.html) links them relative to
-    itself: move them there, so the notebook pages show their figures and paper/notebooks/ holds
-    exactly what `paper inputs` wrote (its DVC hash stays valid after a render)."""
-    for extracted in sorted((paper_dir / "notebooks").glob("*_files")):
-        if out is None:
-            shutil.rmtree(extracted)
-            continue
-        target = out / "notebooks" / extracted.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.move(str(extracted), str(target))
-
-
-def render(paper_dir: Path = PAPER_DIR) -> None:
-    paper_dir = Path(paper_dir)
-    quarto = shutil.which("quarto")
-    if quarto is None:
-        raise SilentzoneError(
-            f"quarto: not installed, so {paper_dir}/ was not rendered (all other stages completed); {QUARTO_HELP}"
-        )
-    version = quarto_version(quarto)
-    if version < QUARTO_MIN:
-        raise SilentzoneError(
-            f"quarto {'.'.join(map(str, version))} is too old for {paper_dir}/ (manuscript projects and "
-            f"Typst PDF need >= {'.'.join(map(str, QUARTO_MIN))}); {QUARTO_HELP}"
-        )
-    start = time.perf_counter()
-    out = paper_dir / "_output"
-    try:
-        proc = subprocess.run([quarto, "render", str(paper_dir)], capture_output=True, text=True)
-    finally:
-        move_notebook_figures(paper_dir, out if out.is_dir() else None)
-    if proc.returncode != 0:
-        raise SilentzoneError(f"quarto render {paper_dir} failed: {quarto_error(proc.stderr + proc.stdout)}")
-    made = [p.name for p in (out / "index.html", out / "index.pdf") if p.exists()]
-    if len(made) < 2:
-        raise SilentzoneError(
-            f"quarto render {paper_dir}: no {'index.html' if 'index.html' not in made else 'index.pdf'} "
-            f"in {out}; check the formats in {paper_dir}/_quarto.yml (html and typst)"
-        )
-    print(f"{out}: {', '.join(made)} ({time.perf_counter() - start:.1f} s)")

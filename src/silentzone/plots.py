@@ -104,6 +104,40 @@ def zone_sweep(sweep: pd.DataFrame, figures_dir, x: str, name: str, x_label: str
     return save(fig, sweep, figures_dir, name)
 
 
+OUTCOME_STYLE = {"accuracy": ("C0", "o", "accuracy"), "signed": ("C3", "s", "signed outcome (Δ log p of the gold answer)")}
+
+
+def rho_k_curves(curves: pd.DataFrame, figures_dir, margin: float, name: str = "rho_k"):
+    """ρ(mean KLD, outcome) over the zones of the k lowest-KLD quants, one line per outcome with its 95 %
+    bootstrap band; hollow markers where the outcome is not reliable across the zone's quants (the
+    verdicts ignore those points); the ±margin of "no relation" shaded. The CSV is `curves` wide, one row
+    per k and one column per outcome and quantity (rho_accuracy, ci_low_signed, ...), so `dvc plots`
+    draws both outcomes from it."""
+    ok = curves[curves["rho"].notna()]
+    if ok.empty:
+        return empty(curves, figures_dir, name, "every zone's correlation was refused: nothing to plot", "k")
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.axhspan(-margin, margin, color="0.9", zorder=0, label=f"no relation (|ρ| < {margin:g})")
+    ax.axhline(0, color="black", lw=0.8, zorder=1)
+    for outcome, part in ok.groupby("outcome", sort=False):
+        color, marker, label = OUTCOME_STYLE.get(outcome, ("C2", "^", outcome))
+        values = part[["k", "rho", "ci_low", "ci_high"]].astype(float)
+        ax.plot(values["k"], values["rho"], color=color, lw=1.2, label=label, zorder=3)
+        ax.fill_between(values["k"], values["ci_low"], values["ci_high"], color=color, alpha=0.15, zorder=2)
+        reliable = part["powered"].astype(bool).to_numpy()
+        ax.scatter(values["k"][reliable], values["rho"][reliable], color=color, marker=marker, zorder=4)
+        ax.scatter(values["k"][~reliable], values["rho"][~reliable], facecolor="white", edgecolor=color, marker=marker, zorder=4)
+    ax.scatter([], [], facecolor="white", edgecolor="0.3", marker="o", label="outcome not reliable in the zone")
+    ax.set_xlabel("k: the zone of the k quants with the lowest mean KLD")
+    ax.set_ylabel("Spearman ρ with mean KLD (95% CI)")
+    ax.set_ylim(-1.05, 1.05)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    wide = curves.pivot(index="k", columns="outcome", values=["rho", "ci_low", "ci_high", "reliability", "powered"])
+    wide.columns = [f"{what}_{outcome}" for what, outcome in wide.columns]
+    return save(fig, wide.reset_index(), figures_dir, name)
+
+
 def prompt_kld_by_outcome(items: pd.DataFrame, figures_dir, name="prompt_kld_failed_vs_passed", note: str | None = None):
     """`note`: why there is nothing to show (no per-prompt KLD), drawn instead of the boxes."""
     data = items.loc[items[MODEL] != REFERENCE, [MODEL, "task", "item_id", "correct", "prompt_kld"]].copy()

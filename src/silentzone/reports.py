@@ -23,11 +23,11 @@ from pathlib import Path
 import pandas as pd
 from pydantic import ValidationError
 
-from . import analyses, config, io, noise, plots, published, stats, zone
+from . import analyses, claims, config, io, noise, plots, published, stats, zone
 from .config import Params
 from .errors import SilentzoneError
 from .layout import DEFAULT
-from .schema import COMPOSITE, MODEL, REFERENCE, quant_names, score_columns
+from .schema import COMPOSITE, MODEL, REFERENCE, SIGNED, composite_items, quant_names, score_columns
 
 PUBLISHED_VALUES = DEFAULT.paper / "published.yml"
 KLD_LABEL = "mean KLD to the reference (nats/token, log scale)"
@@ -61,11 +61,16 @@ def load(params: Params, processed_dir, with_zone: bool = True) -> Cohort:
     processed_dir = Path(processed_dir)
     data = Cohort(
         io.read_parquet(processed_dir / "cohort.parquet", "cohort table"),
-        io.read_parquet(processed_dir / "items.parquet", "item table"),
+        composite_items(io.read_parquet(processed_dir / "items.parquet", "item table"), params.composite_tasks()),
     )
     if with_zone:
         data.zone = zone.silent_zone(data.cohort, params, items=data.items)
     return data
+
+
+def has_signed(cohort: pd.DataFrame) -> bool:
+    """Whether the cohort carries the signed outcome (collected items with gold log-probabilities)."""
+    return SIGNED in cohort and bool(cohort[SIGNED].notna().any())
 
 
 def too_few_quants(params: Params, n: int) -> str | None:
@@ -154,7 +159,8 @@ def fidelity_vs_score(params: Params, processed_dir, figures_dir, tables_dir, nu
     """Every variant against the composite, full cohort and silent zone; the primary variant per task."""
     data = load(params, processed_dir, with_zone=False)
     cohort, primary, tables = data.cohort, params.stats.primary_variant, Path(tables_dir)
-    table, data.zone = stats.variant_correlations(cohort, params, data.items)
+    targets = (COMPOSITE, SIGNED) if has_signed(cohort) else (COMPOSITE,)
+    table, data.zone = zone.variant_correlations(cohort, params, data.items, targets=targets)
     io.write_csv(tables / "variants_full_vs_silent.csv", table, float_format="%.6g")
     zones = {"full": data.full, "silent": data.silent}
     per_task = stats.correlation_table(cohort, [primary], score_columns(cohort), params.stats_settings(), zones=zones)
@@ -168,7 +174,9 @@ def fidelity_vs_score(params: Params, processed_dir, figures_dir, tables_dir, nu
         "summary": data.summary(),
         "figures": {"kld_vs_composite": figure},
         "numbers": numbers,
-        "variants_full_vs_silent": table[["zone", "variant", "n", "rho", "ci_low", "ci_high", "p_perm", "p_holm", "refused"]],
+        "variants_full_vs_silent": table[
+            ["zone", "target", "variant", "n", "rho", "ci_low", "ci_high", "p_perm", "p_holm", "refused"]
+        ],
         "primary_by_task": per_task[["zone", "target", "n", "rho", "ci_low", "ci_high", "p_perm", "refused"]],
         "cohort_summary": summary,
     }
@@ -177,18 +185,30 @@ def fidelity_vs_score(params: Params, processed_dir, figures_dir, tables_dir, nu
 def _fidelity_numbers(params: Params, data: Cohort, table: pd.DataFrame) -> dict:
     cohort, primary = data.cohort, params.stats.primary_variant
 
-    def pick(zone_name, variant):
-        row = table[(table["zone"] == zone_name) & (table["variant"] == variant)].iloc[0]
-        return {**_value(row, ["n", "rho", "p_perm", "p_holm", "ci_low", "ci_high"]), "refused": row["refused"] or ""}
+    def pick(zone_name, variant, target=COMPOSITE):
+        rows = table[(table["zone"] == zone_name) & (table["variant"] == variant) & (table["target"] == target)]
+        if rows.empty:
+            return {
+                "n": None,
+                "rho": None,
+                "p_perm": None,
+                "p_holm": None,
+                "ci_low": None,
+                "ci_high": None,
+                "refused": "no signed outcome",
+            }
+        row = rows.iloc[0]
+        return {**_value(row, ["n", "rho", "p_perm", "p_holm", "ci_low", "ci_high", "p_equiv"]), "refused": row["refused"] or ""}
 
-    def significant(zone_name):
-        return int((table.loc[table["zone"] == zone_name, "p_holm"].fillna(1.0) < 0.05).sum())
+    def significant(zone_name, target=COMPOSITE):
+        of = table[(table["zone"] == zone_name) & (table["target"] == target)]
+        return int((of["p_holm"].fillna(1.0) < 0.05).sum())
 
     def agreement(zone_name):  # top-1 *agreement* = 1 − top1_disagree, so its ρ is the variant's negated
         rho = pick(zone_name, "top1_disagree")["rho"]
         return {"rho": None if rho is None else -rho}
 
-    silent_rhos = table.loc[(table["zone"] == "silent") & table["rho"].notna(), "rho"]
+    silent_rhos = table.loc[(table["zone"] == "silent") & (table["target"] == COMPOSITE) & table["rho"].notna(), "rho"]
     quants = cohort[cohort[MODEL].isin(data.full)]
     uniform = cohort[cohort[MODEL] == UNIFORM]
     return {
@@ -197,6 +217,10 @@ def _fidelity_numbers(params: Params, data: Cohort, table: pd.DataFrame) -> dict
         "n_variants": len(params.variants),
         "silent_criterion": data.zone.attrs["criterion"],
         "primary": {"full": pick("full", primary), "silent": pick("silent", primary)},
+        "primary_signed": {"full": pick("full", primary, SIGNED), "silent": pick("silent", primary, SIGNED)},
+        "n_significant_signed_full": significant("full", SIGNED),
+        "n_significant_signed_silent": significant("silent", SIGNED),
+        "has_signed": has_signed(cohort),
         "top1_agreement": {z: agreement(z) for z in ("full", "silent")},
         "n_significant_full": significant("full"),
         "n_significant_silent": significant("silent"),
@@ -244,6 +268,10 @@ def silent_zone_sweep(
             x_label=label,
             paper_value=paper_rho,
         )
+    tests = claims.prepare(data.cohort, data.items, params, data.zone)
+    curves = pd.concat([claims.curve(tests, o) for o in claims.OUTCOMES if tests.outcomes.get(o) is not None], ignore_index=True)
+    io.write_csv(Path(tables_dir) / "rho_k.csv", curves, float_format="%.6g")
+    figures["rho_k"] = plots.rho_k_curves(curves, figures_dir, params.verdicts.rho_margin)
     ok = sweep[sweep["rho"].notna()]
     by_k = ok[ok["criterion"] == "lowest_k"].sort_values("threshold")
     at_k = by_k[by_k["threshold"] == params.silent_zone.k]
@@ -257,6 +285,7 @@ def silent_zone_sweep(
             "rho_at_default_k": None if at_k.empty else float(at_k["rho"].iloc[0]),
             "rho_largest_k": None if by_k.empty else float(by_k["rho"].iloc[-1]),
             "largest_k": None if by_k.empty else int(by_k["threshold"].iloc[-1]),
+            "rho_k": {o: _curve_numbers(curves[curves["outcome"] == o]) for o in curves["outcome"].unique()},
         },
         too_few_quants(params, len(data.full)),
     )
@@ -267,6 +296,19 @@ def silent_zone_sweep(
         "figures": figures,
         "numbers": numbers,
         "zone_sweep": sweep[["criterion", "threshold", "n", "rho", "ci_low", "ci_high", "p_perm", "refused"]],
+        "rho_k": curves[["outcome", "k", "n", "rho", "ci_low", "ci_high", "p_perm", "p_equiv", "reliability", "powered"]],
+    }
+
+
+def _curve_numbers(curve: pd.DataFrame) -> dict:
+    """Where an outcome's ρ(k) curve is reliable: how many zones, the smallest, and ρ there."""
+    reliable = curve[curve["powered"].astype(bool) & curve["rho"].notna()]
+    first = reliable.iloc[0] if len(reliable) else None
+    return {
+        "n_zones": int(len(curve)),
+        "n_reliable": int(len(reliable)),
+        "smallest_reliable_k": None if first is None else int(first["k"]),
+        "rho_smallest_reliable": None if first is None else float(first["rho"]),
     }
 
 
@@ -375,6 +417,12 @@ def routing(
         note=why or f"no pair with {opts.min_disagreements} or more routed prompts",
     )
     pooled = pairs["n_correct"].sum() / pairs["n_routed"].sum() if len(pairs) else None
+    baselines = _router_baselines(params, data) if not why else None
+    io.write_csv(
+        Path(tables_dir) / "router_baselines.csv",
+        pd.DataFrame(columns=ROUTER_BASELINE_COLUMNS) if baselines is None else baselines["table"],
+        float_format="%.6g",
+    )
     numbers = _refused(
         {
             "prompt_kld_available": prompt_kld_available(data.items),
@@ -387,12 +435,51 @@ def routing(
             "silent_accuracy_min": _extreme(silent_pairs["accuracy"], "min"),
             "silent_accuracy_max": _extreme(silent_pairs["accuracy"], "max"),
             "share_below_chance": None if pairs.empty else float((pairs["accuracy"] < 0.5).mean()),
+            "baselines": None if baselines is None else baselines["numbers"],
         },
         why,
     )
     numbers = write_numbers(numbers_path, numbers)
     shown = pairs.sort_values("accuracy")[["pair", "n_disagree", "n_routed", "accuracy", "ci_low", "ci_high", "p_binom"]]
-    return {"summary": data.summary(), "figures": {"routing_accuracy": figure}, "numbers": numbers, "routing": shown}
+    return {
+        "summary": data.summary(),
+        "figures": {"routing_accuracy": figure},
+        "numbers": numbers,
+        "routing": shown,
+        "router_baselines": None if baselines is None else baselines["table"],
+    }
+
+
+ROUTER_BASELINE_COLUMNS = ["pairs", "router", "n_routed", "accuracy", "ci_low", "ci_high"]
+
+
+def _router_baselines(params: Params, data: Cohort) -> dict | None:
+    """The per-prompt KLD router against chance, the mean-KLD router and the best fixed choice, pooled
+    over every pair and over the silent-zone pairs (claims.claim4: cluster bootstrap over prompts)."""
+    test = claims.claim4(claims.prepare(data.cohort, data.items, params, data.zone))
+    if not test["available"]:
+        return None
+    rows, numbers = [], {}
+    for scope in ("pooled", "silent"):
+        s = test[scope]
+        numbers[scope] = {"n_pairs": s["n_pairs"], "n_routed": s["n_routed"], "n_prompts": s["n_prompts"], "chance": s["chance"]}
+        for router in ("per_prompt", "mean_kld", "oracle_fixed", "gain"):
+            numbers[scope][router] = {
+                "accuracy": s[router]["accuracy"],
+                "ci_low": s[router]["ci"][0],
+                "ci_high": s[router]["ci"][1],
+            }
+            rows.append(
+                {
+                    "pairs": s["pairs"],
+                    "router": router,
+                    "n_routed": s["n_routed"],
+                    "accuracy": s[router]["accuracy"],
+                    "ci_low": s[router]["ci"][0],
+                    "ci_high": s[router]["ci"][1],
+                }
+            )
+    return {"table": pd.DataFrame(rows), "numbers": numbers}
 
 
 def _readable(pairs: pd.DataFrame, silent_pairs: pd.DataFrame, most: int = 40) -> pd.DataFrame:
@@ -427,7 +514,18 @@ def volume_direction(params: Params, processed_dir, figures_dir, tables_dir, num
         figures_dir,
         x_label=KLD_LABEL,
     )
-    numbers = _refused(_flip_numbers(flip_table, corr, primary), too_few_quants(params, len(data.full)))
+    flip_numbers, signed_corr = _flip_numbers(flip_table, corr, primary), None
+    if not has_signed(data.cohort):  # ingested cohorts: the manuscript's table says there is none
+        io.write_csv(tables / "signed_flip_correlations.csv", corr.iloc[:0], float_format="%.6g")
+    else:
+        signed = analyses.signed_flips(data.items)
+        io.write_csv(tables / "signed_flips.csv", signed, float_format="%.6g")
+        signed_corr = analyses.flip_correlations(
+            data.cohort, signed, [primary], params.stats_settings(), zones={"full": data.full, "silent": data.silent}
+        )
+        io.write_csv(tables / "signed_flip_correlations.csv", signed_corr, float_format="%.6g")
+        flip_numbers["signed"] = _flip_numbers(signed, signed_corr, primary, signed=True)
+    numbers = _refused(flip_numbers, too_few_quants(params, len(data.full)))
     numbers = write_numbers(numbers_path, numbers)
     return {
         "summary": data.summary(),
@@ -437,13 +535,24 @@ def volume_direction(params: Params, processed_dir, figures_dir, tables_dir, num
         "flip_correlations": corr[corr["variant"] == primary][
             ["zone", "target", "n", "rho", "ci_low", "ci_high", "p_perm", "refused"]
         ],
+        "signed_flip_correlations": None
+        if signed_corr is None
+        else signed_corr[signed_corr["target"].str.endswith(":composite")][
+            ["zone", "target", "n", "rho", "ci_low", "ci_high", "p_perm", "p_equiv", "refused"]
+        ],
     }
 
 
-def identity_errors(flip_table: pd.DataFrame) -> tuple[float, float]:
+def identity_errors(flip_table: pd.DataFrame, signed: bool = False) -> tuple[float, float]:
     """Largest |delta − (L − D)/N| and |delta − volume·(2f − 1)/N| over quants and tasks: the
-    decomposition is an identity, checked on the data before it is used."""
+    decomposition is an identity, checked on the data before it is used. For the signed outcome
+    (analyses.signed_flips) L and D count items moving up and down, so only the second applies and
+    is returned twice."""
     tasks = flip_table[flip_table["task"] != COMPOSITE]
+    if signed:
+        moved = tasks[tasks["volume"] > 0]
+        error = float((moved["delta"] - moved["volume_rate"] * (2 * moved["direction"] - 1)).abs().max()) if len(moved) else 0.0
+        return error, error
     error = float((tasks["delta"] - (tasks["leapfrogs"] - tasks["drops"]) / tasks["n_items"]).abs().max())
     flipped = tasks[tasks["volume"] > 0]
     if flipped.empty:
@@ -451,14 +560,14 @@ def identity_errors(flip_table: pd.DataFrame) -> tuple[float, float]:
     return error, float((flipped["delta"] - flipped["volume"] * (2 * flipped["direction"] - 1) / flipped["n_items"]).abs().max())
 
 
-def _flip_numbers(flip_table: pd.DataFrame, corr: pd.DataFrame, primary: str) -> dict:
+def _flip_numbers(flip_table: pd.DataFrame, corr: pd.DataFrame, primary: str, signed: bool = False) -> dict:
     def pick(zone_name, target):
         row = corr[(corr["zone"] == zone_name) & (corr["variant"] == primary) & (corr["target"] == target)]
         if row.empty:
             return {"rho": None, "p_perm": None, "ci_low": None, "ci_high": None, "n": 0}
         return _value(row.iloc[0], ["n", "rho", "p_perm", "ci_low", "ci_high"])
 
-    error, error_f = identity_errors(flip_table)
+    error, error_f = identity_errors(flip_table, signed)
     composite = flip_table[flip_table["task"] == COMPOSITE]
     return {
         "identity_max_abs_error": error,
@@ -560,7 +669,7 @@ def noise_ceiling(params: Params, processed_dir, figures_dir, tables_dir, number
         "split_half_reliability": plots.reliability_by_score(
             full,
             figures_dir,
-            threshold=opts.min_reliability,
+            threshold=params.verdicts.min_reliability,
             note=None if full["reliability"].notna().any() or rel_refused.empty else str(rel_refused.iloc[0]),
         ),
     }

@@ -14,23 +14,51 @@ A correlation that cannot be computed (fewer than `stats.min_n` quants, a consta
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import scipy.stats as scipy_stats
 from scipy.stats import rankdata
 
 from .errors import SilentzoneError
-from .schema import COMPOSITE, MODEL, quant_names
+from .schema import MODEL, quant_names
 
 if TYPE_CHECKING:
-    from .config import Params
+    pass
 
 MIN_N = 4
-RESULT_KEYS = ("n", "rho", "p_perm", "ci_low", "ci_high", "n_degenerate", "refused")
-TABLE_COLUMNS = ["zone", "target", "variant", "n", "rho", "p_perm", "p_holm", "ci_low", "ci_high", "n_degenerate", "refused"]
+RESULT_KEYS = ("n", "rho", "p_perm", "ci_low", "ci_high", "p_equiv", "n_degenerate", "refused")
+TABLE_COLUMNS = [
+    "zone",
+    "target",
+    "variant",
+    "n",
+    "rho",
+    "p_perm",
+    "p_holm",
+    "ci_low",
+    "ci_high",
+    "p_equiv",
+    "n_degenerate",
+    "refused",
+]
+
+
+def test_rng(seed: int, *label) -> np.random.Generator:
+    """The generator of one test: seeded from params' seed and what the test is (its columns and its
+    quants), so the same test draws the same resamples in every table that prints it, whatever was
+    computed before it."""
+    digest = hashlib.sha256("\x1f".join(map(str, label)).encode()).digest()
+    return np.random.default_rng([seed, *np.frombuffer(digest[:16], dtype=np.uint32).tolist()])
+
+
+def test_label(x_name: str, y_name: str, quants) -> tuple[str, str, str]:
+    """What identifies a correlation test: its two columns and its set of quants (order-free)."""
+    return (x_name, y_name, ",".join(sorted(map(str, quants))))
 
 
 # ---------------------------------------------------------------- Spearman and its resampling
@@ -133,7 +161,11 @@ def bootstrap_distribution(x, y, n_bootstrap: int, rng: np.random.Generator) -> 
 def bootstrap_ci(x, y, n_bootstrap: int, rng: np.random.Generator, ci: float = 0.95) -> tuple[float, float, int]:
     """Percentile bootstrap CI of ρ over quants: (low, high, resamples dropped as degenerate).
     Degenerate resamples (constant x or y) have no ρ and are left out of the percentiles."""
-    dist = bootstrap_distribution(x, y, n_bootstrap, rng)
+    return percentile_ci(bootstrap_distribution(x, y, n_bootstrap, rng), ci)
+
+
+def percentile_ci(dist: np.ndarray, ci: float) -> tuple[float, float, int]:
+    """(low, high, NaN resamples left out) of a bootstrap distribution's central `ci` interval."""
     valid = dist[~np.isnan(dist)]
     if len(valid) == 0:
         raise SilentzoneError("bootstrap: every resample was degenerate (constant x or y)")
@@ -151,24 +183,51 @@ def correlate(
     ci: float = 0.95,
     min_n: int = MIN_N,
     names: tuple[str, str] = ("x", "y"),
+    margin: float | None = None,
 ) -> dict:
     """ρ, permutation p and bootstrap CI of one pair of columns, or a refused record.
-    Returns {n, rho, p_perm, ci_low, ci_high, n_degenerate, refused}."""
+    Returns {n, rho, p_perm, ci_low, ci_high, p_equiv, n_degenerate, refused}; p_equiv (None without a
+    margin) is the equivalence p of |ρ| < margin from the same bootstrap resamples (equivalence_pvalue)."""
     x, y = _check_pair(x, y)
     why = refusal(x, y, min_n, names)
     if why:
-        return {"n": len(x), "rho": None, "p_perm": None, "ci_low": None, "ci_high": None, "n_degenerate": None, "refused": why}
+        return {
+            "n": len(x),
+            "rho": None,
+            "p_perm": None,
+            "ci_low": None,
+            "ci_high": None,
+            "p_equiv": None,
+            "n_degenerate": None,
+            "refused": why,
+        }
     p = permutation_pvalue(x, y, n_resamples, rng)
-    low, high, degenerate = bootstrap_ci(x, y, n_bootstrap, rng, ci)
+    dist = bootstrap_distribution(x, y, n_bootstrap, rng)
+    low, high, degenerate = percentile_ci(dist, ci)
     return {
         "n": len(x),
         "rho": spearman(x, y),
         "p_perm": p,
         "ci_low": low,
         "ci_high": high,
+        "p_equiv": None if margin is None else equivalence_pvalue(dist, margin),
         "n_degenerate": degenerate,
         "refused": None,
     }
+
+
+def equivalence_pvalue(dist: np.ndarray, margin: float) -> float:
+    """p of the two one-sided tests (TOST) that −margin < ρ < margin, by inverting the percentile
+    bootstrap: the larger of the shares of resamples at or beyond each bound (+1 correction). p < α
+    exactly when the (1 − 2α) percentile interval lies inside (−margin, margin). Degenerate (NaN)
+    resamples are left out, as for the interval."""
+    valid = dist[~np.isnan(dist)]
+    if len(valid) == 0:
+        raise SilentzoneError("bootstrap: every resample was degenerate (constant x or y)")
+    total = len(valid) + 1
+    above = (np.count_nonzero(valid >= margin) + 1) / total
+    below = (np.count_nonzero(valid <= -margin) + 1) / total
+    return float(min(1.0, max(above, below)))
 
 
 def holm(pvalues) -> np.ndarray:
@@ -215,24 +274,14 @@ def correlation_table(
     require_columns(table, [name_col, *variants, *targets], "correlation table")
     if zones is None:
         zones = {"full": quant_names(table) if name_col == MODEL else table[name_col].tolist()}
-    rng = np.random.default_rng(settings["seed"])
     rows = []
     for zone, members in zones.items():
         sub = table[table[name_col].isin(members)]
         for target in targets:
             block = []
             for variant in variants:
-                pair = sub[[variant, target]].apply(pd.to_numeric, errors="coerce").dropna()
-                res = correlate(
-                    pair[variant].to_numpy(),
-                    pair[target].to_numpy(),
-                    rng,
-                    settings["n_resamples"],
-                    settings["n_bootstrap"],
-                    settings["ci"],
-                    settings["min_n"],
-                    (variant, target),
-                )
+                pair = sub[[name_col, variant, target]].set_index(name_col).apply(pd.to_numeric, errors="coerce").dropna()
+                res = correlate_columns(pair, variant, target, settings)
                 block.append({"zone": zone, "target": target, "variant": variant, **res})
             adjusted = holm([np.nan if r["p_perm"] is None else r["p_perm"] for r in block])
             for r, p in zip(block, adjusted):
@@ -241,20 +290,34 @@ def correlation_table(
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def variant_correlations(
-    cohort: pd.DataFrame, params: Params, items: pd.DataFrame | None = None, targets: tuple[str, ...] = (COMPOSITE,)
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The study's main table in one call: every registered variant present in the cohort against
-    the composite (or `targets`), full cohort and silent zone (by `silent_zone.criterion`).
-    Returns (correlation table, zone)."""
-    from . import zone as silent  # zone's sweep uses this module's correlations
+def correlate_columns(pair: pd.DataFrame, x_name: str, y_name: str, settings: dict) -> dict:
+    """`correlate` of two columns of a table indexed by quant name (rows with a missing value already
+    dropped), with the test's own generator (test_rng) and the equivalence margin when settings
+    carry one: the one way every table computes a correlation, so the same test prints the same p."""
+    pair = pair.sort_index()  # the quants in one order, so the draw is the test's whatever the table's order
+    rng = test_rng(settings["seed"], *test_label(x_name, y_name, pair.index))
+    return correlate(
+        pair[x_name].to_numpy(),
+        pair[y_name].to_numpy(),
+        rng,
+        settings["n_resamples"],
+        settings["n_bootstrap"],
+        settings["ci"],
+        settings["min_n"],
+        (x_name, y_name),
+        settings.get("margin"),
+    )
 
-    variants = [v for v in params.variants if v in cohort.columns]
-    if not variants:
-        raise SilentzoneError(f"cohort table: none of the variants in {params.source} `variants:` is a column; rerun collect")
-    members = silent.silent_zone(cohort, params, items=items)
-    zones = {"full": quant_names(cohort), "silent": silent.members(members)}
-    return correlation_table(cohort, variants, list(targets), params.stats_settings(), zones), members
+
+def critical_rho(n: np.ndarray | int, alpha: float) -> np.ndarray | float:
+    """Smallest |ρ| that reaches two-sided significance at n quants (t approximation), elementwise;
+    1 where n < 4, too few for any ρ to reach it. The one definition: the noise ceiling's detectability
+    check and the decision rules' power checks both use it."""
+    n = np.asarray(n, dtype=float)
+    df = np.maximum(n - 2, 1)
+    t = scipy_stats.t.ppf(1 - alpha / 2, df)
+    crit = np.where(n < 4, 1.0, t / np.sqrt(df + t * t))
+    return float(crit) if crit.ndim == 0 else crit
 
 
 RESAMPLE_CHUNK = 1 << 22  # draws per chunk of resamples: bounds memory (16 MB of indices) at any item count

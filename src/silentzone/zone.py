@@ -27,7 +27,19 @@ if TYPE_CHECKING:
 RULES = ("paired_bootstrap", "margin", "lowest_k")
 ZONE_COLUMNS = [MODEL, "delta", "ci_low", "ci_high", "primary", "in_zone"]
 DELTA_COLUMNS = [MODEL, "delta", "ci_low", "ci_high"]
-SWEEP_COLUMNS = ["criterion", "threshold", "n", "members", "rho", "p_perm", "ci_low", "ci_high", "n_degenerate", "refused"]
+SWEEP_COLUMNS = [
+    "criterion",
+    "threshold",
+    "n",
+    "members",
+    "rho",
+    "p_perm",
+    "ci_low",
+    "ci_high",
+    "p_equiv",
+    "n_degenerate",
+    "refused",
+]
 
 
 # ---------------------------------------------------------------- the rules, on any table of quants
@@ -208,21 +220,25 @@ def zone_sweep(
     margins = params.silent_zone.sweep_margins if margins is None else margins
     ks = sweep_ks(params, n_ranked(cohort, params)) if ks is None else ks
     s = params.stats_settings()
-    rng = np.random.default_rng(s["seed"])
     rows = []
     for criterion, thresholds in (("margin", margins), ("lowest_k", ks)):
         for t in thresholds:
             inside = members(silent_zone(cohort, params, criterion=criterion, margin=t, k=t, score=score))
-            pair = cohort[cohort[MODEL].isin(inside)][[variant, score]].astype(float).dropna()
-            res = stats.correlate(
-                pair[variant].to_numpy(),
-                pair[score].to_numpy(),
-                rng,
-                s["n_resamples"],
-                s["n_bootstrap"],
-                s["ci"],
-                s["min_n"],
-                (variant, score),
-            )
+            pair = cohort[cohort[MODEL].isin(inside)].set_index(MODEL)[[variant, score]].astype(float).dropna()
+            res = stats.correlate_columns(pair, variant, score, s)
             rows.append({"criterion": criterion, "threshold": t, "members": ",".join(inside), **res})
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+def variant_correlations(
+    cohort: pd.DataFrame, params: Params, items: pd.DataFrame | None = None, targets: tuple[str, ...] = (COMPOSITE,)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The study's main table in one call: every registered variant present in the cohort against
+    the composite (or `targets`), full cohort and silent zone (by `silent_zone.criterion`).
+    Returns (correlation table, zone)."""
+    variants = [v for v in params.variants if v in cohort.columns]
+    if not variants:
+        raise SilentzoneError(f"cohort table: none of the variants in {params.source} `variants:` is a column; rerun collect")
+    zone_table = silent_zone(cohort, params, items=items)
+    zones = {"full": quant_names(cohort), "silent": members(zone_table)}
+    return stats.correlation_table(cohort, variants, list(targets), params.stats_settings(), zones), zone_table

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import io
-from ..bench import registry
+from .. import task_registry as registry
 from ..errors import SilentzoneError
 
 UNCOND_OFFSET = 1_000_000  # olmo-eval's default uncond_docid_offset

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import SilentzoneError
+from .errors import SilentzoneError
 
 KINDS = ("mc", "greedy", "code")
 METRICS = ("raw", "per_char", "per_token", "greedy_exact", "tests_pass")
