@@ -110,7 +110,11 @@ def test_rerun_is_byte_identical(tmp_path):
             CSV.replace("Q6_K,", "Q8_0,"),
             "toy.csv:6: quant 'Q8_0' appears twice",
         ),
-        (["--fidelity", "kld", "--score", "mmlu", "--silent-k", "0"], CSV, "--silent-k must be at least 1"),
+        (
+            ["--fidelity", "kld", "--score", "mmlu", "--silent-k", "0"],
+            CSV,
+            "--silent-k: Input should be greater than or equal to 1",
+        ),
         # no per-item outcomes: the default (paired-bootstrap) zone is impossible, and the command says so
         (["--fidelity", "kld", "--score", "mmlu"], CSV, "give --silent-margin X (in score units) or --silent-k K"),
     ],

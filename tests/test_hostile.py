@@ -82,6 +82,8 @@ def snapshot(root: Path) -> dict[str, tuple]:
     """Every file (size, sha256), folder and link under `root`; profiles/ is a link and not followed."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath) == root and ".silentzone" in dirnames:
+            dirnames.remove(".silentzone")  # the locks (silentzone.lock): a process's state, not an output
         for name in dirnames:
             path = Path(dirpath) / name
             out[str(path.relative_to(root))] = ("link", os.readlink(path)) if path.is_symlink() else ("dir",)

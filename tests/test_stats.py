@@ -309,6 +309,28 @@ def test_variant_correlations(params):
     assert silent["n"] == 5 and silent["rho"] == pytest.approx(ss.spearmanr(inside["kld_mean"], inside["composite"]).statistic)
 
 
+@pytest.mark.parametrize("n, b", [(7, 101), (13, 1000), (1251, 37), (1, 5)])
+@pytest.mark.parametrize("kind", ["paired", "bool", "float"])
+def test_resample_means_is_the_one_big_draw_bit_for_bit(n, b, kind, monkeypatch):
+    # the bootstraps of the silent zone and of failure prediction were values[rng.integers(0, n, (B, n))].mean(axis=1):
+    # drawn in chunks, as int32, summed as integers, the numbers must not move by one bit
+    rng = np.random.default_rng(n * b)
+    values = {
+        "paired": rng.integers(-1, 2, n),
+        "bool": rng.random(n) < 0.4,
+        "float": np.log(rng.lognormal(-3, 1, n)),
+    }[kind]
+    monkeypatch.setattr(stats, "RESAMPLE_CHUNK", 3 * n + 1)  # odd chunks of rows: 3 rows per draw
+    want = values[np.random.default_rng(5).integers(0, n, (b, n))].mean(axis=1)
+    got = stats.resample_means(values, b, np.random.default_rng(5))
+    assert got.dtype == np.float64 and np.array_equal(got, want)
+    after = np.random.default_rng(5)
+    after.integers(0, n, (b, n))
+    gen = np.random.default_rng(5)
+    stats.resample_means(values, b, gen)
+    assert gen.random() == after.random()  # the generator is left where the big draw leaves it
+
+
 # ---------------------------------------------------------------- one draw per test, equivalence
 
 

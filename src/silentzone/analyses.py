@@ -15,6 +15,7 @@ from scipy.stats import beta, binom, rankdata
 
 from . import stats
 from .errors import SilentzoneError
+from .progress import progress
 from .schema import COMPOSITE, MODEL, REFERENCE, quant_names
 
 FLIP_COLUMNS = [
@@ -211,8 +212,8 @@ def auroc(failed, passed) -> float:
 def _gm_ratio_bootstrap(log_failed: np.ndarray, log_passed: np.ndarray, n_bootstrap: int, rng) -> np.ndarray:
     """Bootstrap of exp(mean log KLD failed − mean log KLD passed), resampling each group's items
     (failed, then passed) with replacement, so both group sizes stay fixed."""
-    f = log_failed[rng.integers(0, len(log_failed), (n_bootstrap, len(log_failed)))].mean(axis=1)
-    p = log_passed[rng.integers(0, len(log_passed), (n_bootstrap, len(log_passed)))].mean(axis=1)
+    f = stats.resample_means(log_failed, n_bootstrap, rng)  # log_failed[rng.integers(0, n, (B, n))].mean(axis=1)
+    p = stats.resample_means(log_passed, n_bootstrap, rng)
     return np.exp(f - p)
 
 
@@ -239,8 +240,9 @@ def failure_prediction(items: pd.DataFrame, settings: dict, reference: str = REF
     rng = np.random.default_rng(settings["seed"])
     alpha = (1 - settings["ci"]) / 2
     rows = []
-    for model in sorted(quants[MODEL].unique()):
-        of_model = quants[quants[MODEL] == model]
+    # one pass over the table (a mask per model would read all of it once per model: quadratic in quants)
+    by_model = quants.groupby(MODEL, sort=True)
+    for model, of_model in progress(by_model, "failure prediction", total=by_model.ngroups, unit="model"):
         groups = [(t, g) for t, g in of_model.groupby("task", sort=True)] + [("all", of_model)]
         for task, g in groups:
             kld, correct = g["prompt_kld"].to_numpy(float), g["correct"].to_numpy(bool)
@@ -295,7 +297,8 @@ def routing(items: pd.DataFrame, settings: dict, reference: str = REFERENCE) -> 
     tasks = sorted(task_of_item.unique())
     groups = [(t, np.asarray(task_of_item == t)) for t in tasks] + [("all", np.ones(len(task_of_item), bool))]
     rows = []
-    for i, j in itertools.combinations(range(len(models)), 2):
+    n_pairs = len(models) * (len(models) - 1) // 2
+    for i, j in progress(itertools.combinations(range(len(models)), 2), "routing", total=n_pairs, unit="pair"):
         disagree = correct[:, i] != correct[:, j]
         routed = disagree & (kld[:, i] != kld[:, j])
         good = routed & np.where(kld[:, i] < kld[:, j], correct[:, i], correct[:, j])

@@ -9,6 +9,7 @@ traceback only with --debug.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from .errors import SilentzoneError
@@ -19,6 +20,26 @@ def _params(args):
     from . import config
 
     return config.load(args.params)
+
+
+def locked(output):
+    """Run the handler holding the lock of the output `output(args)` names (silentzone.lock): a
+    second process computing the same output stops with one line naming the first."""
+
+    def wrap(handler):
+        @functools.wraps(handler)
+        def run(args):
+            from . import lock
+
+            target = output(args)
+            if target is None:  # nothing written (e.g. `ingest kld` without --out)
+                return handler(args)
+            with lock.hold(target, LAYOUT.root):
+                return handler(args)
+
+        return run
+
+    return wrap
 
 
 def _capture_params(args):
@@ -48,6 +69,13 @@ def cmd_profile(args) -> None:
     print(f"{args.params}: profile {args.name}")
 
 
+def _engine_layout(args):
+    """The layout of the engine a command runs (its --engine, else the run's): whose output it locks."""
+    engine = getattr(args, "engine", None)
+    return LAYOUT if engine is None else LAYOUT.for_engine(_params(args).engine.name, engine)
+
+
+@locked(lambda args: LAYOUT.prepared)
 def cmd_prepare(args) -> None:
     from .stages import prepare
 
@@ -62,18 +90,21 @@ def _engine(args, params):
     return engines.get(name), LAYOUT.for_engine(params.engine.name, name)
 
 
+@locked(lambda args: _engine_layout(args).reference)
 def cmd_reference(args) -> None:
     params = _capture_params(args)
     engine, layout = _engine(args, params)
     print("\n".join(engine.reference(params, layout)))
 
 
+@locked(lambda args: _engine_layout(args).fidelity / args.quant)
 def cmd_fidelity(args) -> None:
     params = _capture_params(args)
     engine, layout = _engine(args, params)
     print(engine.fidelity(params, layout, args.quant))
 
 
+@locked(lambda args: _engine_layout(args).bench / args.model)
 def cmd_bench(args) -> None:
     from .stages import bench
 
@@ -111,6 +142,7 @@ def cmd_fanout(args) -> None:
     print("\n".join(cluster.fanout(params, args.params, ".", args.address, args.gpus, args.notebooks, args.retries)))
 
 
+@locked(lambda args: _engine_layout(args).processed)
 def cmd_collect(args) -> None:
     from . import engines
     from .stages import collect
@@ -127,12 +159,14 @@ def cmd_compare_engines(args) -> None:
     print(compare.run(params, LAYOUT, engines.chosen(params, args.engine)))
 
 
+@locked(lambda args: LAYOUT.results / args.notebook)
 def cmd_analyze(args) -> None:
     from .stages import analyze
 
     print(analyze.run(_params(args), args.notebook, LAYOUT, kernel=args.kernel))
 
 
+@locked(lambda args: LAYOUT.results / "numbers" / (f"verdicts-{args.engine}" if args.engine else "verdicts"))
 def cmd_verdicts(args) -> None:
     from .stages import verdicts
 
@@ -146,6 +180,7 @@ def cmd_verdicts(args) -> None:
     print(verdicts.run(params, LAYOUT.for_engine(params.engine.name, engine)))
 
 
+@locked(lambda args: LAYOUT.paper)
 def cmd_paper(args) -> None:
     params = _params(args)
     if args.action == "inputs":
@@ -158,18 +193,34 @@ def cmd_paper(args) -> None:
         render.run()
 
 
+# analyze-cohort's options and the params keys that set the same knobs (notebook 06's, and the run's)
+COHORT_OPTIONS = {
+    "seed": ("--seed", "Seed", "seed"),
+    "resamples": ("--resamples", "Resamples", "notebooks.06-published-cohorts.resamples"),
+    "ci": ("--ci", "CiLevel", "stats.ci"),
+    "silent_k": ("--silent-k", "ZoneSize", "notebooks.06-published-cohorts.cohorts.<name>.silent_k"),
+    "silent_margin": ("--silent-margin", "ScoreMargin", "notebooks.06-published-cohorts.cohorts.<name>.silent_margin"),
+}
+
+
+def check_options(args, source: str) -> None:
+    """Every analyze-cohort option within the bounds of the params key it mirrors (config.check_option)."""
+    from . import config
+
+    for attr, (option, bound, key) in COHORT_OPTIONS.items():
+        value = getattr(args, attr)
+        if value is not None:
+            config.check_option(value, getattr(config, bound), option, key, source)
+
+
+@locked(lambda args: args.out)
 def cmd_analyze_cohort(args) -> None:
     import time
     from pathlib import Path
 
     from . import io, published
 
-    if args.resamples < 100:
-        raise SilentzoneError(
-            f"{args.csv}: --resamples must be at least 100 (fewer cannot resolve p = 0.01), got {args.resamples}"
-        )
-    if not 0.5 < args.ci < 1:
-        raise SilentzoneError(f"{args.csv}: --ci must lie between 0.5 and 1 (e.g. 0.95), got {args.ci}")
+    check_options(args, args.csv)
     scores = [c.strip() for group in args.score for c in group.split(",") if c.strip()]
     start = time.perf_counter()
     doc, tidy = published.analyze(
@@ -190,6 +241,7 @@ def cmd_analyze_cohort(args) -> None:
     print(f"wrote {args.out}/correlations.json and correlations.csv in {time.perf_counter() - start:.1f} s")
 
 
+@locked(lambda args: getattr(args, "out", None))
 def cmd_ingest(args) -> None:
     from .ingest import cli as ingest_cli
 
@@ -355,12 +407,22 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: usage errors print their own line
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
     except Exception as exc:  # noqa: BLE001 — the one place every unexpected failure becomes one line
-        return _fail(
-            f"{_prog(command)}: error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-            "(a bug or an unreadable input; rerun with --debug for the traceback and report it)",
-            debug,
-        )
+        from . import io
+
+        # a full disk or an unwritable folder met outside silentzone.io's writers is no bug: say which
+        error = io.write_error(getattr(exc, "filename", None), exc)
+        if error is None:
+            return _unexpected(command, exc, debug)
+        return _fail(f"{_prog(command)}: error: {error}", debug)
     return int(result or 0)
+
+
+def _unexpected(command: str, exc: Exception, debug: bool) -> int:
+    return _fail(
+        f"{_prog(command)}: error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+        "(a bug or an unreadable input; rerun with --debug for the traceback and report it)",
+        debug,
+    )
 
 
 def _command(argv: list[str]) -> str:

@@ -18,10 +18,19 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import SilentzoneError
 
@@ -30,6 +39,27 @@ PARAMS_FILE = Path("params.yaml")
 # `analyze-cohort` runs without params.yaml: its defaults are profiles/default.yaml's, kept here
 ANALYZE_COHORT_DEFAULTS = {"seed": 20260619, "resamples": 10000, "ci": 0.95}
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_+\-]*$"  # no dots: a name is a DVC params path segment and a file name
+
+
+# ------------------------------------------------------------- bounds shared with command-line options
+# One definition per knob that params.yaml and a command-line option both set (`analyze-cohort
+# --seed/--resamples/--ci/--silent-k/--silent-margin`): the option obeys the key's bounds and gets
+# the key's message (`check_option`), so neither accepts what the other refuses.
+Seed = Annotated[int, Field(ge=0, lt=1 << 63)]
+Resamples = Annotated[int, Field(ge=100, le=10_000_000)]  # fewer cannot resolve p = 0.01; more is hours for nothing
+CiLevel = Annotated[float, Field(gt=0.5, lt=1.0)]
+ZoneSize = Annotated[int, Field(ge=1, le=1_000_000)]  # quants in a silent zone; the cohort's size is checked on the data
+ScoreMargin = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]  # in the scores' units (shares or percent)
+
+
+def check_option(value, bound, option: str, key: str, source: str):
+    """A command-line value checked against the bound of the params key it mirrors: the same
+    refusal, the same message (one line naming `source`, the option and the key)."""
+    try:
+        return TypeAdapter(bound).validate_python(value)
+    except ValidationError as exc:
+        msg = exc.errors(include_url=False)[0]["msg"]
+        raise SilentzoneError(f"{source}: {option}: {msg}, got {value!r} (the bound of params `{key}`)") from None
 
 
 class Section(BaseModel):
@@ -237,7 +267,7 @@ class Engine(Section):
 class SilentZone(Section):
     criterion: Literal["paired_bootstrap", "margin", "lowest_k"] = "paired_bootstrap"
     margin: float = Field(ge=0.0, le=1.0)  # composite units: a share of items
-    k: int = Field(ge=1)
+    k: ZoneSize
     alpha: float = Field(gt=0.0, lt=1.0)
     sweep_margins: list[float] = Field(min_length=1)
     sweep_ks: list[int] = Field(min_length=1)
@@ -259,9 +289,9 @@ class SilentZone(Section):
 
 
 class Stats(Section):
-    n_resamples: int = Field(ge=100, le=10_000_000)  # fewer cannot resolve p = 0.01
-    n_bootstrap: int = Field(ge=100, le=10_000_000)
-    ci: float = Field(gt=0.5, lt=1.0)
+    n_resamples: Resamples  # permutation test
+    n_bootstrap: Resamples
+    ci: CiLevel
     primary_variant: str
     min_n: int = Field(default=4, ge=3, le=1000)
 
@@ -299,8 +329,8 @@ class RoutingOptions(Section):
 class PublishedCohort(Section):
     fidelity: list[str] = Field(min_length=1)
     score: list[str] = Field(min_length=1)
-    silent_k: int | None = Field(default=None, ge=1)
-    silent_margin: float | None = Field(default=None, ge=0.0)
+    silent_k: ZoneSize | None = None
+    silent_margin: ScoreMargin | None = None
     reference_row: str | None = None
 
     @model_validator(mode="after")
@@ -311,7 +341,7 @@ class PublishedCohort(Section):
 
 
 class PublishedOptions(Section):
-    resamples: int = Field(ge=100, le=10_000_000)
+    resamples: Resamples
     cohorts: dict[str, PublishedCohort] = Field(min_length=1)
 
 
@@ -352,7 +382,7 @@ Recipe = Union[str, dict[str, Any]]  # noqa: UP007 -- a runtime alias pydantic r
 
 class Params(Section):
     profile: str
-    seed: int = Field(ge=0, lt=1 << 63)
+    seed: Seed
     threads: int = Field(ge=1, le=1024)
     model: Model
     corpora: dict[str, Corpus] = Field(min_length=1)

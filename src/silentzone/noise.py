@@ -71,6 +71,7 @@ from scipy.stats import norm, rankdata
 
 from . import analyses, stats, zone
 from .formatting import with_minus
+from .progress import progress
 from .schema import COMPOSITE, MODEL, REFERENCE, SIGNED, quant_names, score_column
 from .stats import critical_rho
 
@@ -516,7 +517,7 @@ def simulate(
     delta = np.empty((n_sims, Q))
     var = np.empty((n_sims, Q))
     chunk = max(1, DRAW_CHUNK // max(1, len(ref_all) * Q))
-    for start in range(0, n_sims, chunk):
+    for start in progress(range(0, n_sims, chunk), "perfect-ranking simulation", unit="chunk"):
         stop = min(n_sims, start + chunk)
         x = (rng.random((stop - start, len(ref_all), Q)) < p_right).astype(np.int8)
         d = x - ref_all[None, :, None].astype(np.int8)

@@ -1272,8 +1272,7 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         target.mkdir(parents=True)
         for path in sorted((results / kind).glob("*/*")):
             dest = target / path.parent.name / path.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, dest)
+            io.copy_file(path, dest)
     # the executed notebooks, for `{{< embed >}}`: each figure comes from the notebook that made it,
     # and the rendered paper links it to that notebook's page
     notebooks = paper_dir / "notebooks"
@@ -1281,7 +1280,7 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         shutil.rmtree(notebooks)
     notebooks.mkdir(parents=True)
     for path in sorted((results / "notebooks").glob("*.ipynb")):
-        shutil.copy2(path, notebooks / path.name)
+        io.copy_file(path, notebooks / path.name)
     ctx = TableContext(
         variants=variant_names(params),
         ci_label=f"{facts['ci_pct']} CI",

@@ -315,7 +315,7 @@ def analyze(
     if k is not None and k > ranked:
         raise SilentzoneError(
             f"{path}: --silent-k {k} but only {ranked} quants have {fidelities[0]!r} and every score column; "
-            f"choose K below {ranked} (the silent zone is a part of the cohort)"
+            f"choose K <= {ranked} (the silent zone is a part of the cohort)"
         )
     members, rule = silent_members(quants, reference, fidelities[0], margin, k, path)
     settings = {"seed": seed, "n_resamples": resamples, "n_bootstrap": resamples, "ci": ci, "min_n": stats.MIN_N}

@@ -82,7 +82,7 @@ def read_manifest(folder: str | Path, rerun: str, verify: bool = True) -> dict:
 
 def write_head(root: Path, weight: np.ndarray, bias: np.ndarray | None, meta: dict) -> Path:
     folder = head_dir(root)
-    with io.atomic_dir(folder) as tmp:
+    with io.atomic_dir(folder, needed=weight.nbytes + (0 if bias is None else bias.nbytes)) as tmp:
         _save(tmp, "weight.npy", weight.astype(np.float32, copy=False))
         if bias is not None:
             _save(tmp, "bias.npy", bias.astype(np.float32, copy=False))
@@ -134,7 +134,8 @@ class SegmentWriter:
 
     def close(self) -> Path:
         lengths = [len(t) for t in self.tokens]
-        with io.atomic_dir(self.folder) as tmp:
+        needed = sum(h.nbytes for h in self.hidden) + 4 * sum(lengths)
+        with io.atomic_dir(self.folder, needed=needed) as tmp:
             _save(tmp, "tokens.npy", np.concatenate(self.tokens))
             _save(tmp, "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
             _save(tmp, "firsts.npy", np.asarray(self.firsts, dtype=np.int64))

@@ -140,6 +140,14 @@ def _refused(numbers: dict, why: str | None) -> dict:
     return numbers
 
 
+def _warned(numbers: dict, warning: str | None) -> dict:
+    """A setting the data contradicts but the analysis can live with (a size beyond the cohort, left
+    out): said in the numbers under "warnings", a key that, like "refused", appears only then."""
+    if warning:
+        numbers["warnings"] = [warning]
+    return numbers
+
+
 def _extreme(values: pd.Series, how: str):
     return None if values.empty else float(getattr(values, how)())
 
@@ -281,9 +289,10 @@ def silent_zone_sweep(
         },
         too_few_quants(params, len(data.full)),
     )
-    numbers = write_numbers(numbers_path, numbers)
+    warning = zone.sweep_warning(params, zone.n_ranked(data.cohort, params))
+    numbers = write_numbers(numbers_path, _warned(numbers, warning))
     return {
-        "summary": data.summary(),
+        "summary": data.summary() + (f"\nwarning: {warning}" if warning else ""),
         "figures": figures,
         "numbers": numbers,
         "zone_sweep": sweep[["criterion", "threshold", "n", "rho", "ci_low", "ci_high", "p_perm", "refused"]],

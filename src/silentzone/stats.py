@@ -318,3 +318,26 @@ def critical_rho(n: np.ndarray | int, alpha: float) -> np.ndarray | float:
     t = scipy_stats.t.ppf(1 - alpha / 2, df)
     crit = np.where(n < 4, 1.0, t / np.sqrt(df + t * t))
     return float(crit) if crit.ndim == 0 else crit
+
+
+RESAMPLE_CHUNK = 1 << 22  # draws per chunk of resamples: bounds memory (16 MB of indices) at any item count
+
+
+def resample_means(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """The means of `n_resamples` resamples of `values` with replacement: bit for bit
+    values[rng.integers(0, n, (n_resamples, n))].mean(axis=1), the same draws from `rng`, drawn in
+    chunks of rows (numpy's stream does not depend on how the draws are split) as int32 indices,
+    so that memory stays ~16 MB instead of 16·n_resamples·n bytes (3.2 GB at 20,000 items). Small
+    integers (the paired 0/±1 outcome differences) are summed exactly as integers and divided once,
+    which is what the float64 mean of them computes."""
+    values = np.asarray(values)
+    n = len(values)
+    exact = values.dtype.kind in "iub" and n < 1 << 31 and (values.size == 0 or np.abs(values).max() < 127)
+    source = values.astype(np.int8) if exact else values
+    out = np.empty(n_resamples)
+    rows = max(1, RESAMPLE_CHUNK // max(n, 1))
+    for start in range(0, n_resamples, rows):
+        stop = min(n_resamples, start + rows)
+        drawn = np.take(source, rng.integers(0, n, (stop - start, n), dtype=np.int32))
+        out[start:stop] = drawn.sum(axis=1, dtype=np.int64) / n if exact else drawn.mean(axis=1)
+    return out

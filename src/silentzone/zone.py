@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import analyses, stats
 from .errors import SilentzoneError
+from .progress import progress
 from .schema import COMPOSITE, MODEL, REFERENCE, quant_names, reference_rows
 
 if TYPE_CHECKING:
@@ -61,6 +62,18 @@ def lowest_k_members(quants: pd.DataFrame, primary: str, k: int) -> list[str]:
     return ranked[MODEL].head(k).tolist()
 
 
+def check_k(k: int, quants: pd.DataFrame, primary: str, what: str) -> None:
+    """A lowest-k zone must be a part of the cohort: k no larger than the quants `primary` ranks
+    (head(k) of fewer would quietly make the zone the whole cohort)."""
+    ranked = int(quants[primary].notna().sum())
+    if k > ranked:
+        extra = "" if ranked == len(quants) else f" ({len(quants) - ranked} of {len(quants)} have no {primary})"
+        raise SilentzoneError(
+            f"{what} = {k} but only {ranked} quants are ranked by {primary}{extra}; choose k <= {ranked} "
+            "(the silent zone is a part of the cohort)"
+        )
+
+
 def paired_score_deltas(
     items: pd.DataFrame, n_bootstrap: int, rng: np.random.Generator, ci: float = 0.95, reference: str = REFERENCE
 ) -> pd.DataFrame:
@@ -76,12 +89,12 @@ def paired_score_deltas(
     tasks = sorted(outcomes.index.get_level_values("task").unique())
     alpha = (1 - ci) / 2
     rows = []
-    for quant in sorted(m for m in outcomes.columns if m != reference):
+    for quant in progress(sorted(m for m in outcomes.columns if m != reference), "paired bootstrap", unit="quant"):
         deltas, boot = [], []
         for task in tasks:
             d = (outcomes.loc[task, quant] - outcomes.loc[task, reference]).to_numpy()
             deltas.append(d.mean())
-            boot.append(d[rng.integers(0, len(d), (n_bootstrap, len(d)))].mean(axis=1))
+            boot.append(stats.resample_means(d, n_bootstrap, rng))  # d[rng.integers(0, n, (B, n))].mean(axis=1), in chunks
         low, high = np.quantile(np.mean(boot, axis=0), [alpha, 1 - alpha])
         rows.append({MODEL: quant, "delta": float(np.mean(deltas)), "ci_low": float(low), "ci_high": float(high)})
     return pd.DataFrame(rows, columns=DELTA_COLUMNS)
@@ -133,7 +146,9 @@ def silent_zone(
     elif criterion == "margin":
         inside = margin_members(quants, reference_score(cohort, score), sz.margin if margin is None else float(margin), score)
     elif criterion == "lowest_k":
-        inside = lowest_k_members(quants, primary, sz.k if k is None else int(k))
+        k = sz.k if k is None else int(k)
+        check_k(k, quants, primary, f"{params.source}: `silent_zone.k`")
+        inside = lowest_k_members(quants, primary, k)
     else:
         raise SilentzoneError(
             f"{params.source}: silent_zone.criterion must be {', '.join(RULES[:-1])} or {RULES[-1]}, got {criterion!r}"
@@ -169,6 +184,26 @@ def sweep_ks(params: Params, n_quants: int) -> list[int]:
     return [k for k in params.silent_zone.sweep_ks if k <= n_quants] or list(range(params.stats.min_n, n_quants + 1))
 
 
+def n_ranked(cohort: pd.DataFrame, params: Params) -> int:
+    """Quants of the cohort table that a lowest-k zone can rank (they have the primary variant)."""
+    quants = cohort[cohort[MODEL].isin(quant_names(cohort))]
+    return int(quants[params.stats.primary_variant].notna().sum())
+
+
+def sweep_warning(params: Params, n_quants: int) -> str | None:
+    """What the sweep says when some of `silent_zone.sweep_ks` exceed the cohort and are left out."""
+    dropped = [k for k in params.silent_zone.sweep_ks if k > n_quants]
+    if not dropped:
+        return None
+    said = f"silent_zone.sweep_ks {dropped} exceed the {n_quants} quants of the cohort"
+    kept = sweep_ks(params, n_quants)
+    if len(dropped) < len(params.silent_zone.sweep_ks):
+        return f"{said} and are left out of the sweep"
+    if kept:
+        return f"{said}; none fits, so the sweep runs k = {kept[0]} to {kept[-1]}"
+    return f"{said}: no lowest-k zone to sweep"
+
+
 def zone_sweep(
     cohort: pd.DataFrame,
     params: Params,
@@ -183,7 +218,7 @@ def zone_sweep(
     n_degenerate, refused."""
     variant = variant or params.stats.primary_variant
     margins = params.silent_zone.sweep_margins if margins is None else margins
-    ks = sweep_ks(params, len(quant_names(cohort))) if ks is None else ks
+    ks = sweep_ks(params, n_ranked(cohort, params)) if ks is None else ks
     s = params.stats_settings()
     rows = []
     for criterion, thresholds in (("margin", margins), ("lowest_k", ks)):

@@ -274,7 +274,21 @@ def subset(items: list[dict], n: int, seed: int, task: str) -> list[dict]:
 
 def draw_all(params) -> dict[str, list[dict]]:
     """{task: its seeded subset of items} for every task of params `bench.tasks` (nothing written)."""
-    return {name: subset(load_task(name), n, params.seed, name) for name, n in params.bench.tasks.items()}
+    out = {}
+    for name, n in params.bench.tasks.items():
+        pool = load_task(name)
+        check_count(name, n, len(pool), params.source)
+        out[name] = subset(pool, n, params.seed, name)
+    return out
+
+
+def check_count(task: str, n: int, available: int, source: str) -> None:
+    """More items asked for than the task has is an error, not a quietly smaller subset (the run
+    would report a benchmark of fewer items than its params say)."""
+    if n > available:
+        raise SilentzoneError(
+            f"{source}: `bench.tasks.{task}` = {n} but task {task!r} has {available} items; ask for at most {available}"
+        )
 
 
 def write_all(subsets: dict[str, list[dict]], prepared_dir: Path) -> list[Path]:

@@ -101,12 +101,13 @@ def _recipe_member(params, name: str, recipe: dict, model, cache_dir) -> dict:
     rebuilt = store.keys() != cached.keys() or any(store[k][0] != cached[k][0] or store[k][1] is not cached[k][1] for k in store)
     if not store:  # nothing quantized (an all-F32 recipe): nothing to cache
         return report
+    what = "built and cached" if rebuilt else "read from its cache"
     if rebuilt:
         try:
             write_quant_cache(folder, key, recipe, store)
         except OSError as exc:  # a read-only or full disk, or another process caching the same quant: keep going
             print(f"{folder}: quant not cached ({exc})", file=sys.stderr)
-    what = "built and cached" if rebuilt else "read from its cache"
+            what = "built (not cached)"
     print(f"quant {name}: {what} in {time.perf_counter() - start:.2f} s ({folder})")  # progress, not a warning: stdout
     return report
 

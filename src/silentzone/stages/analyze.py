@@ -64,6 +64,8 @@ def _execute(params: Params, name: str, layout: Layout, kernel: str) -> str:
             )
         except papermill.PapermillExecutionError as exc:
             first = str(exc.evalue).splitlines()[0] if exc.evalue else ""
+            if exc.ename == SilentzoneError.__name__:  # already one line naming the file and the fix (a full disk too)
+                raise SilentzoneError(f"{source}: {first}") from None
             raise SilentzoneError(
                 f"{source}: cell {exc.exec_count} failed: {exc.ename}: {first} (rerun it in JupyterLab to see the traceback)"
             ) from None

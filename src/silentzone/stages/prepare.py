@@ -19,7 +19,15 @@ def run(params, layout: Layout) -> list[str]:
     items.check_disjoint(texts, subsets, params.source)
     corpora.write_all(texts, manifest, layout.prepared)
     lines = [
-        f"{layout.prepared / e['path']}: {e['n_docs']} documents, {e['n_bytes']} bytes, sha256 {e['sha256'][:12]}"
-        for e in manifest.values()
+        f"{layout.prepared / e['path']}: {e['n_docs']} documents{_short_of(name, e)}, {e['n_bytes']} bytes, sha256 {e['sha256'][:12]}"
+        for name, e in manifest.items()
     ]
     return lines + [f"{path}: benchmark items" for path in items.write_all(subsets, Path(layout.prepared))]
+
+
+def _short_of(name: str, entry: dict) -> str:
+    """The explicit warning when `max_docs` asks for more documents than the source has (it is a
+    cap: the corpus is then all of them, and corpora.json records both numbers)."""
+    if entry["n_docs"] >= entry["max_docs"]:
+        return ""
+    return f" (warning: corpora.{name}.max_docs = {entry['max_docs']}, but {entry['source']} has only these)"

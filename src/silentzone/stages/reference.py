@@ -87,8 +87,29 @@ def write_segment(model, windows: np.ndarray, folder, meta: dict) -> None:
     writer.close()
 
 
+def check_sizes(params, model) -> None:
+    """Fidelity sizes the model must have, refused before anything is computed: a window longer than
+    its positions would be scored where the rotary embedding extrapolates, silently; a top-k larger
+    than its vocabulary would quietly make kld_topk the full KLD (metrics clamps k to the vocabulary)."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    f, name = params.fidelity, params.model.name
+    limit = getattr(cfg, "max_position_embeddings", None)
+    if limit is not None and f.ctx > limit:
+        raise SilentzoneError(
+            f"{params.source}: `fidelity.ctx` = {f.ctx} but model {name!r} has {limit} positions "
+            f"(max_position_embeddings); choose ctx <= {limit}"
+        )
+    vocab = getattr(cfg, "vocab_size", None)
+    if vocab is not None and f.topk > vocab:
+        raise SilentzoneError(
+            f"{params.source}: `fidelity.topk` = {f.topk} but model {name!r} has a vocabulary of {vocab} tokens; "
+            f"choose topk <= {vocab}"
+        )
+
+
 def run(params, layout: Layout, model, tokenizer) -> list[str]:
     """Write the head and every corpus x ctx segment; returns one summary line per segment."""
+    check_sizes(params, model)
     segments = plan(params, tokenizer, layout.prepared)
     weight, bias, meta = lm.head_arrays(model, tokenizer, params.model.name)
     refstore.write_head(layout.reference, weight, bias, {**meta, "provenance": provenance.made_by(params, "reference")})
