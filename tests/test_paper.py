@@ -93,7 +93,8 @@ def test_numbers_namespace_and_formatting():
     assert formatting.format_value(-0.7213, "rho") == "−0.72"
     assert formatting.format_value(0.0, "rho_silent") == "+0.00" and formatting.format_value(-0.001, "rho") == "+0.00"
     assert formatting.format_value(0.94, "rho_volume_silent") == "+0.94" and formatting.format_value(-0.51, "ci_high") == "−0.51"
-    # p-values: two decimals, two significant digits below 0.1, never 0, never rounded across 0.05
+    # p-values: two decimals, two significant digits below 0.1, never rounded across 0.05, never more
+    # than four decimals: below 0.0001 "< 0.0001" (the published router table printed 8×10⁻²² in full)
     assert [formatting.fmt_p(p) for p in (1.0, 0.2, 0.044, 0.0495, 0.0504, 0.004, 0.0002, 0.00004, 0.003)] == [
         "1.00",
         "0.20",
@@ -102,9 +103,24 @@ def test_numbers_namespace_and_formatting():
         "0.050",
         "0.004",
         "0.0002",
-        "0.00004",
+        "< 0.0001",
         "0.003",
     ]
+    assert [formatting.fmt_p(p) for p in (8e-22, 0.0, 0.0001, 0.000125, 0.00099, 0.04995, 0.050004)] == [
+        "< 0.0001",
+        "< 0.0001",
+        "0.0001",
+        "0.0001",
+        "0.001",
+        "0.0499",
+        "0.050",
+    ]
+    for p in [10.0**-e * m for e in range(1, 12) for m in (1, 1.5, 4.99, 5.0, 5.004, 9.96)]:
+        text = formatting.fmt_p(p)
+        assert len(text.split(".")[-1]) <= 4, (p, text)
+        assert text.startswith("<") or (float(text) < 0.05) == (p < 0.05), (p, text)
+    assert formatting.p_phrase(0.004) == "p = 0.004" and formatting.p_phrase(3e-9) == "p < 0.0001"
+    assert formatting.p_phrase(2e-5, "Holm p") == "Holm p < 0.0001"
     assert formatting.format_value(0.423, "routing_low") == "42.3%" and formatting.format_value(0.5, "accuracy_pooled") == "50.0%"
     assert formatting.format_value(1.0833, "gm_ratio_low") == "1.08" and formatting.format_value(0.86, "auroc_max") == "0.86"
     assert (
