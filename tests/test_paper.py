@@ -326,6 +326,21 @@ def test_cohort_labels():
     assert paper.cohort_label("gemma-3-27b__unsloth-dynamic2") == "Gemma-3-27B (Unsloth Dynamic 2.0)"
 
 
+def test_a_long_table_prints_as_an_excerpt_that_points_to_its_csv(tmp_path):
+    rows = [[f"q{i:03d}", "x" if i < 20 else "y", str(i)] for i in range(paper.MAX_ROWS + 5)]
+    table = paper.markdown_table(["Quant", "Group", "n"], rows, group=2)
+    lines = table.splitlines()[2:]
+    assert len(lines) == 2 * paper.EXCERPT_ROWS + 1
+    assert lines[paper.EXCERPT_ROWS].startswith(f"| {paper.OMITTED} {len(rows) - 2 * paper.EXCERPT_ROWS} more rows |")
+    assert lines[0].startswith("| q000 |") and lines[-1].startswith(f"| q{len(rows) - 1:03d} |")
+    # the row after the gap keeps its group label (its predecessor is not shown)
+    assert lines[paper.EXCERPT_ROWS + 1].split("|")[2].strip() == "y"
+    note = paper.excerpt_note(table, "tables/04-routing/routing.csv", len(rows))
+    assert f"{2 * paper.EXCERPT_ROWS} of {len(rows)} rows" in note and "(tables/04-routing/routing.csv)" in note
+    whole = paper.markdown_table(["Quant"], [["a"]] * paper.MAX_ROWS)
+    assert len(whole.splitlines()) == paper.MAX_ROWS + 2 and paper.excerpt_note(whole, "x.csv", paper.MAX_ROWS) == ""
+
+
 def test_every_figure_and_table_is_referenced_from_the_text():
     text = QMD.read_text()
     labels = set(re.findall(r"#((?:fig|tbl)-[\w-]+)", text))

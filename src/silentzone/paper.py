@@ -520,13 +520,42 @@ def estimate_cell(row, column: str, notes: Notes, fmt=None) -> str:
     )
 
 
+# A table longer than this does not fit a PDF page (Typst does not break a table float across pages: the
+# published 435-row router table overprinted ~400 rows at one page's foot) nor reads as a table in HTML.
+# It is printed as an excerpt, its first and last EXCERPT_ROWS rows, and points to its CSV.
+MAX_ROWS = 30
+EXCERPT_ROWS = 8
+OMITTED = "⋮"  # the first cell of the row that stands for the rows an excerpt leaves out
+
+
+def excerpt(rows: list[list[str]], n_columns: int) -> list[list[str]]:
+    """The rows as printed: all of them up to MAX_ROWS, else the first and last EXCERPT_ROWS with one
+    row between them saying how many are left out."""
+    if len(rows) <= MAX_ROWS:
+        return rows
+    left_out = len(rows) - 2 * EXCERPT_ROWS
+    return rows[:EXCERPT_ROWS] + [[f"{OMITTED} {left_out} more rows"] + [""] * (n_columns - 1)] + rows[-EXCERPT_ROWS:]
+
+
+def excerpt_note(table: str, csv: str, n_rows: int) -> str:
+    """Under an excerpted table: how many rows it shows and where every row is (the CSV beside the
+    paper, a link in HTML, and its place in the repository); "" when the table is whole."""
+    if f"| {OMITTED} " not in table:
+        return ""
+    return (
+        f"::: {{.table-notes}}\nAn excerpt: {2 * EXCERPT_ROWS} of {n_rows} rows. Every row is in "
+        f"[`{csv}`]({csv}) (the CSV beside this paper; `results/{csv}` in the repository).\n:::\n"
+    )
+
+
 def markdown_table(headers: list[str], rows: list[list[str]], align: str | None = None, group: int = 0) -> str:
     """A pipe table. The first `group` columns label groups of rows: a label repeated from the row
-    above is left blank, as a printed table does. (_quarto.yml turns pandoc's column widths off:
-    the browser and Typst size columns by their content.)"""
+    above is left blank, as a printed table does. Longer than MAX_ROWS, an excerpt (excerpt()).
+    (_quarto.yml turns pandoc's column widths off: the browser and Typst size columns by their content.)"""
     align = align or "l" + "r" * (len(headers) - 1)
     if not rows:  # a header alone reads as a rendering fault; say that the table is empty
         rows = [["none"] + [DASH] * (len(headers) - 1)]
+    rows = excerpt(rows, len(headers))
     if group:
         shown, previous = [], None
         for r in rows:
@@ -534,7 +563,7 @@ def markdown_table(headers: list[str], rows: list[list[str]], align: str | None 
             while previous is not None and same < group and r[same] == previous[same]:
                 same += 1
             shown.append([""] * same + r[same:])
-            previous = r
+            previous = None if r[0].startswith(OMITTED) else r
         rows = shown
     headers = [h.replace("|", "\\|") for h in headers]
     rows = [[c.replace("\\|", "|").replace("|", "\\|") for c in r] for r in rows]
@@ -1013,6 +1042,10 @@ def write_tables(results: Path, paper_dir: Path, ctx: TableContext) -> int:
             df["refused"] = df["refused"].astype(object).where(df["refused"].notna(), None)
         for folder, name, formatter in outputs:
             table, notes = formatter(df, ctx, path)
+            n_rows = len(table.splitlines()) - 2
+            if f"| {OMITTED} " in table:  # the rows the excerpt stands for, as the table would have printed them
+                n_rows = int(re.search(rf"\| {OMITTED} (\d+) more rows", table).group(1)) + 2 * EXCERPT_ROWS
+            notes = "\n\n".join(n for n in (notes, excerpt_note(table, f"tables/{notebook}/{stem}.csv", n_rows)) if n)
             io.write_text(paper_dir / "tables" / folder / f"{name}.md", table)
             io.write_text(paper_dir / "tables" / folder / f"{name}-notes.md", notes)
             count += 1
