@@ -370,7 +370,7 @@ def test_every_table_the_manuscript_includes_is_written_by_paper_inputs():
         for outputs in paper.TABLES.values()
         for folder, name, _ in outputs
         for suffix in ("", "-notes")
-    } | {paper.SIDE_BY_SIDE_TABLE}
+    } | {paper.SIDE_BY_SIDE_TABLE, f"{paper.SIDE_BY_SIDE_TABLE}-notes"}
     assert included == written
 
 
@@ -582,9 +582,18 @@ def test_side_by_side_has_one_column_per_family_and_skips_its_own_profile(tmp_pa
     }
     assert rows["Model"][1:] == ["Qwen3.6-35B-A3B / Devstral-Small-2-24B", "smollm2", "gemma-3-270m"]
     assert rows["ρ(mean KLD, score), full cohort"][1:] == ["−0.72 / −0.86", "−0.58", "−0.55"]
-    assert rows["Per-prompt GM ratio, failed / passed"][1:] == ["1.08 to 1.22", "0.67 to 0.86", "0.67 to 0.86"]
+    # a paper value from outside the abstract carries the mark of its source, explained under the table
+    gm, top1 = paper.PAPER_MARKS["five_models"], paper.PAPER_MARKS["secondhand"]
+    assert rows["Per-prompt GM ratio, failed / passed"][1:] == [f"1.08 to 1.22{gm}", "0.67 to 0.86", "0.67 to 0.86"]
     assert rows["Benchmark items per model (tasks)"][1:] == ["—", "120 (2)", "120 (2)"]
     assert rows["ρ(top-1 agreement, score), full / silent"][2] == "+0.70 / +0.10"
+    top1_spec = next(spec for label, spec, _ in paper.SIDE_BY_SIDE_ROWS if label.startswith("ρ(top-1"))
+    assert paper.side_by_side_cell({"paper": {"top1_rho_full": "+0.70", "top1_rho_silent": "+0.00"}}, top1_spec) == (
+        f"+0.70 / +0.00{top1}"
+    )
+    assert rows["ρ(mean KLD, score), full cohort"][1] == "−0.72 / −0.86"  # the abstract's: no mark
+    notes = paper.side_by_side_notes()
+    assert all(f"{mark}\u00a0" in notes for mark in paper.PAPER_MARKS.values()) and "not in its abstract" in notes
     assert rows["Claim 1 verdict"][2:] == ["holds", "holds"] and rows["Claim 2 verdict"][2:] == ["—", "—"]
 
 
@@ -604,3 +613,116 @@ def test_a_variable_with_markdown_is_found_as_the_reader_sees_it():
     assert paper.numbers_missing_from_html(qmd, variables, seen) == []
     assert paper.numbers_missing_from_html(qmd, variables, seen.replace("x.gguf", "y.gguf")) != []
     assert paper.printed_pieces("−0.89 [−0.95, −0.72]") == ["−0.89 [−0.95, −0.72]"]  # brackets that are not citations stay
+
+
+# --- sentences that read a result: one test per branch -------------------------------------------
+
+
+def test_the_simulation_reading_says_weaker_when_most_perfect_rankings_are_stronger():
+    # the published default run: 96.2% of simulated cohorts at least as strongly negative as −0.32
+    text = paper.simulation_reading(0.962, -0.32, 0.05)
+    assert text.startswith("The observed silent-zone correlation, −0.32, is weaker than in 96.2% of the simulated cohorts")
+    assert "Item noise alone does not explain it" in text and "could explain" not in text
+
+
+def test_the_simulation_reading_says_stronger_when_few_perfect_rankings_are_as_strong():
+    text = paper.simulation_reading(0.02, -0.95, 0.05, "full-cohort")
+    assert text.startswith("The observed full-cohort correlation, −0.95, is stronger than in 98.0% of the simulated cohorts")
+    assert "at least as well as a perfect ranking" in text and "weaker" not in text
+
+
+def test_the_simulation_reading_says_noise_could_explain_it_in_between():
+    text = paper.simulation_reading(0.40, -0.5, 0.05)
+    assert text.startswith("In 40.0% of the simulated cohorts the silent-zone correlation is at least as strongly negative")
+    assert "item noise alone could explain it" in text
+    # the branches meet at alpha: 0.95 and 0.05 are the first shares read as weaker / stronger
+    assert paper.simulation_reading(0.95, -0.5, 0.05).startswith("The observed silent-zone correlation, −0.50, is weaker")
+    assert paper.simulation_reading(0.949, -0.5, 0.05).startswith("In 94.9%")
+    assert paper.simulation_reading(0.05, -0.5, 0.05).startswith("The observed silent-zone correlation, −0.50, is stronger")
+    assert paper.simulation_reading(None, -0.5, 0.05) == "" and paper.simulation_reading(0.5, float("nan"), 0.05) == ""
+
+
+def test_the_outcomes_reading_follows_both_reliabilities():
+    # the published default run: accuracy −0.12, signed outcome 0.91 inside the silent zone
+    signed_only = paper.outcomes_reading(-0.12, 0.91, 0.8)
+    assert "too few for accuracy to order them reliably, while the signed outcome still orders them" in signed_only
+    assert "(split-half reliability −0.12 and 0.91)" in signed_only
+    assert paper.outcomes_reading(0.85, 0.91, 0.8).startswith("Both outcomes order the silent zone's quants reliably")
+    assert paper.outcomes_reading(0.85, 0.4, 0.8).startswith("Inside the silent zone accuracy orders the quants reliably")
+    assert paper.outcomes_reading(0.3, 0.4, 0.8).startswith("Neither outcome orders the silent zone's quants reliably")
+    assert paper.outcomes_reading(0.8, 0.8, 0.8).startswith("Both")  # the threshold itself is reliable
+    assert paper.outcomes_reading(None, 0.9, 0.8).startswith("Inside the silent zone the quants differ")
+    assert paper.outcomes_reading(0.9, None, 0.8).startswith("Only accuracy is measured here")
+
+
+def test_methods_facts_name_how_each_member_was_made(tiny_params):
+    params = dict(tiny_params)
+    params["cohort"] = {
+        "q8_0": "Q8_0",
+        "q4_0": {"default": "Q4_0", "embedding": "Q8_0"},
+        "lq-q4_k_m": {"llama-quantize": "Q4_K_M"},
+        "lq-q2_k+imat": {"llama-quantize": "Q2_K", "imatrix": "calibration"},
+        "file": "gguf:some/model.Q6_K.gguf",
+    }
+    facts = paper.cohort_facts(params)
+    assert (facts["n_recipe_members"], facts["n_llamacpp_members"], facts["n_imatrix_members"], facts["n_gguf_members"]) == (
+        2,
+        2,
+        1,
+        1,
+    )
+    assert facts["llamacpp_types_text"] == "Q4_K_M and Q2_K" and facts["imatrix_corpus_text"] == "calibration"
+    assert facts["lq_names"] is True
+    params["cohort"]["odd-name"] = {"llama-quantize": "Q3_K_M"}  # a name the convention does not explain
+    assert paper.cohort_facts(params)["lq_names"] is False
+    none = paper.cohort_facts({"cohort": {"q8_0": "Q8_0"}})
+    assert not none["has_llamacpp"] and none["llamacpp_types_text"] == "—" and not none["lq_names"]
+
+
+def test_the_fallback_count_reads_the_cohort_tables_types():
+    import pandas as pd
+
+    cohort = pd.DataFrame(
+        {
+            "source": ["reference", "recipe", "llama-quantize:Q4_K_M", "llama-quantize:Q2_K+imatrix:calibration"],
+            "types": ["F32", "Q4_0:210,Q8_0:1", "Q4_K:16,Q5_0:166,Q6_K:14,Q8_0:15", "Q3_K:30,Q4_0:180,Q8_0:1"],
+        }
+    )
+    # legacy or float: Q5_0 166 + Q8_0 15 + Q4_0 180 + Q8_0 1 of 211 + 211 matrices (the recipe member is not counted)
+    assert paper.fallback_text(cohort) == "362 of 422"
+    assert paper.fallback_text(cohort[cohort["source"] == "recipe"]) == "—" and paper.fallback_text(None) == "—"
+
+
+def test_corpora_are_named_by_their_sources(tiny_params):
+    assert paper.corpus_text("fiction", {"source": "lambada", "max_docs": 300}).startswith(
+        "*fiction*: fiction, the passages of LAMBADA"
+    )
+    assert paper.corpus_text("calibration", {"source": "boolq", "skip_docs": 300, "max_docs": 300}).endswith(
+        "; 300 documents after the first 300"
+    )
+    assert paper.scored_per_window({"ctx": 512, "score_from": 0.5}) == 256
+    assert paper.n_scored_tokens({"ctx": 512, "score_from": 0.5, "n_windows": 8}) == "2,048"
+    facts = paper.run_facts(tiny_params)
+    assert facts["corpora_sources_text"].count("*") == 2 * len(tiny_params["fidelity"]["corpora"])
+
+
+def test_the_abstract_states_the_reference_and_the_scale():
+    q41 = paper.reference_sentence({"quantized_reference": True, "reference_format": "Q4_1"})
+    assert (
+        q41 == "The reference is the model's Q4_1 GGUF dequantized to fp32, so every quant is a requantization of Q4_1 weights."
+    )
+    assert "fp32" in paper.reference_sentence({"quantized_reference": False})
+    assert "randomly initialised" in paper.reference_sentence({"is_tiny": True})
+    scale = paper.model_scale_text("smollm2-135m-instruct", ["Qwen3.6-35B-A3B", "Devstral-Small-2-24B"])
+    assert scale == "135M parameters, 178 times fewer than the smaller of the paper's models (24B)"
+    assert paper.parameters_of("Qwen3.6-35B-A3B") == 35e9 and paper.parameters_of("tiny") is None
+
+
+def test_no_inline_code_opens_on_a_shortcode():
+    """Quarto reads a line with a backtick before `{` as a code cell (its manuscript code-hint pattern) and
+    then renders the article as a notebook too: index-preview.html, embedding the render machine's absolute
+    paths. Names set in code type come from `code.*` variables that carry their backticks."""
+    hint = re.compile(r"`+{[^\.]+.*}")
+    assert [line for line in QMD.read_text().splitlines() if hint.search(line)] == []
+    code = paper.code_names({"noise_ceiling": {"most_damaged": {"model": "q4_0"}}}, {"profile": "default"})
+    assert code["profile"] == "`default`" and code["most_damaged"] == "`q4_0`" and code["silent_criterion"] == "—"

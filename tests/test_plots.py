@@ -164,7 +164,16 @@ def test_legends_of_the_other_figures_sit_outside_the_data(drawn, tmp_path):
     plots.simulated_rho(replicates, {"silent": -0.32, "full": -0.78}, tmp_path)
     reliability = pd.DataFrame({"score": ["score_lambada", "composite"], "reliability": [0.92, 0.92], "low": [0.88, 0.88]})
     plots.reliability_by_score(reliability.assign(high=0.95), tmp_path, threshold=0.9)
-    assert len(drawn) == 4
+    curves = pd.DataFrame(
+        [
+            {"outcome": o, "k": k, "rho": r, "ci_low": r - 0.3, "ci_high": min(1, r + 0.4), "powered": k > 8}
+            for o, shift in (("accuracy", 0.0), ("signed", -0.1))
+            for k, r in zip([6, 8, 10, 12, 16, 20, 24], [-0.5, -0.66, -0.75, -0.82, -0.6, -0.77, -0.84])
+            for r in [r + shift]
+        ]
+    )
+    plots.rho_k_curves(curves, tmp_path, margin=0.5)
+    assert len(drawn) == 5
     for fig in drawn:
         assert fig.legends and all(ax.get_legend() is None for ax in fig.axes), fig
         assert covered(fig) == [], fig

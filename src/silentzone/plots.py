@@ -163,7 +163,7 @@ def rho_k_curves(curves: pd.DataFrame, figures_dir, margin: float, name: str = "
     ok = curves[curves["rho"].notna()]
     if ok.empty:
         return empty(curves, figures_dir, name, "every zone's correlation was refused: nothing to plot", "k")
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
     ax.axhspan(-margin, margin, color="0.9", zorder=0, label=f"no relation (|ρ| < {margin:g})")
     ax.axhline(0, color="black", lw=0.8, zorder=1)
     for outcome, part in ok.groupby("outcome", sort=False):
@@ -178,8 +178,7 @@ def rho_k_curves(curves: pd.DataFrame, figures_dir, margin: float, name: str = "
     ax.set_xlabel("k: the zone of the k quants with the lowest mean KLD")
     ax.set_ylabel("Spearman ρ with mean KLD (95% CI)")
     ax.set_ylim(-1.05, 1.05)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    fig.tight_layout()
+    legend_below(fig, ax, ncol=2)  # beside the axes it took half the figure's width
     return save(fig, curves, figures_dir, name)
 
 
