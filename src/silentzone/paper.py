@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from . import io
+from . import io, lesson
 from .errors import SilentzoneError
 from .formatting import (
     DASH,
@@ -49,6 +49,7 @@ from .verdicts import CLAIMS, HOLDS, UNDECIDED
 
 PAPER_DIR = Path("paper")
 PUBLISHED_DIR = Path("data/published")  # committed runs of each profile (scripts/publish_run.py)
+LESSON_RUN = "default"  # the committed run the lesson page is executed on
 SIDE_BY_SIDE_TABLE = "main/side-by-side"  # under paper/tables/, written from the variables, not from a results CSV
 NOTE_SYMBOLS = ["†", "‡", "§", "¶", "‖", "††", "‡‡", "§§", "¶¶", "‖‖"]
 
@@ -1492,6 +1493,8 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
     notebooks.mkdir(parents=True)
     for path in sorted((results / "notebooks").glob("*.ipynb")):
         shutil.copy2(path, notebooks / path.name)
+    # the lesson, executed on the committed default run: a page of the manuscript site (_quarto.yml)
+    lesson.execute(notebooks / f"{lesson.LESSON}.ipynb", PUBLISHED_DIR / LESSON_RUN)
     ctx = TableContext(
         variants=variant_names(params),
         ci_label=f"{facts['ci_pct']} CI",

@@ -47,7 +47,8 @@ ENTRIES: dict[str, tuple[str, ...]] = {
     **{stage: entries for stage, (entries, _) in STAGES.items()},
     "analyze": ("silentzone.stages.analyze", "silentzone.reports"),
     "verdicts": ("silentzone.stages.verdicts",),
-    "paper-inputs": ("silentzone.paper",),
+    # paper inputs also executes the lesson notebook, which runs noise and stats on a committed run
+    "paper-inputs": ("silentzone.paper", "silentzone.lesson", "silentzone.noise", "silentzone.stats"),
     "paper": ("silentzone.stages.render",),
 }
 COMMANDS = {
