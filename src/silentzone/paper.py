@@ -1406,6 +1406,18 @@ def table_side_by_side(variables: dict, families: dict[str, dict]) -> str:
 # --- inputs and render ----------------------------------------------------------------------------
 
 
+def portable_notebook(source: Path, dest: Path, output_path: str) -> None:
+    """An executed notebook as the paper site offers it for download: papermill records the absolute
+    path of the file it wrote (a temporary one) in the metadata; written relative to the run folder
+    instead, so a published paper names no path of the machine that rendered it."""
+    nb = json.loads(Path(source).read_text(encoding="utf-8"))
+    record = (nb.get("metadata") or {}).get("papermill")
+    if isinstance(record, dict):
+        record["input_path"] = f"notebooks/{Path(dest).name}"
+        record["output_path"] = output_path
+    io.write_text(Path(dest), json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
 def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
     results = DEFAULT.results
     paper_dir = Path(paper_dir)
@@ -1492,9 +1504,10 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         shutil.rmtree(notebooks)
     notebooks.mkdir(parents=True)
     for path in sorted((results / "notebooks").glob("*.ipynb")):
-        shutil.copy2(path, notebooks / path.name)
+        portable_notebook(path, notebooks / path.name, f"{results.as_posix()}/notebooks/{path.name}")
     # the lesson, executed on the committed default run: a page of the manuscript site (_quarto.yml)
-    lesson.execute(notebooks / f"{lesson.LESSON}.ipynb", PUBLISHED_DIR / LESSON_RUN)
+    executed = lesson.execute(notebooks / f"{lesson.LESSON}.ipynb", PUBLISHED_DIR / LESSON_RUN)
+    portable_notebook(executed, executed, f"{paper_dir.as_posix()}/notebooks/{executed.name}")
     ctx = TableContext(
         variants=variant_names(params),
         ci_label=f"{facts['ci_pct']} CI",
