@@ -50,6 +50,9 @@ from .verdicts import CLAIMS, HOLDS, UNDECIDED
 PAPER_DIR = Path("paper")
 PUBLISHED_DIR = Path("data/published")  # committed runs of each profile (scripts/publish_run.py)
 LESSON_RUN = "default"  # the committed run the lesson page is executed on
+# Profiles whose benchmark composite was chosen on an earlier run of their own cohort
+# (benchmarks/composite_design.py, profiles/default.yaml's bench comment): the Methods say how.
+COMPOSITE_DESIGNED = {"default"}
 SIDE_BY_SIDE_TABLE = "main/side-by-side"  # under paper/tables/, written from the variables, not from a results CSV
 NOTE_SYMBOLS = ["†", "‡", "§", "¶", "‖", "††", "‡‡", "§§", "¶¶", "‖‖"]
 
@@ -1478,6 +1481,7 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "code": facts["has_code"],
         "greedy": facts["has_greedy"],
         "single_task": facts["n_tasks"] == 1,
+        "composite_design": facts["profile"] in COMPOSITE_DESIGNED,
         "llamacpp": facts["has_llamacpp"],
         "imatrix": facts["has_imatrix"],
         "lq_names": facts["lq_names"],
