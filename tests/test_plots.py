@@ -177,3 +177,34 @@ def test_legends_of_the_other_figures_sit_outside_the_data(drawn, tmp_path):
     for fig in drawn:
         assert fig.legends and all(ax.get_legend() is None for ax in fig.axes), fig
         assert covered(fig) == [], fig
+
+
+def test_a_figure_with_a_row_per_quant_fits_a_page(drawn, tmp_path):
+    """30 rows at 0.3 in made figures taller than an A4 page, and Typst printed their captions over the
+    page number; every row still gets a label that fits it."""
+    pairs = pd.DataFrame({"pair": [f"pair {i}" for i in range(60)], "accuracy": np.linspace(0.3, 0.9, 60)})
+    pairs = pairs.assign(ci_low=pairs["accuracy"] - 0.05, ci_high=pairs["accuracy"] + 0.05)
+    plots.ratio_intervals(pairs, tmp_path, "routing", "accuracy", "ci_low", "ci_high", "accuracy", 0.5, by="pair")
+    rng = np.random.default_rng(2)
+    items = pd.DataFrame(
+        {
+            "model": np.repeat([f"q{i:02d}" for i in range(40)], 20),
+            "task": "t",
+            "item_id": np.tile(np.arange(20), 40),
+            "correct": rng.random(800) < 0.5,
+            "prompt_kld": rng.lognormal(-4, 1, 800),
+        }
+    )
+    plots.prompt_kld_by_outcome(items, tmp_path)
+    for fig in drawn:
+        assert fig.get_size_inches()[1] <= plots.MAX_HEIGHT
+        ax = fig.axes[0]
+        labels = [t for t in ax.get_yticklabels() if t.get_text()]
+        assert len(labels) in (40, 60) and overlapping_texts_of(ax, labels) == []
+        assert covered(fig) == []
+
+
+def overlapping_texts_of(ax, texts) -> list:
+    renderer = _draw(ax.figure)
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    return [(a, b) for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2) if box_a.overlaps(box_b)]

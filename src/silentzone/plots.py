@@ -44,6 +44,21 @@ def empty(data: pd.DataFrame, figures_dir, name: str, note: str, x_label: str = 
     return save(fig, data, figures_dir, name)
 
 
+# The tallest figure, in inches: one row per quant or pair grew past an A4 page (30 rows at 0.3 in), and
+# Typst then printed the caption over the page number. Rows share what fits; their labels shrink to match.
+MAX_HEIGHT = 7.0
+
+
+def row_height(rows: int, per_row: float, base: float, least: float = 2.5) -> float:
+    """A figure's height for `rows` labelled rows, capped at MAX_HEIGHT."""
+    return min(MAX_HEIGHT, max(least, per_row * rows + base))
+
+
+def row_label_size(height: float, rows: int, base: float) -> float:
+    """Tick-label points that fit one row of a figure `height` inches tall (9 pt at most)."""
+    return min(9.0, 0.8 * 72 * (height - base) / max(rows, 1))
+
+
 def legend_below(fig, axes, ncol: int = 2) -> None:
     """The legend of `axes` under the figure, outside every axes, so it never covers data (a legend
     placed inside hid a point of the published sweep figure). The figure must use layout="constrained",
@@ -190,12 +205,16 @@ def prompt_kld_by_outcome(items: pd.DataFrame, figures_dir, name="prompt_kld_fai
     x_label = "per-prompt mean KLD to the reference (nats/token, log scale)"
     if note or plot.empty:
         return empty(data, figures_dir, name, note or "no quant prompt with a KLD above 0: nothing to plot", x_label)
-    fig, ax = plt.subplots(figsize=(7.0, max(3.0, 0.28 * data[MODEL].nunique() + 1.5)))
+    rows = data[MODEL].nunique()
+    height = row_height(rows, 0.28, 1.5, least=3.0)
+    fig, ax = plt.subplots(figsize=(7.0, height), layout="constrained")
     sns.boxplot(
         data=plot, y=MODEL, x="prompt_kld", hue="outcome", hue_order=["passed", "failed"], log_scale=True, fliersize=1, ax=ax
     )
     ax.set_xlabel(x_label)
     ax.set_ylabel("quant")
+    ax.tick_params(axis="y", labelsize=row_label_size(height, rows, 1.5))
+    legend_below(fig, ax)
     return save(fig, data, figures_dir, name)
 
 
@@ -217,7 +236,8 @@ def ratio_intervals(
     data = table.sort_values(value).reset_index(drop=True)
     if data.empty:
         return empty(data, figures_dir, name, note, label)
-    fig, ax = plt.subplots(figsize=(6.4, max(2.5, 0.3 * len(data) + 1.2)), layout="constrained")
+    height = row_height(len(data), 0.3, 1.2)
+    fig, ax = plt.subplots(figsize=(6.4, height), layout="constrained")
     ax.errorbar(
         data[value],
         range(len(data)),
@@ -227,7 +247,7 @@ def ratio_intervals(
         ecolor="C0",
         capsize=2,
     )
-    ax.set_yticks(range(len(data)), data[by])
+    ax.set_yticks(range(len(data)), data[by], fontsize=row_label_size(height, len(data), 1.2))
     if chance is not None:
         ax.axvline(chance, color="black", lw=0.8, ls="--", label=f"chance / no signal ({chance:g})")
     if paper_range is not None:
@@ -330,7 +350,7 @@ def reliability_by_score(
     if note or plot.empty:
         return empty(data, figures_dir, name, note or "every reliability was refused (see the table): nothing to plot", x_label)
     values = plot[["reliability", "low", "high"]].astype(float)
-    fig, ax = plt.subplots(figsize=(6.4, max(2.5, 0.35 * len(plot) + 1.4)), layout="constrained")
+    fig, ax = plt.subplots(figsize=(6.4, row_height(len(plot), 0.35, 1.4)), layout="constrained")
     y = range(len(plot))
     ax.errorbar(
         values["reliability"],
