@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Build llama.cpp's llama-quantize, llama-imatrix and llama-perplexity into .llamacpp/bin/.
+# Build llama.cpp's llama-quantize, llama-imatrix and llama-perplexity into .llamacpp/bin/, and the
+# shared libraries they run on (libllama, libggml*) into .llamacpp/lib/: ONE llama.cpp build, used by
+# the tools and, in-process, by the llama.cpp engine through llama-cpp-python (installed with
+# LLAMA_BUILD=OFF by `make llamacpp`: it then compiles nothing and loads these libraries through
+# LLAMA_CPP_LIB_PATH, which silentzone.engines.llamacpp sets).
 #
 # Source: the llama.cpp vendored in the llama-cpp-python==0.3.36 sdist, the same version the
 # `kquants` extra pins and the one that produced the llama.cpp fixtures, so every GGUF member and
@@ -29,18 +33,28 @@ die() { echo "make llamacpp: error: $*" >&2; exit 1; }
 # and their own repacking stay). The flags are recorded in $PREFIX/build-flags; a cached build
 # without them is rebuilt. tests/test_llamacpp.py checks llama.cpp's own system info reports no AMX.
 NO_AMX_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-BUILD_FLAGS="GGML_NATIVE=ON; CFLAGS/CXXFLAGS: $NO_AMX_FLAGS"
+# CMAKE_EXTRA: further cmake options, e.g. CMAKE_EXTRA="-DGGML_CUDA=ON" for llama.cpp's CUDA build
+# (docs/engines.md, GPU); recorded with the flags, so a build with other options is rebuilt.
+CMAKE_EXTRA=${CMAKE_EXTRA:-}
+BUILD_FLAGS="GGML_NATIVE=ON; CFLAGS/CXXFLAGS: $NO_AMX_FLAGS; BUILD_SHARED_LIBS=ON${CMAKE_EXTRA:+; $CMAKE_EXTRA}"
+LIBS=(libllama.so libggml.so libggml-base.so libggml-cpu.so)
 
 have_all() {
   for t in "${TOOLS[@]}"; do
     [ -x "$PREFIX/bin/$t" ] || return 1
   done
+  for l in "${LIBS[@]}"; do
+    [ -e "$PREFIX/lib/$l" ] || return 1
+  done
   [ "$(cat "$PREFIX/build-flags" 2>/dev/null)" = "$BUILD_FLAGS" ] || return 1
   # GGML_NATIVE binaries copied from another machine (a CI cache) may hit an illegal instruction
   # (exit 132) or miss a shared library (127); rebuild then. --help itself exits 0 or 1.
-  local rc=0
-  "$PREFIX/bin/llama-quantize" --help >/dev/null 2>&1 || rc=$?
-  [ "$rc" -le 1 ]
+  local t rc
+  for t in "${TOOLS[@]}"; do
+    rc=0
+    "$PREFIX/bin/$t" --help >/dev/null 2>&1 || rc=$?
+    [ "$rc" -le 1 ] || return 1
+  done
 }
 
 if have_all; then
@@ -84,24 +98,35 @@ if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=
   rm -rf "$BUILD"
 fi
 echo "configuring llama.cpp (Release, GGML_NATIVE=ON, AMX off)"
-# Static libraries: the three binaries are then self-contained and can be copied into bin/.
+# Shared libraries, so the binding loads the very code the tools run. The tools find them through
+# their RPATH ($ORIGIN/../lib), set at build time, so they run from PREFIX/bin without LD_LIBRARY_PATH.
 # LLAMA_CURL is gone from this llama.cpp version (it warns and ignores it); LLAMA_OPENSSL=OFF keeps
 # the HTTP client from looking for OpenSSL, which these offline tools never use.
 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
   -DCMAKE_C_FLAGS="$NO_AMX_FLAGS" -DCMAKE_CXX_FLAGS="$NO_AMX_FLAGS" \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF >"$WORK/configure.log" 2>&1 \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=ON \
+  -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON -DCMAKE_INSTALL_RPATH='$ORIGIN/../lib;$ORIGIN' $CMAKE_EXTRA >"$WORK/configure.log" 2>&1 \
   || die "cmake configure failed: $(grep -m1 -i 'error' "$WORK/configure.log" || tail -n1 "$WORK/configure.log") (full log: $WORK/configure.log)"
 echo "building ${TOOLS[*]} with -j$JOBS (about 4-6 min on 2 cores)"
-cmake --build "$BUILD" --config Release -j"$JOBS" --target "${TOOLS[@]}" >"$WORK/build.log" 2>&1 \
+cmake --build "$BUILD" --config Release -j"$JOBS" --target "${TOOLS[@]}" llama >"$WORK/build.log" 2>&1 \
   || die "build failed: $(grep -m1 -E 'error|Error' "$WORK/build.log" || tail -n1 "$WORK/build.log") (full log: $WORK/build.log)"
 
 # Copy through a temp name, so an interrupted install never leaves a half-written binary that
 # have_all would take for a finished one.
-mkdir -p "$PREFIX/bin"
+mkdir -p "$PREFIX/bin" "$PREFIX/lib"
+# Libraries first (every shared library of the build: the ones the binding loads, and the tools' own
+# llama-common and *-impl libraries; cp -P keeps a SONAME link a link), then the tools that load them.
+for l in "${LIBS[@]}"; do
+  [ -e "$BUILD/bin/$l" ] || die "build finished but $BUILD/bin/$l is missing (full log: $WORK/build.log)"
+done
+for f in "$BUILD"/bin/lib*.so*; do
+  cp -P "$f" "$PREFIX/lib/.$(basename "$f").tmp"
+  mv "$PREFIX/lib/.$(basename "$f").tmp" "$PREFIX/lib/$(basename "$f")"
+done
 for t in "${TOOLS[@]}"; do
   [ -x "$BUILD/bin/$t" ] || die "build finished but $BUILD/bin/$t is missing (full log: $WORK/build.log)"
   cp "$BUILD/bin/$t" "$PREFIX/bin/.$t.tmp"
   mv "$PREFIX/bin/.$t.tmp" "$PREFIX/bin/$t"
 done
 echo "$BUILD_FLAGS" > "$PREFIX/build-flags.tmp" && mv "$PREFIX/build-flags.tmp" "$PREFIX/build-flags"
-echo "installed ${TOOLS[*]} into $PREFIX/bin"
+echo "installed ${TOOLS[*]} into $PREFIX/bin, ${LIBS[*]} into $PREFIX/lib"

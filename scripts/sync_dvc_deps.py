@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "src"))
 from silentzone import provenance  # noqa: E402
 
 STAGE = re.compile(r"^  ([\w-]+):\s*$")
-CODE_DEP = re.compile(r"^(\s+)- src/silentzone/\S+\s*$")
+CODE_DEP = re.compile(r"^(\s+)- src/silentzone(?:/\S+)?\s*$")
 DEPS = re.compile(r"^(\s+)deps:\s*$")
 
 

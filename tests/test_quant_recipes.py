@@ -210,14 +210,14 @@ def test_every_profile_cohort_validates(profile):
     params = config.validate(config.build_profile(profile, REPO / "profiles"), "params.yaml")
     cohort = members.validate_cohort(params.cohort, params.source, params.corpora)
     assert list(cohort) == params.quant_names()
-    if profile in ("default", "gemma"):  # the floor: real llama.cpp mixes, with and without an imatrix
+    if profile in ("default", "gemma", "qwen"):  # the floor: real llama.cpp mixes, with and without an imatrix
         made = [m for m in cohort.values() if m.kind == "llama-quantize"]
         assert (
-            len(made) >= {"default": 10, "gemma": 5}[profile]
+            len(made) >= {"default": 10, "gemma": 5, "qwen": 16}[profile]
             and any(m.imatrix for m in made)
             and any(not m.imatrix for m in made)
         )
-    minimum = {"default": 30, "quick": 8, "tiny": 4, "gemma": 20}[profile]
+    minimum = {"default": 30, "quick": 8, "tiny": 4, "gemma": 20, "qwen": 16}[profile]
     assert len(cohort) >= minimum
 
 

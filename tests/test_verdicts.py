@@ -219,3 +219,22 @@ def test_verdicts_json_has_the_fields_readers_rely_on(worlds):
         assert signed[key] is not None, key
     assert doc["silent_zone"] == tests["inputs"].silent and len(doc["silent_zone"]) == 40
     assert doc["robustness"]["kld_rank_zone"]["k"] == 40
+
+
+def test_the_broader_composite_repeats_claims_1_2_and_5():
+    """bench.composite leaves a task out: the cohort carries composite_all, and verdicts.json gains the
+    robustness check on it, with its own silent zone."""
+    cohort, items, params = make_cohort("direction", n_near=20, n_far=10, n_items=400)
+    second = items.assign(task="piqa", correct=~items["correct"])  # a second task, its outcomes reversed
+    both = pd.concat([items, second], ignore_index=True)
+    scored = schema.scores(both, ["lambada"])
+    assert {"composite", "composite_all", "signed", "signed_all"} <= set(scored.columns)
+    assert scored["composite"].equals(schema.scores(items)["composite"])
+    cohort = cohort.drop(columns=["composite", "signed", "score_lambada", "signed_lambada"]).merge(scored, on=MODEL)
+    tests = claims.all_tests(cohort, schema.composite_items(both, ["lambada"]), params)
+    tests["broad"] = claims.broad_tests(cohort, both, params)
+    rules = verdicts.Rules.of(params)
+    doc = verdicts.document(tests, verdicts.decide(tests, rules), rules)
+    broad = doc["robustness"]["broad_composite"]
+    assert broad["tasks"] == ["lambada", "piqa"] and broad["holm"]["n_tests"] == 6
+    assert {broad[c]["verdict"] for c in ("claim1", "claim2", "claim5")} <= {HOLDS, FAILS, UNDECIDED}

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from . import analyses, noise, stats, zone
-from .schema import COMPOSITE, MODEL, quant_names
+from .schema import COMPOSITE, COMPOSITE_ALL, MODEL, SIGNED, SIGNED_ALL, quant_names
 
 if TYPE_CHECKING:
     from .config import Params
@@ -448,3 +448,20 @@ def robustness_tests(cohort: pd.DataFrame, items: pd.DataFrame, params: Params, 
     zone_table = zone.silent_zone(cohort, params, items=items, criterion="lowest_k", k=max(1, silent_size))
     data = prepare(cohort, items, params, zone_table)
     return {"inputs": data, "claim1": {o: claim1(data, o) for o in OUTCOMES}, "claim5": {o: claim5(data, o) for o in OUTCOMES}}
+
+
+def broad_tests(cohort: pd.DataFrame, items: pd.DataFrame, params: Params) -> dict:
+    """Claims 1, 2 and 5 on the broader composite of every benchmarked task (schema.COMPOSITE_ALL and
+    SIGNED_ALL in place of the composite and the signed outcome, every item, its own silent zone)."""
+    broad = cohort.assign(**{COMPOSITE: cohort[COMPOSITE_ALL]})
+    if SIGNED_ALL in cohort:
+        broad[SIGNED] = cohort[SIGNED_ALL]
+    data = prepare(broad, items, params)
+    return {
+        "inputs": data,
+        "tasks": sorted(items["task"].unique()),
+        **{
+            claim: {o: fn(data, o) for o in OUTCOMES}
+            for claim, fn in (("claim1", claim1), ("claim2", claim2), ("claim5", claim5))
+        },
+    }

@@ -54,42 +54,77 @@ def cmd_prepare(args) -> None:
     print("\n".join(prepare.run(_capture_params(args), LAYOUT)))
 
 
-def cmd_reference(args) -> None:
-    from .model import load_reference
-    from .stages import reference
+def _engine(args, params):
+    """(engine module, layout) of the command: `--engine` or the run's engine (silentzone.engines)."""
+    from . import engines
 
+    name = engines.chosen(params, args.engine)
+    return engines.get(name), LAYOUT.for_engine(params.engine.name, name)
+
+
+def cmd_reference(args) -> None:
     params = _capture_params(args)
-    model, tokenizer = load_reference(params)
-    print("\n".join(reference.run(params, LAYOUT, model, tokenizer)))
+    engine, layout = _engine(args, params)
+    print("\n".join(engine.reference(params, layout)))
 
 
 def cmd_fidelity(args) -> None:
-    from .model.load import check_device
-    from .quant.load import check_name, load_quant
-    from .stages import fidelity
-
     params = _capture_params(args)
-    check_name(params, args.quant)
-    check_device(params)
-    fidelity.check_inputs(params, LAYOUT)
-    model, tokenizer, report = load_quant(params, args.quant)
-    print(fidelity.run(params, LAYOUT, args.quant, model.eval(), tokenizer, report))
+    engine, layout = _engine(args, params)
+    print(engine.fidelity(params, layout, args.quant))
 
 
 def cmd_bench(args) -> None:
-    from .quant.load import check_name, load_quant
     from .stages import bench
 
     params = _capture_params(args)
-    check_name(params, args.model)
-    table = bench.run(params, LAYOUT, args.model, lambda: load_quant(params, args.model)[:2])
-    print(bench.summary(args.model, table))
+    engine, layout = _engine(args, params)
+    print(bench.summary(args.model, engine.bench(params, layout, args.model)))
+
+
+def cmd_server(args) -> None:
+    from pathlib import Path
+
+    from .quant.load import check_name
+
+    params = _capture_params(args)
+    check_name(params, args.member)
+    if args.action == "export":
+        from .server import export
+
+        if not args.out:
+            raise SilentzoneError("silentzone server export: give --out FOLDER (where the model directory is written)")
+        print(export.export(params, args.member, Path(args.out)))
+    else:
+        from .server import client
+
+        endpoint = client.checked_endpoint(params, args.member)
+        print(
+            f"{endpoint.base} ({endpoint.model}): serves the model, keeps token ids, returns prompt_logprobs at k = {params.fidelity.topk}"
+        )
+
+
+def cmd_fanout(args) -> None:
+    from . import cluster
+
+    params = _capture_params(args)
+    print("\n".join(cluster.fanout(params, args.params, ".", args.address, args.gpus, args.notebooks, args.retries)))
 
 
 def cmd_collect(args) -> None:
+    from . import engines
     from .stages import collect
 
-    print(collect.run(_capture_params(args), LAYOUT))
+    params = _capture_params(args)
+    print(collect.run(params, LAYOUT.for_engine(params.engine.name, engines.chosen(params, args.engine))))
+
+
+def cmd_compare_engines(args) -> None:
+    from . import engines
+    from .stages import compare
+
+    params = _params(args)
+    print(compare.run(params, LAYOUT, engines.chosen(params, args.engine)))
 
 
 def cmd_analyze(args) -> None:
@@ -101,7 +136,14 @@ def cmd_analyze(args) -> None:
 def cmd_verdicts(args) -> None:
     from .stages import verdicts
 
-    print(verdicts.run(_params(args), LAYOUT))
+    params = _params(args)
+    engine = args.engine if args.engine not in (None, params.engine.name) else None
+    if engine is not None and engine not in params.engine.also:
+        raise SilentzoneError(
+            f"{params.source}: --engine {engine} is neither engine.name ({params.engine.name}) nor one of engine.also "
+            f"({', '.join(params.engine.also) or 'none'}); add it there or drop --engine"
+        )
+    print(verdicts.run(params, LAYOUT.for_engine(params.engine.name, engine)))
 
 
 def cmd_paper(args) -> None:
@@ -167,21 +209,49 @@ def _add_commands(sub, asked: str) -> None:
     p.set_defaults(handler=cmd_profile)
 
     sub.add_parser("prepare", help="build the calibration corpora and benchmark item subsets").set_defaults(handler=cmd_prepare)
-    sub.add_parser("reference", help="run the reference over the corpora and store what fidelity needs").set_defaults(
-        handler=cmd_reference
+    engine_help = (
+        "engine to run (default: params engine.name; another must be in engine.also, outputs under data/engines/<engine>/)"
     )
+    p = sub.add_parser("reference", help="run the reference over the corpora and store what fidelity needs")
+    p.add_argument("--engine", default=None, help=engine_help)
+    p.set_defaults(handler=cmd_reference)
 
     p = sub.add_parser("fidelity", help="per-token fidelity of one quant against the reference")
     p.add_argument("quant", help="quant name from params `cohort` (or `reference` for the self-check)")
+    p.add_argument("--engine", default=None, help=engine_help)
     p.set_defaults(handler=cmd_fidelity)
 
     p = sub.add_parser("bench", help="per-item benchmark outcomes and per-prompt KLD of the reference or one quant")
     p.add_argument("model", help='"reference" (run it first) or a quant name from params `cohort`')
+    p.add_argument("--engine", default=None, help=engine_help)
     p.set_defaults(handler=cmd_bench)
 
-    sub.add_parser("collect", help="join per-model outputs into data/processed/{cohort,items}.parquet").set_defaults(
-        handler=cmd_collect
+    p = sub.add_parser("server", help="inference servers: export a member as a model directory, or check a member's server")
+    p.add_argument(
+        "action", choices=["export", "check"], help="export: write MEMBER as a Hugging Face directory; check: probe its server"
     )
+    p.add_argument("member", help="a cohort member (or `reference`)")
+    p.add_argument("--out", help="export: the folder to write")
+    p.set_defaults(handler=cmd_server)
+
+    p = sub.add_parser(
+        "fanout", help="the pipeline over a Ray cluster: one task per member (fidelity + bench), collect on the head"
+    )
+    p.add_argument("--address", default="auto", help="the Ray cluster (default: the one `ray start` joined here)")
+    p.add_argument("--gpus", type=float, default=0.0, help="GPUs per member task (a GPU cluster)")
+    p.add_argument("--retries", type=int, default=3, help="times a task whose worker died is rerun")
+    p.add_argument("--notebooks", action="store_true", help="also run every analysis notebook and the paper inputs on the head")
+    p.set_defaults(handler=cmd_fanout)
+
+    p = sub.add_parser("collect", help="join per-model outputs into data/processed/{cohort,items}.parquet")
+    p.add_argument("--engine", default=None, help=engine_help)
+    p.set_defaults(handler=cmd_collect)
+
+    p = sub.add_parser(
+        "compare-engines", help="the run's engine beside another of engine.also: per-quant KLD and scores, Spearman ρ"
+    )
+    p.add_argument("engine", help="an engine of params engine.also")
+    p.set_defaults(handler=cmd_compare_engines)
 
     p = sub.add_parser("analyze-cohort", help="fidelity-vs-score correlations, full and silent zone, for any cohort CSV")
     p.add_argument("csv", help="cohort CSV: one row per quant, fidelity and score columns (`#` comment lines allowed)")
@@ -221,9 +291,11 @@ def _add_commands(sub, asked: str) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/correlations.json and DIR/correlations.csv")
     p.set_defaults(handler=cmd_analyze_cohort)
 
-    sub.add_parser(
+    p = sub.add_parser(
         "verdicts", help="every claim's tests and verdict on the collected cohort -> results/numbers/verdicts.json"
-    ).set_defaults(handler=cmd_verdicts)
+    )
+    p.add_argument("--engine", default=None, help="a further engine of engine.also: its cohort's verdicts, beside its tables")
+    p.set_defaults(handler=cmd_verdicts)
 
     p = sub.add_parser("analyze", help="execute one analysis notebook with papermill")
     p.add_argument("notebook", help="notebook name without .ipynb, e.g. 01-fidelity-vs-score")

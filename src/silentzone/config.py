@@ -144,6 +144,17 @@ class Bench(Section):
     memory_mb: int = Field(ge=16, le=1 << 20)
     disk_mb: int = Field(default=64, ge=1, le=1 << 16)  # sandbox: total bytes a program may write (strict mode)
     allow_weak_sandbox: bool = False
+    # the tasks the composite averages (default: every task); the others are benchmarked too and enter
+    # only the robustness check on the broader composite of all tasks (verdicts)
+    composite: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _composite(self):
+        if self.composite is not None:
+            odd = [t for t in self.composite if t not in self.tasks]
+            if odd or not self.composite or len(set(self.composite)) != len(self.composite):
+                raise ValueError(f"`composite` {self.composite} must name tasks of `tasks` ({', '.join(self.tasks)}), each once")
+        return self
 
     @field_validator("tasks")
     @classmethod
@@ -156,6 +167,68 @@ class Bench(Section):
             if n < 1:
                 raise ValueError(f"`{name}: {n}` gives an empty subset; use 1 or more items")
         return tasks
+
+
+# --------------------------------------------------------------------------------------- engine
+
+ENGINES = ("torch", "llamacpp", "server")
+
+
+class LlamaCppEngine(Section):
+    """Everything of the llama.cpp engine that changes a number; pinned here and recorded in provenance.
+    Threads are params `threads` (one setting for every engine)."""
+
+    n_batch: int = Field(default=2048, ge=32, le=1 << 20)  # tokens per llama_decode (llama-perplexity's default)
+    n_ubatch: int = Field(default=512, ge=32, le=1 << 20)  # physical batch (llama-perplexity's default)
+    flash_attn: bool = False  # llama-perplexity's default (auto: on) moves Q8_0's KLD by ~3 %
+    repack: bool = False  # CPU weight repacking (llama.cpp's extra buffer types; `--no-repack` when false)
+    kv_type: Literal["f16", "bf16", "f32", "q8_0"] = "f16"  # KV cache type (llama.cpp's default f16)
+    reference_type: Literal["F32", "BF16"] = "F32"  # the reference GGUF's 2-D weights
+    n_gpu_layers: int = Field(default=0, ge=0, le=100_000)  # >0 offloads layers to a GPU build (docs/engines.md)
+
+    @model_validator(mode="after")
+    def _batches(self):
+        if self.n_ubatch > self.n_batch:
+            raise ValueError(f"`n_ubatch` = {self.n_ubatch} must not exceed `n_batch` = {self.n_batch}")
+        return self
+
+
+class Endpoint(Section):
+    """A member served by an OpenAI-compatible server (vLLM): its base URL and the model name it serves."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$")
+    model: str = Field(min_length=1)
+    bpw: float | None = Field(default=None, gt=0.0, le=32.0)  # else computed by loading the member in-process
+
+
+class ServerEngine(Section):
+    """The server engine (silentzone.server, docs/server.md): each member measured through its own
+    OpenAI-compatible server. `members` changes numbers (top-k only: Eq. 5 and what needs no full
+    distribution) and is stamped per member; the client settings change none."""
+
+    members: dict[str, Endpoint] = Field(default_factory=dict)  # cohort member (or `reference`) -> its server
+    concurrency: int = Field(default=4, ge=1, le=1024)  # requests in flight per member
+    timeout_s: float = Field(default=600.0, gt=0.0, le=86400.0)  # per request
+    retries: int = Field(default=3, ge=0, le=100)  # per request, on transport errors, timeouts, HTTP 429/5xx
+
+
+class Engine(Section):
+    """Which engine measures: `name` makes the run's outputs; each of `also` measures the same tokens
+    into data/engines/<engine>/ with tables of the same schema (docs/engines.md)."""
+
+    name: Literal[ENGINES] = "torch"
+    also: list[Literal[ENGINES]] = Field(default_factory=list)
+    llamacpp: LlamaCppEngine = Field(default_factory=LlamaCppEngine)
+    server: ServerEngine = Field(default_factory=ServerEngine)
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if self.name in self.also or len(set(self.also)) != len(self.also):
+            raise ValueError(f"`also` {self.also} must name engines other than `name` ({self.name!r}), each once")
+        return self
+
+    def all(self) -> list[str]:
+        return [self.name, *self.also]
 
 
 # ----------------------------------------------------------------------------- zone, statistics
@@ -287,6 +360,7 @@ class Params(Section):
     variants: dict[str, Variant] = Field(min_length=1)
     cohort: dict[str, Recipe] = Field(min_length=1)
     bench: Bench
+    engine: Engine = Field(default_factory=Engine)
     silent_zone: SilentZone
     stats: Stats
     verdicts: Verdicts
@@ -323,6 +397,15 @@ class Params(Section):
                     f"variants.{name}: ctx_alt is scored on fidelity.primary_corpus {self.fidelity.primary_corpus!r} only, "
                     f"not on {v.corpus!r}; drop its `ctx` or its `corpus`"
                 )
+        if "llamacpp" in self.engine.all() and not self.model.source.startswith(("package:", "gguf:")):
+            raise ValueError(
+                f"engine llamacpp runs GGUF files, but model.source is {self.model.source!r}; "
+                "give a package:… or gguf:… reference, or drop llamacpp from `engine`"
+            )
+        served = self.engine.server.members
+        unknown = [m for m in served if m != "reference" and m not in self.cohort]
+        if unknown:
+            raise ValueError(f"engine.server.members names {unknown}, not cohort members{_closest(unknown[0], self.cohort)}")
         if self.stats.primary_variant not in self.variants:
             raise ValueError(
                 f"stats.primary_variant {self.stats.primary_variant!r} is not a variant{_closest(self.stats.primary_variant, self.variants)}"
@@ -335,6 +418,14 @@ class Params(Section):
 
     def task_names(self) -> list[str]:
         return list(self.bench.tasks)
+
+    def composite_tasks(self) -> list[str] | None:
+        """The tasks the composite averages, in bench.tasks' order, or None when bench.composite names
+        none: then the composite averages every task of the item table (ingested and synthetic
+        cohorts carry tasks of their own)."""
+        if not self.bench.composite:
+            return None
+        return [t for t in self.bench.tasks if t in self.bench.composite]
 
     def store_specs(self) -> list[tuple[str, int]]:
         """(corpus, ctx) of every fidelity store: each corpus at ctx, the primary one also at ctx_alt."""

@@ -96,6 +96,55 @@ def _token_metrics(zR, zq, y, topk: int, floor: float, work_dtype: str) -> dict[
     return {name: value.cpu().numpy() for name, value in out.items()}
 
 
+def topk_metrics(logits_R, q_top_ids, q_top_logprobs, q_logprob_y, targets, topk: int, floor: float, work_dtype: str = "float32"):
+    """Per-row metrics of a quant known by its top-k only (ids and log-probabilities in rank order,
+    plus the log-probability of the observed next token), against the reference's full logits.
+
+    `kld_topk` is Eq. 5 exactly as `token_metrics` computes it — support the reference's top-k,
+    log q̃(v) the quant's log-probability where v is in its own top-k, else the floor — so given the
+    quant's true top-k the two agree to rounding (tested). `top1`, `nll_q`, `nll_R`, `dp` are exact;
+    `nll_q_greedy` where the reference's argmax lies in the quant's top-k or is the observed token,
+    else NaN; `kld` and `rkld` are NaN (silentzone.variants.TOPK_UNAVAILABLE says why)."""
+    import torch
+
+    dtype = getattr(torch, work_dtype)
+    zR = torch.as_tensor(logits_R).to(dtype)
+    on = {"device": zR.device}  # the lists join the reference's logits wherever they are (a GPU at scale)
+    q_ids = torch.as_tensor(np.asarray(q_top_ids), dtype=torch.long, **on)
+    q_lp = torch.as_tensor(np.asarray(q_top_logprobs), dtype=torch.float64, **on)
+    lq_y = torch.as_tensor(np.asarray(q_logprob_y), dtype=torch.float64, **on)
+    y = torch.as_tensor(np.asarray(targets), dtype=torch.long, **on).reshape(-1, 1)
+    k = min(max(int(topk), 1), zR.shape[-1])
+    if q_ids.shape[1] < k:
+        raise SilentzoneError(f"top-k metrics: the quant's lists hold {q_ids.shape[1]} tokens, fewer than k = {k}")
+    q_ids, q_lp = q_ids[:, :k], q_lp[:, :k]
+    top_zR, top_idx = zR.topk(k, dim=-1)
+    mR, greedy_R = top_zR[:, :1], top_idx[:, :1]
+    sR = torch.exp(zR - mR).sum(-1).double()
+    lseR = mR.squeeze(-1).double() + torch.log(sR)
+    lR_top = top_zR.double() - lseR[:, None]
+    lR_y = zR.gather(-1, y).double().squeeze(-1) - lseR
+    match = top_idx.unsqueeze(-1) == q_ids.unsqueeze(-2)  # [rows, k (reference's), k (quant's)]
+    in_own = match.any(-1)
+    lq_top = torch.where(in_own, (match.double() * q_lp.unsqueeze(-2)).sum(-1), torch.full_like(lR_top, float(floor)))
+    g_match = greedy_R == q_ids
+    lq_greedy = torch.where(
+        g_match.any(-1), (g_match.double() * q_lp).sum(-1), torch.where(greedy_R.squeeze(-1) == y.squeeze(-1), lq_y, float("nan"))
+    )
+    nan = torch.full_like(lseR, float("nan"))
+    out = {
+        "kld": nan,
+        "rkld": nan,
+        "kld_topk": (lR_top.exp() * (lR_top - lq_top)).sum(-1),
+        "top1": greedy_R.squeeze(-1) == q_ids[:, 0],
+        "nll_q": -lq_y,
+        "nll_R": -lR_y,
+        "nll_q_greedy": -lq_greedy,
+        "dp": lq_y.exp() - lR_y.exp(),
+    }
+    return {name: value.cpu().numpy() for name, value in out.items()}
+
+
 def rowdot(a, b):
     """Σ_v a·b per row, in float64. torch's cascade summation, not a BLAS dot: a batched matmul
     is one pass faster but accumulates float32 sequentially (1e-5 errors on a 49k vocabulary)."""

@@ -406,6 +406,30 @@ def verdict_summary(verdicts: dict) -> str:
     return join_words(parts)
 
 
+def deployed_variables(raw: dict, results: Path) -> dict:
+    """Simulated against deployed, in words: Q8_0's ratio of deployed to simulated mean KLD, the range
+    of that ratio over the quants, the engines' rank agreement, and which claims' verdicts differ."""
+    import pandas as pd
+
+    summary, deployed = raw.get("compare_llamacpp"), raw.get("verdicts_llamacpp")
+    if not summary or not deployed:
+        return {"n_differ": 0, "differ_text": DASH, "ratio_q8_0": DASH, "ratio_range": DASH, "summary": DASH}
+    table = pd.read_csv(results / "tables" / "compare-llamacpp" / "cohort.csv")
+    quants = table[table["kld_mean"] > 0]
+    ratio = quants["kld_mean_llamacpp"] / quants["kld_mean"]
+    q8 = quants[quants["model"] == "q8_0"]
+    simulated = raw["verdicts"]
+    differ = [c for c in CLAIMS if simulated[c]["verdict"] != deployed[c]["verdict"]]
+    words = [f"claim {c[-1]} ({simulated[c]['verdict']} simulated, {deployed[c]['verdict']} deployed)" for c in differ]
+    return {
+        "ratio_q8_0": DASH if q8.empty else f"{float(q8['kld_mean_llamacpp'].iloc[0] / q8['kld_mean'].iloc[0]):.2f}",
+        "ratio_range": f"{ratio.min():.2f} to {ratio.max():.2f}",
+        "n_differ": len(differ),
+        "differ_text": join_words(words) or DASH,
+        "summary": verdict_summary({c: deployed[c] for c in CLAIMS}),
+    }
+
+
 def rule_variables(params: dict, doc: dict) -> dict:
     """The decision rules' thresholds as the Methods section prints them (params `verdicts`)."""
     v, ci = params["verdicts"], float(params["stats"]["ci"])
@@ -1215,6 +1239,39 @@ def table_rho_k(df, ctx: TableContext, path: Path) -> str:
     return markdown_table(headers, rows, align="lrrrrrl", group=1), notes.markdown()
 
 
+def table_engines(df, ctx: TableContext, path: Path) -> str:
+    """Simulated (the run's engine) and deployed (llama.cpp) per quant: mean KLD under each, their
+    ratio, the composite under each and the share of items with the same outcome; lowest KLD first."""
+    _require(df, ["model", "kld_mean", "kld_mean_llamacpp", "composite", "composite_llamacpp", "outcome_agreement"], path)
+    rows = []
+    for _, r in df.sort_values("kld_mean").iterrows():
+        ratio = DASH if _isnan(r["kld_mean"]) or r["kld_mean"] <= 0 else f"{r['kld_mean_llamacpp'] / r['kld_mean']:.2f}"
+        rows.append(
+            [
+                str(r["model"]),
+                fmt_sig(r["kld_mean"]) if r["kld_mean"] > 0 else "0",
+                fmt_sig(r["kld_mean_llamacpp"]),
+                ratio,
+                f"{r['composite']:.3f}",
+                f"{r['composite_llamacpp']:.3f}",
+                fmt_pct(r["outcome_agreement"]),
+            ]
+        )
+    headers = [
+        "Quant",
+        "Mean KLD, simulated",
+        "Mean KLD, deployed",
+        "Ratio",
+        "Composite, simulated",
+        "Composite, deployed",
+        "Same outcome",
+    ]
+    return markdown_table(headers, rows), ""
+
+
+# Tables of stages a run may not have (a further engine): what the manuscript shows in their place.
+OPTIONAL_TABLES = {"compare-llamacpp": "This run measured no further engine."}
+
 TABLES = {
     ("01-fidelity-vs-score", "variants_full_vs_silent"): [
         ("main", "variants", table_variants_main),
@@ -1227,6 +1284,7 @@ TABLES = {
     ("02-silent-zone-sweep", "zone_sweep"): [("appendix", "zone_sweep", table_sweep)],
     ("02-silent-zone-sweep", "rho_k"): [("appendix", "rho_k", table_rho_k)],
     ("verdicts", "claims"): [("main", "verdicts", table_verdicts)],
+    ("compare-llamacpp", "cohort"): [("appendix", "engines", table_engines)],
     ("03-failure-prediction", "failure_prediction"): [
         ("main", "failure_by_task", table_failure_by_task),
         ("appendix", "failure_prediction", table_failure),
@@ -1266,6 +1324,12 @@ def write_tables(results: Path, paper_dir: Path, ctx: TableContext) -> int:
     count = 0
     for (notebook, stem), outputs in TABLES.items():
         path = results / "tables" / notebook / f"{stem}.csv"
+        if not path.exists() and notebook in OPTIONAL_TABLES:  # a run without a further engine: no such section
+            for folder, name, _ in outputs:
+                io.write_text(paper_dir / "tables" / folder / f"{name}.md", OPTIONAL_TABLES[notebook] + "\n")
+                io.write_text(paper_dir / "tables" / folder / f"{name}-notes.md", "")
+                count += 1
+            continue
         if not path.exists():
             remake = "silentzone verdicts" if notebook == "verdicts" else f"silentzone analyze {notebook}"
             raise SilentzoneError(f"{path}: missing; rerun `{remake}` (the manuscript includes it)")
@@ -1454,6 +1518,9 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "noise": noise_text(raw),
     }
     variables["derived"]["verdicts"] = verdict_variables(doc)
+    variables["derived"]["deployed"] = deployed_variables(raw, results)
+    broad = (doc.get("robustness") or {}).get("broad_composite") or {}
+    variables["derived"]["broad_tasks_text"] = join_words([task_name(t) for t in broad.get("tasks", [])]) or DASH
     variables["rules"] = rule_variables(params, doc)
     variables["derived"]["readings"] = readings(raw, doc, params, alpha)
     variables["derived"]["llamacpp_fallback"] = fallback_text(read_cohort(DEFAULT.processed / "cohort.parquet"))
@@ -1485,6 +1552,9 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "gguf_members": facts["n_gguf_members"] > 0,
         "lambada_corpus": facts["lambada_corpus"],
         "signed": bool((doc.get("signed_outcome") or {}).get("available")),
+        "broad": bool(broad),
+        "deployed": "compare_llamacpp" in raw and "verdicts_llamacpp" in raw,
+        "deployed_verdicts_differ": bool(variables["derived"]["deployed"].get("n_differ")),
         **noise_switches(raw),
     }
     io.write_text(paper_dir / "_variables.yml", yaml.safe_dump(variables, sort_keys=True, allow_unicode=True))

@@ -173,8 +173,9 @@ OUTCOME_STYLE = {"accuracy": ("C0", "o", "accuracy"), "signed": ("C3", "s", "sig
 def rho_k_curves(curves: pd.DataFrame, figures_dir, margin: float, name: str = "rho_k"):
     """ρ(mean KLD, outcome) over the zones of the k lowest-KLD quants, one line per outcome with its 95 %
     bootstrap band; hollow markers where the outcome is not reliable across the zone's quants (the
-    verdicts ignore those points); the ±margin of "no relation" shaded. The CSV is `curves` (long form:
-    one row per outcome and k)."""
+    verdicts ignore those points); the ±margin of "no relation" shaded. The CSV is `curves` wide, one row
+    per k and one column per outcome and quantity (rho_accuracy, ci_low_signed, ...), so `dvc plots`
+    draws both outcomes from it."""
     ok = curves[curves["rho"].notna()]
     if ok.empty:
         return empty(curves, figures_dir, name, "every zone's correlation was refused: nothing to plot", "k")
@@ -194,7 +195,9 @@ def rho_k_curves(curves: pd.DataFrame, figures_dir, margin: float, name: str = "
     ax.set_ylabel("Spearman ρ with mean KLD (95% CI)")
     ax.set_ylim(-1.05, 1.05)
     legend_below(fig, ax, ncol=2)  # beside the axes it took half the figure's width
-    return save(fig, curves, figures_dir, name)
+    wide = curves.pivot(index="k", columns="outcome", values=["rho", "ci_low", "ci_high", "reliability", "powered"])
+    wide.columns = [f"{what}_{outcome}" for what, outcome in wide.columns]
+    return save(fig, wide.reset_index(), figures_dir, name)
 
 
 def prompt_kld_by_outcome(items: pd.DataFrame, figures_dir, name="prompt_kld_failed_vs_passed", note: str | None = None):

@@ -25,20 +25,49 @@ SRC = Path(__file__).resolve().parent.parent
 ALWAYS = ("silentzone.config", "silentzone.layout", "silentzone.errors")
 
 # stage -> (entry modules of its command, params sections it reads; "{name}" = the stage's item)
+# Capture stages run through silentzone.engines (any engine; one stamp per stage whichever engine
+# made it): they hash `engine.name` and every engine's settings section (engine.llamacpp), not
+# `engine.also`, so adding a further engine leaves the run's own outputs current.
+ENGINE_KEYS = ("engine.name", "engine.llamacpp")
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "prepare": (("silentzone.stages.prepare",), ("seed", "corpora", "bench.tasks")),
-    "reference": (("silentzone.stages.reference", "silentzone.model"), ("seed", "model", "threads", "corpora", "fidelity")),
+    "reference": (("silentzone.engines",), ("seed", "model", "threads", "corpora", "fidelity", *ENGINE_KEYS)),
     "fidelity": (
-        ("silentzone.stages.fidelity", "silentzone.quant.load"),
-        ("seed", "model", "threads", "corpora", "fidelity", "variants", "cohort.{name}"),
+        ("silentzone.engines",),
+        (
+            "seed",
+            "model",
+            "threads",
+            "corpora",
+            "fidelity",
+            "variants",
+            "cohort.{name}",
+            *ENGINE_KEYS,
+            "engine.server.members.{name}",
+        ),
     ),
-    "bench-reference": (("silentzone.stages.bench", "silentzone.quant.load"), ("seed", "model", "threads", "bench")),
+    "bench-reference": (("silentzone.engines",), ("seed", "model", "threads", "bench", *ENGINE_KEYS)),
     "bench": (
-        ("silentzone.stages.bench", "silentzone.quant.load"),
-        ("seed", "model", "threads", "corpora", "fidelity.ctx", "bench", "cohort.{name}"),
+        ("silentzone.engines",),
+        (
+            "seed",
+            "model",
+            "threads",
+            "corpora",
+            "fidelity.ctx",
+            "bench",
+            "cohort.{name}",
+            *ENGINE_KEYS,
+            "engine.server.members.{name}",
+        ),
     ),
-    "collect": (("silentzone.stages.collect",), ("cohort", "variants", "fidelity")),
+    "collect": (("silentzone.stages.collect",), ("cohort", "variants", "fidelity", "bench.composite")),
+    "compare-engines": (("silentzone.stages.compare",), ("cohort", "variants", "engine.name")),
 }
+# Keys hashed only when params set them: a member's server (engine server). A member without one keeps
+# the stamp bytes it had before servers existed, and DVC (which fails on a params key a file lacks)
+# does not list them: a served member's outputs are kept current by their stamps (collect refuses stale ones).
+OPTIONAL = {"engine.server.members.{name}"}
 # Every DVC stage's command -> the modules it enters (the cli handler's imports; the cli itself is the
 # composition root that imports every stage lazily, so it is no stage's dependency). dvc.yaml's code
 # dependencies are exactly `stage_modules(stage)` (scripts/sync_dvc_deps.py writes them; tests/test_dvc_deps.py
@@ -47,6 +76,13 @@ ENTRIES: dict[str, tuple[str, ...]] = {
     **{stage: entries for stage, (entries, _) in STAGES.items()},
     "analyze": ("silentzone.stages.analyze", "silentzone.reports"),
     "verdicts": ("silentzone.stages.verdicts",),
+    # a further engine's stages (engine.also) run the same commands with --engine
+    **{
+        f"{stage}-also": entries
+        for stage, (entries, _) in STAGES.items()
+        if stage in ("reference", "fidelity", "bench-reference", "bench", "collect")
+    },
+    "verdicts-also": ("silentzone.stages.verdicts",),
     # paper inputs also executes the lesson notebook, which runs noise and stats on a committed run
     "paper-inputs": ("silentzone.paper", "silentzone.lesson", "silentzone.noise", "silentzone.stats"),
     "paper": ("silentzone.stages.render",),
@@ -58,6 +94,7 @@ COMMANDS = {
     "bench-reference": "silentzone bench reference",
     "bench": "silentzone bench {name}",
     "collect": "silentzone collect",
+    "compare-engines": "silentzone compare-engines {name}",
 }
 
 
@@ -70,8 +107,10 @@ def module_path(name: str) -> Path:
     return as_pkg if as_pkg.exists() else (SRC / rel).with_suffix(".py")
 
 
-def imports_of(name: str) -> set[str]:
-    """silentzone modules a module imports, function-level imports included."""
+@cache
+def imports_of(name: str) -> frozenset[str]:
+    """silentzone modules a module imports, function-level imports included (parsed once per process:
+    a stage's command derives two closures, its inputs' and its own, over mostly the same modules)."""
     path = module_path(name)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
@@ -88,7 +127,7 @@ def imports_of(name: str) -> set[str]:
                 for alias in node.names:
                     candidate = f"{base}.{alias.name}"
                     found.add(candidate if module_path(candidate).exists() else base)
-    return {m for m in found if module_path(m).exists()}
+    return frozenset(m for m in found if module_path(m).exists())
 
 
 def closure(entries) -> set[str]:
@@ -128,12 +167,13 @@ def code_sha256(stage: str) -> str:
 def params_sha256(params, stage: str, name: str | None = None) -> str:
     raw = params.model_dump(by_alias=True)
     picked = {}
-    for key in STAGES[stage][1]:
-        key = key.format(name=name)
+    for spec in STAGES[stage][1]:
+        key = spec.format(name=name)
         node = raw
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
-        picked[key] = node
+        if node is not None or spec not in OPTIONAL:
+            picked[key] = node
     return hashlib.sha256(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -90,12 +90,13 @@ def write_head(root: Path, weight: np.ndarray, bias: np.ndarray | None, meta: di
     return folder
 
 
-def read_head(root: Path, device: str = "cpu"):
-    """The reference lm_head (silentzone.model.head.ReferenceHead), checksum-verified."""
+def read_head(root: Path, device: str = "cpu", verify: bool = True):
+    """The reference lm_head (silentzone.model.head.ReferenceHead), checksum-verified (verify=False:
+    the caller verified this folder's manifest already)."""
     from .model.head import ReferenceHead
 
     folder = head_dir(root)
-    meta = read_manifest(folder, "rerun `silentzone reference`")
+    meta = read_manifest(folder, "rerun `silentzone reference`", verify=verify)
     bias = np.load(folder / "bias.npy") if "bias.npy" in meta["files"] else None
     weight = _finite(np.load(folder / "weight.npy"), folder / "weight.npy", "rerun `silentzone reference`")
     return ReferenceHead(weight, bias, meta, device)

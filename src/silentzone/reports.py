@@ -27,7 +27,7 @@ from . import analyses, claims, config, io, noise, plots, published, stats, zone
 from .config import Params
 from .errors import SilentzoneError
 from .layout import DEFAULT
-from .schema import COMPOSITE, MODEL, REFERENCE, SIGNED, quant_names, score_columns
+from .schema import COMPOSITE, MODEL, REFERENCE, SIGNED, composite_items, quant_names, score_columns
 
 PUBLISHED_VALUES = DEFAULT.paper / "published.yml"
 KLD_LABEL = "mean KLD to the reference (nats/token, log scale)"
@@ -61,7 +61,7 @@ def load(params: Params, processed_dir, with_zone: bool = True) -> Cohort:
     processed_dir = Path(processed_dir)
     data = Cohort(
         io.read_parquet(processed_dir / "cohort.parquet", "cohort table"),
-        io.read_parquet(processed_dir / "items.parquet", "item table"),
+        composite_items(io.read_parquet(processed_dir / "items.parquet", "item table"), params.composite_tasks()),
     )
     if with_zone:
         data.zone = zone.silent_zone(data.cohort, params, items=data.items)

@@ -63,6 +63,10 @@ KLD_TOLERANCE = 16 / 65535
 SCORE_PREFIX = "score_"
 SIGNED = "signed"
 SIGNED_PREFIX = "signed_"
+# When bench.composite names fewer than every task: the composite and the signed outcome over all tasks
+# (the robustness check's broader composite)
+COMPOSITE_ALL = "composite_all"
+SIGNED_ALL = "signed_all"
 
 
 def score_column(task: str) -> str:
@@ -85,29 +89,45 @@ def composite(scores: pd.DataFrame) -> pd.Series:
     return scores[cols].mean(axis=1, skipna=False) if cols else pd.Series(float("nan"), index=scores.index)
 
 
-def scores(items: pd.DataFrame) -> pd.DataFrame:
-    """Per model: score_<task> (share of items correct, tasks in sorted order) and the composite; with a
+def scores(items: pd.DataFrame, composite_tasks: list[str] | None = None) -> pd.DataFrame:
+    """Per model: score_<task> (share of items correct, tasks in sorted order) and the composite over
+    `composite_tasks` (default: every task; when fewer, also composite_all over every task); with a
     gold_logprob column, also the signed outcome (signed_scores)."""
     per_task = items.groupby([MODEL, "task"])["correct"].mean().unstack("task")
-    per_task.columns = [score_column(t) for t in per_task.columns]
-    per_task[COMPOSITE] = composite(per_task)
+    tasks = list(per_task.columns)
+    per_task.columns = [score_column(t) for t in tasks]
+    chosen = [t for t in tasks if composite_tasks is None or t in composite_tasks]
+    per_task[COMPOSITE] = composite(per_task[[score_column(t) for t in chosen]])
+    if len(chosen) < len(tasks):
+        per_task[COMPOSITE_ALL] = composite(per_task[[score_column(t) for t in tasks]])
     out = per_task.reset_index()
     if GOLD_LOGPROB in items:
-        out = out.merge(signed_scores(items), on=MODEL, how="left", validate="one_to_one")
+        out = out.merge(signed_scores(items, composite_tasks), on=MODEL, how="left", validate="one_to_one")
     return out
 
 
-def signed_scores(items: pd.DataFrame) -> pd.DataFrame:
+def composite_items(items: pd.DataFrame, composite_tasks: list[str] | None) -> pd.DataFrame:
+    """The item table of the composite's tasks: what every analysis of the composite reads."""
+    return items if composite_tasks is None else items[items["task"].isin(composite_tasks)].reset_index(drop=True)
+
+
+def signed_scores(items: pd.DataFrame, composite_tasks: list[str] | None = None) -> pd.DataFrame:
     """Per model: signed_<task>, the mean over the task's items of gold_logprob − the reference's on the
     same item (0 for the reference), for the tasks that have the outcome, and `signed`, their unweighted
-    mean (NaN when no task has it)."""
+    mean over `composite_tasks` (default every task; when fewer, also signed_all over every task; NaN
+    when no task has it)."""
     ref = items[items[MODEL] == REFERENCE].set_index(["task", "item_id"])[GOLD_LOGPROB]
     paired = items.join(ref.rename("ref_logprob"), on=["task", "item_id"])
     delta = (paired[GOLD_LOGPROB] - paired["ref_logprob"]).astype(float)
     per_task = delta.groupby([items[MODEL], items["task"]]).mean().unstack("task")
     per_task = per_task.loc[:, per_task.notna().any()]
-    per_task.columns = [f"{SIGNED_PREFIX}{t}" for t in per_task.columns]
-    per_task[SIGNED] = per_task.mean(axis=1, skipna=False) if len(per_task.columns) else float("nan")
+    tasks = list(per_task.columns)
+    per_task.columns = [f"{SIGNED_PREFIX}{t}" for t in tasks]
+    chosen = [f"{SIGNED_PREFIX}{t}" for t in tasks if composite_tasks is None or t in composite_tasks]
+    all_tasks = list(per_task.columns)
+    per_task[SIGNED] = per_task[chosen].mean(axis=1, skipna=False) if chosen else float("nan")
+    if composite_tasks is not None and set(composite_tasks) != set(items["task"]):
+        per_task[SIGNED_ALL] = per_task[all_tasks].mean(axis=1, skipna=False) if all_tasks else float("nan")
     per_task.index.name = MODEL
     return per_task.reset_index()
 

@@ -46,6 +46,14 @@ IDENTITY = {
     "ppl_greedy": math.nan,
 }
 
+# Metrics a member measured through an inference server cannot have (it returns its top-k
+# log-probabilities only, silentzone.server), with the reason its fidelity report records.
+TOPK_UNAVAILABLE = {
+    "kld": "needs the quant's full distribution; a server returns its top-k log-probabilities only",
+    "rkld": "needs the quant's full distribution; a server returns its top-k log-probabilities only",
+    "ppl_greedy": "needs p_q of the reference's argmax, which a server returns only where it lies in the quant's top-k",
+}
+
 
 def aggregate(values: np.ndarray, agg: str) -> float:
     how = AGGREGATIONS[agg]
@@ -66,11 +74,20 @@ def metric_value(rows: pd.DataFrame, metric: str, agg: str | None) -> float:
     return float(value())
 
 
-def compute(per_token: pd.DataFrame, params) -> dict[str, float]:
-    """Every variant of params `variants:` on one quant's per-token table."""
+def unavailable(params, topk_only: bool) -> dict[str, str]:
+    """The variants of params `variants:` a member cannot have, with the reason (none in-process)."""
+    if not topk_only:
+        return {}
+    return {name: TOPK_UNAVAILABLE[spec.metric] for name, spec in params.variants.items() if spec.metric in TOPK_UNAVAILABLE}
+
+
+def compute(per_token: pd.DataFrame, params, skip=()) -> dict[str, float]:
+    """Every variant of params `variants:` on one quant's per-token table (but those in `skip`)."""
     f = params.fidelity
     out = {}
     for name, spec in params.variants.items():
+        if name in skip:
+            continue
         corpus = spec.corpus or f.primary_corpus
         ctx = f.ctx_alt if spec.ctx == "alt" else (spec.ctx or f.ctx)
         rows = per_token[(per_token["corpus"] == corpus) & (per_token["ctx"] == ctx)]

@@ -425,6 +425,23 @@ def document(tests: dict, decided: dict, rules: Rules) -> dict:
                 "holm": rob_decided["holm"],
             }
         }
+    if "broad" in tests:
+        broad = tests["broad"]
+        decided_broad = decide(broad, rules, ("claim1", "claim2", "claim5"))
+        doc.setdefault("robustness", {})["broad_composite"] = {
+            "tasks": broad["tasks"],
+            "n_silent": len(broad["inputs"].silent),
+            **{
+                c: {
+                    "verdict": decided_broad[c]["verdict"],
+                    "outcome": decided_broad[c]["outcome"],
+                    "reason": decided_broad[c]["reason"],
+                    "by_outcome": {o: v["verdict"] for o, v in decided_broad[c]["by_outcome"].items()},
+                }
+                for c in ("claim1", "claim2", "claim5")
+            },
+            "holm": decided_broad["holm"],
+        }
     return as_plain(doc)
 
 

@@ -138,7 +138,7 @@ def run_tool(name: str, args: list, what: str, threads: int | None = None, timeo
     return output
 
 
-def _default_mode(path: Path) -> None:
+def default_mode(path: Path) -> None:
     # The temp file comes from mkstemp (mode 0600); the published file gets the usual umask mode.
     mask = os.umask(0)
     os.umask(mask)
@@ -183,7 +183,7 @@ def quantize(src_gguf, out_gguf, qtype: str, imatrix=None, threads: int = 2, tim
         output = run_tool("llama-quantize", [*args, src, tmp, qtype, threads], what, threads=threads, timeout=timeout)
         # A refusal after the output file was opened can still exit 0 on some paths; the file must parse.
         types = tensor_types(open_gguf(tmp))
-        _default_mode(tmp)
+        default_mode(tmp)
     fallbacks = parse_fallbacks(output)
     return {
         "file": str(out),
@@ -219,7 +219,7 @@ def compute_imatrix(
         )
         if tmp.stat().st_size == 0:
             raise SilentzoneError(f"{what}: llama-imatrix wrote no data (is the text shorter than one {ctx}-token chunk?)")
-        _default_mode(tmp)
+        default_mode(tmp)
     return out
 
 

@@ -45,8 +45,13 @@ def fingerprint(params, name: str, task: str, layout: Layout, with_reference: bo
         "model": params.model.model_dump(),
         "threads": params.threads,
         "bench": params.bench.model_dump(),
+        "engine": params.engine.model_dump(
+            exclude={"also", "server"}
+        ),  # which engine and its settings: parts of another are stale
     }
     keys["cohort_entry"] = params.cohort.get(name)
+    if name in params.engine.server.members:  # a served member's parts are its server's (only its own entry counts)
+        keys["server"] = params.engine.server.members[name].model_dump()
     keys["code"] = provenance.code_sha256("bench-reference" if name == REFERENCE else "bench")  # parts of other code are stale
     h.update(json.dumps([name, task, keys], sort_keys=True, default=str).encode())
     if with_reference:
@@ -230,13 +235,17 @@ class _BenchSegment(refstore.SegmentWriter):
         return super().close()
 
 
-def run_task(params, layout: Layout, ctx: Context, task: str) -> pd.DataFrame:
-    kind = registry.get_task(task).kind
-    if kind == "code" and sandbox.capabilities() != "strict" and not params.bench.allow_weak_sandbox:
+def check_sandbox(params, task: str) -> None:
+    if registry.get_task(task).kind == "code" and sandbox.capabilities() != "strict" and not params.bench.allow_weak_sandbox:
         raise SilentzoneError(
             f"task {task!r}: running generated code needs the strict sandbox (root: namespaces + uid drop); run as root, "
             "or set bench.allow_weak_sandbox: true (rlimits and a blocked socket module only), or drop the code tasks"
         )
+
+
+def run_task(params, layout: Layout, ctx: Context, task: str) -> pd.DataFrame:
+    kind = registry.get_task(task).kind
+    check_sandbox(params, task)
     task_items = bench_items.read_prepared(task, layout.prepared)
     writer = None
     if ctx.is_reference:
@@ -255,9 +264,27 @@ def run_task(params, layout: Layout, ctx: Context, task: str) -> pd.DataFrame:
     return typed_items(pd.DataFrame(rows, columns=ITEM_COLUMNS))
 
 
-def run(params, layout: Layout, name: str, load_model) -> pd.DataFrame:
+def open_context(params, layout: Layout, name: str, load_model) -> Context:
+    """The torch engine's Context: `load_model()` → (model, tokenizer), and for a quant the reference
+    head it is compared with (made by the current params and code, the same vocabulary)."""
+    model, tokenizer = load_model()
+    head_R = None
+    if name != REFERENCE:
+        head_R = refstore.read_head(layout.reference, str(model.device))
+        provenance.verify_made_by(head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference")
+        head_R.check_vocab(name, model, tokenizer)
+    return Context(name, model, tokenizer, head_R)
+
+
+def run(
+    params, layout: Layout, name: str, load_model, open_context=open_context, score_task=None, stamp_extra=None
+) -> pd.DataFrame:
     """Benchmark one model over every task of `bench.tasks`; writes and returns its item table.
-    `load_model()` → (model, tokenizer) is called only when some task is not already done."""
+    `load_model()` → (model, tokenizer) is called only when some task is not already done. Another
+    engine passes its own `open_context(params, layout, name, load_model)` and `score_task(params,
+    layout, ctx, task)` (default: this module's run_task), and what its stamp adds (`stamp_extra`);
+    parts, fingerprints and stamps are shared."""
+    score_task = score_task or run_task
     tasks = params.task_names()
     for task in tasks:
         bench_items.read_prepared(task, layout.prepared)  # fail early, before loading a model
@@ -273,24 +300,18 @@ def run(params, layout: Layout, name: str, load_model) -> pd.DataFrame:
             done = refstore.bench_fingerprint(layout.reference, task) == fp
         if not done:
             if ctx is None:
-                model, tokenizer = load_model()
-                head_R = None
-                if not is_ref:
-                    head_R = refstore.read_head(layout.reference, str(model.device))
-                    provenance.verify_made_by(
-                        head_R.manifest, refstore.head_dir(layout.reference) / refstore.MANIFEST, params, "reference"
-                    )
-                    head_R.check_vocab(name, model, tokenizer)
-                ctx = Context(name, model, tokenizer, head_R)
+                ctx = open_context(params, layout, name, load_model)
                 ctx.segments = segments
-            frame = run_task(params, layout, ctx, task)
+            frame = score_task(params, layout, ctx, task)
             io.write_parquet(part, frame)
             io.write_json(stamp, {"fingerprint": fp, "n_items": len(frame), "sha256": io.sha256_file(part)})
         frames.append(io.read_parquet(part, f"bench part {task} of {name!r}"))
     table = typed_items(pd.concat(frames, ignore_index=True))
     io.write_parquet(layout.bench_table(name), table)
     stage = "bench-reference" if is_ref else "bench"
-    provenance.write_stamp(layout.bench_stamp(name), params, stage, [layout.bench_table(name)], None if is_ref else name)
+    found = provenance.stamp(params, stage, [layout.bench_table(name)], None if is_ref else name)
+    found.update(stamp_extra or {})  # the server engine: its server (prompt_kld is NaN there)
+    io.write_json(layout.bench_stamp(name), found)
     return table
 
 

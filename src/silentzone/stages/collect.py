@@ -48,14 +48,19 @@ def read_report(params, layout: Layout, quant: str) -> dict:
     return {
         "bpw": bpw,
         "variants": found,
+        "unavailable": dict(report.get("unavailable") or {}),  # a served member's top-k cannot give these (docs/server.md)
         "source": str(quant_report.get("source", "recipe")),
         "types": ",".join(f"{t}:{n}" for t, n in sorted(types.items())),
     }
 
 
-def check_per_token(table: pd.DataFrame, path) -> None:
+# Per-token columns a member measured through a server may leave NaN (its top-k cannot give them).
+SERVED_NAN = ("kld", "rkld", "nll_q_greedy")
+
+
+def check_per_token(table: pd.DataFrame, path, served: bool = False) -> None:
     """Physical sanity: every value finite, KL divergences and NLLs ≥ 0 (float tolerance), |dp| ≤ 1.
-    (kld_topk is a truncated sum and may be negative.)"""
+    (kld_topk is a truncated sum and may be negative.) A served member's SERVED_NAN columns may be NaN."""
     import numpy as np
 
     if list(table.columns) != TOKEN_COLUMNS:
@@ -64,6 +69,8 @@ def check_per_token(table: pd.DataFrame, path) -> None:
         values = table[col].to_numpy(np.float64)
         low = {"dp": -1.0, "kld_topk": -np.inf}.get(col, -KLD_TOLERANCE)
         bad = ~np.isfinite(values) | (values < low) | ((values > 1.0) if col == "dp" else False)
+        if served and col in SERVED_NAN:
+            bad &= ~np.isnan(values)
         if bad.any():
             i = int(bad.argmax())
             raise SilentzoneError(
@@ -85,7 +92,9 @@ def cohort_rows(params, layout: Layout) -> list[dict]:
     for quant in params.quant_names():
         report = read_report(params, layout, quant)  # first: a damaged table is named by its stamped sha256
         per_token = io.read_parquet(layout.fidelity_table(quant), f"fidelity table of quant {quant!r}")
-        check_per_token(per_token, layout.fidelity_table(quant))
+        served = bool(report["unavailable"])
+        check_per_token(per_token, layout.fidelity_table(quant), served)
+        found = variants.compute(per_token, params, skip=report["unavailable"])
         rows.append(
             {
                 MODEL: quant,
@@ -93,13 +102,13 @@ def cohort_rows(params, layout: Layout) -> list[dict]:
                 "bpw": report["bpw"],
                 "source": report["source"],
                 "types": report["types"],
-                **variants.compute(per_token, params),
+                **{name: found.get(name, float("nan")) for name in params.variants},  # NaN: unavailable from a server
             }
         )
     return rows
 
 
-def check_items(table: pd.DataFrame, path, model: str, expected: set | None, rerun: str) -> None:
+def check_items(table: pd.DataFrame, path, model: str, expected: set | None, rerun: str, served: bool = False) -> None:
     """Physical sanity of one model's item table: its own rows, exactly the reference's items (a
     score over fewer items is a silent wrong number), a quant's per-prompt KLD finite and ≥ 0."""
     import numpy as np
@@ -116,7 +125,7 @@ def check_items(table: pd.DataFrame, path, model: str, expected: set | None, rer
             what = "lacks the reference's item" if (task, item) in expected else "holds an item the reference lacks:"
             raise SilentzoneError(f"{path}: {what} {task}/{item} (damaged, or made from other items); {rerun}")
         kld = table["prompt_kld"].to_numpy(np.float64)
-        bad = ~np.isfinite(kld) | (kld < -KLD_TOLERANCE)
+        bad = (~np.isfinite(kld) & ~(served & np.isnan(kld))) | (kld < -KLD_TOLERANCE)  # served: NaN, no full distribution
         if bad.any():
             i = int(bad.argmax())
             raise SilentzoneError(
@@ -129,9 +138,11 @@ def item_table(params, layout: Layout) -> pd.DataFrame:
     for m in [REFERENCE, *params.quant_names()]:
         stage, name = ("bench-reference", None) if m == REFERENCE else ("bench", m)
         stamp_path = layout.bench_stamp(m)
-        provenance.verify(provenance.read_stamp(stamp_path, stage, name), stamp_path, params, stage, layout.bench, name)
+        found = provenance.read_stamp(stamp_path, stage, name)
+        provenance.verify(found, stamp_path, params, stage, layout.bench, name)
         frames.append(io.read_parquet(layout.bench_table(m), f"bench table of {m!r}"))
-        check_items(frames[-1], layout.bench_table(m), m, expected, f"rerun `{provenance.command(stage, name)}`")
+        served = found.get("engine", {}).get("kind") == "server"
+        check_items(frames[-1], layout.bench_table(m), m, expected, f"rerun `{provenance.command(stage, name)}`", served)
         if m == REFERENCE:
             expected = set(zip(frames[-1]["task"], frames[-1]["item_id"]))
     items = pd.concat(frames, ignore_index=True)
@@ -169,7 +180,7 @@ def with_gold_logprob(items: pd.DataFrame, layout: Layout) -> pd.DataFrame:
 def run(params, layout: Layout) -> str:
     cohort = pd.DataFrame(cohort_rows(params, layout))
     items = with_gold_logprob(item_table(params, layout), layout)
-    cohort = cohort.merge(scores(items), on=MODEL, how="left", validate="one_to_one")
+    cohort = cohort.merge(scores(items, params.composite_tasks()), on=MODEL, how="left", validate="one_to_one")
     missing = cohort.loc[cohort["composite"].isna(), MODEL].tolist()
     if missing:
         raise SilentzoneError(f"{layout.bench}: no benchmark outcomes for {', '.join(missing)}; run their bench stages")

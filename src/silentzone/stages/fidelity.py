@@ -31,42 +31,60 @@ def window_batch_metrics(quant: str, model, head_R, segment: refstore.Segment, w
     """Per-token table for some windows of one segment."""
     import torch
 
-    f = params.fidelity
     meta = segment.manifest
-    corpus, ctx, first = meta["corpus"], meta["ctx"], segment.first(0)
+    ctx, first = meta["ctx"], segment.first(0)
     cap_q = lm.softcap_of(model)
-    step = metrics.rows_per_chunk(head_R.vocab_size)
     tokens = segment.windows()
     frames = []
     with torch.inference_mode():
         ids = torch.from_numpy(tokens[windows]).to(model.device)
         hidden_q = lm.final_hidden(model, ids)[:, first : ctx - 1].float()
         for b, w in enumerate(windows):
-            hidden_R = torch.from_numpy(segment.hidden(w))
-            targets = tokens[w, first + 1 :]
-            parts = []
-            for start in range(0, len(targets), step):
-                stop = start + step
-                logits_q = lm.lm_logits(model, hidden_q[b, start:stop], cap_q)
-                logits_R = head_R(hidden_R[start:stop])
-                metrics.check_finite(logits_R, "reference store", corpus, ctx, w, first + start)
-                metrics.check_finite(logits_q, f"quant {quant!r}", corpus, ctx, w, first + start)
-                parts.append(metrics.token_metrics(logits_R, logits_q, targets[start:stop], f.topk, f.topk_floor, f.work_dtype))
-            cols = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-            n = len(targets)
             frames.append(
-                pd.DataFrame(
-                    {
-                        "corpus": corpus,
-                        "ctx": np.full(n, ctx, np.int64),
-                        "window": np.full(n, w, np.int64),
-                        "pos": np.arange(first, ctx - 1, dtype=np.int64),
-                        "token": targets.astype(np.int64),
-                        **cols,
-                    }
+                window_metrics(
+                    quant,
+                    head_R,
+                    segment,
+                    w,
+                    lambda start, stop, b=b: lm.lm_logits(model, hidden_q[b, start:stop], cap_q),
+                    params,
                 )
             )
     return pd.concat(frames, ignore_index=True)[TOKEN_COLUMNS]
+
+
+def window_metrics(quant: str, head_R, segment: refstore.Segment, w: int, quant_logits, params) -> pd.DataFrame:
+    """Per-token table of window `w` of a segment; `quant_logits(start, stop)` gives the quant's float32
+    logits at scored rows start..stop (whatever engine made them), the reference's come from its store."""
+    import torch
+
+    f = params.fidelity
+    meta = segment.manifest
+    corpus, ctx, first = meta["corpus"], meta["ctx"], segment.first(0)
+    step = metrics.rows_per_chunk(head_R.vocab_size)
+    targets = segment.windows()[w, first + 1 :]
+    hidden_R = torch.from_numpy(segment.hidden(w))
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(targets), step):
+            stop = start + step
+            logits_q = quant_logits(start, stop)
+            logits_R = head_R(hidden_R[start:stop])
+            metrics.check_finite(logits_R, "reference store", corpus, ctx, w, first + start)
+            metrics.check_finite(logits_q, f"quant {quant!r}", corpus, ctx, w, first + start)
+            parts.append(metrics.token_metrics(logits_R, logits_q, targets[start:stop], f.topk, f.topk_floor, f.work_dtype))
+    cols = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    n = len(targets)
+    return pd.DataFrame(
+        {
+            "corpus": corpus,
+            "ctx": np.full(n, ctx, np.int64),
+            "window": np.full(n, w, np.int64),
+            "pos": np.arange(first, ctx - 1, dtype=np.int64),
+            "token": targets.astype(np.int64),
+            **cols,
+        }
+    )[TOKEN_COLUMNS]
 
 
 def parts_fingerprint(quant: str, segments: list[refstore.Segment], head_R, params) -> str:
@@ -153,8 +171,19 @@ def per_token_table(params, layout: Layout, quant: str, model, tokenizer) -> pd.
 def run(params, layout: Layout, quant: str, model, tokenizer, quant_report: dict) -> str:
     """Write <quant>.parquet and <quant>.report.json; returns a one-line summary."""
     table = per_token_table(params, layout, quant, model, tokenizer)
+    summary = write_outputs(params, layout, quant, table, quant_report)
+    shutil.rmtree(layout.fidelity_parts(quant))
+    return summary
+
+
+def write_outputs(params, layout: Layout, quant: str, table: pd.DataFrame, quant_report: dict, engine: dict | None = None) -> str:
+    """<quant>.parquet and <quant>.report.json from a finished per-token table. A served member's
+    report also names its server (`engine`) and the variants its top-k cannot give (`unavailable`)."""
     counts = table.groupby(["corpus", "ctx"]).size()
-    found = variants.compute(table, params)  # before the table is written: a failure leaves no table without its report
+    missing = variants.unavailable(params, engine is not None)
+    found = variants.compute(
+        table, params, skip=missing
+    )  # before the table is written: a failure leaves no table without its report
     io.write_parquet(layout.fidelity_table(quant), table)
     summary = {
         "quant": quant,
@@ -163,11 +192,10 @@ def run(params, layout: Layout, quant: str, model, tokenizer, quant_report: dict
         "quant_report": {k: v for k, v in quant_report.items() if isinstance(v, (str, int, float, bool, type(None), list, dict))},
         "n_tokens": {f"{c}_c{x}": int(n) for (c, x), n in counts.items()},
         "variants": found,
+        **(engine or {}),
+        **({"unavailable": missing} if engine is not None else {}),
     }
     io.write_json(layout.fidelity_report(quant), summary)
-    shutil.rmtree(layout.fidelity_parts(quant))
     v = summary["variants"]
-    return (
-        f"{layout.fidelity_table(quant)}: {len(table)} tokens; mean KLD {v.get('kld_mean', float('nan')):.6f}, "
-        f"top-1 disagreement {v.get('top1_disagree', float('nan')):.4f}"
-    )
+    kld = f"mean KLD {v['kld_mean']:.6f}" if "kld_mean" in v else f"mean top-k KLD {v.get('kld_topk_mean', float('nan')):.6f}"
+    return f"{layout.fidelity_table(quant)}: {len(table)} tokens; {kld}, top-1 disagreement {v.get('top1_disagree', float('nan')):.4f}"
