@@ -195,7 +195,8 @@ def rho_k_curves(curves: pd.DataFrame, figures_dir, margin: float, name: str = "
     ax.set_ylabel("Spearman ρ with mean KLD (95% CI)")
     ax.set_ylim(-1.05, 1.05)
     legend_below(fig, ax, ncol=2)  # beside the axes it took half the figure's width
-    wide = curves.pivot(index="k", columns="outcome", values=["rho", "ci_low", "ci_high", "reliability", "powered"])
+    quantities = [c for c in ("rho", "ci_low", "ci_high", "reliability", "powered") if c in curves]
+    wide = curves.pivot(index="k", columns="outcome", values=quantities)
     wide.columns = [f"{what}_{outcome}" for what, outcome in wide.columns]
     return save(fig, wide.reset_index(), figures_dir, name)
 
