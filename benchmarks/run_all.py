@@ -10,6 +10,7 @@ RUNS = [
     ["stats_speed.py"],  # issue 4: 30 quants x 14 variants, 10k + 10k resamples (< 30 s)
     ["fidelity_speed.py", "--windows", "4"],  # issue 2: tokens/s, peak RSS, fp32 matmul GFLOP/s
     ["bench_speed.py", "--profile", "quick"],  # issue 3: items/s per task, wall time per model
+    ["lesson_runtime.py"],  # issue 29: the lesson notebook from the committed run (< 60 s)
 ]
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ data/published/<profile>/ in this checkout:
                                   matches when `python scripts/hash_outputs.py | diff - data/published/<profile>/SHA256SUMS` is empty
 
 With --paper, also paper/published/ = the run's rendered paper (paper/_output: index.html with its
-assets and notebook pages, index.pdf). Nothing is written unless the run is complete.
+assets and notebook pages, index.pdf), without Quarto's by-products (PAPER_SKIP); a render whose files
+name the run's absolute folder is refused. Nothing is written unless the run is complete.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pandas as pd
@@ -34,8 +36,11 @@ sys.path.insert(0, str(REPO / "scripts"))
 import hash_outputs  # noqa: E402
 
 ITEM_COLUMNS = ["model", "task", "item_id", "correct", "prompt_kld"]
-# Quarto's intermediates beside the paper: not part of what a reader opens
-PAPER_SKIP = {"index.qmd", "index.embed.ipynb"}
+# Quarto's intermediates and by-products beside the paper, not part of what a reader opens: the article's
+# source and its notebook renderings (index-preview.html embeds the render folder's absolute paths), and
+# each notebook's .out.ipynb (the pages link the .ipynb itself for download)
+PAPER_SKIP = ("index.qmd", "index.embed.ipynb", "index.out.ipynb", "index-preview.html", "*.out.ipynb")
+TEXT_SUFFIXES = {".html", ".ipynb", ".json", ".md", ".csv", ".yml", ".txt", ".js", ".css"}
 
 
 def check_complete(run: Path, paper: bool) -> str:
@@ -64,10 +69,10 @@ def check_complete(run: Path, paper: bool) -> str:
     return str(profile)
 
 
-def copy_tree(source: Path, dest: Path, pattern: str = "*", skip: set[str] = frozenset()) -> int:
+def copy_tree(source: Path, dest: Path, pattern: str = "*", skip: tuple[str, ...] = ()) -> int:
     n = 0
     for path in sorted(source.rglob(pattern)):
-        if path.is_file() and path.name not in skip and ".ipynb_checkpoints" not in path.parts:
+        if path.is_file() and not any(fnmatch(path.name, p) for p in skip) and ".ipynb_checkpoints" not in path.parts:
             target = dest / path.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
@@ -96,9 +101,32 @@ def publish(run: Path, paper: bool, into: Path = REPO) -> None:
     print(f"{dest}: {sum(1 for p in dest.rglob('*') if p.is_file())} files, {len(sums)} output hashes")
     if paper:
         target = into / "paper" / "published"
+        staged = target.with_name(target.name + ".tmp")
+        shutil.rmtree(staged, ignore_errors=True)
+        n = copy_tree(run / "paper/_output", staged, skip=PAPER_SKIP)
+        leaks = machine_paths(staged, run)
+        if leaks:
+            shutil.rmtree(staged)
+            raise SystemExit(
+                f"{leaks[0]}: names the render's folder {run} (and {len(leaks) - 1} more files); a published paper must "
+                "name no path of the machine that made it: rerender with this checkout's `silentzone paper inputs` and "
+                "`silentzone paper render`"
+            )
         shutil.rmtree(target, ignore_errors=True)
-        n = copy_tree(run / "paper/_output", target, skip=PAPER_SKIP)
+        staged.rename(target)
         print(f"{target}: {n} files (index.html, index.pdf, notebooks, assets)")
+
+
+def machine_paths(folder: Path, run: Path) -> list[str]:
+    """The text files under `folder` that name the run's absolute folder."""
+    needles = {str(run), str(run.resolve())}
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix in TEXT_SUFFIXES:
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if any(needle in text for needle in needles):
+                found.append(str(path.relative_to(folder)))
+    return found
 
 
 def main(argv: list[str]) -> int:

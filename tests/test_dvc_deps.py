@@ -93,9 +93,15 @@ def params_read(modules: set[str]) -> set[str]:
     return sections
 
 
-def notebook_modules() -> list[str]:
+LESSON = "lesson-metric-validity"  # executed by `paper inputs`, not by an analyze stage
+
+
+def notebook_modules(stems=None) -> list[str]:
+    """The silentzone modules the analysis notebooks import (or the notebooks `stems` name)."""
     names = set()
     for nb in (REPO / "notebooks").glob("*.ipynb"):
+        if (nb.stem == LESSON) if stems is None else (nb.stem not in stems):
+            continue
         for cell in json.loads(nb.read_text())["cells"]:
             text = "".join(cell["source"]) if cell["cell_type"] == "code" else ""
             names |= {
@@ -132,6 +138,14 @@ def test_stage_depends_on_exactly_the_code_its_command_executes(stage):
 def test_the_notebooks_import_only_what_the_analyze_stage_depends_on():
     reached = closure(ENTRIES["analyze"] + ALWAYS)
     assert set(notebook_modules()) <= reached
+
+
+def test_the_lesson_imports_only_what_the_paper_inputs_stage_depends_on():
+    used = set(notebook_modules({LESSON}))
+    assert {"silentzone.lesson", "silentzone.noise", "silentzone.stats"} <= used
+    assert used <= closure(ENTRIES["paper-inputs"] + ALWAYS)
+    deps = stage_spec("paper-inputs")["deps"]
+    assert f"notebooks/{LESSON}.ipynb" in deps and "data/published" in deps
 
 
 def test_the_sync_script_repairs_a_stale_list(tmp_path):

@@ -16,6 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 QMD = REPO / "paper" / "index.qmd"
 
 
+LESSON = REPO / "notebooks" / "lesson-metric-validity.ipynb"  # run by `paper inputs`, not an analyze stage
+ANALYSES = sorted(p for p in (REPO / "notebooks").glob("*.ipynb") if p != LESSON)
+
+
 def _parameters_cell(nb_path: Path) -> list[dict]:
     nb = json.loads(nb_path.read_text())
     return [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
@@ -29,14 +33,14 @@ def test_committed_notebooks_carry_no_outputs():
 
 
 def test_every_notebook_has_a_stage_and_every_stage_a_notebook():
-    on_disk = {p.stem for p in (REPO / "notebooks").glob("*.ipynb")}
+    on_disk = {p.stem for p in ANALYSES}
     in_params = set(config.build_profile("default", REPO / "profiles")["notebooks"])
     assert on_disk == in_params and len(on_disk) == 7
 
 
 def test_parameters_cell_matches_what_the_stage_passes():
     params = config.validate(config.build_profile("default", REPO / "profiles"), "params.yaml")
-    for nb_path in sorted((REPO / "notebooks").glob("*.ipynb")):
+    for nb_path in ANALYSES:
         cells = _parameters_cell(nb_path)
         assert len(cells) == 1, f"{nb_path.name}: exactly one cell tagged `parameters`"
         tree = ast.parse("".join(cells[0]["source"]))
@@ -53,7 +57,7 @@ def _code_cells(nb_path: Path) -> list[str]:
 
 def test_notebooks_compute_in_one_reports_call_and_only_display_after_it():
     labels = []
-    for nb_path in sorted((REPO / "notebooks").glob("*.ipynb")):
+    for nb_path in ANALYSES:
         cells = _code_cells(nb_path)[1:]  # after the parameters cell
         call = ast.parse(cells[0])
         imports = {
@@ -93,7 +97,8 @@ def test_numbers_namespace_and_formatting():
     assert formatting.format_value(-0.7213, "rho") == "−0.72"
     assert formatting.format_value(0.0, "rho_silent") == "+0.00" and formatting.format_value(-0.001, "rho") == "+0.00"
     assert formatting.format_value(0.94, "rho_volume_silent") == "+0.94" and formatting.format_value(-0.51, "ci_high") == "−0.51"
-    # p-values: two decimals, two significant digits below 0.1, never 0, never rounded across 0.05
+    # p-values: two decimals, two significant digits below 0.1, never rounded across 0.05, never more
+    # than four decimals: below 0.0001 "< 0.0001" (the published router table printed 8×10⁻²² in full)
     assert [formatting.fmt_p(p) for p in (1.0, 0.2, 0.044, 0.0495, 0.0504, 0.004, 0.0002, 0.00004, 0.003)] == [
         "1.00",
         "0.20",
@@ -102,9 +107,24 @@ def test_numbers_namespace_and_formatting():
         "0.050",
         "0.004",
         "0.0002",
-        "0.00004",
+        "< 0.0001",
         "0.003",
     ]
+    assert [formatting.fmt_p(p) for p in (8e-22, 0.0, 0.0001, 0.000125, 0.00099, 0.04995, 0.050004)] == [
+        "< 0.0001",
+        "< 0.0001",
+        "0.0001",
+        "0.0001",
+        "0.001",
+        "0.0499",
+        "0.050",
+    ]
+    for p in [10.0**-e * m for e in range(1, 12) for m in (1, 1.5, 4.99, 5.0, 5.004, 9.96)]:
+        text = formatting.fmt_p(p)
+        assert len(text.split(".")[-1]) <= 4, (p, text)
+        assert text.startswith("<") or (float(text) < 0.05) == (p < 0.05), (p, text)
+    assert formatting.p_phrase(0.004) == "p = 0.004" and formatting.p_phrase(3e-9) == "p < 0.0001"
+    assert formatting.p_phrase(2e-5, "Holm p") == "Holm p < 0.0001"
     assert formatting.format_value(0.423, "routing_low") == "42.3%" and formatting.format_value(0.5, "accuracy_pooled") == "50.0%"
     assert formatting.format_value(1.0833, "gm_ratio_low") == "1.08" and formatting.format_value(0.86, "auroc_max") == "0.86"
     assert (
@@ -310,6 +330,21 @@ def test_cohort_labels():
     assert paper.cohort_label("gemma-3-27b__unsloth-dynamic2") == "Gemma-3-27B (Unsloth Dynamic 2.0)"
 
 
+def test_a_long_table_prints_as_an_excerpt_that_points_to_its_csv(tmp_path):
+    rows = [[f"q{i:03d}", "x" if i < 20 else "y", str(i)] for i in range(paper.MAX_ROWS + 5)]
+    table = paper.markdown_table(["Quant", "Group", "n"], rows, group=2)
+    lines = table.splitlines()[2:]
+    assert len(lines) == 2 * paper.EXCERPT_ROWS + 1
+    assert lines[paper.EXCERPT_ROWS].startswith(f"| {paper.OMITTED} {len(rows) - 2 * paper.EXCERPT_ROWS} more rows |")
+    assert lines[0].startswith("| q000 |") and lines[-1].startswith(f"| q{len(rows) - 1:03d} |")
+    # the row after the gap keeps its group label (its predecessor is not shown)
+    assert lines[paper.EXCERPT_ROWS + 1].split("|")[2].strip() == "y"
+    note = paper.excerpt_note(table, "tables/04-routing/routing.csv", len(rows))
+    assert f"{2 * paper.EXCERPT_ROWS} of {len(rows)} rows" in note and "(tables/04-routing/routing.csv)" in note
+    whole = paper.markdown_table(["Quant"], [["a"]] * paper.MAX_ROWS)
+    assert len(whole.splitlines()) == paper.MAX_ROWS + 2 and paper.excerpt_note(whole, "x.csv", paper.MAX_ROWS) == ""
+
+
 def test_every_figure_and_table_is_referenced_from_the_text():
     text = QMD.read_text()
     labels = set(re.findall(r"#((?:fig|tbl)-[\w-]+)", text))
@@ -339,7 +374,7 @@ def test_every_table_the_manuscript_includes_is_written_by_paper_inputs():
         for outputs in paper.TABLES.values()
         for folder, name, _ in outputs
         for suffix in ("", "-notes")
-    } | {paper.SIDE_BY_SIDE_TABLE}
+    } | {paper.SIDE_BY_SIDE_TABLE, f"{paper.SIDE_BY_SIDE_TABLE}-notes"}
     assert included == written
 
 
@@ -551,9 +586,18 @@ def test_side_by_side_has_one_column_per_family_and_skips_its_own_profile(tmp_pa
     }
     assert rows["Model"][1:] == ["Qwen3.6-35B-A3B / Devstral-Small-2-24B", "smollm2", "gemma-3-270m"]
     assert rows["ρ(mean KLD, score), full cohort"][1:] == ["−0.72 / −0.86", "−0.58", "−0.55"]
-    assert rows["Per-prompt GM ratio, failed / passed"][1:] == ["1.08 to 1.22", "0.67 to 0.86", "0.67 to 0.86"]
+    # a paper value from outside the abstract carries the mark of its source, explained under the table
+    gm, top1 = paper.PAPER_MARKS["five_models"], paper.PAPER_MARKS["secondhand"]
+    assert rows["Per-prompt GM ratio, failed / passed"][1:] == [f"1.08 to 1.22{gm}", "0.67 to 0.86", "0.67 to 0.86"]
     assert rows["Benchmark items per model (tasks)"][1:] == ["—", "120 (2)", "120 (2)"]
     assert rows["ρ(top-1 agreement, score), full / silent"][2] == "+0.70 / +0.10"
+    top1_spec = next(spec for label, spec, _ in paper.SIDE_BY_SIDE_ROWS if label.startswith("ρ(top-1"))
+    assert paper.side_by_side_cell({"paper": {"top1_rho_full": "+0.70", "top1_rho_silent": "+0.00"}}, top1_spec) == (
+        f"+0.70 / +0.00{top1}"
+    )
+    assert rows["ρ(mean KLD, score), full cohort"][1] == "−0.72 / −0.86"  # the abstract's: no mark
+    notes = paper.side_by_side_notes()
+    assert all(f"{mark}\u00a0" in notes for mark in paper.PAPER_MARKS.values()) and "not in its abstract" in notes
     assert rows["Claim 1 verdict"][2:] == ["holds", "holds"] and rows["Claim 2 verdict"][2:] == ["—", "—"]
 
 
@@ -573,3 +617,116 @@ def test_a_variable_with_markdown_is_found_as_the_reader_sees_it():
     assert paper.numbers_missing_from_html(qmd, variables, seen) == []
     assert paper.numbers_missing_from_html(qmd, variables, seen.replace("x.gguf", "y.gguf")) != []
     assert paper.printed_pieces("−0.89 [−0.95, −0.72]") == ["−0.89 [−0.95, −0.72]"]  # brackets that are not citations stay
+
+
+# --- sentences that read a result: one test per branch -------------------------------------------
+
+
+def test_the_simulation_reading_says_weaker_when_most_perfect_rankings_are_stronger():
+    # the published default run: 96.2% of simulated cohorts at least as strongly negative as −0.32
+    text = paper.simulation_reading(0.962, -0.32, 0.05)
+    assert text.startswith("The observed silent-zone correlation, −0.32, is weaker than in 96.2% of the simulated cohorts")
+    assert "Item noise alone does not explain it" in text and "could explain" not in text
+
+
+def test_the_simulation_reading_says_stronger_when_few_perfect_rankings_are_as_strong():
+    text = paper.simulation_reading(0.02, -0.95, 0.05, "full-cohort")
+    assert text.startswith("The observed full-cohort correlation, −0.95, is stronger than in 98.0% of the simulated cohorts")
+    assert "at least as well as a perfect ranking" in text and "weaker" not in text
+
+
+def test_the_simulation_reading_says_noise_could_explain_it_in_between():
+    text = paper.simulation_reading(0.40, -0.5, 0.05)
+    assert text.startswith("In 40.0% of the simulated cohorts the silent-zone correlation is at least as strongly negative")
+    assert "item noise alone could explain it" in text
+    # the branches meet at alpha: 0.95 and 0.05 are the first shares read as weaker / stronger
+    assert paper.simulation_reading(0.95, -0.5, 0.05).startswith("The observed silent-zone correlation, −0.50, is weaker")
+    assert paper.simulation_reading(0.949, -0.5, 0.05).startswith("In 94.9%")
+    assert paper.simulation_reading(0.05, -0.5, 0.05).startswith("The observed silent-zone correlation, −0.50, is stronger")
+    assert paper.simulation_reading(None, -0.5, 0.05) == "" and paper.simulation_reading(0.5, float("nan"), 0.05) == ""
+
+
+def test_the_outcomes_reading_follows_both_reliabilities():
+    # the published default run: accuracy −0.12, signed outcome 0.91 inside the silent zone
+    signed_only = paper.outcomes_reading(-0.12, 0.91, 0.8)
+    assert "too few for accuracy to order them reliably, while the signed outcome still orders them" in signed_only
+    assert "(split-half reliability −0.12 and 0.91)" in signed_only
+    assert paper.outcomes_reading(0.85, 0.91, 0.8).startswith("Both outcomes order the silent zone's quants reliably")
+    assert paper.outcomes_reading(0.85, 0.4, 0.8).startswith("Inside the silent zone accuracy orders the quants reliably")
+    assert paper.outcomes_reading(0.3, 0.4, 0.8).startswith("Neither outcome orders the silent zone's quants reliably")
+    assert paper.outcomes_reading(0.8, 0.8, 0.8).startswith("Both")  # the threshold itself is reliable
+    assert paper.outcomes_reading(None, 0.9, 0.8).startswith("Inside the silent zone the quants differ")
+    assert paper.outcomes_reading(0.9, None, 0.8).startswith("Only accuracy is measured here")
+
+
+def test_methods_facts_name_how_each_member_was_made(tiny_params):
+    params = dict(tiny_params)
+    params["cohort"] = {
+        "q8_0": "Q8_0",
+        "q4_0": {"default": "Q4_0", "embedding": "Q8_0"},
+        "lq-q4_k_m": {"llama-quantize": "Q4_K_M"},
+        "lq-q2_k+imat": {"llama-quantize": "Q2_K", "imatrix": "calibration"},
+        "file": "gguf:some/model.Q6_K.gguf",
+    }
+    facts = paper.cohort_facts(params)
+    assert (facts["n_recipe_members"], facts["n_llamacpp_members"], facts["n_imatrix_members"], facts["n_gguf_members"]) == (
+        2,
+        2,
+        1,
+        1,
+    )
+    assert facts["llamacpp_types_text"] == "Q4_K_M and Q2_K" and facts["imatrix_corpus_text"].startswith("calibration: ")
+    assert facts["lq_names"] is True
+    params["cohort"]["odd-name"] = {"llama-quantize": "Q3_K_M"}  # a name the convention does not explain
+    assert paper.cohort_facts(params)["lq_names"] is False
+    none = paper.cohort_facts({"cohort": {"q8_0": "Q8_0"}})
+    assert not none["has_llamacpp"] and none["llamacpp_types_text"] == "—" and not none["lq_names"]
+
+
+def test_the_fallback_count_reads_the_cohort_tables_types():
+    import pandas as pd
+
+    cohort = pd.DataFrame(
+        {
+            "source": ["reference", "recipe", "llama-quantize:Q4_K_M", "llama-quantize:Q2_K+imatrix:calibration"],
+            "types": ["F32", "Q4_0:210,Q8_0:1", "Q4_K:16,Q5_0:166,Q6_K:14,Q8_0:15", "Q3_K:30,Q4_0:180,Q8_0:1"],
+        }
+    )
+    # legacy or float: Q5_0 166 + Q8_0 15 + Q4_0 180 + Q8_0 1 of 211 + 211 matrices (the recipe member is not counted)
+    assert paper.fallback_text(cohort) == "362 of 422"
+    assert paper.fallback_text(cohort[cohort["source"] == "recipe"]) == "—" and paper.fallback_text(None) == "—"
+
+
+def test_corpora_are_named_by_their_sources(tiny_params):
+    assert paper.corpus_text("fiction", {"source": "lambada", "max_docs": 300}).startswith(
+        "fiction: novels, the passages of LAMBADA"
+    )
+    assert paper.corpus_text("calibration", {"source": "boolq", "skip_docs": 300, "max_docs": 300}).endswith(
+        ", 300 documents after the first 300"
+    )
+    assert paper.scored_per_window({"ctx": 512, "score_from": 0.5}) == 256
+    assert paper.n_scored_tokens({"ctx": 512, "score_from": 0.5, "n_windows": 8}) == "2,048"
+    facts = paper.run_facts(tiny_params)
+    assert facts["corpora_sources_text"].count("; ") == len(tiny_params["fidelity"]["corpora"]) - 1
+
+
+def test_the_abstract_states_the_reference_and_the_scale():
+    q41 = paper.reference_sentence({"quantized_reference": True, "reference_format": "Q4_1"})
+    assert (
+        q41 == "The reference is the model's Q4_1 GGUF dequantized to fp32, so every quant is a requantization of Q4_1 weights."
+    )
+    assert "fp32" in paper.reference_sentence({"quantized_reference": False})
+    assert "randomly initialised" in paper.reference_sentence({"is_tiny": True})
+    scale = paper.model_scale_text("smollm2-135m-instruct", ["Qwen3.6-35B-A3B", "Devstral-Small-2-24B"])
+    assert scale == "135M parameters, 178 times fewer than the smaller of the paper's models (24B)"
+    assert paper.parameters_of("Qwen3.6-35B-A3B") == 35e9 and paper.parameters_of("tiny") is None
+
+
+def test_no_inline_code_opens_on_a_shortcode():
+    """Quarto reads a line with a backtick before `{` as a code cell (its manuscript code-hint pattern) and
+    then renders the article as a notebook too: index-preview.html, embedding the render machine's absolute
+    paths. Names set in code type come from `code.*` variables that carry their backticks."""
+    hint = re.compile(r"`+{[^\.]+.*}")
+    assert [line for line in QMD.read_text().splitlines() if hint.search(line)] == []
+    code = paper.code_names({"noise_ceiling": {"most_damaged": {"model": "q4_0"}}}, {"profile": "default"})
+    assert code["profile"] == "`default`" and code["most_damaged"] == "`q4_0`" and code["silent_criterion"] == "—"

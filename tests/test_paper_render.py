@@ -30,6 +30,8 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 DEBIAN_TOOLS = "apt-get install chromium chromium-driver poppler-utils"
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))  # each a page of the site, the lesson included
+LESSON = "lesson-metric-validity"
 
 pytestmark = [
     pytest.mark.pipeline,
@@ -123,9 +125,10 @@ def test_visible_text_has_no_raw_shortcodes_missing_values_or_broken_references(
     for bad in ["{{<", "?var", "?meta", "n/a", "?@fig-", "?@tbl-", "?@sec-"]:
         assert bad not in text, f"{bad!r} in the rendered HTML: ...{text[max(0, text.find(bad) - 80) : text.find(bad) + 80]}..."
     assert re.findall(r"\(?\w+\d{4}\w*\?\)", text) == []  # pandoc's mark of an unknown citation key
-    # the sidebar lists the analysis notebooks the figures come from, never the table snippets
+    # the sidebar lists every analysis notebook and the lesson, never the table snippets nor the article as a notebook
     pages = browser.execute_script("return [...document.querySelectorAll('a[href$=\".html\"]')].map(a => a.getAttribute('href'))")
-    assert pages and all(re.fullmatch(r"notebooks/\d\d-[\w-]+-preview\.html|index-preview\.html", p) for p in pages), pages
+    assert pages and all(re.fullmatch(r"notebooks/(\d\d-[\w-]+|lesson-metric-validity)-preview\.html", p) for p in pages), pages
+    assert set(pages) == {f"notebooks/{nb.stem}-preview.html" for nb in NOTEBOOKS}
 
 
 def test_every_image_loaded(browser):
@@ -230,3 +233,141 @@ def test_the_html_prints_every_number_its_variables_hold(rendered):
         node = node[part]
     node[key.split(".")[-1]] = "ρ = −0.999"
     assert paper.numbers_missing_from_html(QMD.read_text(), variables, html) == [f"{key} = 'ρ = −0.999'"]
+
+
+def test_the_table_of_contents_lists_every_section_the_appendix_and_the_lesson(browser):
+    toc = browser.execute_script(
+        "return [...document.querySelectorAll('nav#TOC a')].map(a => [a.textContent.trim(), a.getAttribute('href')])"
+    )
+    entries = {href: text for text, href in toc}
+    assert entries.get("#sec-appendix", "").endswith("Appendix: full tables"), toc
+    assert "#sec-limitations" in entries and "#sec-discussion" in entries
+    notebooks = browser.execute_script(
+        "return [...document.querySelectorAll('a[href$=\"-preview.html\"]')].map(a => [a.textContent.trim(), a.getAttribute('href')])"
+    )
+    lesson = [text for text, href in notebooks if href == f"notebooks/{LESSON}-preview.html"]
+    assert lesson and lesson[0].endswith("Lesson: when can a correlation with a benchmark be trusted?"), notebooks
+
+
+def test_every_section_opens_on_a_rule(browser):
+    rules = browser.execute_script(
+        "return [...document.querySelectorAll('main h1:not(.title), main h2')].map(h => [h.textContent.trim(), getComputedStyle(h).borderBottomStyle])"
+    )
+    assert len(rules) >= 15 and [h for h, style in rules if style != "solid"] == []
+
+
+def _pages(rendered):
+    return [rendered / "_output" / "notebooks" / f"{nb.stem}-preview.html" for nb in NOTEBOOKS]
+
+
+def test_every_notebook_page_loads_its_figures_fits_the_page_and_decorates_each_cell_once(browser, rendered):
+    try:
+        for page in _pages(rendered):
+            assert page.is_file(), page
+            browser.get(page.as_uri())
+            images = browser.execute_script(
+                "return [...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+            )
+            assert [i for i in images if not (i[1] and i[2] > 0)] == [], (page.name, images)
+            # a table fits the page, or scrolls inside a box that does (a notebook's wide data frame)
+            wide = browser.execute_script("""
+                const w = document.documentElement.clientWidth;
+                const box = t => { for (let e = t; e; e = e.parentElement)
+                                     if (['auto', 'scroll'].includes(getComputedStyle(e).overflowX)) return e;
+                                   return t; };
+                const out = [...document.querySelectorAll('main table')].filter(t => box(t).getBoundingClientRect().right > w + 1);
+                return [out.length, document.documentElement.scrollWidth - w];""")
+            assert wide[0] == 0 and wide[1] <= 0, (page.name, wide)
+            shown = browser.execute_script(
+                "return [...document.querySelectorAll('.cell-decorator')].filter(d => d.offsetParent !== null).map(d => d.textContent.trim())"
+            )
+            assert len(shown) == len(set(shown)), (page.name, shown)  # "In [4]: In [4]:" was one cell decorated twice
+        browser.get((rendered / "_output" / "notebooks" / f"{LESSON}-preview.html").as_uri())
+        folded = browser.execute_script(
+            "return [...document.querySelectorAll('details')].map(d => [d.querySelector('summary').textContent.trim(), d.open])"
+        )
+        answers = [f for f in folded if f[0].startswith("Answer")]
+        assert len(answers) >= 4 and not any(is_open for _, is_open in answers), folded
+        images = browser.execute_script("return [...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
+        assert images >= 1  # the lesson's simulation figure, executed by `paper inputs`
+    finally:
+        browser.get((rendered / "_output" / "index.html").as_uri())
+
+
+def test_the_rendered_site_names_no_path_of_the_machine_that_made_it(rendered):
+    out = rendered / "_output"
+    assert not (out / "index-preview.html").exists()  # the article is not rendered as a notebook
+    root = str(rendered.parent)
+    leaks = [
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if p.is_file() and p.suffix in {".html", ".ipynb", ".json", ".md"} and root in p.read_text(errors="replace")
+    ]
+    assert leaks == []
+
+
+# --- the PDF, page by page ----------------------------------------------------------------------
+
+WORD = re.compile(r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">([^<]*)</word>')
+PAGE = re.compile(r'<page width="([\d.]+)" height="([\d.]+)">(.*?)</page>', re.S)
+LONG_P = re.compile(r"(?<![\d.])0\.0000\d|\bp(?: \(binomial\))?\s*[=<]\s*0\.\d{5,}")
+
+
+def pdf_pages(pdf: Path) -> list[dict]:
+    """Every page's words with their boxes (pdftotext -bbox), and the page's size in points."""
+    proc = subprocess.run(
+        [_tool("pdftotext"), "-bbox", "-enc", "UTF-8", str(pdf), "-"], capture_output=True, text=True, check=True
+    )
+    pages = []
+    for width, height, body in PAGE.findall(proc.stdout):
+        words = [(float(a), float(b), float(c), float(d), w) for a, b, c, d, w in WORD.findall(body)]
+        pages.append({"width": float(width), "height": float(height), "words": words})
+    return pages
+
+
+def overprinted(page: dict, share: float = 0.3) -> list[tuple[str, str]]:
+    """Pairs of words whose boxes overlap by more than `share` of the smaller one (rows printed over rows,
+    as the published 435-row table was at a page's foot), and words outside the page."""
+    words = sorted(page["words"], key=lambda w: w[1])
+    found = [(w[4], "off the page") for w in words if w[3] > page["height"] + 1 or w[2] > page["width"] + 1]
+    for i, (x0, y0, x1, y1, text) in enumerate(words):
+        for u0, v0, u1, v1, other in words[i + 1 :]:
+            if v0 >= y1:
+                break
+            dx, dy = min(x1, u1) - max(x0, u0), min(y1, v1) - max(y0, v0)
+            if dx > 0 and dy > 0 and dx * dy > share * min((x1 - x0) * (y1 - y0), (u1 - u0) * (v1 - v0)):
+                found.append((text, other))
+    return found
+
+
+@pytest.fixture(scope="module")
+def pdf_page_words(rendered):
+    return pdf_pages(rendered / "_output" / "index.pdf")
+
+
+def test_no_pdf_page_prints_rows_over_rows(pdf_page_words):
+    assert len(pdf_page_words) >= 5
+    bad = {n + 1: found[:3] for n, page in enumerate(pdf_page_words) if (found := overprinted(page))}
+    assert bad == {}
+
+
+def test_the_overprint_check_sees_rows_printed_over_rows():
+    row = [(72.0, 700.0, 120.0, 710.0, "q4_0"), (130.0, 700.0, 160.0, 710.0, "0.33")]
+    page = {"width": 595.0, "height": 842.0, "words": row}
+    assert overprinted(page) == []
+    shifted = [(x0 + 1, y0 + 2, x1 + 1, y1 + 2, "x") for x0, y0, x1, y1, _ in row]  # the next row, 2 pt lower
+    assert len(overprinted({**page, "words": row + shifted})) == 2
+    assert overprinted({**page, "words": [(72.0, 850.0, 90.0, 860.0, "lost")]}) == [("lost", "off the page")]
+
+
+def test_no_pdf_page_shows_a_raw_shortcode_a_missing_value_or_a_long_p(pdf_page_words):
+    for n, page in enumerate(pdf_page_words, start=1):
+        text = " ".join(w[4] for w in page["words"])
+        assert "{{<" not in text and "?var" not in text, n
+        assert re.findall(r"\b(?:nan|NaN|None)\b", text) == [], (n, text[:300])
+        assert LONG_P.findall(text) == [], (n, LONG_P.findall(text))
+
+
+def test_the_long_p_check_sees_one():
+    assert LONG_P.findall("p (binomial) 0.0000000000000000000008") and LONG_P.findall("p = 0.00004")
+    assert not LONG_P.findall("p < 0.0001, p = 0.0002, 1.13×10⁻⁵, mean KLD 0.00123")

@@ -110,3 +110,59 @@ def test_publish_copies_a_finished_run_and_its_hashes(tiny_pipeline, tmp_path):
     committed = yaml.safe_load((run / "_variables.yml").read_text())
     rebuilt = paper.build_variables(run, min_n=yaml.safe_load((run / "params.yaml").read_text())["stats"]["min_n"])
     assert all(committed[ns] == values for ns, values in rebuilt.items() if ns != "paper")
+
+
+def _finished_run(root: Path, page: str) -> Path:
+    """The smallest run publish_run.py accepts: one quant, its tables, a rendered paper with `page` as
+    index.html, and Quarto's by-products beside it."""
+    root.mkdir(parents=True)
+    (root / "params.yaml").write_text("profile: tiny\ncohort: {q8_0: Q8_0}\n")
+    (root / "dvc.lock").write_text("schema: '2.0'\n")
+    (root / "data" / "processed").mkdir(parents=True)
+    pd.DataFrame({"model": ["reference", "q8_0"], "composite": [0.5, 0.5]}).to_parquet(root / "data/processed/cohort.parquet")
+    items = pd.DataFrame(
+        {"model": ["reference", "q8_0"], "task": "t", "item_id": "1", "correct": True, "prompt_kld": [None, 0.1]}
+    )
+    items.to_parquet(root / "data/processed/items.parquet")
+    (root / "results" / "numbers").mkdir(parents=True)
+    (root / "paper" / "_output" / "notebooks").mkdir(parents=True)
+    (root / "paper" / "_variables.yml").write_text("run: {}\n")
+    out = root / "paper" / "_output"
+    (out / "index.html").write_text(page)
+    (out / "index.pdf").write_bytes(b"%PDF-1.7\n")
+    (out / "notebooks" / "01-x-preview.html").write_text("<p>a notebook page</p>")
+    (out / "notebooks" / "01-x.ipynb").write_text("{}")
+    for by_product in ("index-preview.html", "index.out.ipynb", "notebooks/01-x.out.ipynb"):
+        (out / by_product).write_text(f'<div data-notebook="{root}/paper/notebooks/01-x.ipynb"></div>')
+    return root
+
+
+def test_publish_leaves_quartos_by_products_out_of_the_paper(tmp_path):
+    run = _finished_run(tmp_path / "run", "<p>the paper</p>")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "publish_run.py"), str(run), "--paper", "--into", str(tmp_path / "into")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    published = tmp_path / "into" / "paper" / "published"
+    files = sorted(p.relative_to(published).as_posix() for p in published.rglob("*") if p.is_file())
+    assert files == ["index.html", "index.pdf", "notebooks/01-x-preview.html", "notebooks/01-x.ipynb"]
+
+
+def test_publish_refuses_a_paper_that_names_the_render_folder(tmp_path):
+    run = _finished_run(tmp_path / "run", "<p>the paper</p>")
+    (run / "paper" / "_output" / "notebooks" / "01-x.ipynb").write_text(json.dumps({"output_path": f"{run}/results/x.ipynb"}))
+    into = tmp_path / "into"
+    (into / "paper" / "published").mkdir(parents=True)
+    (into / "paper" / "published" / "index.html").write_text("the paper published before")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "publish_run.py"), str(run), "--paper", "--into", str(into)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("notebooks/01-x.ipynb: names the render's folder")
+    # nothing half-written: the paper published before is still there, and no staging folder is left
+    assert (into / "paper" / "published" / "index.html").read_text() == "the paper published before"
+    assert not (into / "paper" / "published.tmp").exists()

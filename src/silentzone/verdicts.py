@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import stats
-from .formatting import ci_text, fmt_p, fmt_pct, fmt_signed
+from .formatting import ci_text, fmt_pct, fmt_signed, p_phrase
 
 if TYPE_CHECKING:
     from .config import Params
@@ -75,7 +75,7 @@ def rho_text(test: dict) -> str:
     if test.get("rho") is None:
         return f"ρ undefined ({test.get('refused') or 'no quants'})"
     return (
-        f"ρ = {fmt_signed(test['rho'])}{ci_text(test['ci_low'], test['ci_high'])}, p = {fmt_p(test['p_perm'])} (n = {test['n']})"
+        f"ρ = {fmt_signed(test['rho'])}{ci_text(test['ci_low'], test['ci_high'])}, {p_phrase(test['p_perm'])} (n = {test['n']})"
     )
 
 
@@ -172,15 +172,15 @@ def reason_of(claim: str, verdict: str, test: dict, rules: Rules, holm: tuple[fl
         if verdict == HOLDS:
             return (
                 f"mean KLD ranks the full cohort ({rho_text(full)}) and not the silent zone: {rho_text(silent)}, "
-                f"inside {margin} (equivalence p = {fmt_p(p_hold)}, Holm)"
+                f"inside {margin} (equivalence {p_phrase(p_hold)}, Holm)"
             )
         if verdict == FAILS:
             if silent.get("rho") is not None and silent["rho"] < 0 and (silent["p_perm"] or 1) < 1 and p_refute < rules.alpha:
-                return f"mean KLD still ranks the silent zone: {rho_text(silent)} (Holm p = {fmt_p(p_refute)})"
+                return f"mean KLD still ranks the silent zone: {rho_text(silent)} (Holm {p_phrase(p_refute)})"
             return f"mean KLD does not rank the full cohort: {rho_text(full)}, inside {margin}"
         return (
             f"full cohort {rho_text(full)}; silent zone {rho_text(silent)}: neither inside {margin} nor significantly "
-            f"negative after Holm (p = {fmt_p(p_hold)} and {fmt_p(p_refute)})"
+            f"negative after Holm ({p_phrase(p_hold)} and {p_phrase(p_refute)})"
         )
     if claim == "claim2":
         tested, small = test["tested"] or {}, test["smallest_reliable"] or {}
@@ -188,18 +188,18 @@ def reason_of(claim: str, verdict: str, test: dict, rules: Rules, holm: tuple[fl
             return (
                 f"in the zone of the {tested['k']} lowest-KLD quants, the largest no larger than the silent zone with a "
                 f"reliable outcome, ρ = {fmt_signed(tested['rho'])}{ci_text(tested['ci_low'], tested['ci_high'])} lies inside "
-                f"{margin} (Holm p = {fmt_p(p_hold)}), while the full cohort ranks ({rho_text(test['full'])})"
+                f"{margin} (Holm {p_phrase(p_hold)}), while the full cohort ranks ({rho_text(test['full'])})"
             )
         if verdict == FAILS:
             return (
                 f"ρ stays significantly negative in every zone of up to {test['reach']} lowest-KLD quants whose outcome is "
-                f"reliable, down to k = {small['k']} (ρ = {fmt_signed(small['rho'])}; Holm p = {fmt_p(p_refute)})"
+                f"reliable, down to k = {small['k']} (ρ = {fmt_signed(small['rho'])}; Holm {p_phrase(p_refute)})"
             )
         interval = ci_text(tested.get("ci_low"), tested.get("ci_high")) if tested.get("rho") is not None else ""
         rho = fmt_signed(tested["rho"]) if tested.get("rho") is not None else "—"
         return (
             f"in the zone of the {tested.get('k')} lowest-KLD quants ρ = {rho}{interval}: not inside {margin} after Holm "
-            f"(p = {fmt_p(p_hold)}), and not every smaller reliable zone ranks significantly"
+            f"({p_phrase(p_hold)}), and not every smaller reliable zone ranks significantly"
         )
     if claim == "claim3":
         low, high = test["ci"]
@@ -219,22 +219,22 @@ def reason_of(claim: str, verdict: str, test: dict, rules: Rules, holm: tuple[fl
         if verdict == HOLDS:
             return (
                 base
-                + f", under the {100 * rules.router_margin:.0f}-point margin (Holm p = {fmt_p(p_hold)}): per-prompt KLD adds nothing to the mean"
+                + f", under the {100 * rules.router_margin:.0f}-point margin (Holm {p_phrase(p_hold)}): per-prompt KLD adds nothing to the mean"
             )
         if verdict == FAILS:
-            return base + f", above 0 (Holm p = {fmt_p(p_refute)}): per-prompt KLD routes better than the mean"
+            return base + f", above 0 (Holm {p_phrase(p_refute)}): per-prompt KLD routes better than the mean"
         return base + f": the interval reaches past both 0 and the {100 * rules.router_margin:.0f}-point margin"
     volume, direction = test["volume"], test["direction"]
     if verdict == HOLDS:
         return (
             f"in the silent zone KLD tracks volume ({rho_text(volume)}) and not direction ({rho_text(direction)}, inside "
-            f"{margin}, Holm p = {fmt_p(p_hold)})"
+            f"{margin}, Holm {p_phrase(p_hold)})"
         )
     if verdict == FAILS:
-        return f"in the silent zone volume {rho_text(volume)}; direction {rho_text(direction)} (Holm p = {fmt_p(p_refute)})"
+        return f"in the silent zone volume {rho_text(volume)}; direction {rho_text(direction)} (Holm {p_phrase(p_refute)})"
     return (
         f"in the silent zone volume {rho_text(volume)}; direction {rho_text(direction)}: not inside {margin} "
-        f"after Holm (p = {fmt_p(p_hold)})"
+        f"after Holm ({p_phrase(p_hold)})"
     )
 
 
