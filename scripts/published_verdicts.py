@@ -10,6 +10,7 @@ numbers were computed), and writes
   data/published/<profile>/verdicts/verdicts.json         every test, verdict and reason
   data/published/<profile>/verdicts/headline.json         its headline: what `dvc metrics show` prints (dvc.yaml)
   data/published/<profile>/verdicts/{claims,rho_k}.csv
+  data/published/<profile>/verdicts/rho_k_figure.{png,csv}  the rho(k) curves of both outcomes (silentzone.plots)
 
 beside the run's own outputs (numbers/, tables/), which the run wrote and its SHA256SUMS lists.
 
@@ -32,7 +33,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from silentzone import config, io, task_registry, verdicts  # noqa: E402
+from silentzone import config, io, plots, task_registry, verdicts  # noqa: E402
 from silentzone.bench.outcome import gold_logprob  # noqa: E402
 from silentzone.errors import SilentzoneError  # noqa: E402
 from silentzone.schema import GOLD_LOGPROB, SIGNED, SIGNED_PREFIX, signed_scores  # noqa: E402
@@ -79,6 +80,9 @@ def write(computed: tuple[dict, dict], verdicts_json: Path, tables_dir: Path) ->
     """The verdicts stage's files, and headline.json beside verdicts.json."""
     out = verdicts_stage.write(computed, verdicts_json, tables_dir)
     io.write_json(verdicts_json.with_name("headline.json"), verdicts.headline(computed[0]))
+    doc, tables = computed
+    if tables["rho_k"] is not None:
+        plots.rho_k_curves(tables["rho_k"], tables_dir, doc["rules"]["rho_margin"], name="rho_k_figure")
     return out
 
 

@@ -36,10 +36,17 @@ def runs(published: Path = REPO / "data" / "published") -> dict[str, dict]:
 
     found = {}
     for name in FAMILIES:
-        path = published / name / "numbers" / "verdicts.json"
-        if path.exists():
-            params = yaml.safe_load((published / name / "params.yaml").read_text(encoding="utf-8"))
-            found[name] = {"verdicts": json.loads(path.read_text(encoding="utf-8")), "model": params["model"]["name"]}
+        # the run's own verdicts stage, or (a run published before that stage existed) the rules applied
+        # afterwards to its committed tables by scripts/published_verdicts.py
+        for path, later in (
+            (published / name / "numbers" / "verdicts.json", False),
+            (published / name / "verdicts" / "verdicts.json", True),
+        ):
+            if path.exists():
+                params = yaml.safe_load((published / name / "params.yaml").read_text(encoding="utf-8"))
+                verdicts = json.loads(path.read_text(encoding="utf-8"))
+                found[name] = {"verdicts": verdicts, "model": params["model"]["name"], "later": later}
+                break
     return found
 
 
@@ -94,6 +101,13 @@ def block(found: dict[str, dict]) -> str:
     )
     for i, (claim, text) in enumerate(CLAIMS.items(), 1):
         rows.append(f"| claim {i}: {text} | claimed | " + " | ".join(verdict_cell(v[n][claim]) for n in names) + " |")
+    later = [f"`{n}`" for n in names if found[n].get("later")]
+    if later:
+        rows.append("")
+        rows.append(
+            f"{', '.join(later)}: published before the verdicts stage existed; its verdicts are the decision rules applied "
+            "to its committed tables by `scripts/published_verdicts.py` (`data/published/<profile>/verdicts/`)."
+        )
     return "\n".join(rows)
 
 
