@@ -406,26 +406,38 @@ def verdict_summary(verdicts: dict) -> str:
     return join_words(parts)
 
 
-# Numbers of optional stages (a further engine, a broader composite) that the manuscript names inside
-# blocks shown only when they exist: a run without them still defines each as "—", so Quarto never
-# meets an undefined variable.
-_BROAD_CLAIM = {"verdict": DASH, "reason": DASH}
-OPTIONAL_VARIABLES = {
-    "compare_llamacpp": {"reference_composite": {"llamacpp": DASH, "torch": DASH}, "spearman": {"kld_mean": {"rho": DASH}}},
-    "verdicts_llamacpp": {"n_silent": DASH},
-    "verdicts": {
-        "robustness": {"broad_composite": {"n_silent": DASH, **{c: dict(_BROAD_CLAIM) for c in ("claim1", "claim2", "claim5")}}}
+# Numbers of optional stages (a further engine, a broader composite) that the manuscript prints inside
+# blocks shown only when those stages ran: read into `derived` with "—" where they did not, so Quarto,
+# which resolves every variable even in a hidden block, never meets an undefined one.
+OPTIONAL_NUMBERS = {
+    "deployed": {
+        "rho_kld_mean": ("compare_llamacpp", "spearman", "kld_mean", "rho"),
+        "reference_torch": ("compare_llamacpp", "reference_composite", "torch"),
+        "reference_llamacpp": ("compare_llamacpp", "reference_composite", "llamacpp"),
+        "n_silent": ("verdicts_llamacpp", "n_silent"),
+    },
+    "broad": {
+        "n_silent": ("verdicts", "robustness", "broad_composite", "n_silent"),
+        **{
+            f"{claim}_{field}": ("verdicts", "robustness", "broad_composite", claim, field)
+            for claim in ("claim1", "claim2", "claim5")
+            for field in ("verdict", "reason")
+        },
     },
 }
 
 
-def fill_absent(variables: dict, defaults: dict) -> None:
-    """Every key of `defaults` that `variables` lacks, added in place (nested)."""
-    for key, value in defaults.items():
-        if isinstance(value, dict):
-            fill_absent(variables.setdefault(key, {}), value)
-        else:
-            variables.setdefault(key, value)
+def optional_numbers(variables: dict) -> dict:
+    """OPTIONAL_NUMBERS looked up in the formatted variables: {group: {name: value or "—"}}."""
+    out = {}
+    for group, names in OPTIONAL_NUMBERS.items():
+        out[group] = {}
+        for name, path in names.items():
+            node = variables
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) else None
+            out[group][name] = DASH if node is None or isinstance(node, dict) else node
+    return out
 
 
 def deployed_variables(raw: dict, results: Path) -> dict:
@@ -1579,7 +1591,9 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
         "deployed_verdicts_differ": bool(variables["derived"]["deployed"].get("n_differ")),
         **noise_switches(raw),
     }
-    fill_absent(variables, OPTIONAL_VARIABLES)
+    optional = optional_numbers(variables)
+    variables["derived"]["deployed"].update(optional["deployed"])
+    variables["derived"]["broad"] = optional["broad"]
     io.write_text(paper_dir / "_variables.yml", yaml.safe_dump(variables, sort_keys=True, allow_unicode=True))
 
     for kind in ("figures", "tables"):
