@@ -263,7 +263,9 @@ def correlation_table(
     zones: dict[str, list[str]] | None = None,
     name_col: str = MODEL,
 ) -> pd.DataFrame:
-    """Spearman of every variant with every target, in every zone, from one seeded generator.
+    """Spearman of every variant with every target, in every zone; each test draws its resamples from
+    its own generator (test_rng: the seed, the pair and the quants), so a test prints the same numbers
+    wherever it is computed.
 
     table: one row per model (name in `name_col`) with the variant and target columns.
     zones: zone name -> model names (default {"full": every non-reference quant}). Quants with a
