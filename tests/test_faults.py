@@ -308,6 +308,26 @@ def test_a_temp_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_path):
     assert io.public_path(f"results/.numbers.{pid}.abc123_x.tmp.json") == Path("results/numbers.json")
 
 
+def test_a_folder_sweep_removes_every_dead_writers_temp_and_nothing_else(tmp_path):
+    """analyze sweeps its output folders after the notebook: a killed run's kernel dies a second after
+    the stage, leaving a temp of a file the rerun may already have written."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    names = {
+        f".kld_vs_volume_direction.{pid}.dql4m2j0.tmp.png": False,  # dead writer: removed
+        f".flips.{pid}.abc_1234.tmp.csv": False,
+        f".flips.{os.getppid()}.abc_1234.tmp.csv": True,  # a live writer's: kept
+        "flips.csv": True,  # not a temp
+        f"kld.{pid}.abc.tmp.csv": True,  # not hidden: not a temp atomic_path makes
+    }
+    for name in names:
+        (tmp_path / name).write_text("x")
+    removed = io.remove_dead_writers_temps(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(n for n, kept in names.items() if not kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, kept in names.items() if kept)
+    assert io.remove_dead_writers_temps(tmp_path / "missing") == []
+
+
 # ----------------------------------------------------------------------------- a real small disk
 
 

@@ -167,6 +167,28 @@ def remove_stale_temps(path: Path, name: str, suffix: str) -> list[Path]:
     return removed
 
 
+_ANY_TEMP = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]+\.tmp(\.[A-Za-z0-9]+)?$")
+
+
+def remove_dead_writers_temps(folder: Path) -> list[Path]:
+    """Every temp file directly in `folder` (any name `atomic_path` makes) whose writer is gone;
+    removed, and returned. For folders another process wrote: a notebook kernel runs in its own
+    session, so a kill of the stage leaves it to die on its own a second later, often after the
+    rerun's own writes had already swept that file's temps."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _ANY_TEMP.match(entry.name)
+        if m and entry.is_file(follow_symlinks=False) and not _pid_alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, needed: int | None = None):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.

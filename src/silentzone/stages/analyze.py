@@ -69,6 +69,10 @@ def _execute(params: Params, name: str, layout: Layout, kernel: str) -> str:
             raise SilentzoneError(
                 f"{source}: cell {exc.exec_count} failed: {exc.ename}: {first} (rerun it in JupyterLab to see the traceback)"
             ) from None
+    # the kernel of a killed earlier run outlives it by up to a second (ipykernel's parent poller)
+    # and leaves the temp it was writing; by now it is gone
+    for folder in (outputs["figures_dir"], outputs["tables_dir"], outputs["numbers_path"].parent):
+        io.remove_dead_writers_temps(folder)
     numbers = outputs["numbers_path"]
     if not numbers.exists():
         raise SilentzoneError(
