@@ -15,7 +15,9 @@ data/published/<profile>/ in this checkout:
                                   matches when `python scripts/hash_outputs.py | diff - data/published/<profile>/SHA256SUMS` is empty
 
 With --paper, also paper/published/ = the run's rendered paper (paper/_output: index.html with its
-assets and notebook pages, index.pdf), without Quarto's by-products (PAPER_SKIP); a render whose files
+assets and notebook pages, index.pdf), without Quarto's by-products (PAPER_SKIP), and
+paper/published/families/<other profile>.yml = the committed variables its side-by-side table showed
+(a profile republished later differs from them until the paper is rerendered); a render whose files
 name the run's absolute folder is refused. Nothing is written unless the run is complete.
 """
 
@@ -104,6 +106,7 @@ def publish(run: Path, paper: bool, into: Path = REPO) -> None:
         staged = target.with_name(target.name + ".tmp")
         shutil.rmtree(staged, ignore_errors=True)
         n = copy_tree(run / "paper/_output", staged, skip=PAPER_SKIP)
+        record_families(run, profile, staged)
         leaks = machine_paths(staged, run)
         if leaks:
             shutil.rmtree(staged)
@@ -115,6 +118,16 @@ def publish(run: Path, paper: bool, into: Path = REPO) -> None:
         shutil.rmtree(target, ignore_errors=True)
         staged.rename(target)
         print(f"{target}: {n} files (index.html, index.pdf, notebooks, assets)")
+
+
+def record_families(run: Path, profile: str, paper_dir: Path) -> None:
+    """The other profiles' committed variables the render set beside its own (`Committed run: NAME`),
+    as families/NAME.yml: a profile republished later no longer matches the paper until it is rerendered,
+    and this says which numbers the paper's columns are."""
+    for path in sorted((run / "data" / "published").glob("*/_variables.yml")):
+        if path.parent.name != profile:
+            (paper_dir / "families").mkdir(exist_ok=True)
+            shutil.copy2(path, paper_dir / "families" / f"{path.parent.name}.yml")
 
 
 def machine_paths(folder: Path, run: Path) -> list[str]:

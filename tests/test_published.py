@@ -69,8 +69,11 @@ def test_the_committed_paper_sets_the_families_side_by_side():
     html = paper.html_text((PAPER / "index.html").read_text())
     start = html.rindex("Paper and reproduction side by side")  # the heading, not its table-of-contents entry
     section = html[start : html.index("Discussion", start)]
-    for profile in ("default", "gemma"):
-        variables = yaml.safe_load((PUBLISHED / profile / "_variables.yml").read_text())
+    # this run's own numbers, and the other family's as the render saw them (families/: republished since,
+    # data/published/gemma differs from them until the paper is rerendered)
+    for variables_path in (PUBLISHED / "default" / "_variables.yml", PAPER / "families" / "gemma.yml"):
+        variables = yaml.safe_load(variables_path.read_text())
+        profile = variables["run"]["profile"].strip("`")
         for dotted in ("run.model", "fidelity_vs_score.primary.full.rho", "noise_ceiling.reliability.full.reliability"):
             assert str(paper._lookup(variables, dotted)) in section, (profile, dotted)
     assert "Committed run: gemma" in section
@@ -139,6 +142,9 @@ def _finished_run(root: Path, page: str) -> Path:
 
 def test_publish_leaves_quartos_by_products_out_of_the_paper(tmp_path):
     run = _finished_run(tmp_path / "run", "<p>the paper</p>")
+    for profile in ("tiny", "gemma"):  # the run's own profile and a family its side-by-side table showed
+        (run / "data" / "published" / profile).mkdir(parents=True)
+        (run / "data" / "published" / profile / "_variables.yml").write_text(f"run: {{profile: {profile}}}\n")
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "publish_run.py"), str(run), "--paper", "--into", str(tmp_path / "into")],
         capture_output=True,
@@ -147,7 +153,8 @@ def test_publish_leaves_quartos_by_products_out_of_the_paper(tmp_path):
     assert proc.returncode == 0, proc.stderr
     published = tmp_path / "into" / "paper" / "published"
     files = sorted(p.relative_to(published).as_posix() for p in published.rglob("*") if p.is_file())
-    assert files == ["index.html", "index.pdf", "notebooks/01-x-preview.html", "notebooks/01-x.ipynb"]
+    assert files == ["families/gemma.yml", "index.html", "index.pdf", "notebooks/01-x-preview.html", "notebooks/01-x.ipynb"]
+    assert (published / "families" / "gemma.yml").read_text() == "run: {profile: gemma}\n"
 
 
 def test_publish_refuses_a_paper_that_names_the_render_folder(tmp_path):
