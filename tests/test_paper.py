@@ -677,6 +677,9 @@ def test_methods_facts_name_how_each_member_was_made(tiny_params):
     )
     assert facts["llamacpp_types_text"] == "Q4_K_M and Q2_K" and facts["imatrix_corpus_text"].startswith("calibration: ")
     assert facts["lq_names"] is True
+    assert facts["imatrix_members_text"] == "1 of them is"
+    params["cohort"]["lq-q3_k_m+imat"] = {"llama-quantize": "Q3_K_M", "imatrix": "calibration"}
+    assert paper.cohort_facts(params)["imatrix_members_text"] == "2 of them are"
     params["cohort"]["odd-name"] = {"llama-quantize": "Q3_K_M"}  # a name the convention does not explain
     assert paper.cohort_facts(params)["lq_names"] is False
     none = paper.cohort_facts({"cohort": {"q8_0": "Q8_0"}})

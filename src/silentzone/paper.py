@@ -252,6 +252,8 @@ def cohort_facts(params: dict) -> dict:
         "n_recipe_members": len(cohort) - len(made) - len(files),
         "n_llamacpp_members": len(made),
         "n_imatrix_members": len(imatrix),
+        # the sentence's subject and verb agree: "1 of them is", "4 of them are"
+        "imatrix_members_text": f"{len(imatrix)} of them {'is' if len(imatrix) == 1 else 'are'}",
         "n_gguf_members": len(files),
         "llamacpp_types_text": join_words(list(dict.fromkeys(str(s[LLAMA_QUANTIZE]) for s in made.values()))) or DASH,
         "imatrix_corpus_text": "; ".join(corpus_text(c, (params.get("corpora") or {}).get(c)) for c in corpora) or DASH,
