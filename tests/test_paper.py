@@ -126,6 +126,9 @@ def test_numbers_namespace_and_formatting():
     assert formatting.p_phrase(0.004) == "p = 0.004" and formatting.p_phrase(3e-9) == "p < 0.0001"
     assert formatting.p_phrase(2e-5, "Holm p") == "Holm p < 0.0001"
     assert formatting.format_value(0.423, "routing_low") == "42.3%" and formatting.format_value(0.5, "accuracy_pooled") == "50.0%"
+    # claim 4's baseline routers print as the router beside them does (the gemma render read "58.5% … 0.579")
+    assert formatting.format_value(0.579, "silent_pairs_baseline_mean_kld") == "57.9%"
+    assert formatting.format_value(0.5, "chance") == "50.0%" and formatting.format_value(0.833, "oracle_fixed") == "83.3%"
     assert formatting.format_value(1.0833, "gm_ratio_low") == "1.08" and formatting.format_value(0.86, "auroc_max") == "0.86"
     assert (
         formatting.format_value(0.00001129, "kld_mean_min") == "1.13×10⁻⁵"
@@ -733,3 +736,18 @@ def test_no_inline_code_opens_on_a_shortcode():
     assert [line for line in QMD.read_text().splitlines() if hint.search(line)] == []
     code = paper.code_names({"noise_ceiling": {"most_damaged": {"model": "q4_0"}}}, {"profile": "default"})
     assert code["profile"] == "`default`" and code["most_damaged"] == "`q4_0`" and code["silent_criterion"] == "—"
+
+
+def test_the_manuscript_avoids_what_pandoc_renders_wrongly():
+    """Two patterns a reader saw in the gemma run's PDF: pandoc's smart quotes turn an apostrophe after a
+    digit into a prime ("Claim 2′s"), and a cross-reference followed by a semicolon inside parentheses is
+    read as a citation group, which drops the semicolon ("(Figure 1 Table 20 gives it")."""
+    prose = re.sub(r"```.*?```|`[^`\n]*`", "", QMD.read_text(encoding="utf-8"), flags=re.S)
+    assert re.findall(r"\d's\b", prose) == []
+    assert re.findall(r"\(@[\w-]+; @", prose) == []
+
+
+def test_no_variable_follows_a_cross_reference_directly():
+    """`@sec-x {{< var v >}}` renders as "Section 3.2" alone: the cross-reference swallows the variable
+    (the gemma run's robustness section lost its verdicts that way); a word between them keeps it."""
+    assert re.findall(r"@(?:sec|tbl|fig)-[\w-]+\s*\{\{<", QMD.read_text(encoding="utf-8")) == []

@@ -94,6 +94,8 @@ def value_kind(key: str) -> str:
         return "p"
     if k.startswith(("accuracy", "routing_", "share_")) or "_accuracy" in k or k == "power":
         return "pct"
+    if "baseline_mean_kld" in k or k in ("oracle_fixed", "chance"):  # claim 4's other routers: accuracies too
+        return "pct"
     if k.startswith(("gm_ratio", "auroc")):
         return "ratio"
     if k in ("delta", "se") or k.startswith(("mdd", "half_width")):
