@@ -98,6 +98,8 @@ def value_kind(key: str) -> str:
         return "pct"
     if k.startswith(("gm_ratio", "auroc")):
         return "ratio"
+    if k in ("reliability_silent", "reliability_full"):  # the verdicts' headline: two decimals, as their reasons print it
+        return "ratio"
     if k in ("delta", "se") or k.startswith(("mdd", "half_width")):
         return "points"  # composite differences (notebook 07): percentage points of items
     return "sig"
@@ -121,7 +123,7 @@ def format_value(value, key: str = "", min_n: int | None = None):
         if kind == "pct":
             return fmt_pct(value)
         if kind == "ratio":
-            return f"{value:.2f}"
+            return with_minus(f"{value:.2f}")  # a reliability can be negative
         if kind == "points":
             return fmt_points(value)
         if value.is_integer() and (key == "n" or key.startswith("n_")):

@@ -557,7 +557,7 @@ def outcomes_reading(accuracy: float | None, signed: float | None, threshold: fl
     acc_ok, signed_ok = is_number(accuracy) and accuracy >= threshold, is_number(signed) and signed >= threshold
     if not is_number(signed):
         return "Only accuracy is measured here; the signed outcome is not available for these tasks."
-    both = f"(split-half reliability {fmt_sig(accuracy, 2) if is_number(accuracy) else DASH} and {fmt_sig(signed, 2)})"
+    both = f"(split-half reliability {format_value(accuracy, 'reliability_silent')} and {format_value(signed, 'reliability_silent')})"
     if signed_ok and not acc_ok:
         return (
             "Inside the silent zone the quants differ by a handful of flipped items, too few for accuracy to order "
