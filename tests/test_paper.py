@@ -604,6 +604,31 @@ def test_side_by_side_has_one_column_per_family_and_skips_its_own_profile(tmp_pa
     assert rows["Claim 1 verdict"][2:] == ["holds", "holds"] and rows["Claim 2 verdict"][2:] == ["—", "—"]
 
 
+def test_a_family_published_before_the_verdicts_stage_shows_the_verdicts_applied_since(tmp_path):
+    (tmp_path / "default" / "verdicts").mkdir(parents=True)
+    (tmp_path / "default" / "_variables.yml").write_text(
+        yaml.safe_dump(_run_variables("default", "smollm2", "−0.78"), allow_unicode=True), encoding="utf-8"
+    )
+    later = {f"claim{i}": {"verdict": "undecided"} for i in range(1, 6)} | {
+        "claim1": {"verdict": "does not hold"},
+        "accuracy": {"reliability_silent": -0.1234},
+        "signed_outcome": {"reliability_silent": 0.9137, "rho_kld_mean_full": -0.8, "rho_kld_mean_silent": -0.74},
+    }
+    (tmp_path / "default" / "verdicts" / "verdicts.json").write_text(json.dumps(later))
+    families = paper.load_families("gemma", tmp_path)
+    rows = {
+        line.split(" | ")[0].lstrip("| "): [c.strip() for c in line.strip("|\n ").split(" | ")]
+        for line in paper.table_side_by_side(_run_variables("gemma", "gemma-3-270m", "−0.89"), families).splitlines()[2:]
+    }
+    # the committed variables said "holds" (the rules of its time); the column shows the rules applied since
+    assert rows["Claim 1 verdict"][3] == "does not hold" and rows["Claim 2 verdict"][3] == "undecided"
+    assert rows["Split-half reliability in the silent zone, accuracy / signed outcome"][3] == "−0.12 / 0.91"
+    assert rows["ρ(mean KLD, signed outcome), full cohort / silent zone"][3] == "−0.80 / −0.74"
+    notes = paper.side_by_side_notes(families)
+    assert "Committed run default: published before the verdicts stage" in notes
+    assert "published before the verdicts stage" not in paper.side_by_side_notes({"gemma": _run_variables("gemma", "g", "−0.5")})
+
+
 def test_a_published_variables_file_that_is_not_a_run_is_one_clear_error(tmp_path):
     (tmp_path / "gemma").mkdir()
     (tmp_path / "gemma" / "_variables.yml").write_text("- just a list\n", encoding="utf-8")

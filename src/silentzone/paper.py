@@ -1452,8 +1452,17 @@ def load_families(profile: str, published: Path = PUBLISHED_DIR) -> dict[str, di
                     f"{path}: not a run's paper variables (no `run` section); republish it with "
                     "`python scripts/publish_run.py RUN_DIR`"
                 )
+            later = path.parent / "verdicts" / "verdicts.json"
+            if later.exists():
+                # a run published before the verdicts stage: the rules applied to its committed tables since
+                # (scripts/published_verdicts.py) replace the verdicts of its time; side_by_side_notes says so
+                variables = {**variables, "verdicts": format_value(json.loads(later.read_text(encoding="utf-8")))}
+                variables[LATER_VERDICTS] = True
             families[name] = variables
     return families
+
+
+LATER_VERDICTS = "_verdicts_applied_later"
 
 
 # Where a value of the paper's column comes from, when not from the abstract (the column's default):
@@ -1481,12 +1490,21 @@ def side_by_side_cell(variables: dict, spec) -> str:
     return fmt.format(*values) + (PAPER_MARKS[source[0]] if source else "")
 
 
-def side_by_side_notes() -> str:
-    """Under the side-by-side table: where the paper's column comes from."""
+def side_by_side_notes(families: dict[str, dict] | None = None) -> str:
+    """Under the side-by-side table: where the paper's column comes from, and which committed runs'
+    verdicts were computed after their publication."""
     marks = " ".join(f"{PAPER_MARKS[k]}\u00a0{_capital(text)}." for k, text in PAPER_SOURCES.items())
+    later = [name for name, variables in (families or {}).items() if variables.get(LATER_VERDICTS)]
+    applied = (
+        f" Committed run{'s' if len(later) > 1 else ''} {join_words(later)}: published before the verdicts stage; "
+        "its verdicts and silent-zone rows are the decision rules applied to its committed tables since "
+        "(`scripts/published_verdicts.py`)."
+        if later
+        else ""
+    )
     return (
         "::: {.table-notes}\nThe paper's column: the values of its abstract [@nikolic2026displacement], "
-        f"Qwen3.6-35B-A3B / Devstral-Small-2-24B where two are given. {marks}\n:::\n"
+        f"Qwen3.6-35B-A3B / Devstral-Small-2-24B where two are given. {marks}{applied}\n:::\n"
     )
 
 
@@ -1627,7 +1645,7 @@ def write_inputs(params: dict, paper_dir: Path = PAPER_DIR) -> None:
     n_tables = write_tables(results, paper_dir, ctx)
     families = load_families(str(facts["profile"]))
     io.write_text(paper_dir / "tables" / f"{SIDE_BY_SIDE_TABLE}.md", table_side_by_side(variables, families))
-    io.write_text(paper_dir / "tables" / f"{SIDE_BY_SIDE_TABLE}-notes.md", side_by_side_notes())
+    io.write_text(paper_dir / "tables" / f"{SIDE_BY_SIDE_TABLE}-notes.md", side_by_side_notes(families))
     n_tables += 1
     print(f"{paper_dir}/_variables.yml: verdicts {', '.join(doc[c]['verdict'] for c in CLAIMS)}; {n_tables} tables")
 
