@@ -681,7 +681,10 @@ def test_the_outcomes_reading_follows_both_reliabilities():
     assert "(split-half reliability −0.12 and 0.91)" in signed_only
     # two decimals, as everywhere a reliability is printed (the gemma render read "0.2 and 0.94" here, 0.195 above)
     assert "(split-half reliability 0.20 and 0.94)" in paper.outcomes_reading(0.1955, 0.9397, 0.8)
-    assert formatting.format_value(0.1955, "reliability_silent") == "0.20" and formatting.format_value(-0.12, "reliability_full") == "−0.12"
+    assert (
+        formatting.format_value(0.1955, "reliability_silent") == "0.20"
+        and formatting.format_value(-0.12, "reliability_full") == "−0.12"
+    )
     assert paper.outcomes_reading(0.85, 0.91, 0.8).startswith("Both outcomes order the silent zone's quants reliably")
     assert paper.outcomes_reading(0.85, 0.4, 0.8).startswith("Inside the silent zone accuracy orders the quants reliably")
     assert paper.outcomes_reading(0.3, 0.4, 0.8).startswith("Neither outcome orders the silent zone's quants reliably")
