@@ -622,7 +622,7 @@ def test_a_family_published_before_the_verdicts_stage_shows_the_verdicts_applied
     }
     # the committed variables said "holds" (the rules of its time); the column shows the rules applied since
     assert rows["Claim 1 verdict"][3] == "does not hold" and rows["Claim 2 verdict"][3] == "undecided"
-    assert rows["Split-half reliability in the silent zone, accuracy / signed outcome"][3] == "−0.12 / 0.91"
+    assert rows["Split-half reliability in the silent zone, accuracy / signed outcome"][3] == "−0.123 / 0.914"
     assert rows["ρ(mean KLD, signed outcome), full cohort / silent zone"][3] == "−0.80 / −0.74"
     notes = paper.side_by_side_notes(families)
     assert "Committed run default: published before the verdicts stage" in notes
@@ -679,12 +679,14 @@ def test_the_outcomes_reading_follows_both_reliabilities():
     signed_only = paper.outcomes_reading(-0.12, 0.91, 0.8)
     assert "too few for accuracy to order them reliably, while the signed outcome still orders them" in signed_only
     assert "(split-half reliability −0.12 and 0.91)" in signed_only
-    # two decimals, as everywhere a reliability is printed (the gemma render read "0.2 and 0.94" here, 0.195 above)
+    # two decimals, as the verdicts' reasons print it (the gemma render read "0.2 and 0.94" here)
     assert "(split-half reliability 0.20 and 0.94)" in paper.outcomes_reading(0.1955, 0.9397, 0.8)
-    assert (
-        formatting.format_value(0.1955, "reliability_silent") == "0.20"
-        and formatting.format_value(-0.12, "reliability_full") == "−0.12"
-    )
+    assert formatting.fmt_reliability(0.1955) == "0.20" and formatting.fmt_reliability(-0.12) == "−0.12"
+    both = paper.verdict_variables(
+        {c: {"verdict": "undecided", "outcome": ["accuracy"]} for c in paper.CLAIMS}
+        | {"accuracy": {"reliability_silent": 0.1955}, "signed_outcome": {"reliability_silent": 0.9397}}
+    )["reliability_silent"]
+    assert both == {"accuracy": "0.20", "signed": "0.94"}  # the abstract's pair
     assert paper.outcomes_reading(0.85, 0.91, 0.8).startswith("Both outcomes order the silent zone's quants reliably")
     assert paper.outcomes_reading(0.85, 0.4, 0.8).startswith("Inside the silent zone accuracy orders the quants reliably")
     assert paper.outcomes_reading(0.3, 0.4, 0.8).startswith("Neither outcome orders the silent zone's quants reliably")

@@ -85,6 +85,13 @@ def fmt_sig(x: float, digits: int = 3) -> str:
     return with_minus(text)
 
 
+def fmt_reliability(x) -> str:
+    """A split-half reliability in prose, two decimals as the verdicts' reasons print it: "0.20", "−0.12"."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return DASH
+    return with_minus(f"{x:.2f}")
+
+
 def value_kind(key: str) -> str:
     """How a number is printed, by its key (the notebooks' numbers and published.yml share names)."""
     k = key.lower()
@@ -97,8 +104,6 @@ def value_kind(key: str) -> str:
     if "baseline_mean_kld" in k or k in ("oracle_fixed", "chance"):  # claim 4's other routers: accuracies too
         return "pct"
     if k.startswith(("gm_ratio", "auroc")):
-        return "ratio"
-    if k in ("reliability_silent", "reliability_full"):  # the verdicts' headline: two decimals, as their reasons print it
         return "ratio"
     if k in ("delta", "se") or k.startswith(("mdd", "half_width")):
         return "points"  # composite differences (notebook 07): percentage points of items

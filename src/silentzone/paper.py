@@ -35,6 +35,7 @@ from .formatting import (
     fmt_p,
     fmt_pct,
     fmt_points,
+    fmt_reliability,
     fmt_sig,
     fmt_signed,
     format_value,
@@ -386,6 +387,11 @@ def verdict_variables(doc: dict) -> dict:
             "undecided": d["verdict"] == UNDECIDED,
         }
     out["summary"] = verdict_summary({c: doc[c] for c in CLAIMS})
+    # the abstract's pair, two decimals as the verdicts' reasons print them (verdicts.* keep three figures)
+    out["reliability_silent"] = {
+        name: fmt_reliability((doc.get(key) or {}).get("reliability_silent"))
+        for name, key in (("accuracy", "accuracy"), ("signed", "signed_outcome"))
+    }
     return out
 
 
@@ -557,7 +563,7 @@ def outcomes_reading(accuracy: float | None, signed: float | None, threshold: fl
     acc_ok, signed_ok = is_number(accuracy) and accuracy >= threshold, is_number(signed) and signed >= threshold
     if not is_number(signed):
         return "Only accuracy is measured here; the signed outcome is not available for these tasks."
-    both = f"(split-half reliability {format_value(accuracy, 'reliability_silent')} and {format_value(signed, 'reliability_silent')})"
+    both = f"(split-half reliability {fmt_reliability(accuracy)} and {fmt_reliability(signed)})"
     if signed_ok and not acc_ok:
         return (
             "Inside the silent zone the quants differ by a handful of flipped items, too few for accuracy to order "
