@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from silentzone import cli, config, io, lock
+from silentzone import cli, config, io, kernels, lock
 from silentzone.errors import SilentzoneError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -326,6 +326,43 @@ def test_a_folder_sweep_removes_every_dead_writers_temp_and_nothing_else(tmp_pat
     assert sorted(p.name for p in removed) == sorted(n for n, kept in names.items() if not kept)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, kept in names.items() if kept)
     assert io.remove_dead_writers_temps(tmp_path / "missing") == []
+
+
+def _fake_kernel(cwd: Path, launcher: int, seconds: float) -> subprocess.Popen:
+    """A process as papermill leaves a kernel: working in the run folder, its launcher's pid in JPY_PARENT_PID."""
+    env = {**os.environ, "JPY_PARENT_PID": str(launcher)}
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"], cwd=cwd, env=env)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="kernels are found through /proc")
+def test_a_rerun_waits_for_the_kernel_a_killed_run_left_and_only_for_it(tmp_path):
+    """A kill of analyze leaves its kernel (own session) running for seconds, still writing; the rerun
+    waits for it. A kernel whose launcher lives (another stage's, a JupyterLab's) is not waited for."""
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    (run := tmp_path / "run").mkdir()
+    (elsewhere := tmp_path / "elsewhere").mkdir()
+    orphan = _fake_kernel(run, dead, 1.5)
+    owned = _fake_kernel(run, os.getpid(), 30)  # its launcher (this test) is alive
+    stray = _fake_kernel(elsewhere, dead, 30)  # another run folder's
+    try:
+        time.sleep(0.3)  # the children have exec'd
+        assert kernels.orphaned_kernels(run) == [orphan.pid]
+        t0 = time.monotonic()
+        assert kernels.wait_for_orphaned_kernels(run, timeout_s=20) == [orphan.pid]
+        assert orphan.poll() is not None or time.monotonic() - t0 >= 1.0  # it waited for the exit
+        assert kernels.orphaned_kernels(run) == []
+        assert kernels.orphaned_kernels(elsewhere) == [stray.pid]
+        with pytest.raises(SilentzoneError, match=rf"kernel\(s\) {stray.pid} of a killed earlier run .*kill -9 {stray.pid}") as e:
+            kernels.wait_for_orphaned_kernels(elsewhere, grace_s=10, timeout_s=0.2)
+        assert "\n" not in str(e.value)
+        # past the grace, a kernel that does not end on its own is killed (nobody can reach it)
+        assert kernels.wait_for_orphaned_kernels(elsewhere, grace_s=0.2, timeout_s=20) == [stray.pid]
+        assert stray.wait(timeout=5) == -signal.SIGKILL
+        assert owned.poll() is None  # a kernel whose launcher lives is left alone
+    finally:
+        for p in (orphan, owned, stray):
+            p.kill()
+            p.wait()
 
 
 # ----------------------------------------------------------------------------- a real small disk

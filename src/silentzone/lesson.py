@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import io
+from . import io, kernels
 from .errors import SilentzoneError
 from .schema import GOLD_LOGPROB, MODEL, REFERENCE, quant_names
 
@@ -94,6 +94,7 @@ def execute(out: Path, published: str | Path = PUBLISHED_RUN, kernel: str = "pyt
     import papermill
 
     source = Path(root) / "notebooks" / f"{LESSON}.ipynb"
+    kernels.wait_for_orphaned_kernels(Path(root))  # a killed earlier run's kernel may still be writing
     with io.atomic_path(Path(out)) as tmp:
         try:
             papermill.execute_notebook(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from .. import io
+from .. import io, kernels
 from ..config import Params
 from ..errors import SilentzoneError
 from ..layout import DEFAULT, Layout
@@ -40,6 +40,11 @@ def run(params: Params, name: str, layout: Layout = DEFAULT, kernel: str = "pyth
     return _execute(params, name, layout, kernel)
 
 
+def _sweep_dead_writers(outputs: dict) -> None:
+    for folder in (outputs["figures_dir"], outputs["tables_dir"], outputs["numbers_path"].parent):
+        io.remove_dead_writers_temps(folder)
+
+
 def _execute(params: Params, name: str, layout: Layout, kernel: str) -> str:
     import papermill
 
@@ -51,6 +56,9 @@ def _execute(params: Params, name: str, layout: Layout, kernel: str) -> str:
     outputs = layout.notebook_outputs(name)
     for key in ("figures_dir", "tables_dir"):
         outputs[key].mkdir(parents=True, exist_ok=True)
+    # a killed earlier run's kernel may still be writing here: let it end before this run writes
+    kernels.wait_for_orphaned_kernels(layout.root)
+    _sweep_dead_writers(outputs)
     with io.atomic_path(outputs["notebook"]) as tmp:
         try:
             papermill.execute_notebook(
@@ -69,10 +77,7 @@ def _execute(params: Params, name: str, layout: Layout, kernel: str) -> str:
             raise SilentzoneError(
                 f"{source}: cell {exc.exec_count} failed: {exc.ename}: {first} (rerun it in JupyterLab to see the traceback)"
             ) from None
-    # the kernel of a killed earlier run outlives it by up to a second (ipykernel's parent poller)
-    # and leaves the temp it was writing; by now it is gone
-    for folder in (outputs["figures_dir"], outputs["tables_dir"], outputs["numbers_path"].parent):
-        io.remove_dead_writers_temps(folder)
+    _sweep_dead_writers(outputs)  # where /proc cannot show kernels (not Linux), their temps at least
     numbers = outputs["numbers_path"]
     if not numbers.exists():
         raise SilentzoneError(

@@ -1,0 +1,86 @@
+"""Notebook kernels left running by a killed stage.
+
+Papermill starts each notebook's kernel in a session of its own, so a kill of the stage (SIGKILL to
+its process group) does not reach it: the kernel runs on until ipykernel's parent poller sees its
+launcher gone (a poll a second, seconds more on a busy machine) and may still be writing into the
+stage's output folders. A rerun waits for such kernels before it runs its notebook, so nothing the
+dead run wrote lands after the rerun's own files, and its temps can be swept as a dead writer's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .errors import SilentzoneError
+
+PROC = Path("/proc")
+PARENT_VARIABLE = b"JPY_PARENT_PID="  # jupyter_client gives a kernel its launcher's pid in this variable
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _launcher(entry: Path) -> int | None:
+    """The pid that launched process `entry` as a kernel, or None when it is not a kernel (or unreadable)."""
+    try:
+        variables = (entry / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    value = next((v[len(PARENT_VARIABLE) :] for v in variables if v.startswith(PARENT_VARIABLE)), b"")
+    return int(value) if value.isdigit() else None
+
+
+def orphaned_kernels(root: Path) -> list[int]:
+    """Pids of kernels working in `root` whose launching process is gone (none where /proc is missing)."""
+    root = Path(root).resolve()
+    orphans = []
+    try:
+        entries = [e for e in PROC.iterdir() if e.name.isdigit() and int(e.name) != os.getpid()]
+    except OSError:
+        return orphans
+    for entry in entries:
+        try:
+            if Path(os.readlink(entry / "cwd")) != root:
+                continue
+        except OSError:
+            continue
+        launcher = _launcher(entry)
+        if launcher is not None and not _alive(launcher):
+            orphans.append(int(entry.name))
+    return sorted(orphans)
+
+
+def wait_for_orphaned_kernels(root: Path, grace_s: float = 30.0, timeout_s: float = 60.0) -> list[int]:
+    """Wait until no kernel of a killed run works in `root`; returns the pids waited for. A kernel
+    still there after `grace_s` (its parent poller cannot see its launcher go, e.g. a launcher pid
+    reused) is killed: nobody can reach it any more. One line if even that does not end it."""
+    start, waited, killed = time.monotonic(), set(), set()
+    while pids := orphaned_kernels(root):
+        waited.update(pids)
+        elapsed = time.monotonic() - start
+        if elapsed > timeout_s:
+            listed = " ".join(map(str, pids))
+            raise SilentzoneError(
+                f"{root}: notebook kernel(s) {listed} of a killed earlier run are still running there after "
+                f"{timeout_s:g} s; stop them (kill -9 {listed}) and rerun"
+            )
+        if elapsed > grace_s:
+            for pid in set(pids) - killed:
+                print(f"{root}: killing notebook kernel {pid}, left running by a killed earlier run", file=sys.stderr)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+        time.sleep(0.05)
+    return sorted(waited)
