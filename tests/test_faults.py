@@ -365,6 +365,39 @@ def test_a_rerun_waits_for_the_kernel_a_killed_run_left_and_only_for_it(tmp_path
             p.wait()
 
 
+def test_an_executed_notebook_has_the_same_bytes_however_its_kernel_chunked_the_output(tmp_path):
+    """The kernel flushes printed text on a timer: under load one cell's prints arrive as several
+    stream outputs (the lesson's, in 1 of 5 runs beside busy loops), which changed the notebook's bytes."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    def notebook(*outputs):
+        cells = [new_code_cell("print(1)", outputs=list(outputs), id="printing"), new_code_cell("x = 1", id="silent")]
+        return new_notebook(cells=cells)
+
+    whole = notebook(
+        new_output("stream", name="stdout", text="a\nb\nc\n"),
+        new_output("stream", name="stderr", text="warning\n"),
+        new_output("display_data", data={"text/plain": "1"}),
+        new_output("stream", name="stdout", text="d\n"),
+    )
+    chunked = notebook(
+        new_output("stream", name="stdout", text="a\n"),
+        new_output("stream", name="stdout", text="b\n"),
+        new_output("stream", name="stdout", text="c\n"),
+        new_output("stream", name="stderr", text="warning\n"),
+        new_output("display_data", data={"text/plain": "1"}),
+        new_output("stream", name="stdout", text="d\n"),
+    )
+    nbformat.write(whole, tmp_path / "whole.ipynb")
+    nbformat.write(chunked, tmp_path / "chunked.ipynb")
+    before = (tmp_path / "whole.ipynb").read_bytes()
+    assert not kernels.coalesce_streams(tmp_path / "whole.ipynb")  # nothing to join: not rewritten
+    assert (tmp_path / "whole.ipynb").read_bytes() == before
+    assert kernels.coalesce_streams(tmp_path / "chunked.ipynb")
+    assert (tmp_path / "chunked.ipynb").read_bytes() == before  # stderr and a display between keep their places
+
+
 # ----------------------------------------------------------------------------- a real small disk
 
 

@@ -1,10 +1,16 @@
-"""Notebook kernels left running by a killed stage.
+"""What a notebook's kernel does that a rerun must not inherit.
 
-Papermill starts each notebook's kernel in a session of its own, so a kill of the stage (SIGKILL to
-its process group) does not reach it: the kernel runs on until ipykernel's parent poller sees its
-launcher gone (a poll a second, seconds more on a busy machine) and may still be writing into the
-stage's output folders. A rerun waits for such kernels before it runs its notebook, so nothing the
-dead run wrote lands after the rerun's own files, and its temps can be swept as a dead writer's.
+- A kernel left running by a killed stage. Papermill starts each notebook's kernel in a session of
+  its own, so a kill of the stage (SIGKILL to its process group) does not reach it: the kernel runs
+  on until ipykernel's parent poller sees its launcher gone (a poll a second, seconds more on a busy
+  machine) and may still be writing into the stage's output folders. A rerun waits for such kernels
+  before it runs its notebook, so nothing the dead run wrote lands after the rerun's own files, and
+  its temps can be swept as a dead writer's.
+- Output split by timing. The kernel sends a cell's printed text in chunks, flushed on a timer, so
+  one cell's `print`s become one stream output or several depending on the machine's load (seen:
+  the lesson's three lines as two outputs in 1 of 5 runs beside busy loops). The executed notebook
+  is written with each run of consecutive same-stream outputs joined, so its bytes do not depend on
+  the load.
 """
 
 from __future__ import annotations
@@ -84,3 +90,26 @@ def wait_for_orphaned_kernels(root: Path, grace_s: float = 30.0, timeout_s: floa
                 killed.add(pid)
         time.sleep(0.05)
     return sorted(waited)
+
+
+def coalesce_streams(path: Path) -> bool:
+    """Join each cell's consecutive stream outputs of one name (stdout, stderr) in the executed
+    notebook at `path`; rewritten only when something was joined (returns whether it was)."""
+    import nbformat  # with papermill (the pipeline extra)
+
+    notebook = nbformat.read(path, as_version=4)
+    joined = False
+    for cell in notebook.cells:
+        outputs = []
+        for output in cell.get("outputs", []):
+            last = outputs[-1] if outputs else None
+            if output.output_type == "stream" and last is not None and last.output_type == "stream" and last.name == output.name:
+                last.text += output.text
+                joined = True
+            else:
+                outputs.append(output)
+        if "outputs" in cell:
+            cell.outputs = outputs
+    if joined:
+        nbformat.write(notebook, path)
+    return joined

@@ -111,4 +111,5 @@ def execute(out: Path, published: str | Path = PUBLISHED_RUN, kernel: str = "pyt
             raise SilentzoneError(
                 f"{source}: cell {exc.exec_count} failed: {exc.ename}: {first} (run it in JupyterLab)"
             ) from None
+        kernels.coalesce_streams(tmp)  # the same bytes whatever the load
     return Path(out)

@@ -77,6 +77,7 @@ def _execute(params: Params, name: str, layout: Layout, kernel: str) -> str:
             raise SilentzoneError(
                 f"{source}: cell {exc.exec_count} failed: {exc.ename}: {first} (rerun it in JupyterLab to see the traceback)"
             ) from None
+        kernels.coalesce_streams(tmp)  # the same bytes whatever the load
     _sweep_dead_writers(outputs)  # where /proc cannot show kernels (not Linux), their temps at least
     numbers = outputs["numbers_path"]
     if not numbers.exists():
