@@ -141,7 +141,8 @@ def _temp_pattern(name: str, suffix: str) -> re.Pattern:
     return re.compile(rf"^\.{re.escape(name)}\.(\d+)\.[A-Za-z0-9_]+\.tmp{re.escape(suffix)}$")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (someone else's counts: kill(0) is refused only for a live process)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -160,7 +161,7 @@ def remove_stale_temps(path: Path, name: str, suffix: str) -> list[Path]:
         return removed
     for entry in entries:
         m = pattern.match(entry.name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             with contextlib.suppress(OSError):
                 shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
                 removed.append(Path(entry.path))
@@ -182,7 +183,7 @@ def remove_dead_writers_temps(folder: Path) -> list[Path]:
         return removed
     for entry in entries:
         m = _ANY_TEMP.match(entry.name)
-        if m and entry.is_file(follow_symlinks=False) and not _pid_alive(int(m.group(1))):
+        if m and entry.is_file(follow_symlinks=False) and not pid_alive(int(m.group(1))):
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))

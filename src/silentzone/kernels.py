@@ -1,4 +1,5 @@
-"""What a notebook's kernel does that a rerun must not inherit.
+"""Executing a notebook with papermill so that a rerun gives the same bytes (`execute`), against two
+things its kernel does:
 
 - A kernel left running by a killed stage. Papermill starts each notebook's kernel in a session of
   its own, so a kill of the stage (SIGKILL to its process group) does not reach it: the kernel runs
@@ -22,20 +23,11 @@ import sys
 import time
 from pathlib import Path
 
+from . import io
 from .errors import SilentzoneError
 
 PROC = Path("/proc")
 PARENT_VARIABLE = b"JPY_PARENT_PID="  # jupyter_client gives a kernel its launcher's pid in this variable
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _launcher(entry: Path) -> int | None:
@@ -63,7 +55,7 @@ def orphaned_kernels(root: Path) -> list[int]:
         except OSError:
             continue
         launcher = _launcher(entry)
-        if launcher is not None and not _alive(launcher):
+        if launcher is not None and not io.pid_alive(launcher):
             orphans.append(int(entry.name))
     return sorted(orphans)
 
@@ -113,3 +105,32 @@ def coalesce_streams(path: Path) -> bool:
     if joined:
         nbformat.write(notebook, path)
     return joined
+
+
+def execute(source: Path, out: Path, parameters: dict, kernel: str, cwd: Path) -> Path:
+    """Run notebook `source` with papermill into `out` (atomically), its kernel working in `cwd`:
+    after any kernel a killed earlier run left there, with its stream outputs joined. A failing cell
+    is one line naming it (a SilentzoneError raised in the notebook: its own line)."""
+    import papermill
+
+    wait_for_orphaned_kernels(cwd)
+    with io.atomic_path(Path(out)) as tmp:
+        try:
+            papermill.execute_notebook(
+                str(source),
+                str(tmp),
+                parameters=parameters,
+                kernel_name=kernel,
+                progress_bar=False,
+                cwd=str(cwd),
+                request_save_on_cell_execute=False,
+            )
+        except papermill.PapermillExecutionError as exc:
+            first = str(exc.evalue).splitlines()[0] if exc.evalue else ""
+            if exc.ename == SilentzoneError.__name__:  # already one line naming the file and the fix (a full disk too)
+                raise SilentzoneError(f"{source}: {first}") from None
+            raise SilentzoneError(
+                f"{source}: cell {exc.exec_count} failed: {exc.ename}: {first} (rerun it in JupyterLab to see the traceback)"
+            ) from None
+        coalesce_streams(tmp)
+    return Path(out)

@@ -91,25 +91,5 @@ def load(folder: str | Path = PUBLISHED_RUN) -> PublishedRun:
 def execute(out: Path, published: str | Path = PUBLISHED_RUN, kernel: str = "python3", root: Path = Path(".")) -> Path:
     """Run the lesson notebook (root/notebooks/LESSON.ipynb) with papermill into `out`, reading `published`;
     one line naming the cell when it fails."""
-    import papermill
-
     source = Path(root) / "notebooks" / f"{LESSON}.ipynb"
-    kernels.wait_for_orphaned_kernels(Path(root))  # a killed earlier run's kernel may still be writing
-    with io.atomic_path(Path(out)) as tmp:
-        try:
-            papermill.execute_notebook(
-                str(source),
-                str(tmp),
-                parameters={"published_dir": str(published)},
-                kernel_name=kernel,
-                progress_bar=False,
-                cwd=str(root),
-                request_save_on_cell_execute=False,
-            )
-        except papermill.PapermillExecutionError as exc:
-            first = str(exc.evalue).splitlines()[0] if exc.evalue else ""
-            raise SilentzoneError(
-                f"{source}: cell {exc.exec_count} failed: {exc.ename}: {first} (run it in JupyterLab)"
-            ) from None
-        kernels.coalesce_streams(tmp)  # the same bytes whatever the load
-    return Path(out)
+    return kernels.execute(source, Path(out), {"published_dir": str(published)}, kernel, Path(root))

@@ -26,6 +26,7 @@ import socket
 import sys
 from pathlib import Path
 
+from . import io
 from .errors import SilentzoneError
 
 LOCKS = Path(".silentzone") / "locks"
@@ -58,22 +59,12 @@ def describe_owner(path: Path) -> str:
     try:
         owner = json.loads(path.read_text(encoding="utf-8"))
         pid = int(owner["pid"])
-        alive = owner.get("host") != socket.gethostname() or _alive(pid)
+        alive = owner.get("host") != socket.gethostname() or io.pid_alive(pid)
     except (OSError, ValueError, KeyError, TypeError):
         return "another process"
     if not alive:
         return "another process"
     return f"another process: pid {pid} (`{owner.get('command', '?')}`, since {owner.get('since', '?')})"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 @contextlib.contextmanager

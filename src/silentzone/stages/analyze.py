@@ -40,14 +40,7 @@ def run(params: Params, name: str, layout: Layout = DEFAULT, kernel: str = "pyth
     return _execute(params, name, layout, kernel)
 
 
-def _sweep_dead_writers(outputs: dict) -> None:
-    for folder in (outputs["figures_dir"], outputs["tables_dir"], outputs["numbers_path"].parent):
-        io.remove_dead_writers_temps(folder)
-
-
 def _execute(params: Params, name: str, layout: Layout, kernel: str) -> str:
-    import papermill
-
     source = layout.root / "notebooks" / f"{name}.ipynb"
     if not source.exists():
         names = ", ".join(sorted(p.stem for p in source.parent.glob("*.ipynb")))
@@ -56,29 +49,10 @@ def _execute(params: Params, name: str, layout: Layout, kernel: str) -> str:
     outputs = layout.notebook_outputs(name)
     for key in ("figures_dir", "tables_dir"):
         outputs[key].mkdir(parents=True, exist_ok=True)
-    # a killed earlier run's kernel may still be writing here: let it end before this run writes
-    kernels.wait_for_orphaned_kernels(layout.root)
-    _sweep_dead_writers(outputs)
-    with io.atomic_path(outputs["notebook"]) as tmp:
-        try:
-            papermill.execute_notebook(
-                str(source),
-                str(tmp),
-                parameters=parameters,
-                kernel_name=kernel,
-                progress_bar=False,
-                cwd=str(layout.root),
-                request_save_on_cell_execute=False,
-            )
-        except papermill.PapermillExecutionError as exc:
-            first = str(exc.evalue).splitlines()[0] if exc.evalue else ""
-            if exc.ename == SilentzoneError.__name__:  # already one line naming the file and the fix (a full disk too)
-                raise SilentzoneError(f"{source}: {first}") from None
-            raise SilentzoneError(
-                f"{source}: cell {exc.exec_count} failed: {exc.ename}: {first} (rerun it in JupyterLab to see the traceback)"
-            ) from None
-        kernels.coalesce_streams(tmp)  # the same bytes whatever the load
-    _sweep_dead_writers(outputs)  # where /proc cannot show kernels (not Linux), their temps at least
+    kernels.execute(source, outputs["notebook"], parameters, kernel, layout.root)
+    # temps a killed earlier run's kernel left (kernels.execute waited for it to end)
+    for folder in (outputs["figures_dir"], outputs["tables_dir"], outputs["numbers_path"].parent):
+        io.remove_dead_writers_temps(folder)
     numbers = outputs["numbers_path"]
     if not numbers.exists():
         raise SilentzoneError(
